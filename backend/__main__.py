@@ -1,0 +1,83 @@
+"""Command line: python -m backend {run, doctor}."""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import platform
+import sys
+from pathlib import Path
+
+
+def _print_event(event: dict) -> None:
+    kind = event["type"]
+    if kind == "progress":
+        losses = " ".join(f"{k}={v:.4g}" for k, v in event.get("losses", {}).items())
+        print(f"[{event['phase']}] {event['step']}/{event['total']} eta {event['eta_s']:.0f}s {losses}", flush=True)
+    elif kind == "error":
+        print(f"error ({event['code']}): {event['message']}", file=sys.stderr)
+        if event.get("hint"):
+            print(f"hint: {event['hint']}", file=sys.stderr)
+    elif kind in ("log", "cancelled"):
+        print(event["message"], flush=True)
+    elif kind == "result":
+        print(f"result: {event['glb']}", flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .server.jobs import run_job
+
+    path = Path(args.job)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"error: job file not found: {path}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"error: {path} is not valid JSON ({exc})", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else path.parent / (path.stem + "_out")
+    result = run_job(raw, path.parent, out, _print_event, restart=args.restart)
+    return 0 if result is not None else 1
+
+
+def doctor() -> dict:
+    report: dict = {"python": sys.version.split()[0], "platform": platform.platform(), "packages": {}}
+    for name in ("torch", "diffusers", "transformers", "xatlas", "pymeshlab", "trimesh", "numpy", "nvdiffrast"):
+        try:
+            report["packages"][name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            report["packages"][name] = None
+    try:
+        import torch
+
+        report["cuda"] = torch.cuda.is_available()
+        report["devices"] = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                                       for i in range(torch.cuda.device_count())]
+    except ImportError:
+        report["cuda"], report["devices"] = False, []
+    from .pipeline.config import preset_names
+    from .render.raster import nvdiffrast_available
+
+    report["rasterizers"] = ["torch"] + (["nvdiffrast"] if nvdiffrast_available() else [])
+    report["presets"] = preset_names()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Conjure generation backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one job file")
+    run.add_argument("job", help="JOB.json (paths inside are relative to it)")
+    run.add_argument("--out", help="output folder (default: JOB_out beside the job); resumes if it has checkpoints")
+    run.add_argument("--restart", action="store_true", help="ignore checkpoints in the output folder")
+    sub.add_parser("doctor", help="environment report (JSON)")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    print(json.dumps(doctor(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""From optimised geometry + texture field to a UV-mapped, textured GLB.
+
+cleanup (pymeshlab): merge duplicate vertices, drop small components, decimate to a
+face budget; unwrap (xatlas) with padding; bake: rasterise the mesh in UV space, query
+the texture field at each texel's surface point, dilate across seams; write GLB with a
+PBR base-colour texture (trimesh). UVs follow glTF (v = 0 at the image's top row).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..geometry.mesh import Mesh
+from ..render.raster import Rasterizer
+
+
+def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int,
+            min_component_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> cleaned verts [V,3], faces [F,3] (CPU)."""
+    import pymeshlab
+
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(verts.detach().cpu().double().numpy(), faces.cpu().numpy().astype(np.int32)))
+    ms.meshing_remove_duplicate_vertices()
+    ms.meshing_remove_duplicate_faces()
+    ms.meshing_remove_null_faces()
+    if min_component_fraction > 0:
+        diag = ms.current_mesh().bounding_box().diagonal()
+        ms.meshing_remove_connected_component_by_diameter(
+            mincomponentdiag=pymeshlab.PureValue(min_component_fraction * diag))
+    ms.meshing_remove_unreferenced_vertices()
+    if ms.current_mesh().face_number() > max_faces:
+        ms.meshing_decimation_quadric_edge_collapse(targetfacenum=max_faces, preservenormal=True,
+                                                    preservetopology=True, optimalplacement=True)
+    m = ms.current_mesh()
+    return (torch.tensor(m.vertex_matrix(), dtype=torch.float32),
+            torch.tensor(m.face_matrix(), dtype=torch.long))
+
+
+def unwrap(verts: torch.Tensor, faces: torch.Tensor, resolution: int, padding: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """xatlas parametrisation -> new verts [V',3] (split at seams), faces [F,3], uv [V',2]."""
+    import xatlas
+
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(verts.numpy(), faces.numpy().astype(np.uint32))
+    pack = xatlas.PackOptions()
+    pack.padding, pack.resolution, pack.bilinear = padding, resolution, True
+    atlas.generate(xatlas.ChartOptions(), pack)
+    vmapping, indices, uvs = atlas[0]
+    return (verts[torch.from_numpy(vmapping.astype(np.int64))], torch.from_numpy(indices.astype(np.int64)),
+            torch.from_numpy(uvs.astype(np.float32)))
+
+
+def dilate(image: torch.Tensor, filled: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Grow filled texels into empty ones (mean of filled 3x3 neighbours) so bilinear
+    lookups and mip-maps at chart borders never read the empty background."""
+    img = image.permute(2, 0, 1)[None]
+    m = filled[None, None].float()
+    kernel = torch.ones(1, 1, 3, 3)
+    for _ in range(iterations):
+        if bool(m.min() > 0):
+            break
+        num = torch.nn.functional.conv2d(img * m, kernel.expand(img.shape[1], 1, 3, 3), padding=1, groups=img.shape[1])
+        den = torch.nn.functional.conv2d(m, kernel, padding=1)
+        grow = (den > 0) & (m == 0)
+        img = torch.where(grow, num / den.clamp(min=1), img)
+        m = torch.where(grow, torch.ones_like(m), m)
+    return img[0].permute(1, 2, 0)
+
+
+def bake(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
+         albedo_fn: Callable[[torch.Tensor], torch.Tensor], size: int, dilation: int = 16) -> torch.Tensor:
+    """Texture [size,size,3] in [0,1]: each texel gets the albedo of its surface point."""
+    # UV space as clip space: u -> x, v (down) -> -y, so the image's top row is v = 0.
+    clip = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2, torch.zeros_like(uv[:, 0]), torch.ones_like(uv[:, 0])], -1)
+    rast = raster.rasterize(clip[None], faces.int(), (size, size))
+    xyz = raster.interpolate(verts[None], rast, faces.int())[0]
+    filled = rast[0, ..., 3] > 0
+    tex = torch.zeros(size, size, 3)
+    if filled.any():
+        with torch.no_grad():
+            tex[filled] = torch.cat([albedo_fn(p).float().cpu() for p in xyz[filled].split(1 << 16)])
+    return dilate(tex, filled.cpu(), dilation)
+
+
+def build_textured_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor,
+                        albedo_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: dict) -> Mesh:
+    v, f = cleanup(verts, faces, export_cfg["max_faces"], export_cfg["min_component_fraction"])
+    if f.shape[0] == 0:
+        raise ValueError("nothing left after cleanup: the surface is empty or made of specks")
+    size = export_cfg["texture_size"]
+    v, f, uv = unwrap(v, f, size, export_cfg["uv_padding"])
+    tex = bake(raster, v, f, uv, albedo_fn, size)
+    return Mesh(v, f, uv=uv, texture=tex)
+
+
+def write_glb(mesh: Mesh, path: str | Path) -> None:
+    """GLB with one PBR material whose base colour is the mesh's texture (or vertex colours)."""
+    import trimesh
+    from PIL import Image
+
+    verts, faces = mesh.verts.detach().cpu().numpy(), mesh.faces.cpu().numpy()
+    if mesh.uv is not None and mesh.texture is not None:
+        image = Image.fromarray((mesh.texture.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8))
+        material = trimesh.visual.material.PBRMaterial(baseColorTexture=image, metallicFactor=0.0,
+                                                        roughnessFactor=0.9, doubleSided=False)
+        uv = mesh.uv.cpu().numpy().copy()
+        uv[:, 1] = 1.0 - uv[:, 1]  # trimesh expects OpenGL-style v and flips it back on export
+        visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    elif mesh.colors is not None:
+        visual = trimesh.visual.ColorVisuals(vertex_colors=(mesh.colors.cpu().numpy() * 255).astype(np.uint8))
+    else:
+        visual = None
+    tm = trimesh.Trimesh(verts, faces, visual=visual, process=False)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tm.export(str(path), file_type="glb")

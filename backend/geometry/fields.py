@@ -1,0 +1,89 @@
+"""Neural fields on the hash grid: the phase-I NeRF (density + albedo) and the phase-III
+texture field (albedo only), which starts as a copy of the NeRF's albedo branch.
+
+Points [N,3] in [-bound, bound]^3; density [N] >= 0 (softplus, plus a Gaussian blob bias
+so optimisation starts from a centred blob); albedo [N,3] in [0,1].
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .hashgrid import HashGrid, mlp
+
+
+def _grid(cfg: dict, bound: float) -> HashGrid:
+    return HashGrid(levels=cfg["levels"], features=cfg.get("features", 2), log2_table=cfg["log2_table"],
+                    base_res=cfg.get("base_res", 16), max_res=cfg["max_res"], bound=bound)
+
+
+class TextureField(nn.Module):
+    def __init__(self, encoding: HashGrid, hidden: int = 64) -> None:
+        super().__init__()
+        self.encoding = encoding
+        self.albedo_net = mlp(encoding.out_dim, 3, hidden, 2)
+
+    @staticmethod
+    def from_config(cfg: dict, bound: float = 1.0) -> "TextureField":
+        return TextureField(_grid(cfg, bound), cfg.get("hidden", 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.albedo_net(self.encoding(x)))
+
+
+class NeRFField(nn.Module):
+    """One hash encoding shared by a density head and an albedo head."""
+
+    def __init__(self, encoding: HashGrid, hidden: int = 64, blob_density: float = 10.0,
+                 blob_radius: float = 0.5, occupancy_res: int = 32) -> None:
+        super().__init__()
+        self.encoding = encoding
+        self.density_net = mlp(encoding.out_dim, 1, hidden, 2)
+        self.albedo_net = mlp(encoding.out_dim, 3, hidden, 2)
+        self.blob_density, self.blob_radius = blob_density, blob_radius
+        # Occupancy of a coarse grid over the box: samples in empty cells skip the field.
+        self.register_buffer("occupancy", torch.ones(occupancy_res, occupancy_res, occupancy_res, dtype=torch.bool))
+
+    @staticmethod
+    def from_config(cfg: dict, bound: float = 1.0) -> "NeRFField":
+        return NeRFField(_grid(cfg, bound), cfg.get("hidden", 64), cfg.get("blob_density", 10.0),
+                         cfg.get("blob_radius", 0.5), cfg.get("occupancy_res", 32))
+
+    def density_bias(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blob_density * torch.exp(-0.5 * (x ** 2).sum(-1) / self.blob_radius ** 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoding(x)
+        raw = self.density_net(h)[:, 0] + self.density_bias(x)
+        density = torch.nn.functional.softplus(raw - 1.0)
+        return density, torch.sigmoid(self.albedo_net(h))
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(self.density_net(self.encoding(x))[:, 0] + self.density_bias(x) - 1.0)
+
+    def occupied(self, x: torch.Tensor) -> torch.Tensor:
+        """[N,3] -> [N] bool: the point's occupancy cell is marked occupied."""
+        res = self.occupancy.shape[0]
+        cell = ((x / self.encoding.bound + 1) / 2 * res).long().clamp(0, res - 1)
+        return self.occupancy[cell[:, 0], cell[:, 1], cell[:, 2]]
+
+    @torch.no_grad()
+    def update_occupancy(self, threshold: float, generator: torch.Generator | None = None) -> None:
+        """Mark cells whose density at a jittered point exceeds threshold, dilated by one cell
+        so surfaces growing into neighbours are not cut off."""
+        res, bound = self.occupancy.shape[0], self.encoding.bound
+        ax = torch.arange(res, device=self.occupancy.device)
+        ijk = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1).reshape(-1, 3)
+        jitter = torch.rand(ijk.shape, generator=generator).to(ijk.device) if generator is not None else 0.5
+        pts = ((ijk + jitter) / res * 2 - 1) * bound
+        occ = torch.cat([self.density(p) for p in pts.split(1 << 16)]) > threshold
+        occ = occ.reshape(1, 1, res, res, res).float()
+        self.occupancy.copy_(torch.nn.functional.max_pool3d(occ, 3, 1, 1)[0, 0] > 0)
+
+    def texture_field(self) -> TextureField:
+        """A texture field initialised with this NeRF's albedo (encoding + head copied)."""
+        tex = TextureField(copy.deepcopy(self.encoding))
+        tex.albedo_net = copy.deepcopy(self.albedo_net)
+        return tex

@@ -1,0 +1,165 @@
+"""Triangle meshes: the data class, normals, loading any mesh file, normalisation.
+
+Coordinates are the world frame of render/camera.py (glTF: +Y up). UVs follow glTF
+(v = 0 at the texture image's top row), textures are [H,W,3] float in [0,1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class MeshError(ValueError):
+    """A mesh file that cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class Mesh:
+    """verts [V,3] float, faces [F,3] long; optional uv [V,2], texture [H,W,3] in [0,1],
+    colors [V,3] in [0,1] (vertex colours, used when there is no texture)."""
+
+    verts: torch.Tensor
+    faces: torch.Tensor
+    uv: torch.Tensor | None = None
+    texture: torch.Tensor | None = None
+    colors: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "Mesh":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, verts=self.verts.to(device), faces=self.faces.to(device), uv=mv(self.uv),
+                       texture=mv(self.texture), colors=mv(self.colors))
+
+    @property
+    def has_color(self) -> bool:
+        return (self.uv is not None and self.texture is not None) or self.colors is not None
+
+    def face_normals(self) -> torch.Tensor:
+        return face_normals(self.verts, self.faces)
+
+    def vertex_normals(self) -> torch.Tensor:
+        return vertex_normals(self.verts, self.faces)
+
+    def bbox_diagonal(self) -> float:
+        return float((self.verts.max(0).values - self.verts.min(0).values).norm())
+
+
+def face_normals(verts: torch.Tensor, faces: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """[F,3] face normals (counter-clockwise winding is front); unnormalised = 2*area*n."""
+    v0, v1, v2 = (verts[faces[:, i]] for i in range(3))
+    n = torch.linalg.cross(v1 - v0, v2 - v0)
+    return torch.nn.functional.normalize(n, dim=-1) if normalize else n
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """[V,3] area-weighted vertex normals."""
+    fn = face_normals(verts, faces, normalize=False)
+    vn = torch.zeros_like(verts).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, dim=0))
+    return torch.nn.functional.normalize(vn, dim=-1, eps=1e-12)
+
+
+def sample_colors(mesh: Mesh, uv: torch.Tensor | None, colors: torch.Tensor | None) -> torch.Tensor:
+    """Albedo of interpolated attributes: uv [...,2] -> texture lookup, else colours [...,3],
+    else mid grey."""
+    if uv is not None and mesh.texture is not None:
+        from ..render.raster_torch import texture
+
+        flat = uv.reshape(1, -1, 1, 2)
+        return texture(mesh.texture[None], flat).reshape(*uv.shape[:-1], mesh.texture.shape[-1])
+    if colors is not None:
+        return colors
+    raise MeshError("mesh has neither a texture nor vertex colours")
+
+
+def load_mesh(path: str | Path, max_faces: int | None = None) -> Mesh:
+    """Load GLB/glTF/OBJ/PLY/STL (all parts, node transforms applied) as one Mesh.
+
+    Raises MeshError with an actionable message for unreadable files, point clouds and
+    empty meshes."""
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise MeshError(f"mesh file not found: {path}")
+    try:
+        loaded = trimesh.load(str(path), process=False)
+    except Exception as exc:  # trimesh raises many types for bad files
+        raise MeshError(f"could not read {path.name} as a mesh ({exc}); export it as GLB or OBJ") from exc
+    geoms = list(loaded.dump()) if isinstance(loaded, trimesh.Scene) else [loaded]
+    meshes = [g for g in geoms if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    if not meshes:
+        kinds = sorted({type(g).__name__ for g in geoms}) or ["nothing"]
+        raise MeshError(f"{path.name} holds no triangles (found: {', '.join(kinds)}); "
+                        "a point cloud or empty file cannot be used: give a surface mesh")
+    parts = [_from_trimesh(m) for m in meshes]
+    mesh = parts[0] if len(parts) == 1 else _concat(parts)
+    if max_faces is not None and mesh.faces.shape[0] > max_faces:
+        raise MeshError(f"{path.name} has {mesh.faces.shape[0]} faces, more than {max_faces}")
+    return mesh
+
+
+def _from_trimesh(m) -> Mesh:  # noqa: ANN001 (trimesh type is optional at import time)
+    verts = torch.tensor(np.asarray(m.vertices), dtype=torch.float32)
+    faces = torch.tensor(np.asarray(m.faces), dtype=torch.long)
+    uv = tex = colors = None
+    visual = m.visual
+    if visual.kind == "texture" and getattr(visual, "uv", None) is not None:
+        image = getattr(visual.material, "baseColorTexture", None) or getattr(visual.material, "image", None)
+        if image is not None:
+            uv_np = np.asarray(visual.uv, dtype=np.float32).copy()
+            uv_np[:, 1] = 1.0 - uv_np[:, 1]  # trimesh holds OpenGL-style v; ours is glTF's
+            uv = torch.tensor(uv_np)
+            tex = torch.tensor(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+        else:
+            factor = getattr(visual.material, "baseColorFactor", None)
+            if factor is not None:
+                colors = torch.tensor(np.asarray(factor[:3], dtype=np.float32) / 255.0).expand(len(verts), 3).clone()
+    elif visual.kind in ("vertex", "face"):
+        colors = torch.tensor(np.asarray(visual.vertex_colors)[:, :3], dtype=torch.float32) / 255.0
+    return Mesh(verts, faces, uv, tex, colors)
+
+
+def _concat(parts: list[Mesh]) -> Mesh:
+    """Join parts; textured parts are baked to vertex colours so one material remains."""
+    verts, faces, colors, offset = [], [], [], 0
+    for p in parts:
+        verts.append(p.verts)
+        faces.append(p.faces + offset)
+        offset += p.verts.shape[0]
+        if p.uv is not None and p.texture is not None:
+            colors.append(sample_colors(p, p.uv, None))
+        else:
+            colors.append(p.colors if p.colors is not None else torch.full_like(p.verts, 0.7))
+    has_color = any(p.has_color for p in parts)
+    return Mesh(torch.cat(verts), torch.cat(faces), colors=torch.cat(colors) if has_color else None)
+
+
+@dataclass
+class Normalization:
+    """world = unit * scale + center; maps a mesh into the unit frame and back."""
+
+    center: list[float]
+    scale: float
+
+    def apply(self, verts: torch.Tensor) -> torch.Tensor:
+        return (verts - verts.new_tensor(self.center)) / self.scale
+
+    def undo(self, verts: torch.Tensor) -> torch.Tensor:
+        return verts * self.scale + verts.new_tensor(self.center)
+
+
+def normalization_for(verts: torch.Tensor, radius: float = 0.8) -> Normalization:
+    """Centre the bounding box at the origin and scale the farthest vertex to `radius`."""
+    center = (verts.max(0).values + verts.min(0).values) / 2
+    scale = float((verts - center).norm(dim=-1).max()) / radius
+    if not np.isfinite(scale) or scale <= 0:
+        raise MeshError("mesh is degenerate: all vertices coincide")
+    return Normalization(center.tolist(), scale)
+
+
+def normalized(mesh: Mesh, radius: float = 0.8) -> tuple[Mesh, Normalization]:
+    norm = normalization_for(mesh.verts, radius)
+    return replace(mesh, verts=norm.apply(mesh.verts)), norm

@@ -1,0 +1,110 @@
+"""Tetrahedral grids generated at run time, and marching tetrahedra.
+
+Grid: (res+1)^3 vertices over an axis-aligned box, each cube split into 6 tetrahedra
+around its main diagonal (Freudenthal/Kuhn), every tet positively oriented:
+det(v1-v0, v2-v0, v3-v0) > 0.
+
+SDF convention: negative inside. Marching tets emits triangles whose counter-clockwise
+normal points from inside to outside (outward). The case table is derived at import time
+from a reference positive tet, so its winding is correct by construction (and tested).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+TET_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+
+
+def tet_grid(res: int, lo: torch.Tensor | list[float] = (-1.0, -1.0, -1.0),
+             hi: torch.Tensor | list[float] = (1.0, 1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> vertices [(res+1)^3, 3] float, tets [6*res^3, 4] long."""
+    lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+    ax = torch.arange(res + 1)
+    ijk = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1).reshape(-1, 3)
+    verts = lo + (hi - lo) * ijk.float() / res
+    n = res + 1
+    vid = lambda i, j, k: (i * n + j) * n + k  # noqa: E731
+    cube = torch.stack(torch.meshgrid(torch.arange(res), torch.arange(res), torch.arange(res),
+                                      indexing="ij"), dim=-1).reshape(-1, 3)
+    unit = torch.eye(3, dtype=torch.long)
+    tets = []
+    for perm in itertools.permutations(range(3)):
+        path = [torch.zeros(3, dtype=torch.long)]
+        for axis in perm:
+            path.append(path[-1] + unit[axis])
+        corners = [cube + p for p in path]
+        tets.append(torch.stack([vid(c[:, 0], c[:, 1], c[:, 2]) for c in corners], dim=-1))
+    tets = torch.cat(tets)
+    # Orientation depends only on the permutation's parity: fix negatives by a swap.
+    v = verts[tets]
+    det = torch.linalg.det(torch.stack([v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], v[:, 3] - v[:, 0]], dim=-1))
+    neg = det < 0
+    tets[neg] = tets[neg][:, [0, 2, 1, 3]]
+    return verts, tets
+
+
+def _case_table() -> np.ndarray:
+    """[16, 6] local edge ids (two triangles, -1 padded) per inside-bit pattern."""
+    ref = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    table = -np.ones((16, 6), dtype=np.int64)
+    for case in range(16):
+        inside = [i for i in range(4) if case >> i & 1]
+        outside = [i for i in range(4) if not case >> i & 1]
+        if len(inside) in (0, 4):
+            continue
+        crossing = [e for e, (a, b) in enumerate(TET_EDGES) if (a in inside) != (b in inside)]
+        if len(crossing) == 3:
+            loops = [crossing]
+        else:  # quad: walk the cycle in -> out -> in -> out
+            a, b = inside
+            c, d = outside
+            eid = lambda p, q: TET_EDGES.index((min(p, q), max(p, q)))  # noqa: E731
+            cyc = [eid(a, c), eid(a, d), eid(b, d), eid(b, c)]
+            loops = [[cyc[0], cyc[1], cyc[2]], [cyc[0], cyc[2], cyc[3]]]
+        outward = ref[outside].mean(0) - ref[inside].mean(0)
+        tris = []
+        for loop in loops:
+            p = [ref[list(TET_EDGES[e])].mean(0) for e in loop]
+            if np.dot(np.cross(p[1] - p[0], p[2] - p[0]), outward) < 0:
+                loop = [loop[0], loop[2], loop[1]]
+            tris.extend(loop)
+        table[case, : len(tris)] = tris
+    return table
+
+
+CASE_TABLE = torch.from_numpy(_case_table())
+
+
+def marching_tets(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """verts [N,3], tets [T,4], sdf [N] (negative inside) -> mesh verts [M,3], faces [K,3].
+
+    Surface vertices are linear SDF-zero crossings on tet edges, so gradients flow to both
+    vertex positions and SDF values."""
+    device = verts.device
+    with torch.no_grad():
+        inside = sdf < 0
+        occ = inside[tets]
+        count = occ.sum(-1)
+        valid = (count > 0) & (count < 4)
+        tv = tets[valid]
+        edges = tv[:, torch.tensor(TET_EDGES, device=device)]  # [Tv,6,2]
+        edges = torch.sort(edges, dim=-1).values.reshape(-1, 2)
+        uniq, inv = torch.unique(edges, dim=0, return_inverse=True)
+        cross = inside[uniq[:, 0]] != inside[uniq[:, 1]]
+        new_id = torch.full((uniq.shape[0],), -1, dtype=torch.long, device=device)
+        new_id[cross] = torch.arange(int(cross.sum()), device=device)
+        tet_edge_vid = new_id[inv].reshape(-1, 6)
+        case = (occ[valid].long() * torch.tensor([1, 2, 4, 8], device=device)).sum(-1)
+        local = CASE_TABLE.to(device)[case]  # [Tv,6]
+        local_tris = local.reshape(-1, 2, 3)
+        tri_ok = local_tris[..., 0] >= 0
+        gathered = torch.gather(tet_edge_vid, 1, local.clamp(min=0)).reshape(-1, 2, 3)
+        faces = gathered[tri_ok]
+    ce = uniq[cross]
+    s0, s1 = sdf[ce[:, 0]], sdf[ce[:, 1]]
+    t = (s0 / (s0 - s1))[:, None]
+    mesh_verts = verts[ce[:, 0]] + (verts[ce[:, 1]] - verts[ce[:, 0]]) * t
+    return mesh_verts, faces

@@ -1,0 +1,108 @@
+"""The guidance interface and the SDS machinery every diffusion-based loss shares.
+
+A Denoiser is a diffusion model behind four calls: encode images to its sample space,
+decode back, predict noise for noisy samples at timesteps given the views being rendered
+(cameras carry the pose for view-conditioned models), and its DDPM schedule. The SDS
+code (timestep sampling and annealing, weighting, gradient injection) only talks to this
+interface, so the analytic oracle and the real diffusion models run the same machinery.
+
+Images are [B,H,W,3] in [0,1] at the boundary; samples z are [B,C,h,w].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..render.shading import Views
+
+
+def ddpm_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
+    """Stable Diffusion's "scaled_linear" schedule: [steps] ᾱ_t."""
+    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+class Denoiser(Protocol):
+    alphas_cumprod: torch.Tensor  # [T]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views) -> torch.Tensor: ...
+
+
+class Guidance(Protocol):
+    """A loss on rendered views. `step`/`total` drive timestep annealing."""
+
+    def __call__(self, images: torch.Tensor, views: Views, step: int, total: int) -> dict[str, torch.Tensor]: ...
+
+
+def inject_gradient(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Scalar whose gradient w.r.t. z is exactly grad / B: 0.5 ||z - sg(z - grad)||^2 / B."""
+    target = (z - grad).detach()
+    return 0.5 * ((z - target) ** 2).sum() / z.shape[0]
+
+
+def sds_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, kind: str) -> torch.Tensor:
+    """w(t) per sample [B]: "sds" = 1 - ᾱ (DreamFusion), "uniform" = 1, "fantasia" = √ᾱ(1-ᾱ)."""
+    a = alphas_cumprod.to(t.device)[t]
+    if kind == "sds":
+        return 1 - a
+    if kind == "uniform":
+        return torch.ones_like(a)
+    if kind == "fantasia":
+        return a.sqrt() * (1 - a)
+    raise ValueError(f"unknown SDS weighting {kind!r}: use sds, uniform or fantasia")
+
+
+@dataclass
+class TimestepSchedule:
+    """t in [t_min, t_max] (fractions of T). "random": uniform; "sqrt": HiFA's
+    t = (max - min)(1 - sqrt(step/N)) + min with a little jitter."""
+
+    t_min: float = 0.02
+    t_max: float = 0.98
+    anneal: str = "random"
+
+    def sample(self, batch: int, step: int, total: int, num_train: int, generator: torch.Generator) -> torch.Tensor:
+        lo, hi = int(self.t_min * num_train), int(self.t_max * num_train)
+        if self.anneal == "sqrt":
+            frac = 1 - math.sqrt(min(step / max(total, 1), 1.0))
+            centre = lo + (hi - lo) * frac
+            jitter = (torch.rand(batch, generator=generator) - 0.5) * 0.1 * (hi - lo)
+            return (centre + jitter).round().long().clamp(lo, hi - 1)
+        if self.anneal != "random":
+            raise ValueError(f"unknown timestep anneal {self.anneal!r}: use random or sqrt")
+        return torch.randint(lo, hi, (batch,), generator=generator)
+
+
+class SDS:
+    """Score distillation: grad_z = w(t) (ε̂(z_t, t) - ε), injected through z = encode(x).
+    With image_weight > 0 it adds HiFA's image-space term (XBind Eq. 4-8):
+    x̂ = decode((z_t - √(1-ᾱ) ε̂) / √ᾱ), loss image_weight * w(t) ||x - sg(x̂)||^2."""
+
+    def __init__(self, denoiser: Denoiser, schedule: TimestepSchedule, weighting: str = "sds",
+                 image_weight: float = 0.0, seed: int = 0) -> None:
+        self.denoiser, self.schedule, self.weighting, self.image_weight = denoiser, schedule, weighting, image_weight
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, images: torch.Tensor, views: Views, step: int, total: int) -> dict[str, torch.Tensor]:
+        d = self.denoiser
+        z = d.encode(images)
+        b = z.shape[0]
+        t = self.schedule.sample(b, step, total, d.alphas_cumprod.shape[0], self.generator).to(z.device)
+        noise = torch.randn(z.shape, generator=self.generator).to(z)
+        a = d.alphas_cumprod.to(z)[t].reshape(b, 1, 1, 1)
+        with torch.no_grad():
+            z_t = a.sqrt() * z + (1 - a).sqrt() * noise
+            eps = d.predict_noise(z_t, t, views)
+        w = sds_weight(d.alphas_cumprod, t, self.weighting).to(z).reshape(b, 1, 1, 1)
+        losses = {"sds": inject_gradient(z, w * (eps - noise))}
+        if self.image_weight > 0:
+            with torch.no_grad():
+                x_hat = d.decode((z_t - (1 - a).sqrt() * eps) / a.sqrt())
+            per = ((images.permute(0, 3, 1, 2) - x_hat) ** 2).sum(dim=(1, 2, 3))
+            losses["sds_image"] = self.image_weight * (w.reshape(b) * per).sum() / b
+        return losses

@@ -1,0 +1,223 @@
+"""The three optimisation phases of XBind (Alg. 1): NeRF -> DMTet geometry -> texture.
+
+Each phase owns its parameters and optimiser, does one step at a time (so the runner can
+report, checkpoint and cancel between steps), renders a preview, and round-trips its full
+state (parameters, optimiser, RNG) through a dict for checkpoints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..geometry import regularizers as reg
+from ..geometry.dmtet import DMTet, dmtet_from_density
+from ..geometry.fields import NeRFField, TextureField
+from ..render.camera import CameraRange, orbit_cameras
+from ..render.mesh_renderer import render_mesh
+from ..render.raster import Rasterizer
+from ..render.shading import Views, fixed_views, sample_views
+from ..render.volume import render_volume
+from .config import loss_weight
+from .guidance_terms import Term
+from .optim import make_optimizer
+
+
+class PipelineError(RuntimeError):
+    """A run that cannot go on; `hint` says what the user can change."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass
+class PhaseContext:
+    raster: Rasterizer
+    device: torch.device
+    seed: int
+    bound: float
+
+
+def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
+    return sample_views(CameraRange.from_dict(cfg["cameras"]), cfg["batch"], cfg["resolution"], gen,
+                        cfg["shading"], cfg.get("background", "white")).to(device)
+
+
+def _preview_views(resolution: int, shading: str, device: torch.device) -> Views:
+    return fixed_views(orbit_cameras(15.0, 30.0, 2.5, 40.0, resolution), shading).to(device)
+
+
+def _apply_terms(terms: list[Term], images: torch.Tensor, views: Views, step: int, total: int,
+                 losses: dict[str, torch.Tensor]) -> None:
+    for term in terms:
+        for key, value in term.guidance(images, views, step, total).items():
+            losses[key] = losses.get(key, 0) + term.weight * value
+
+
+class Phase:
+    name = ""
+    seed_offset = 0  # distinct camera streams per phase
+
+    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
+        self.cfg, self.ctx, self.terms = cfg, ctx, terms
+        self.iterations = int(cfg["iterations"])
+        self.generator = torch.Generator().manual_seed(ctx.seed * 10 + self.seed_offset)
+        self.weights = {k: loss_weight(v) for k, v in cfg["losses"].items()}
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def losses(self, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def preview(self, resolution: int = 128) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, step: int) -> dict[str, float]:
+        losses = self.losses(step)
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def state(self) -> dict:
+        return {"modules": {k: m.state_dict() for k, m in self.modules().items()},
+                "optimizer": self.optimizer.state_dict(), "rng": self.generator.get_state()}
+
+    def load(self, state: dict) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["modules"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["rng"])
+
+
+class NeRFPhase(Phase):
+    """Phase I: hash-grid NeRF rendered by volume rendering."""
+
+    name = "nerf"
+
+    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
+        super().__init__(cfg, ctx, terms)
+        torch.manual_seed(ctx.seed)
+        self.field = NeRFField.from_config(cfg["field"], ctx.bound).to(ctx.device)
+        self.optimizer = make_optimizer(cfg["optimizer"], self.field.parameters(), cfg["lr"])
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"field": self.field}
+
+    def losses(self, step: int) -> dict[str, torch.Tensor]:
+        every = self.cfg["occupancy_every"]
+        if step >= every and step % every == 0:
+            self.field.update_occupancy(self.cfg["occupancy_threshold"], self.generator)
+        views = _views(self.cfg, self.generator, self.ctx.device)
+        need_normals = self.weights.get("orientation", 0) > 0
+        out = render_volume(self.field, views, self.cfg["samples"], self.generator, self.ctx.bound, need_normals)
+        losses: dict[str, torch.Tensor] = {}
+        _apply_terms(self.terms, out.image, views, step, self.iterations, losses)
+        if self.weights.get("z_variance", 0) > 0:
+            losses["z_variance"] = self.weights["z_variance"] * reg.z_variance(out.weights, out.t_vals)
+        if need_normals:
+            losses["orientation"] = self.weights["orientation"] * reg.orientation(out.weights, out.sample_normals, out.dirs)
+        return losses
+
+    @torch.no_grad()
+    def preview(self, resolution: int = 128) -> torch.Tensor:
+        return render_volume(self.field, _preview_views(resolution, "albedo", self.ctx.device),
+                             self.cfg["samples"], None, self.ctx.bound).image[0]
+
+
+class GeometryPhase(Phase):
+    """Phase II: DMTet surface rendered as normal maps."""
+
+    name = "geometry"
+    seed_offset = 1
+
+    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], dmtet: DMTet) -> None:
+        super().__init__(cfg, ctx, terms)
+        self.dmtet = dmtet.to(ctx.device)
+        self.optimizer = make_optimizer(cfg["optimizer"], [self.dmtet.sdf, self.dmtet.deform], cfg["lr"])
+
+    @staticmethod
+    def from_nerf(cfg: dict, ctx: PhaseContext, terms: list[Term], field: NeRFField,
+                  log: Callable[[str], None]) -> "GeometryPhase":
+        threshold = float(cfg["density_threshold"])
+        dmtet = dmtet_from_density(field.density, cfg["tet_res"], threshold, ctx.bound)
+        log(f"DMTet from NeRF density: threshold {threshold}, grid box {dmtet.lo.tolist()} .. {dmtet.hi.tolist()}")
+        return GeometryPhase(cfg, ctx, terms, dmtet)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"dmtet": self.dmtet}
+
+    def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        verts, faces = self.dmtet()
+        if faces.shape[0] == 0:
+            raise PipelineError("the surface vanished: the DMTet has no zero crossing",
+                                "lower phase2.density_threshold or give phase I more iterations")
+        return verts, faces
+
+    def losses(self, step: int) -> dict[str, torch.Tensor]:
+        views = _views(self.cfg, self.generator, self.ctx.device)
+        verts, faces = self.mesh()
+        out = render_mesh(self.ctx.raster, verts, faces, views)
+        losses: dict[str, torch.Tensor] = {}
+        _apply_terms(self.terms, out.image, views, step, self.iterations, losses)
+        w = self.weights
+        if w.get("normal_consistency", 0) > 0:
+            losses["normal_consistency"] = w["normal_consistency"] * reg.normal_consistency(verts, faces)
+        if w.get("laplacian", 0) > 0:
+            losses["laplacian"] = w["laplacian"] * reg.laplacian_smoothness(verts, faces)
+        if w.get("sdf_entropy", 0) > 0:
+            losses["sdf_entropy"] = w["sdf_entropy"] * reg.sdf_sign_entropy(self.dmtet.sdf, self.dmtet.edges())
+        return losses
+
+    @torch.no_grad()
+    def preview(self, resolution: int = 128) -> torch.Tensor:
+        verts, faces = self.mesh()
+        return render_mesh(self.ctx.raster, verts, faces, _preview_views(resolution, "normal", self.ctx.device)).image[0]
+
+    def load(self, state: dict) -> None:
+        self.dmtet = DMTet.from_state(state["modules"]["dmtet"]).to(self.ctx.device)
+        self.optimizer = make_optimizer(self.cfg["optimizer"], [self.dmtet.sdf, self.dmtet.deform], self.cfg["lr"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["rng"])
+
+    def state(self) -> dict:
+        s = super().state()
+        s["modules"]["dmtet"] = self.dmtet.state()
+        return s
+
+
+class TexturePhase(Phase):
+    """Phase III: geometry frozen, a texture field queried at visible surface points."""
+
+    name = "texture"
+    seed_offset = 2
+
+    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], verts: torch.Tensor,
+                 faces: torch.Tensor, texture: TextureField) -> None:
+        super().__init__(cfg, ctx, terms)
+        self.verts, self.faces = verts.detach().to(ctx.device), faces.to(ctx.device)
+        self.texture = texture.to(ctx.device)
+        self.optimizer = make_optimizer(cfg["optimizer"], self.texture.parameters(), cfg["lr"])
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"texture": self.texture}
+
+    def _material(self, xyz: torch.Tensor, extras: dict) -> torch.Tensor:
+        return self.texture(xyz)
+
+    def losses(self, step: int) -> dict[str, torch.Tensor]:
+        views = _views(self.cfg, self.generator, self.ctx.device)
+        out = render_mesh(self.ctx.raster, self.verts, self.faces, views, self._material)
+        losses: dict[str, torch.Tensor] = {}
+        _apply_terms(self.terms, out.image, views, step, self.iterations, losses)
+        return losses
+
+    @torch.no_grad()
+    def preview(self, resolution: int = 128) -> torch.Tensor:
+        return render_mesh(self.ctx.raster, self.verts, self.faces,
+                           _preview_views(resolution, "albedo", self.ctx.device), self._material).image[0]

@@ -1,0 +1,156 @@
+"""Runs a resolved job through phases I-III and export, with progress events, periodic
+and per-phase checkpoints (atomic), resume from the last checkpoint, and cooperative
+cancellation between steps."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..eval.oracle_report import oracle_report
+from ..export.mesh_export import build_textured_mesh, write_glb
+from ..export.previews import to_png, write_previews
+from ..geometry.fields import NeRFField
+from ..geometry.mesh import Mesh, load_mesh, normalized
+from ..render.raster import make_rasterizer
+from .guidance_terms import build_terms
+from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, TexturePhase
+
+Emit = Callable[[dict], None]
+PHASES = ("phase1", "phase2", "phase3")
+
+
+class Cancelled(Exception):
+    """The user cancelled; the last checkpoint is on disk and the job can be resumed."""
+
+
+def _save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is visible to torch")
+    return torch.device(name)
+
+
+class Runner:
+    def __init__(self, job: dict, cfg: dict, out_dir: Path, emit: Emit,
+                 should_cancel: Callable[[], bool] = lambda: False) -> None:
+        self.job, self.cfg, self.out = job, cfg, Path(out_dir)
+        self.emit, self.should_cancel = emit, should_cancel
+        self.ckpt = self.out / "checkpoints"
+        self.ckpt.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(job.get("device", "auto"))
+        self.raster = make_rasterizer(cfg["render"]["rasterizer"], self.device)
+        self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"])
+        self.target: Mesh | None = None
+        if job.get("guidance") == "oracle":
+            self.target = normalized(load_mesh(job["oracle"]["target_mesh"]))[0].to(self.device)
+        self.metrics: dict[str, dict] = {}
+        if (self.out / "metrics.json").exists():
+            self.metrics = json.loads((self.out / "metrics.json").read_text())
+        iters = [int(cfg[p]["iterations"]) for p in PHASES]
+        self.remaining_after = {p: sum(iters[i + 1:]) for i, p in enumerate(PHASES)}
+
+    def log(self, message: str) -> None:
+        self.emit({"type": "log", "message": message})
+
+    def _terms(self, key: str):  # noqa: ANN202
+        return build_terms(self.cfg[key], self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target)
+
+    def _run_phase(self, key: str, phase: Phase) -> None:
+        done = self.ckpt / f"{key}.pt"
+        if done.exists():
+            phase.load(torch.load(done, weights_only=False)["state"])
+            self.log(f"{key}: loaded from checkpoint")
+            return
+        start = 0
+        current = self.ckpt / "current.pt"
+        if current.exists():
+            saved = torch.load(current, weights_only=False)
+            if saved["phase"] == key:
+                phase.load(saved["state"])
+                start = saved["step"]
+                self.log(f"{key}: resuming at step {start}")
+        every = self.cfg["progress"]
+        t0, n = time.monotonic(), 0
+        for step in range(start, phase.iterations):
+            if self.should_cancel():
+                _save({"phase": key, "step": step, "state": phase.state()}, current)
+                raise Cancelled(f"cancelled in {key} at step {step}")
+            losses = phase.step(step)
+            n += 1
+            rate = (time.monotonic() - t0) / n
+            event = {"type": "progress", "phase": key, "step": step + 1, "total": phase.iterations,
+                     "losses": losses, "eta_s": round(rate * (phase.iterations - step - 1 + self.remaining_after[key]), 1)}
+            if (step + 1) % every["preview_every"] == 0 or step + 1 == phase.iterations:
+                to_png(phase.preview(), self.out / "preview.png")
+                event["preview"] = str(self.out / "preview.png")
+            self.emit(event)
+            if (step + 1) % every["checkpoint_every"] == 0 and step + 1 < phase.iterations:
+                _save({"phase": key, "step": step + 1, "state": phase.state()}, current)
+        _save({"state": phase.state()}, done)
+        current.unlink(missing_ok=True)
+
+    def run(self) -> dict:
+        p1 = NeRFPhase(self.cfg["phase1"], self.ctx, self._terms("phase1"))
+        self._run_phase("phase1", p1)
+        p2 = self._geometry_phase(p1.field)
+        if "phase1" not in self.metrics:
+            self._measure("phase1", Mesh(*p2.mesh()), p1.field.texture_field())
+        self._run_phase("phase2", p2)
+        verts, faces = p2.mesh()
+        if "phase2" not in self.metrics:
+            self._measure("phase2", Mesh(verts, faces), p1.field.texture_field())
+        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces, p1.field.texture_field())
+        self._run_phase("phase3", p3)
+        return self.export(p3)
+
+    def _geometry_phase(self, field: NeRFField) -> GeometryPhase:
+        if (self.ckpt / "phase2.pt").exists() or self._current_phase() == "phase2":
+            # The DMTet comes from its own checkpoint: skip re-deriving it from the NeRF.
+            from ..geometry.dmtet import DMTet
+
+            return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), DMTet(1, [-1] * 3, [1] * 3))
+        return GeometryPhase.from_nerf(self.cfg["phase2"], self.ctx, self._terms("phase2"), field, self.log)
+
+    def _current_phase(self) -> str | None:
+        current = self.ckpt / "current.pt"
+        return torch.load(current, weights_only=False)["phase"] if current.exists() else None
+
+    def _measure(self, key: str, mesh: Mesh, albedo: torch.nn.Module | None = None) -> None:
+        """Oracle runs only: held-out-view metrics after each phase, kept in metrics.json."""
+        if self.target is None:
+            return
+        with torch.no_grad():
+            albedo_fn = None if albedo is None else albedo.to(self.device)
+            self.metrics[key] = oracle_report(self.raster, self.target, mesh.to(self.device), albedo_fn)
+        (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+        self.log(f"{key} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics[key].items()))
+
+    def export(self, p3: TexturePhase) -> dict:
+        self.emit({"type": "progress", "phase": "export", "step": 0, "total": 1, "losses": {}, "eta_s": 0})
+        ecfg = self.cfg["export"]
+        with torch.no_grad():
+            mesh = build_textured_mesh(self.raster, p3.verts.cpu(), p3.faces.cpu(),
+                                       lambda x: p3.texture(x.to(self.device)), ecfg)
+        glb = self.out / "result.glb"
+        write_glb(mesh, glb)
+        write_previews(self.raster, mesh.to(self.device), self.out, ecfg["preview_resolution"])
+        result = {"glb": str(glb), "preview": str(self.out / "preview.png"),
+                  "turntable": str(self.out / "turntable.png"),
+                  "faces": int(mesh.faces.shape[0]), "texture_size": int(mesh.texture.shape[0])}
+        if self.target is not None:
+            self._measure("final", mesh)
+            result["metrics"] = self.metrics
+        self.emit({"type": "progress", "phase": "export", "step": 1, "total": 1, "losses": {}, "eta_s": 0})
+        return result

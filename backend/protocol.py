@@ -1,0 +1,128 @@
+"""Job schema and validation (SPEC Sec. 11). Standard library only: the Blender add-on
+imports this module too.
+
+`validate_job(raw, base_dir)` returns a normalised copy with every path made absolute
+(relative paths are relative to the job file's folder) or raises JobError naming the
+offending field. Nothing is checked lazily: a job that passes can start.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+JOB_VERSION = 1
+MODES = ("generate", "stylize", "edit")
+GUIDANCE = ("paper", "oracle")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tga", ".tif", ".tiff")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
+
+_DEFAULTS: dict[str, Any] = {
+    "version": JOB_VERSION, "mode": "generate", "prompt": {}, "style_image": None, "mesh": None,
+    "preset": "draft", "models": "default", "guidance": "paper", "oracle": None, "seed": 0,
+    "device": "auto", "overrides": {},
+}
+_PROMPT_KEYS = {"text": str, "images": list, "audio": str, "weights": dict}
+_WEIGHT_KEYS = ("text", "images", "audio")
+
+
+class JobError(ValueError):
+    """An invalid job; `field` names the key (dotted) at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _type_name(t: type | tuple) -> str:
+    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
+
+
+def _check_type(field: str, value: Any, expected: type | tuple) -> None:
+    if isinstance(value, bool) and expected in (int, float, (int, float)):
+        raise JobError(field, f"expected {_type_name(expected)}, got bool")
+    if not isinstance(value, expected):
+        raise JobError(field, f"expected {_type_name(expected)}, got {type(value).__name__}")
+
+
+def _file(field: str, value: Any, base: Path, suffixes: tuple[str, ...]) -> str:
+    _check_type(field, value, str)
+    path = Path(value)
+    path = path if path.is_absolute() else (base / path)
+    if not path.is_file():
+        raise JobError(field, f"file not found: {path}")
+    if path.suffix.lower() not in suffixes:
+        raise JobError(field, f"{path.name}: unsupported file type; use one of {', '.join(suffixes)}")
+    return str(path.resolve())
+
+
+def validate_job(raw: Any, base_dir: str | Path) -> dict:
+    base = Path(base_dir)
+    if not isinstance(raw, dict):
+        raise JobError("job", f"expected a JSON object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(_DEFAULTS))
+    if unknown:
+        raise JobError(unknown[0], f"unknown key; allowed: {', '.join(_DEFAULTS)}")
+    job = {**copy.deepcopy(_DEFAULTS), **copy.deepcopy(raw)}
+    if job["version"] != JOB_VERSION:
+        raise JobError("version", f"unsupported job version {job['version']!r}; this backend reads {JOB_VERSION}")
+    for key, choices in (("mode", MODES), ("guidance", GUIDANCE)):
+        if job[key] not in choices:
+            raise JobError(key, f"{job[key]!r} is not one of {', '.join(choices)}")
+    for key, t in (("preset", str), ("models", str), ("device", str), ("seed", int), ("overrides", dict)):
+        _check_type(key, job[key], t)
+    _check_type("prompt", job["prompt"], dict)
+    prompt = job["prompt"]
+    for key, value in prompt.items():
+        if key not in _PROMPT_KEYS:
+            raise JobError(f"prompt.{key}", f"unknown key; allowed: {', '.join(_PROMPT_KEYS)}")
+        _check_type(f"prompt.{key}", value, _PROMPT_KEYS[key])
+    if "text" in prompt:
+        prompt["text"] = prompt["text"].strip()
+        if not prompt["text"]:
+            del prompt["text"]
+    prompt["images"] = [_file(f"prompt.images[{i}]", p, base, IMAGE_SUFFIXES)
+                        for i, p in enumerate(prompt.get("images", []))]
+    if "audio" in prompt:
+        prompt["audio"] = _file("prompt.audio", prompt["audio"], base, AUDIO_SUFFIXES)
+    weights = prompt.setdefault("weights", {})
+    for key, value in weights.items():
+        if key not in _WEIGHT_KEYS:
+            raise JobError(f"prompt.weights.{key}", f"unknown modality; allowed: {', '.join(_WEIGHT_KEYS)}")
+        _check_type(f"prompt.weights.{key}", value, (int, float))
+        if value < 0:
+            raise JobError(f"prompt.weights.{key}", "weights must be >= 0")
+    if job["style_image"] is not None:
+        job["style_image"] = _file("style_image", job["style_image"], base, IMAGE_SUFFIXES)
+    if job["mesh"] is not None:
+        job["mesh"] = _file("mesh", job["mesh"], base, MESH_SUFFIXES)
+    elif job["mode"] in ("stylize", "edit"):
+        raise JobError("mesh", f"mode {job['mode']!r} needs the mesh to work on")
+    if job["guidance"] == "oracle":
+        oracle = job["oracle"]
+        if not isinstance(oracle, dict) or "target_mesh" not in oracle:
+            raise JobError("oracle.target_mesh", "oracle guidance needs a target mesh")
+        extra = sorted(set(oracle) - {"target_mesh"})
+        if extra:
+            raise JobError(f"oracle.{extra[0]}", "unknown key; allowed: target_mesh")
+        job["oracle"] = {"target_mesh": _file("oracle.target_mesh", oracle["target_mesh"], base, MESH_SUFFIXES)}
+    else:
+        if job["oracle"] is not None:
+            raise JobError("oracle", "only used with \"guidance\": \"oracle\"")
+        has_prompt = any(k in prompt for k in ("text", "audio")) or prompt["images"]
+        if job["mode"] != "stylize" and not has_prompt:
+            raise JobError("prompt", "empty prompt: give text, reference images or an audio clip")
+        if job["mode"] == "stylize" and not (job["style_image"] or has_prompt):
+            raise JobError("style_image", "stylize needs a style image or a prompt")
+    return job
+
+
+def job_inputs(job: dict) -> list[tuple[str, str]]:
+    """(field, absolute path) of every input file a validated job names."""
+    found = [(f"prompt.images[{i}]", p) for i, p in enumerate(job["prompt"].get("images", []))]
+    for field, path in (("prompt.audio", job["prompt"].get("audio")), ("style_image", job["style_image"]),
+                        ("mesh", job["mesh"]), ("oracle.target_mesh", (job["oracle"] or {}).get("target_mesh"))):
+        if path:
+            found.append((field, path))
+    return found

@@ -1,0 +1,70 @@
+"""Render triangle meshes through a Rasterizer: G-buffer, material, shading, antialiasing.
+
+Outputs are [B,H,W,C] float: image in [0,1] composited over the views' background,
+mask in {0,1} (before antialiasing), world normals (unit), view depth (distance along the
+camera axis, 0 on background), world positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..geometry.mesh import vertex_normals
+from .raster import Rasterizer
+from .shading import Views, composite, shade
+
+# A material maps visible surface points [N,3] and their interpolated extra attributes
+# (dict of [N,C]) to albedo [N,3] in [0,1].
+Material = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class MeshRender:
+    image: torch.Tensor
+    mask: torch.Tensor
+    normal: torch.Tensor
+    depth: torch.Tensor
+    xyz: torch.Tensor
+    albedo: torch.Tensor
+
+
+def clip_positions(verts: torch.Tensor, mvp: torch.Tensor) -> torch.Tensor:
+    """[V,3] world, [B,4,4] world-to-clip -> [B,V,4] clip."""
+    homo = torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1)
+    return torch.einsum("bij,vj->bvi", mvp, homo)
+
+
+def render_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, views: Views,
+                material: Material | None = None, extras: dict[str, torch.Tensor] | None = None,
+                antialias: bool = True) -> MeshRender:
+    """verts [V,3], faces [F,3]; extras: per-vertex attributes [V,C] passed to the material.
+    Without a material the albedo is mid grey."""
+    cams = views.cams
+    pos = clip_positions(verts, cams.mvp.to(verts))
+    tri = faces.int()
+    rast = raster.rasterize(pos, tri, (cams.height, cams.width))
+    mask = (rast[..., 3:4] > 0).to(verts.dtype)
+    normals = vertex_normals(verts, faces)
+    names = sorted(extras or {})
+    channels = [verts, normals] + [extras[n] for n in names]
+    gbuf = raster.interpolate(torch.cat(channels, dim=-1), rast, tri)
+    xyz, normal = gbuf[..., :3], torch.nn.functional.normalize(gbuf[..., 3:6], dim=-1, eps=1e-12)
+    extra_maps, c = {}, 6
+    for n in names:
+        width = extras[n].shape[-1]
+        extra_maps[n] = gbuf[..., c:c + width]
+        c += width
+    albedo = torch.full_like(xyz, 0.5)
+    sel = mask[..., 0] > 0
+    if material is not None and sel.any():
+        albedo = albedo.index_put(torch.nonzero(sel, as_tuple=True),
+                                  material(xyz[sel], {n: m[sel] for n, m in extra_maps.items()}))
+    color = shade(albedo, normal, views) * mask
+    image = composite(color, mask, views.background.to(verts))
+    if antialias:
+        image = raster.antialias(image, rast, pos, tri)
+    w2c = cams.w2c.to(verts)
+    depth = -(torch.einsum("bij,bhwj->bhwi", w2c[:, :3, :3], xyz) + w2c[:, None, None, :3, 3])[..., 2:3] * mask
+    return MeshRender(image, mask, normal * mask, depth, xyz, albedo)

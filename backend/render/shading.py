@@ -1,0 +1,85 @@
+"""View batches (cameras + light + background + shading mode) and shading functions.
+
+All images are [B,H,W,C] float in [0,1]; normals are world-space unit vectors.
+Shading modes: "albedo" (unlit colour), "lambertian" (colour under a point-at-infinity light
+plus ambient), "textureless" (white under the same light), "normal" (normal map (n+1)/2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .camera import CameraRange, Cameras
+
+SHADING_MODES = ("albedo", "lambertian", "textureless", "normal")
+
+
+@dataclass
+class Views:
+    """What one optimisation step renders: B cameras, a light direction [B,3] (unit, towards
+    the light), a background colour [B,3] in [0,1] and one shading mode for the batch."""
+
+    cams: Cameras
+    light_dir: torch.Tensor
+    background: torch.Tensor
+    shading: str = "albedo"
+    ambient: float = 0.3
+
+    def __len__(self) -> int:
+        return len(self.cams)
+
+    def to(self, device: torch.device | str) -> "Views":
+        return Views(self.cams.to(device), self.light_dir.to(device), self.background.to(device),
+                     self.shading, self.ambient)
+
+    def index(self, idx: slice | list[int]) -> "Views":
+        return Views(self.cams.index(idx), self.light_dir[idx], self.background[idx], self.shading, self.ambient)
+
+
+def sample_views(cam_range: CameraRange, batch: int, resolution: int, generator: torch.Generator,
+                 shading_probs: dict[str, float], background: list[float] | str = "white",
+                 ambient: float = 0.3) -> Views:
+    """Random cameras from the range; light near the camera (within 45 degrees); shading mode
+    drawn from shading_probs; background a colour, "white", "black" or "random"."""
+    cams = cam_range.sample(batch, resolution, generator)
+    to_cam = torch.nn.functional.normalize(cams.position, dim=-1)
+    jitter = torch.randn(batch, 3, generator=generator) * 0.5
+    light = torch.nn.functional.normalize(to_cam + jitter, dim=-1)
+    modes, probs = zip(*sorted(shading_probs.items()))
+    mode = modes[int(torch.multinomial(torch.tensor(probs, dtype=torch.float), 1, generator=generator))]
+    return Views(cams, light, background_colors(background, batch, generator), mode, ambient)
+
+
+def fixed_views(cams: Cameras, shading: str = "albedo", background: list[float] | str = "white",
+                ambient: float = 0.3) -> Views:
+    """Deterministic views (evaluation, previews): light from the camera."""
+    light = torch.nn.functional.normalize(cams.position, dim=-1)
+    return Views(cams, light, background_colors(background, len(cams), None), shading, ambient)
+
+
+def background_colors(spec: list[float] | str, batch: int, generator: torch.Generator | None) -> torch.Tensor:
+    if spec == "random":
+        return torch.rand(batch, 3, generator=generator)
+    named = {"white": [1.0, 1.0, 1.0], "black": [0.0, 0.0, 0.0], "grey": [0.5, 0.5, 0.5]}
+    color = named[spec] if isinstance(spec, str) else spec
+    return torch.tensor(color, dtype=torch.float32).expand(batch, 3).clone()
+
+
+def shade(albedo: torch.Tensor, normal: torch.Tensor, views: Views) -> torch.Tensor:
+    """albedo [...,3] in [0,1], normal [...,3] unit, with a leading batch dim B -> colour [...,3].
+    The light of batch item b applies to albedo[b]."""
+    if views.shading == "normal":
+        return normal * 0.5 + 0.5
+    if views.shading == "albedo":
+        return albedo
+    light = views.light_dir.reshape(views.light_dir.shape[0], *([1] * (normal.dim() - 2)), 3)
+    diffuse = (normal * light).sum(-1, keepdim=True).clamp(min=0)
+    lit = views.ambient + (1 - views.ambient) * diffuse
+    base = torch.ones_like(albedo) if views.shading == "textureless" else albedo
+    return base * lit
+
+
+def composite(color: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """color [B,H,W,C] premultiplied by nothing, mask/opacity [B,H,W,1], background [B,C]."""
+    return color * mask + background[:, None, None, :] * (1 - mask)

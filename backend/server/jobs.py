@@ -1,0 +1,111 @@
+"""Job folders: the validated job with its inputs copied in, events.jsonl, checkpoints and
+outputs. Running a job in a folder that already has checkpoints resumes it."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from ..protocol import JobError, job_inputs, validate_job
+
+Emit = Callable[[dict], None]
+
+
+class EventLog:
+    """Appends every event to events.jsonl (with a timestamp) and forwards it."""
+
+    def __init__(self, path: Path, forward: Emit | None = None) -> None:
+        self.path, self.forward = path, forward
+
+    def __call__(self, event: dict) -> None:
+        event = {"time": round(time.time(), 3), **event}
+        with self.path.open("a") as f:
+            f.write(json.dumps(event) + "\n")
+        if self.forward is not None:
+            self.forward(event)
+
+
+def prepare_job(raw: dict, base_dir: Path, out_dir: Path) -> tuple[dict, dict]:
+    """Validate the job and its overrides, copy inputs under out_dir/inputs, write job.json
+    (paths relative to out_dir, so the folder is self-contained) and config.json.
+    -> (job with absolute paths, resolved config). Raises JobError / ConfigError."""
+    from ..pipeline.config import ConfigError, resolve
+
+    job = validate_job(raw, base_dir)
+    try:
+        cfg = resolve(job["preset"], job["overrides"])
+    except ConfigError as exc:
+        raise JobError("overrides" if job["overrides"] else "preset", str(exc)) from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = out_dir / "inputs"
+    inputs.mkdir(exist_ok=True)
+    stored = json.loads(json.dumps(job))
+    for i, (field, path) in enumerate(job_inputs(job)):
+        src = Path(path)
+        dst = inputs / f"{i:02d}_{src.name}"
+        if src.resolve() != dst.resolve():
+            shutil.copy2(src, dst)
+        _set_field(job, field, str(dst.resolve()))
+        _set_field(stored, field, str(dst.relative_to(out_dir)))
+    (out_dir / "job.json").write_text(json.dumps(stored, indent=2))
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    return job, cfg
+
+
+def _set_field(job: dict, field: str, value: str) -> None:
+    if field.startswith("prompt.images["):
+        job["prompt"]["images"][int(field[len("prompt.images["):-1])] = value
+    elif field == "prompt.audio":
+        job["prompt"]["audio"] = value
+    elif field == "oracle.target_mesh":
+        job["oracle"]["target_mesh"] = value
+    else:
+        job[field] = value
+
+
+def error_event(exc: BaseException, code: str, hint: str = "") -> dict:
+    return {"type": "error", "code": code, "message": str(exc), "hint": hint or getattr(exc, "hint", ""),
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = None,
+            should_cancel: Callable[[], bool] = lambda: False, restart: bool = False) -> dict | None:
+    """Run one job into out_dir. Returns the result paths, or None after an error or a
+    cancel (both reported as events; the folder keeps everything needed to resume)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if restart:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        (out_dir / "metrics.json").unlink(missing_ok=True)
+    emit = EventLog(out_dir / "events.jsonl", forward)
+    try:
+        job, cfg = prepare_job(raw, base_dir, out_dir)
+    except JobError as exc:
+        emit(error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"))
+        return None
+    emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
+    from ..pipeline.phases import PipelineError
+    from ..pipeline.runner import Cancelled, Runner
+
+    try:
+        result = Runner(job, cfg, out_dir, emit, should_cancel).run()
+    except Cancelled as exc:
+        emit({"type": "cancelled", "message": str(exc)})
+        return None
+    except PipelineError as exc:
+        emit(error_event(exc, "pipeline"))
+        return None
+    except MemoryError as exc:
+        emit(error_event(exc, "out_of_memory", "use the draft preset or a smaller texture size"))
+        return None
+    except Exception as exc:  # noqa: BLE001 (reported with its traceback; the folder survives)
+        oom = "out of memory" in str(exc).lower()
+        emit(error_event(exc, "out_of_memory" if oom else "internal",
+                         "use the draft preset or free GPU memory" if oom else
+                         "re-run the same command to resume from the last checkpoint"))
+        return None
+    emit({"type": "result", **{k: v for k, v in result.items() if k != "metrics"}})
+    emit({"type": "done"})
+    return result
