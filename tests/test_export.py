@@ -1,0 +1,69 @@
+import torch
+import trimesh
+
+from backend.export.mesh_export import bake, build_textured_mesh, cleanup, dilate, unwrap, write_glb
+from backend.geometry.mesh import Mesh, load_mesh, MeshError
+import pytest
+
+
+def _albedo(x: torch.Tensor) -> torch.Tensor:
+    return (x * 0.5 + 0.5).clamp(0, 1)
+
+
+def test_cleanup_removes_specks_and_duplicates():
+    a = trimesh.creation.icosphere(2, 0.5)
+    speck = trimesh.creation.icosphere(0, 0.01)
+    speck.apply_translation([0.8, 0, 0])
+    m = trimesh.util.concatenate([a, speck])
+    v, f = cleanup(torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces), 100000, 0.05)
+    assert f.shape[0] == a.faces.shape[0]
+    v2, f2 = cleanup(torch.tensor(a.vertices, dtype=torch.float32), torch.tensor(a.faces), 100, 0.0)
+    assert f2.shape[0] <= 100
+
+
+def test_uv_bake_round_trip(raster):
+    sphere = trimesh.creation.icosphere(3, 0.6)
+    v, f = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
+    v, f, uv = unwrap(v, f, 256, 2)
+    assert uv.min() >= 0 and uv.max() <= 1 and v.shape[0] == uv.shape[0]
+    tex = bake(raster, v, f, uv, _albedo, 256)
+    # Sampling the baked texture at each vertex's UV returns the field's colour there.
+    mesh = Mesh(v, f, uv=uv, texture=tex)
+    from backend.geometry.mesh import sample_colors
+
+    got = sample_colors(mesh, uv, None)
+    assert (got - _albedo(v)).abs().mean() < 0.02
+
+
+def test_dilation_fills_empty_texels():
+    img = torch.zeros(8, 8, 3)
+    filled = torch.zeros(8, 8, dtype=torch.bool)
+    img[3, 3] = 1.0
+    filled[3, 3] = True
+    out = dilate(img, filled, 3)
+    assert torch.allclose(out[2, 2], torch.ones(3)) and torch.allclose(out[0, 0], torch.ones(3))
+
+
+def test_glb_round_trip_positions_uvs_texture(tmp_path, raster):
+    sphere = trimesh.creation.icosphere(2, 0.6)
+    v, f = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
+    mesh = build_textured_mesh(raster, v, f, _albedo, {"max_faces": 5000, "min_component_fraction": 0.0,
+                                                       "texture_size": 128, "uv_padding": 2})
+    write_glb(mesh, tmp_path / "r.glb")
+    back = load_mesh(tmp_path / "r.glb")
+    assert torch.allclose(back.verts, mesh.verts, atol=1e-6)
+    assert torch.allclose(back.uv, mesh.uv, atol=1e-6)
+    assert (back.texture - mesh.texture).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_load_mesh_errors(tmp_path):
+    with pytest.raises(MeshError, match="not found"):
+        load_mesh(tmp_path / "missing.glb")
+    bad = tmp_path / "bad.glb"
+    bad.write_bytes(b"this is not a mesh")
+    with pytest.raises(MeshError):
+        load_mesh(bad)
+    cloud = tmp_path / "cloud.ply"
+    trimesh.PointCloud(torch.rand(50, 3).numpy()).export(str(cloud))
+    with pytest.raises(MeshError, match="no triangles"):
+        load_mesh(cloud)

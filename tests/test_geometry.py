@@ -1,0 +1,133 @@
+import numpy as np
+import torch
+import trimesh
+
+from backend.geometry.dmtet import DMTet, dmtet_from_density
+from backend.geometry.hashgrid import HashGrid
+from backend.geometry.fields import NeRFField
+from backend.geometry.mesh import face_normals
+from backend.geometry.mesh_sdf import mesh_sdf, winding_number
+from backend.geometry.regularizers import (laplacian_smoothness, normal_consistency, orientation,
+                                           sdf_sign_entropy, z_variance)
+from backend.geometry.tets import CASE_TABLE, marching_tets, tet_grid
+
+
+def test_tet_grid_is_positively_oriented_and_fills_the_box():
+    verts, tets = tet_grid(3, [-1, -1, -1], [1, 1, 1])
+    v = verts[tets]
+    det = torch.linalg.det(torch.stack([v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], v[:, 3] - v[:, 0]], dim=-1))
+    assert (det > 0).all()
+    assert torch.isclose((det / 6).sum(), torch.tensor(8.0))  # volumes add up to the box
+
+
+def test_marching_tets_winding_is_outward_for_every_case():
+    # One positive tet, every inside/outside pattern: normals point from inside to outside.
+    verts = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    tets = torch.tensor([[0, 1, 2, 3]])
+    for case in range(1, 15):
+        sdf = torch.tensor([-1.0 if case >> i & 1 else 1.0 for i in range(4)])
+        mv, mf = marching_tets(verts, tets, sdf)
+        assert mf.shape[0] == (1 if bin(case).count("1") in (1, 3) else 2)
+        inside = verts[sdf < 0].mean(0)
+        outside = verts[sdf > 0].mean(0)
+        n = face_normals(mv, mf)
+        assert ((n @ (outside - inside)) > 0).all(), case
+    assert (CASE_TABLE[0] == -1).all() and (CASE_TABLE[15] == -1).all()
+
+
+def test_marching_tets_sphere_is_closed_and_outward():
+    verts, tets = tet_grid(16)
+    sdf = verts.norm(dim=-1) - 0.6
+    mv, mf = marching_tets(verts, tets, sdf)
+    tm = trimesh.Trimesh(mv.numpy(), mf.numpy())
+    tm.merge_vertices()
+    assert tm.is_watertight
+    assert abs(tm.volume - 4 / 3 * np.pi * 0.6 ** 3) / (4 / 3 * np.pi * 0.6 ** 3) < 0.05  # positive = outward
+
+
+def test_marching_tets_gradients_reach_sdf_and_positions():
+    verts, tets = tet_grid(4)
+    sdf = (verts.norm(dim=-1) - 0.5).requires_grad_(True)
+    v = verts.clone().requires_grad_(True)
+    mv, _ = marching_tets(v, tets, sdf)
+    mv.norm(dim=-1).sum().backward()
+    assert sdf.grad.abs().sum() > 0 and v.grad.abs().sum() > 0
+
+
+def test_winding_number_and_mesh_sdf():
+    box = trimesh.creation.box([1.0, 1.0, 1.0])
+    v, f = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
+    pts = torch.tensor([[0.0, 0, 0], [0.3, 0.2, -0.1], [0.9, 0, 0], [0, 2.0, 0]])
+    w = winding_number(pts, v, f)
+    assert torch.allclose(w, torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-4)
+    sdf = mesh_sdf(pts, v, f)
+    assert torch.allclose(sdf, torch.tensor([-0.5, -0.2, 0.4, 1.5]), atol=0.02)
+
+
+def test_dmtet_from_mesh_reproduces_the_mesh():
+    from backend.eval.metrics import chamfer
+
+    torus = trimesh.creation.torus(0.5, 0.2)
+    v, f = torch.tensor(torus.vertices, dtype=torch.float32), torch.tensor(torus.faces)
+    d = DMTet(24, [-1] * 3, [1] * 3)
+    d.set_sdf(lambda p: mesh_sdf(p, v, f))
+    mv, mf = d()
+    assert chamfer(mv, mf, v, f) / float((v.max(0).values - v.min(0).values).norm()) < 0.01
+    state = d.state()
+    again = DMTet.from_state(state)
+    assert torch.equal(again()[1], mf)
+
+
+def test_dmtet_from_density_fits_the_occupied_box():
+    density = lambda p: 20.0 * (p.norm(dim=-1) < 0.4).float()  # noqa: E731
+    d = dmtet_from_density(density, 16, 10.0)
+    assert max(abs(x) for x in d.lo.tolist() + d.hi.tolist()) < 0.6
+    mv, mf = d()
+    r = mv.norm(dim=-1)
+    assert mf.shape[0] > 0 and (r - 0.4).abs().max() < 0.1
+
+
+def test_hash_grid_deterministic_and_seeded():
+    x = torch.rand(1000, 3) * 2 - 1
+    torch.manual_seed(3)
+    a = HashGrid(levels=6, log2_table=12, max_res=128)
+    torch.manual_seed(3)
+    b = HashGrid(levels=6, log2_table=12, max_res=128)
+    assert torch.equal(a(x), b(x)) and torch.equal(a(x), a(x))
+    assert a(x).shape == (1000, 12)
+    # hashed levels and dense levels both reach their parameters
+    a(x).sum().backward()
+    assert a.embeddings.grad.abs().sum() > 0
+
+
+def test_hash_grid_is_continuous():
+    g = HashGrid(levels=4, log2_table=10, max_res=64)
+    torch.nn.init.normal_(g.embeddings, std=1.0)
+    x = torch.rand(200, 3) * 1.8 - 0.9
+    assert (g(x + 1e-5) - g(x)).abs().max() < 1e-2
+
+
+def test_regularizers_zero_on_ideal_input_and_positive_otherwise():
+    verts, tets = tet_grid(8)
+    sphere_v, sphere_f = marching_tets(verts, tets, verts.norm(dim=-1) - 0.6)
+    flat = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    flat_f = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    assert normal_consistency(flat, flat_f) < 1e-6
+    assert normal_consistency(sphere_v, sphere_f) > 0
+    bumpy = sphere_v + torch.randn_like(sphere_v) * 0.05
+    assert laplacian_smoothness(bumpy, sphere_f) > laplacian_smoothness(sphere_v, sphere_f)
+    edges = torch.tensor([[0, 1]])
+    assert sdf_sign_entropy(torch.tensor([5.0, -5.0]), edges) > sdf_sign_entropy(torch.tensor([0.1, -0.1]), edges)
+    assert sdf_sign_entropy(torch.tensor([5.0, 1.0]), edges) == 0
+    w = torch.tensor([[0.0, 0.9, 0.05]])
+    assert z_variance(w, torch.tensor([[1.0, 2.0, 3.0]])) > 0
+    assert z_variance(torch.tensor([[0.0, 0.95, 0.0]]), torch.tensor([[1.0, 2.0, 3.0]])) < 1e-6
+    dirs = torch.tensor([[0.0, 0.0, -1.0]])
+    away = torch.tensor([[[0.0, 0.0, 1.0]]]).expand(1, 3, 3)
+    assert orientation(w, -away, dirs) > 0 and orientation(w, away, dirs) == 0
+
+
+def test_nerf_texture_field_copies_albedo():
+    field = NeRFField.from_config({"levels": 4, "log2_table": 10, "max_res": 64, "hidden": 16})
+    x = torch.rand(50, 3) - 0.5
+    assert torch.allclose(field.texture_field()(x), field(x)[1])

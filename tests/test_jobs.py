@@ -1,0 +1,132 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.eval.targets import write_target
+from backend.pipeline.config import ConfigError, resolve
+from backend.protocol import JobError, validate_job
+from backend.server.jobs import run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def target_dir(tmp_path: Path) -> Path:
+    write_target("blocks", tmp_path)
+    return tmp_path
+
+
+def _oracle(**extra) -> dict:
+    return {"version": 1, "guidance": "oracle", "oracle": {"target_mesh": "blocks.glb"}, **extra}
+
+
+@pytest.mark.parametrize("job, field", [
+    ({"version": 2}, "version"),
+    ({"colour": "red"}, "colour"),
+    ({"mode": "sculpt"}, "mode"),
+    ({"prompt": {"text": "   "}}, "prompt"),
+    ({"prompt": {"text": "a chair", "images": ["nope.png"]}}, "prompt.images[0]"),
+    ({"prompt": {"text": "a chair", "weights": {"smell": 1.0}}}, "prompt.weights.smell"),
+    ({"prompt": {"text": "a chair"}, "seed": "zero"}, "seed"),
+    ({"mode": "edit", "prompt": {"text": "make it red"}}, "mesh"),
+    ({"guidance": "oracle"}, "oracle.target_mesh"),
+])
+def test_invalid_jobs_name_the_field(tmp_path, job, field):
+    with pytest.raises(JobError) as err:
+        validate_job({"version": 1, **job}, tmp_path)
+    assert err.value.field == field
+
+
+def test_wrong_file_type_rejected(target_dir):
+    (target_dir / "notes.txt").write_text("hi")
+    with pytest.raises(JobError, match="unsupported file type"):
+        validate_job(_oracle(oracle={"target_mesh": "notes.txt"}), target_dir)
+
+
+def test_valid_job_resolves_paths(target_dir):
+    job = validate_job(_oracle(), target_dir)
+    assert Path(job["oracle"]["target_mesh"]).is_absolute() and job["preset"] == "draft"
+
+
+def test_overrides_checked_against_preset():
+    assert resolve("draft", {"phase1.iterations": 7})["phase1"]["iterations"] == 7
+    assert resolve("draft", {"phase2.losses.sdf_entropy": 2})["phase2"]["losses"]["sdf_entropy"] == 2
+    for bad, msg in [({"phase1.iterashuns": 7}, "unknown key"), ({"phase1.iterations": "many"}, "expected int"),
+                     ({"phase9.lr": 1.0}, "unknown key"), ({"phase1.losses.magic": 1.0}, "unknown loss")]:
+        with pytest.raises(ConfigError, match=msg):
+            resolve("draft", bad)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve("ultra")
+
+
+def test_bad_override_fails_before_work(target_dir, tmp_path):
+    events = []
+    out = tmp_path / "out"
+    assert run_job(_oracle(overrides={"phase1.nope": 1}), target_dir, out, events.append) is None
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "invalid_job"
+    assert "phase1.nope" in events[-1]["message"] and not (out / "checkpoints").exists()
+
+
+def test_cli_reports_bad_json(tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "backend", "run", str(job)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "not valid JSON" in proc.stderr
+
+
+def test_doctor_reports_environment():
+    proc = subprocess.run([sys.executable, "-m", "backend", "doctor"], cwd=ROOT, capture_output=True, text=True)
+    report = json.loads(proc.stdout)
+    assert "torch" in report["packages"] and "draft" in report["presets"] and "torch" in report["rasterizers"]
+
+
+TINY = {"phase1.iterations": 12, "phase2.density_threshold": 5.0, "phase2.iterations": 10, "phase3.iterations": 10, "phase2.tet_res": 24,
+        "progress.checkpoint_every": 4, "progress.preview_every": 4, "export.texture_size": 128}
+
+
+def test_cancel_then_resume_finishes(target_dir, tmp_path):
+    out = tmp_path / "out"
+    events: list[dict] = []
+    steps = iter(range(10_000))
+    cancel_at = 20  # in phase II (phase I has 12 steps)
+    result = run_job(_oracle(overrides=TINY), target_dir, out, events.append, lambda: next(steps) >= cancel_at)
+    assert result is None and events[-1]["type"] == "cancelled"
+    assert (out / "checkpoints" / "phase1.pt").exists() and (out / "checkpoints" / "current.pt").exists()
+    events.clear()
+    result = run_job(_oracle(overrides=TINY), target_dir, out, events.append)
+    assert result is not None and Path(result["glb"]).exists()
+    logs = [e["message"] for e in events if e["type"] == "log"]
+    assert any("phase1: loaded from checkpoint" in m for m in logs)
+    assert any("phase2: resuming at step" in m for m in logs)
+    first_p2 = next(e for e in events if e["type"] == "progress" and e["phase"] == "phase2")
+    assert first_p2["step"] > 1
+    for name in ("result.glb", "preview.png", "turntable.png", "events.jsonl", "job.json", "config.json"):
+        assert (out / name).exists(), name
+    stored = json.loads((out / "job.json").read_text())
+    assert stored["oracle"]["target_mesh"].startswith("inputs/") and (out / stored["oracle"]["target_mesh"]).exists()
+
+
+@pytest.mark.slow
+def test_killed_process_resumes(target_dir, tmp_path):
+    import signal
+    import time
+
+    job = target_dir / "job.json"
+    overrides = {**TINY, "phase2.iterations": 40}
+    job.write_text(json.dumps(_oracle(overrides=overrides)))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "backend", "run", str(job), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (out / "checkpoints" / "current.pt").exists() and (out / "checkpoints" / "phase1.pt").exists():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at step" in done.stdout and (out / "result.glb").exists()
