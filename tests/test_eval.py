@@ -1,0 +1,37 @@
+from dataclasses import replace
+
+import torch
+import trimesh
+
+from backend.eval.metrics import chamfer, iou, psnr
+from backend.eval.oracle_report import oracle_report
+from backend.geometry.mesh import Mesh, normalized
+
+
+def _box() -> Mesh:
+    box = trimesh.creation.box([1.0, 0.6, 0.8]).subdivide().subdivide()
+    v = torch.tensor(box.vertices, dtype=torch.float32)
+    return normalized(Mesh(v, torch.tensor(box.faces), colors=(v > 0).float()))[0]
+
+
+def test_metrics_basics():
+    a = torch.zeros(1, 4, 4, 1)
+    a[:, :2] = 1
+    b = torch.zeros(1, 4, 4, 1)
+    b[:, :, :2] = 1
+    assert iou(a, a) == 1.0 and abs(iou(a, b) - 4 / 12) < 1e-6
+    img = torch.full((1, 4, 4, 3), 0.5)
+    assert psnr(img, img + 0.1) == psnr(img, img + 0.1, torch.ones(1, 4, 4, 1))
+    assert abs(psnr(img, img + 0.1) - 20.0) < 1e-3
+
+
+def test_oracle_report_perfect_and_degraded(raster):
+    target = _box()
+    perfect = oracle_report(raster, target, target)
+    assert perfect["chamfer_rel"] < 0.01 and perfect["iou"] == 1.0 and perfect["texture_psnr"] > 40
+    recoloured = replace(target, colors=1 - target.colors)
+    assert oracle_report(raster, target, recoloured)["texture_psnr"] < 10
+    shrunk = replace(target, verts=target.verts * 0.9)
+    report = oracle_report(raster, target, shrunk)
+    assert report["iou"] < 0.95 and report["chamfer_rel"] > 0.01
+    assert chamfer(target.verts, target.faces, shrunk.verts, shrunk.faces) > 0
