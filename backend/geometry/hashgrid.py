@@ -25,9 +25,8 @@ class HashGrid(nn.Module):
         self.register_buffer("res", torch.tensor(res, dtype=torch.long), persistent=False)
         self.n_dense = sum((r + 1) ** 3 <= self.table for r in res)
         sizes = [min((r + 1) ** 3, self.table) for r in res]
-        self.register_buffer("offsets", torch.tensor([0] + sizes[:-1]).cumsum(0), persistent=False)
+        self.register_buffer("offsets", torch.tensor([0] + sizes[:-1]).cumsum(0).to(torch.int32), persistent=False)
         self.embeddings = nn.Parameter(torch.empty(sum(sizes), features).uniform_(-1e-4, 1e-4))
-        self.register_buffer("offsets32", self.offsets.to(torch.int32), persistent=False)
         self.register_buffer("_pair", torch.tensor([0, 1], dtype=torch.int32), persistent=False)
         # Primes as wrapped int32 so the multiply stays in 32 bits.
         self._p1 = torch.tensor(_PRIMES[1], dtype=torch.int64).to(torch.int32).item()
@@ -52,7 +51,7 @@ class HashGrid(nn.Module):
         hx, hy, hz = coord[:, nd:, 0], coord[:, nd:, 1] * self._p1, coord[:, nd:, 2] * self._p2
         hashed = (hx[..., :, None, None] ^ hy[..., None, :, None] ^ hz[..., None, None, :]) & (self.table - 1)
         idx = torch.cat([dense, hashed], dim=1)
-        idx = (idx.reshape(x.shape[0], self.levels, 8) + self.offsets32[None, :, None]).reshape(-1)
+        idx = (idx.reshape(x.shape[0], self.levels, 8) + self.offsets[None, :, None]).reshape(-1)
         feats = self.embeddings.index_select(0, idx.long()).reshape(x.shape[0], self.levels, 8, self.features)
         wx = torch.stack([1 - frac, frac], dim=-1)  # [N,L,3,2]
         w = (wx[:, :, 0, :, None, None] * wx[:, :, 1, None, :, None] * wx[:, :, 2, None, None, :])

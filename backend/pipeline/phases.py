@@ -78,6 +78,9 @@ class Phase:
 
     def step(self, step: int) -> dict[str, float]:
         losses = self.losses(step)
+        if not losses:
+            raise PipelineError(f"{self.name} phase has no active loss",
+                                "give at least one loss a weight > 0 in the preset or overrides")
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
