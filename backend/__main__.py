@@ -1,4 +1,4 @@
-"""Command line: python -m backend {run, doctor}."""
+"""Command line: python -m backend {run, doctor, models build-tiny}."""
 from __future__ import annotations
 
 import argparse
@@ -72,9 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", help="output folder (default: JOB_out beside the job); resumes if it has checkpoints")
     run.add_argument("--restart", action="store_true", help="ignore checkpoints in the output folder")
     sub.add_parser("doctor", help="environment report (JSON)")
+    models = sub.add_parser("models", help="model folders")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    tiny = models_sub.add_parser("build-tiny", help="write tiny random models in the real on-disk formats")
+    tiny.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "models":
+        from .models.tiny import build_tiny
+
+        print(build_tiny(args.out))
+        return 0
     print(json.dumps(doctor(), indent=2))
     return 0
 

@@ -1,0 +1,117 @@
+"""Classifier Score Matching (TV-3DG Eq. 9, Alg. 1).
+
+x_t comes from deterministic DDIM inversion of the rendered latent with the unconditional
+branch, in steps of δt (the first step is the remainder t mod δt, or δt when it divides);
+the gradient keeps only the classifier-free-guidance direction:
+    grad_z = w(t) λ (ε(x_t^inv, t, y) - ε(x_t^inv, t, ∅)).
+Timesteps come from a window that slides from [0.22, 0.98] to [0.02, 0.78] over the first
+third of the iterations (the paper's warm-up W), then stays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from ..render.shading import Views
+from .base import inject_gradient, sds_weight
+
+NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class BranchedDenoiser(Protocol):
+    alphas_cumprod: torch.Tensor
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+    def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+    def branches(self, z_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def inversion_timesteps(t: int, delta: int) -> list[int]:
+    """0 = s_0 < s_1 < ... < s_k = t: first step the remainder t mod δt (δt if it is 0)."""
+    first = t % delta or delta
+    steps = [0, min(first, t)]
+    while steps[-1] < t:
+        steps.append(steps[-1] + delta)
+    return steps
+
+
+def _ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
+    x0 = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+    return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
+
+
+@torch.no_grad()
+def ddim_invert(noise_fn: NoiseFn, alphas_cumprod: torch.Tensor, z0: torch.Tensor, t: int, delta: int) -> torch.Tensor:
+    """Deterministic noising of clean latents z0 [B,C,h,w] to timestep t."""
+    ac = alphas_cumprod.to(z0)
+    steps = inversion_timesteps(t, delta)
+    x = z0
+    for s, s_next in zip(steps[:-1], steps[1:]):
+        ts = torch.full((z0.shape[0],), s, device=z0.device, dtype=torch.long)
+        x = _ddim_step(x, noise_fn(x, ts), ac[s], ac[s_next])
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(noise_fn: NoiseFn, alphas_cumprod: torch.Tensor, z_t: torch.Tensor, t: int, delta: int) -> torch.Tensor:
+    """The reverse of ddim_invert over the same timesteps."""
+    ac = alphas_cumprod.to(z_t)
+    steps = inversion_timesteps(t, delta)[::-1]
+    x = z_t
+    for s, s_next in zip(steps[:-1], steps[1:]):
+        ts = torch.full((z_t.shape[0],), s, device=z_t.device, dtype=torch.long)
+        x = _ddim_step(x, noise_fn(x, ts), ac[s], ac[s_next])
+    return x
+
+
+@dataclass
+class WindowSchedule:
+    """Timestep window (fractions of T) sliding linearly from `start` to `end` over the
+    first `warmup` fraction of iterations; t uniform in the window."""
+
+    start: tuple[float, float] = (0.22, 0.98)
+    end: tuple[float, float] = (0.02, 0.78)
+    warmup: float = 1 / 3
+
+    def window(self, step: int, total: int) -> tuple[float, float]:
+        f = min(step / max(self.warmup * total, 1e-9), 1.0)
+        return (self.start[0] + (self.end[0] - self.start[0]) * f, self.start[1] + (self.end[1] - self.start[1]) * f)
+
+    def sample(self, batch: int, step: int, total: int, num_train: int, generator: torch.Generator) -> torch.Tensor:
+        lo, hi = self.window(step, total)
+        u = torch.rand(batch, generator=generator)
+        return (num_train * (lo + (hi - lo) * u)).long().clamp(1, num_train - 1)
+
+
+class CSM:
+    def __init__(self, denoiser: BranchedDenoiser, schedule: WindowSchedule | None = None, delta_t: int = 50,
+                 scale: float = 7.5, weighting: str = "sds", seed: int = 0) -> None:
+        self.denoiser, self.delta_t, self.scale, self.weighting = denoiser, delta_t, scale, weighting
+        self.schedule = schedule or WindowSchedule()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def timestep(self, step: int, total: int) -> int:
+        # One t per step: the inversion walks the whole batch through the same timesteps.
+        return int(self.schedule.sample(1, step, total, self.denoiser.alphas_cumprod.shape[0], self.generator)[0])
+
+    def delta(self, z_inv: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor:
+        """λ (ε_c - ε_u) at the inverted latent; VPCSM overrides this."""
+        eps_u, eps_c = self.denoiser.branches(z_inv, t)
+        return self.scale * (eps_c - eps_u)
+
+    @torch.no_grad()
+    def latent_gradient(self, z: torch.Tensor, views: Views | None, step: int, total: int) -> tuple[torch.Tensor, int]:
+        """-> (w(t) λ (ε_c - ε_u) at the DDIM-inverted latent [B,C,h,w], t)."""
+        d = self.denoiser
+        t_int = self.timestep(step, total)
+        t = torch.full((z.shape[0],), t_int, device=z.device, dtype=torch.long)
+        z_inv = ddim_invert(d.uncond_noise, d.alphas_cumprod, z, t_int, self.delta_t)
+        w = sds_weight(d.alphas_cumprod, t, self.weighting).to(z).reshape(-1, 1, 1, 1)
+        return w * self.delta(z_inv, t, views), t_int
+
+    def __call__(self, images: torch.Tensor, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
+        z = self.denoiser.encode(images)
+        grad, _ = self.latent_gradient(z.detach(), views, step, total)
+        return {"csm": inject_gradient(z, grad)}

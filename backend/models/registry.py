@@ -1,0 +1,131 @@
+"""Model roles -> where their weights are -> loaded objects.
+
+A job's `models` field picks the source: "default" (public hub ids, read from the local
+Hugging Face cache; a download only when the job allows it), "tiny" (random miniature
+models built on first use into a cache folder), a folder written by
+`python -m backend models build-tiny`, or a JSON manifest mapping roles to folders or ids.
+Models load lazily, once, in fp16 on CUDA (fp32 on CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Role -> default hub id. The tiny builders write each role under <dir>/<role>.
+DEFAULT_IDS = {
+    "sd": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+}
+
+
+class ModelNotAvailable(RuntimeError):
+    """Weights for a role cannot be found; the message names the role, where we looked and
+    how to provide them."""
+
+    def __init__(self, role: str, where: str, hint: str) -> None:
+        super().__init__(f"model for role {role!r} not available at {where}: {hint}")
+        self.role, self.where, self.hint = role, where, hint
+
+
+def tiny_cache_dir() -> Path:
+    base = Path(os.environ.get("CONJURE_CACHE", Path.home() / ".cache" / "conjure"))
+    from .tiny import TINY_VERSION
+
+    return base / f"tiny-v{TINY_VERSION}"
+
+
+@dataclass
+class SDComponents:
+    """A Stable Diffusion model split into what guidance needs."""
+
+    tokenizer: Any
+    text_encoder: Any
+    unet: Any
+    vae: Any
+    alphas_cumprod: torch.Tensor  # [T]
+    prediction_type: str
+
+
+class ModelStore:
+    def __init__(self, source: str = "default", allow_download: bool = False,
+                 device: torch.device | str = "cpu") -> None:
+        self.source, self.allow_download = source, allow_download
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self._loaded: dict[str, Any] = {}
+        self._manifest: dict[str, str] = {}
+        if source == "tiny":
+            self._tiny_root = tiny_cache_dir()
+        elif source not in ("default",):
+            path = Path(source)
+            if path.is_file():
+                self._manifest = json.loads(path.read_text())
+                self._tiny_root = None
+            elif path.is_dir():
+                self._tiny_root = path
+            else:
+                raise ModelNotAvailable("*", source, "models must be default, tiny, a folder or a manifest file")
+        else:
+            self._tiny_root = None
+
+    def location(self, role: str) -> str:
+        """Local folder or hub id for a role."""
+        if role in self._manifest:
+            return self._manifest[role]
+        if self._tiny_root is not None:
+            folder = self._tiny_root / role
+            if not folder.exists() and self.source == "tiny":
+                from .tiny import build_tiny
+
+                build_tiny(self._tiny_root, [role])
+            return str(folder)
+        if role not in DEFAULT_IDS:
+            raise ModelNotAvailable(role, "the registry", f"unknown role; known roles: {', '.join(DEFAULT_IDS)}")
+        return DEFAULT_IDS[role]
+
+    def _kwargs(self, where: str) -> dict:
+        return {"local_files_only": not self.allow_download and not Path(where).exists(), "torch_dtype": self.dtype}
+
+    def _missing(self, role: str, where: str, exc: Exception) -> ModelNotAvailable:
+        hint = (f"download it once (e.g. `huggingface-cli download {where}`) or allow downloads in the job/"
+                "preferences, or point a models manifest at a local folder for this role"
+                if not Path(where).exists() else f"the folder exists but could not be read ({exc})")
+        return ModelNotAvailable(role, where, hint)
+
+    def sd(self, role: str = "sd") -> SDComponents:
+        """Stable Diffusion (role "sd"), frozen, in eval mode on the store's device."""
+        if role in self._loaded:
+            return self._loaded[role]
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        where = self.location(role)
+        kw = self._kwargs(where)
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer",
+                                                      local_files_only=kw["local_files_only"])
+            text_encoder = CLIPTextModel.from_pretrained(where, subfolder="text_encoder", **kw)
+            unet = UNet2DConditionModel.from_pretrained(where, subfolder="unet", **kw)
+            vae = AutoencoderKL.from_pretrained(where, subfolder="vae", **kw)
+            scheduler = DDIMScheduler.from_pretrained(where, subfolder="scheduler",
+                                                      local_files_only=kw["local_files_only"])
+        except (OSError, ValueError) as exc:
+            raise self._missing(role, where, exc) from exc
+        if len(tokenizer) < 100:  # transformers can silently build an empty vocabulary
+            raise ModelNotAvailable(role, where, f"tokenizer has only {len(tokenizer)} tokens: broken tokenizer files")
+        for m in (text_encoder, unet, vae):
+            m.requires_grad_(False).eval().to(self.device)
+        comps = SDComponents(tokenizer, text_encoder, unet, vae, scheduler.alphas_cumprod.float().clone(),
+                             scheduler.config.prediction_type)
+        self._loaded[role] = comps
+        return comps
+
+    def offload(self, role: str) -> None:
+        """Free a role's memory (it reloads on next use)."""
+        self._loaded.pop(role, None)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

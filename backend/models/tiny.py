@@ -1,0 +1,100 @@
+"""Randomly initialised miniature models saved in the real on-disk formats, so tests (and
+`models: "tiny"` jobs) run the real loading code with no download.
+
+`build_tiny(out_dir)` writes one folder per role (see registry.ROLES for the layout).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TINY_VERSION = 1  # bump when a builder changes, so cached folders are rebuilt
+
+
+def tiny_tokenizer(out_dir: Path) -> None:
+    """A byte-level BPE CLIP tokenizer with every single byte (and its end-of-word form) in
+    the vocabulary, so any text tokenises; written with save_pretrained."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for c in chars + [c + "</w>" for c in chars]:
+        vocab[c] = len(vocab)
+    merges = [("t", "h"), ("h", "e</w>"), ("a", "n"), ("i", "n"), ("e", "r")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77).save_pretrained(out_dir)
+
+
+def tiny_text_encoder(out_dir: Path, vocab_size: int, hidden: int = 32) -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                         projection_dim=hidden, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                         pad_token_id=vocab_size - 1)
+    CLIPTextModel(cfg).save_pretrained(out_dir)
+
+
+def tiny_unet(out_dir: Path, in_channels: int = 4, cross_dim: int = 32) -> None:
+    from diffusers import UNet2DConditionModel
+
+    UNet2DConditionModel(
+        sample_size=16, in_channels=in_channels, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_dim,
+        attention_head_dim=8, norm_num_groups=16,
+    ).save_pretrained(out_dir)
+
+
+def tiny_vae(out_dir: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  norm_num_groups=16, sample_size=32).save_pretrained(out_dir)
+
+
+def tiny_scheduler(out_dir: Path, prediction_type: str = "epsilon") -> None:
+    from diffusers import DDIMScheduler
+
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False, prediction_type=prediction_type).save_pretrained(out_dir)
+
+
+def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon") -> None:
+    """A diffusers Stable Diffusion folder: tokenizer, text_encoder, unet, vae, scheduler."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tiny_tokenizer(out_dir / "tokenizer")
+    from transformers import CLIPTokenizer
+
+    vocab_size = len(CLIPTokenizer.from_pretrained(out_dir / "tokenizer"))
+    tiny_text_encoder(out_dir / "text_encoder", vocab_size)
+    tiny_unet(out_dir / "unet")
+    tiny_vae(out_dir / "vae")
+    tiny_scheduler(out_dir / "scheduler", prediction_type)
+    (out_dir / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None],
+        "feature_extractor": [None, None], "requires_safety_checker": False}, indent=2))
+
+
+BUILDERS = {"sd": tiny_stable_diffusion}
+
+
+def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 0) -> Path:
+    """Write tiny models for the given roles (all by default) under out_dir/<role>."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    for role in roles or list(BUILDERS):
+        BUILDERS[role](out / role)
+    (out / "tiny.json").write_text(json.dumps({"version": TINY_VERSION, "roles": sorted(roles or BUILDERS)}))
+    return out
