@@ -12,14 +12,20 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 # Role -> default hub id. The tiny builders write each role under <dir>/<role>.
 DEFAULT_IDS = {
     "sd": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    # OpenCLIP ViT-H image tower, as shipped (transformers format) inside Stable unCLIP.
+    "clip": "stabilityai/stable-diffusion-2-1-unclip",
 }
+# Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
+DEFAULT_SUBFOLDERS = {"clip": "image_encoder"}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ModelNotAvailable(RuntimeError):
@@ -123,6 +129,28 @@ class ModelStore:
                              scheduler.config.prediction_type)
         self._loaded[role] = comps
         return comps
+
+    def clip_image_encoder(self, role: str = "clip") -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+        """-> (images [B,3,S,S] in [0,1] -> image embeddings [B,D], input size S)."""
+        if role not in self._loaded:
+            from transformers import CLIPVisionModelWithProjection
+
+            where = self.location(role)
+            sub = DEFAULT_SUBFOLDERS.get(role, "") if where == DEFAULT_IDS.get(role) else ""
+            try:
+                model = CLIPVisionModelWithProjection.from_pretrained(where, subfolder=sub, **self._kwargs(where))
+            except (OSError, ValueError) as exc:
+                raise self._missing(role, where, exc) from exc
+            self._loaded[role] = model.requires_grad_(False).eval().to(self.device)
+        model = self._loaded[role]
+        mean = torch.tensor(CLIP_MEAN, device=self.device).reshape(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=self.device).reshape(1, 3, 1, 1)
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            x = ((images.to(self.device) - mean) / std).to(self.dtype)
+            return model(pixel_values=x).image_embeds.float()
+
+        return encode, int(model.config.image_size)
 
     def offload(self, role: str) -> None:
         """Free a role's memory (it reloads on next use)."""

@@ -86,7 +86,16 @@ def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon") -> No
         "feature_extractor": [None, None], "requires_safety_checker": False}, indent=2))
 
 
-BUILDERS = {"sd": tiny_stable_diffusion}
+def tiny_clip_vision(out_dir: Path, embed_dim: int = 32) -> None:
+    """CLIPVisionModelWithProjection (the unCLIP / OpenCLIP image tower's transformers form)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8, projection_dim=embed_dim)
+    CLIPVisionModelWithProjection(cfg).save_pretrained(out_dir)
+
+
+BUILDERS = {"sd": tiny_stable_diffusion, "clip": tiny_clip_vision}
 
 
 def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 0) -> Path:

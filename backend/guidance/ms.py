@@ -1,0 +1,86 @@
+"""Modality Similarity loss (XBind Eq. 2).
+
+The rendered views pass through three augmentations, global G (random perspective), local
+L (random crop, then perspective) and plain normalisation Z, into the CLIP image encoder;
+the loss is the weighted mean of 1 - cos(C_m, embedding) with weights ω_g, ω_l, ω_z.
+Cosine similarity makes it invariant to the scale of either embedding.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..render.shading import Views
+
+# images [B,3,S,S] in [0,1] at the encoder's input size -> embeddings [B,D]
+ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def random_perspective(x: torch.Tensor, distortion: float, generator: torch.Generator) -> torch.Tensor:
+    """Warp [B,C,H,W] by a random homography that moves each corner by up to `distortion`
+    of the half-size (torchvision's RandomPerspective, in plain torch)."""
+    b = x.shape[0]
+    src = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]).expand(b, 4, 2)
+    dst = src + (torch.rand(b, 4, 2, generator=generator) * 2 - 1) * distortion
+    h = _homography(dst, src)  # maps output coordinates to input coordinates
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, x.shape[2]), torch.linspace(-1, 1, x.shape[3]), indexing="ij")
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3).expand(b, -1, -1)
+    mapped = pts @ h.transpose(1, 2)
+    grid = (mapped[..., :2] / mapped[..., 2:]).reshape(b, x.shape[2], x.shape[3], 2)
+    return torch.nn.functional.grid_sample(x, grid.to(x), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """[B,4,2] point pairs -> [B,3,3] H with dst ~ H src (direct linear transform)."""
+    rows = []
+    for i in range(4):
+        x, y = src[:, i, 0], src[:, i, 1]
+        u, v = dst[:, i, 0], dst[:, i, 1]
+        one, zero = torch.ones_like(x), torch.zeros_like(x)
+        rows.append(torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], -1))
+        rows.append(torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], -1))
+    a = torch.stack(rows, 1)
+    rhs = torch.stack([dst[:, i, j] for i in range(4) for j in range(2)], 1)
+    sol = torch.linalg.solve(a, rhs)
+    return torch.cat([sol, torch.ones_like(sol[:, :1])], 1).reshape(-1, 3, 3)
+
+
+def random_crop(x: torch.Tensor, scale: tuple[float, float], size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random square crops covering `scale` of the side, resized to size."""
+    b = x.shape[0]
+    s = scale[0] + (scale[1] - scale[0]) * torch.rand(b, generator=generator)
+    c = (torch.rand(b, 2, generator=generator) * 2 - 1) * (1 - s)[:, None]
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = s, s
+    theta[:, :, 2] = c
+    grid = torch.nn.functional.affine_grid(theta.to(x), [b, x.shape[1], size, size], align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class MSLoss:
+    def __init__(self, encoder: ImageEncoder, target: torch.Tensor, input_size: int = 224,
+                 weights: tuple[float, float, float] = (1.0, 1.0, 1.0), distortion: float = 0.5,
+                 crop_scale: tuple[float, float] = (0.5, 0.9), seed: int = 0) -> None:
+        """target: C_m [D] (any scale)."""
+        self.encoder, self.size = encoder, input_size
+        self.target = torch.nn.functional.normalize(target.reshape(1, -1).float(), dim=-1)
+        self.w_g, self.w_l, self.w_z = weights
+        self.distortion, self.crop_scale = distortion, crop_scale
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _sim_loss(self, x: torch.Tensor) -> torch.Tensor:
+        emb = torch.nn.functional.normalize(self.encoder(x).float(), dim=-1)
+        return (1 - emb @ self.target.to(emb).T).mean()
+
+    def __call__(self, images: torch.Tensor, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
+        x = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), (self.size, self.size), mode="bilinear",
+                                            align_corners=False)
+        total_w = self.w_g + self.w_l + self.w_z
+        loss = self.w_z * self._sim_loss(x)
+        if self.w_g:
+            loss = loss + self.w_g * self._sim_loss(random_perspective(x, self.distortion, self.generator))
+        if self.w_l:
+            crop = random_crop(x, self.crop_scale, self.size, self.generator)
+            loss = loss + self.w_l * self._sim_loss(random_perspective(crop, self.distortion, self.generator))
+        return {"ms": loss / total_w}
