@@ -21,6 +21,7 @@ DEFAULT_IDS = {
     "sd": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     # OpenCLIP ViT-H image tower, as shipped (transformers format) inside Stable unCLIP.
     "clip": "stabilityai/stable-diffusion-2-1-unclip",
+    "zero123": "ashawkey/zero123-xl-diffusers",
 }
 # Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
 DEFAULT_SUBFOLDERS = {"clip": "image_encoder"}
@@ -54,6 +55,16 @@ class SDComponents:
     vae: Any
     alphas_cumprod: torch.Tensor  # [T]
     prediction_type: str
+
+
+@dataclass
+class Zero123Components:
+    unet: Any
+    vae: Any
+    image_encoder: Callable[[torch.Tensor], torch.Tensor]  # [B,3,S,S] in [0,1] -> [B,D]
+    cc_projection: Any
+    alphas_cumprod: torch.Tensor
+    device: torch.device
 
 
 class ModelStore:
@@ -130,13 +141,43 @@ class ModelStore:
         self._loaded[role] = comps
         return comps
 
-    def clip_image_encoder(self, role: str = "clip") -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
-        """-> (images [B,3,S,S] in [0,1] -> image embeddings [B,D], input size S)."""
+    def zero123(self, role: str = "zero123") -> Zero123Components:
+        if role in self._loaded:
+            return self._loaded[role]
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+        from .zero123_parts import CCProjection
+
+        where = self.location(role)
+        kw = self._kwargs(where)
+        try:
+            unet = UNet2DConditionModel.from_pretrained(where, subfolder="unet", **kw)
+            vae = AutoencoderKL.from_pretrained(where, subfolder="vae", **kw)
+            proj = CCProjection.from_pretrained(where, subfolder="cc_projection", **kw)
+            scheduler = DDIMScheduler.from_pretrained(where, subfolder="scheduler",
+                                                      local_files_only=kw["local_files_only"])
+        except (OSError, ValueError) as exc:
+            raise self._missing(role, where, exc) from exc
+        if unet.config.in_channels != 8:
+            raise ModelNotAvailable(role, where, f"expected an 8-channel Zero-1-to-3 UNet, got {unet.config.in_channels}")
+        for m in (unet, vae, proj):
+            m.requires_grad_(False).eval().to(self.device)
+        encoder, _ = self.clip_image_encoder(f"{role}/image_encoder", where, "image_encoder")
+        comps = Zero123Components(unet, vae, encoder, proj, scheduler.alphas_cumprod.float().clone(), self.device)
+        self._loaded[role] = comps
+        return comps
+
+    def clip_image_encoder(self, role: str = "clip", where: str | None = None, sub: str = ""
+                           ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+        """-> (images [B,3,H,W] in [0,1] -> image embeddings [B,D], input size S); images are
+        resized to S and CLIP-normalised here. `where`/`sub` load a tower inside another
+        role's folder (Zero-1-to-3's image_encoder)."""
         if role not in self._loaded:
             from transformers import CLIPVisionModelWithProjection
 
-            where = self.location(role)
-            sub = DEFAULT_SUBFOLDERS.get(role, "") if where == DEFAULT_IDS.get(role) else ""
+            if where is None:
+                where = self.location(role)
+                sub = DEFAULT_SUBFOLDERS.get(role, "") if where == DEFAULT_IDS.get(role) else ""
             try:
                 model = CLIPVisionModelWithProjection.from_pretrained(where, subfolder=sub, **self._kwargs(where))
             except (OSError, ValueError) as exc:
@@ -146,11 +187,16 @@ class ModelStore:
         mean = torch.tensor(CLIP_MEAN, device=self.device).reshape(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=self.device).reshape(1, 3, 1, 1)
 
+        size = int(model.config.image_size)
+
         def encode(images: torch.Tensor) -> torch.Tensor:
-            x = ((images.to(self.device) - mean) / std).to(self.dtype)
+            x = images.to(self.device)
+            if x.shape[-1] != size or x.shape[-2] != size:
+                x = torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False)
+            x = ((x - mean) / std).to(self.dtype)
             return model(pixel_values=x).image_embeds.float()
 
-        return encode, int(model.config.image_size)
+        return encode, size
 
     def offload(self, role: str) -> None:
         """Free a role's memory (it reloads on next use)."""

@@ -95,7 +95,20 @@ def tiny_clip_vision(out_dir: Path, embed_dim: int = 32) -> None:
     CLIPVisionModelWithProjection(cfg).save_pretrained(out_dir)
 
 
-BUILDERS = {"sd": tiny_stable_diffusion, "clip": tiny_clip_vision}
+def tiny_zero123(out_dir: Path) -> None:
+    """Diffusers-format Zero-1-to-3: 8-channel UNet, VAE, CLIP image encoder, cc_projection."""
+    from .zero123_parts import CCProjection
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    embed = 28  # + 4 pose values = 32 = the UNet's cross-attention width (772 -> 768 at full size)
+    tiny_unet(out_dir / "unet", in_channels=8, cross_dim=32)
+    tiny_vae(out_dir / "vae")
+    tiny_clip_vision(out_dir / "image_encoder", embed_dim=embed)
+    tiny_scheduler(out_dir / "scheduler")
+    CCProjection(embed + 4, 32).save_pretrained(out_dir / "cc_projection")
+
+
+BUILDERS = {"sd": tiny_stable_diffusion, "clip": tiny_clip_vision, "zero123": tiny_zero123}
 
 
 def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 0) -> Path:
