@@ -3,9 +3,14 @@
 Images [B,H,W,3] in [0,1] are resized to the model resolution and encoded as
 z = vae.encode(2x - 1) * scaling; predictions are returned as ε whatever the model's
 prediction_type (v-prediction is converted). One UNet forward serves all classifier-free
-guidance branches of a step (batched as [uncond, cond]).
+guidance branches of a step (batched as [uncond, cond] or, with PAG, [uncond, cond,
+perturbed]). With an IP-Adapter loaded into the UNet, a visual prompt embedding joins the
+text through the adapter's attention (scale τ); the unconditional branch gets zeros.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -23,8 +28,14 @@ def encode_prompt(sd: SDComponents, texts: list[str]) -> torch.Tensor:
 
 class SDDenoiser:
     def __init__(self, sd: SDComponents, prompt: str, negative: str = "", guidance_scale: float = 7.5,
-                 resolution: int = 512) -> None:
+                 resolution: int = 512, visual_prompt: torch.Tensor | None = None, ip_scale: float = 0.5) -> None:
+        """visual_prompt: [1,D] IP-Adapter image embedding (needs the adapter loaded in sd.unet)."""
         self.sd, self.guidance_scale, self.resolution = sd, guidance_scale, resolution
+        self.visual = visual_prompt
+        if visual_prompt is not None:
+            if getattr(sd.unet, "encoder_hid_proj", None) is None:
+                raise ValueError("a visual prompt needs the IP-Adapter loaded into the UNet (ModelStore.ip_adapter)")
+            set_ip_scale(sd.unet, ip_scale)
         self.alphas_cumprod = sd.alphas_cumprod
         embeds = encode_prompt(sd, [negative, prompt])
         self.uncond, self.cond = embeds[:1], embeds[1:]
@@ -43,25 +54,62 @@ class SDDenoiser:
         x = self.sd.vae.decode((z / self.scaling).to(self.dtype)).sample.float()
         return ((x + 1) / 2).clamp(0, 1)
 
-    def _eps(self, z_t: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        out = self.sd.unet(z_t.to(self.dtype), t, encoder_hidden_states=embeds.to(self.dtype)).sample.float()
+    def _eps(self, z_t: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, visual: list[bool]) -> torch.Tensor:
+        """z_t [N,C,h,w] made of len(visual) equal branches; visual[i]: the visual prompt is
+        on in branch i (zeros otherwise). embeds: [N,77,D] text states."""
+        extra = None
+        if self.visual is not None:
+            v = self.visual.to(self.dtype)
+            b = z_t.shape[0] // len(visual)
+            rows = [(v if on else torch.zeros_like(v)).expand(b, -1) for on in visual]
+            extra = {"image_embeds": [torch.cat(rows)[:, None, :]]}
+        out = self.sd.unet(z_t.to(self.dtype), t, encoder_hidden_states=embeds.to(self.dtype),
+                           added_cond_kwargs=extra).sample.float()
         if self.sd.prediction_type == "v_prediction":
             a = self.alphas_cumprod.to(z_t)[t].reshape(-1, 1, 1, 1)
             out = a.sqrt() * out + (1 - a).sqrt() * z_t
         return out
 
-    def branches(self, z_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ε_uncond, ε_cond), both [B,C,h,w], from one batched forward."""
+    def branches(self, z_t: torch.Tensor, t: torch.Tensor, perturbed: bool = False) -> tuple[torch.Tensor, ...]:
+        """(ε_uncond, ε_cond[, ε_perturbed]) [B,C,h,w] each, from one batched forward. The
+        perturbed branch is the conditional one run through the PAG processors (see pag())."""
         b = z_t.shape[0]
-        embeds = torch.cat([self.uncond.expand(b, -1, -1), self.cond.expand(b, -1, -1)])
-        eps = self._eps(torch.cat([z_t, z_t]), torch.cat([t, t]), embeds)
-        return eps[:b], eps[b:]
+        n = 3 if perturbed else 2
+        embeds = torch.cat([self.uncond.expand(b, -1, -1)] + [self.cond.expand(b, -1, -1)] * (n - 1))
+        eps = self._eps(z_t.repeat(n, 1, 1, 1), t.repeat(n), embeds, [False] + [True] * (n - 1))
+        return tuple(eps.chunk(n))
 
     def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._eps(z_t, t, self.uncond.expand(z_t.shape[0], -1, -1))
+        return self._eps(z_t, t, self.uncond.expand(z_t.shape[0], -1, -1), [False])
 
     def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor:
         if self.guidance_scale == 1.0:
-            return self._eps(z_t, t, self.cond.expand(z_t.shape[0], -1, -1))
+            return self._eps(z_t, t, self.cond.expand(z_t.shape[0], -1, -1), [True])
         eps_u, eps_c = self.branches(z_t, t)
         return eps_u + self.guidance_scale * (eps_c - eps_u)
+
+
+def set_ip_scale(unet, scale: float) -> None:  # noqa: ANN001 (diffusers UNet)
+    """IP-Adapter attention fusion weight τ: F = Attn(Q,K,V) + τ Attn(Q,K',V')."""
+    for proc in unet.attn_processors.values():
+        if hasattr(proc, "scale") and isinstance(proc.scale, list):
+            proc.scale = [scale] * len(proc.scale)
+
+
+PAG_LAYERS = ("mid_block",)  # the PAG paper's choice for SD: the middle block's self-attention
+
+
+@contextmanager
+def pag(unet, layers: tuple[str, ...] = PAG_LAYERS) -> Iterator[None]:  # noqa: ANN001
+    """Within the block, self-attention in `layers` runs PAG's identity-map perturbation on
+    the third chunk of a [uncond, cond, perturbed] batch."""
+    from diffusers.models.attention_processor import PAGCFGIdentitySelfAttnProcessor2_0
+
+    saved = dict(unet.attn_processors)
+    procs = {name: (PAGCFGIdentitySelfAttnProcessor2_0() if name.endswith("attn1.processor")
+                    and name.startswith(layers) else proc) for name, proc in saved.items()}
+    unet.set_attn_processor(procs)
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(saved)

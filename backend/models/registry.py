@@ -22,9 +22,11 @@ DEFAULT_IDS = {
     # OpenCLIP ViT-H image tower, as shipped (transformers format) inside Stable unCLIP.
     "clip": "stabilityai/stable-diffusion-2-1-unclip",
     "zero123": "ashawkey/zero123-xl-diffusers",
+    "ip_adapter": "h94/IP-Adapter",
 }
+IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
 # Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
-DEFAULT_SUBFOLDERS = {"clip": "image_encoder"}
+DEFAULT_SUBFOLDERS = {"clip": "image_encoder", "ip_adapter": "models"}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -166,6 +168,35 @@ class ModelStore:
         comps = Zero123Components(unet, vae, encoder, proj, scheduler.alphas_cumprod.float().clone(), self.device)
         self._loaded[role] = comps
         return comps
+
+    def ip_adapter(self, sd: SDComponents, role: str = "ip_adapter") -> Callable[[torch.Tensor], torch.Tensor]:
+        """Load IP-Adapter attention layers into sd.unet (once) and return its image encoder
+        (images [B,3,H,W] in [0,1] -> [B,D] image embeddings)."""
+        where = self.location(role)
+        sub = DEFAULT_SUBFOLDERS[role] if where == DEFAULT_IDS[role] else ""
+        if getattr(sd.unet, "encoder_hid_proj", None) is None:
+            from safetensors.torch import load_file
+
+            try:
+                if Path(where).exists():
+                    path = str(Path(where) / sub / IP_ADAPTER_WEIGHTS)
+                else:
+                    from huggingface_hub import hf_hub_download
+
+                    path = hf_hub_download(where, IP_ADAPTER_WEIGHTS, subfolder=sub,
+                                           local_files_only=not self.allow_download)
+                flat = load_file(path)
+            except Exception as exc:  # noqa: BLE001 (hub and file errors come in many types)
+                raise self._missing(role, where, exc) from exc
+            nested: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
+            for k, v in flat.items():
+                group, rest = k.split(".", 1)
+                nested[group][rest] = v
+            sd.unet._load_ip_adapter_weights([nested])  # diffusers' own converter
+            if self.device.type != "cpu":  # new layers are created in fp32 on the CPU
+                sd.unet.to(device=self.device, dtype=self.dtype)
+        encoder, _ = self.clip_image_encoder(f"{role}/image_encoder", where, f"{sub}/image_encoder".strip("/"))
+        return encoder
 
     def clip_image_encoder(self, role: str = "clip", where: str | None = None, sub: str = ""
                            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:

@@ -108,7 +108,41 @@ def tiny_zero123(out_dir: Path) -> None:
     CCProjection(embed + 4, 32).save_pretrained(out_dir / "cc_projection")
 
 
-BUILDERS = {"sd": tiny_stable_diffusion, "clip": tiny_clip_vision, "zero123": tiny_zero123}
+def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None, embed_dim: int = 24) -> None:
+    """IP-Adapter (SD 1.5 layout of h94/IP-Adapter "models/"): ip-adapter_sd15.safetensors with
+    image_proj.* and ip_adapter.<k>.to_{k,v}_ip.weight for the k-th cross-attention layer
+    (k = 1, 3, 5, ... in attn_processors order), plus its image_encoder/."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    sd_dir = sd_dir or out_dir.parent / "sd"
+    if not (sd_dir / "unet").exists():
+        tiny_stable_diffusion(sd_dir)
+    unet = UNet2DConditionModel.from_pretrained(sd_dir, subfolder="unet")
+    cross, channels = unet.config.cross_attention_dim, list(unet.config.block_out_channels)
+    tensors = {"image_proj.proj.weight": torch.randn(4 * cross, embed_dim) * 0.02,
+               "image_proj.proj.bias": torch.zeros(4 * cross),
+               "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = channels[::-1][int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        for kv in ("k", "v"):
+            tensors[f"ip_adapter.{key}.to_{kv}_ip.weight"] = torch.randn(hidden, cross) * 0.05
+        key += 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "ip-adapter_sd15.safetensors"))
+    tiny_clip_vision(out_dir / "image_encoder", embed_dim=embed_dim)
+
+
+BUILDERS = {"sd": tiny_stable_diffusion, "clip": tiny_clip_vision, "zero123": tiny_zero123,
+            "ip_adapter": tiny_ip_adapter}
 
 
 def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 0) -> Path:
