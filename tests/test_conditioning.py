@@ -48,3 +48,47 @@ def test_mel_filters_are_triangles_on_the_kaldi_mel_scale():
 def test_audio_clips_pads_short_files():
     clips = audio_clips(torch.from_numpy(_tone(300, 0.5, SAMPLE_RATE)))
     assert clips.shape == (3, 1, 128, 204)
+
+
+def _disc_image(tmp_path, alpha: bool):
+    from PIL import Image
+
+    h = w = 64
+    yy, xx = np.mgrid[:h, :w]
+    inside = (yy - 20) ** 2 + (xx - 40) ** 2 < 10 ** 2
+    rgb = np.full((h, w, 3), 240, np.uint8)
+    rgb[inside] = [200, 30, 30]
+    if alpha:
+        a = np.where(inside, 255, 0).astype(np.uint8)
+        Image.fromarray(np.dstack([rgb, a]), "RGBA").save(tmp_path / "a.png")
+    else:
+        Image.fromarray(rgb).save(tmp_path / "a.png")
+    return tmp_path / "a.png", torch.from_numpy(inside)
+
+
+@pytest.mark.parametrize("alpha", [True, False])
+def test_reference_mask_and_recentring(tmp_path, alpha):
+    from backend.conditioning.image import foreground_mask, load_image, prepare_reference
+
+    path, inside = _disc_image(tmp_path, alpha)
+    mask = foreground_mask(load_image(path))
+    assert ((mask > 0.5) == inside).float().mean() > 0.99
+    ref = prepare_reference(path, size=64)
+    m = ref[..., 3] > 0.5
+    ys, xs = torch.nonzero(m, as_tuple=True)
+    assert abs(float(ys.float().mean()) - 31.5) < 1.5 and abs(float(xs.float().mean()) - 31.5) < 1.5
+    assert abs((int(xs.max()) - int(xs.min()) + 1) - 0.8 * 64) <= 2
+    assert torch.allclose(ref[m][:, :3].mean(0), torch.tensor([200, 30, 30]) / 255.0, atol=0.05)
+
+
+def test_bad_images_are_reported(tmp_path):
+    from PIL import Image
+
+    from backend.conditioning.image import ImageInputError, load_image, prepare_reference
+
+    (tmp_path / "x.png").write_bytes(b"not an image")
+    with pytest.raises(ImageInputError, match="could not read"):
+        load_image(tmp_path / "x.png")
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "plain.png")
+    with pytest.raises(ImageInputError, match="no foreground"):
+        prepare_reference(tmp_path / "plain.png")
