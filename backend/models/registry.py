@@ -23,6 +23,10 @@ DEFAULT_IDS = {
     "clip": "stabilityai/stable-diffusion-2-1-unclip",
     "zero123": "ashawkey/zero123-xl-diffusers",
     "ip_adapter": "h94/IP-Adapter",
+    # Not on the hub: a folder holding the official imagebind_huge.pth (see imagebind_dir()).
+    "imagebind": "imagebind",
+    # ImageBind's text BPE is OpenAI CLIP's.
+    "imagebind_tokenizer": "openai/clip-vit-large-patch14",
 }
 IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
 # Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
@@ -197,6 +201,35 @@ class ModelStore:
                 sd.unet.to(device=self.device, dtype=self.dtype)
         encoder, _ = self.clip_image_encoder(f"{role}/image_encoder", where, f"{sub}/image_encoder".strip("/"))
         return encoder
+
+    def imagebind(self, role: str = "imagebind"):  # noqa: ANN201 (-> (ImageBind, tokenizer))
+        """ImageBind and its CLIP BPE tokenizer. The default folder is
+        $CONJURE_CACHE/imagebind (~/.cache/conjure/imagebind)."""
+        if role in self._loaded:
+            return self._loaded[role]
+        from transformers import CLIPTokenizer
+
+        from .imagebind import CHECKPOINT, load_imagebind
+
+        where = self.location(role)
+        folder = Path(where) if Path(where).is_absolute() or Path(where).exists() else tiny_cache_dir().parent / where
+        try:
+            model = load_imagebind(folder, self.device)
+        except FileNotFoundError as exc:
+            raise ModelNotAvailable(role, str(folder / CHECKPOINT),
+                                    "download the official imagebind_huge.pth (ImageBind repository README) into "
+                                    "that folder, or point a models manifest's \"imagebind\" at its folder") from exc
+        tok_where = str(folder / "tokenizer") if (folder / "tokenizer").exists() else DEFAULT_IDS["imagebind_tokenizer"]
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(tok_where, local_files_only=not self.allow_download
+                                                      and not Path(tok_where).exists())
+        except OSError as exc:
+            raise self._missing("imagebind_tokenizer", tok_where, exc) from exc
+        if len(tokenizer) != model.cfg.vocab_size:
+            raise ModelNotAvailable(role, tok_where, f"tokenizer has {len(tokenizer)} tokens, the model "
+                                    f"{model.cfg.vocab_size}: wrong or broken tokenizer files")
+        self._loaded[role] = (model.to(self.dtype), tokenizer)
+        return self._loaded[role]
 
     def clip_image_encoder(self, role: str = "clip", where: str | None = None, sub: str = ""
                            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:

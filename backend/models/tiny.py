@@ -141,7 +141,23 @@ def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None, embed_dim: int = 
     tiny_clip_vision(out_dir / "image_encoder", embed_dim=embed_dim)
 
 
-BUILDERS = {"sd": tiny_stable_diffusion, "clip": tiny_clip_vision, "zero123": tiny_zero123,
+def tiny_imagebind(out_dir: Path, out_dim: int = 32) -> None:
+    """ImageBind checkpoint layout (imagebind_huge.pth + config.json) at toy width, with the
+    byte-level tokenizer in tokenizer/. out_dim matches the tiny CLIP towers' embeddings."""
+    from transformers import CLIPTokenizer
+
+    from .imagebind import CHECKPOINT, ImageBind, ImageBindConfig
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tiny_tokenizer(out_dir / "tokenizer")
+    vocab = len(CLIPTokenizer.from_pretrained(out_dir / "tokenizer"))
+    cfg = ImageBindConfig(out_dim=out_dim, vision=(32, 2, 4), text=(32, 2, 4), audio=(32, 2, 4), depth=(16, 1, 4),
+                          thermal=(16, 1, 4), imu=(16, 1, 4), vocab_size=vocab, image_size=28)
+    torch.save(ImageBind(cfg).state_dict(), out_dir / CHECKPOINT)
+    cfg.save(out_dir)
+
+
+BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "clip": tiny_clip_vision, "zero123": tiny_zero123,
             "ip_adapter": tiny_ip_adapter}
 
 
