@@ -28,10 +28,18 @@ def encode_prompt(sd: SDComponents, texts: list[str]) -> torch.Tensor:
 
 class SDDenoiser:
     def __init__(self, sd: SDComponents, prompt: str, negative: str = "", guidance_scale: float = 7.5,
-                 resolution: int = 512, visual_prompt: torch.Tensor | None = None, ip_scale: float = 0.5) -> None:
-        """visual_prompt: [1,D] IP-Adapter image embedding (needs the adapter loaded in sd.unet)."""
+                 resolution: int = 512, visual_prompt: torch.Tensor | None = None, ip_scale: float = 0.5,
+                 image_embeds: torch.Tensor | None = None) -> None:
+        """visual_prompt: [1,D] IP-Adapter image embedding (needs the adapter loaded in sd.unet).
+        image_embeds: [1,D] Stable unCLIP conditioning (e.g. C_m), required by unCLIP models."""
         self.sd, self.guidance_scale, self.resolution = sd, guidance_scale, resolution
         self.visual = visual_prompt
+        self.class_cond = self.class_uncond = None
+        if sd.image_normalizer is not None:
+            if image_embeds is None:
+                raise ValueError("Stable unCLIP needs image_embeds (the modality embedding)")
+            self.class_cond = unclip_class_labels(sd, image_embeds)
+            self.class_uncond = unclip_class_labels(sd, torch.zeros_like(image_embeds))
         if visual_prompt is not None:
             if getattr(sd.unet, "encoder_hid_proj", None) is None:
                 raise ValueError("a visual prompt needs the IP-Adapter loaded into the UNet (ModelStore.ip_adapter)")
@@ -57,14 +65,17 @@ class SDDenoiser:
     def _eps(self, z_t: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, visual: list[bool]) -> torch.Tensor:
         """z_t [N,C,h,w] made of len(visual) equal branches; visual[i]: the visual prompt is
         on in branch i (zeros otherwise). embeds: [N,77,D] text states."""
-        extra = None
+        extra = labels = None
+        b = z_t.shape[0] // len(visual)
         if self.visual is not None:
             v = self.visual.to(self.dtype)
-            b = z_t.shape[0] // len(visual)
             rows = [(v if on else torch.zeros_like(v)).expand(b, -1) for on in visual]
             extra = {"image_embeds": [torch.cat(rows)[:, None, :]]}
+        if self.class_cond is not None:
+            labels = torch.cat([(self.class_cond if on else self.class_uncond).expand(b, -1) for on in visual])
+            labels = labels.to(z_t.device, self.dtype)
         out = self.sd.unet(z_t.to(self.dtype), t, encoder_hidden_states=embeds.to(self.dtype),
-                           added_cond_kwargs=extra).sample.float()
+                           class_labels=labels, added_cond_kwargs=extra).sample.float()
         if self.sd.prediction_type == "v_prediction":
             a = self.alphas_cumprod.to(z_t)[t].reshape(-1, 1, 1, 1)
             out = a.sqrt() * out + (1 - a).sqrt() * z_t
@@ -87,6 +98,23 @@ class SDDenoiser:
             return self._eps(z_t, t, self.cond.expand(z_t.shape[0], -1, -1), [True])
         eps_u, eps_c = self.branches(z_t, t)
         return eps_u + self.guidance_scale * (eps_c - eps_u)
+
+
+@torch.no_grad()
+def unclip_class_labels(sd: SDComponents, image_embeds: torch.Tensor, noise_level: int = 0) -> torch.Tensor:
+    """Stable unCLIP's class labels: the image embedding normalised, noised to noise_level
+    (deterministically: zero noise) and unnormalised, then the sinusoidal embedding of the
+    noise level appended -> [1, 2D]. The same computation as the diffusers pipeline's
+    noise_image_embeddings with noise = 0."""
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    e = image_embeds.float().to(next(sd.image_normalizer.parameters()).device)
+    level = torch.full((e.shape[0],), noise_level, device=e.device, dtype=torch.long)
+    scaled = sd.image_normalizer.scale(e.to(sd.image_normalizer.mean.dtype))
+    noised = sd.image_noising_scheduler.add_noise(scaled, torch.zeros_like(scaled), level)
+    e = sd.image_normalizer.unscale(noised).float()
+    level_emb = get_timestep_embedding(level, e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0)
+    return torch.cat([e, level_emb.to(e)], dim=1)
 
 
 def set_ip_scale(unet, scale: float) -> None:  # noqa: ANN001 (diffusers UNet)

@@ -19,6 +19,7 @@ import torch
 # Role -> default hub id. The tiny builders write each role under <dir>/<role>.
 DEFAULT_IDS = {
     "sd": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "unclip": "stabilityai/stable-diffusion-2-1-unclip",
     # OpenCLIP ViT-H image tower, as shipped (transformers format) inside Stable unCLIP.
     "clip": "stabilityai/stable-diffusion-2-1-unclip",
     "zero123": "ashawkey/zero123-xl-diffusers",
@@ -61,6 +62,8 @@ class SDComponents:
     vae: Any
     alphas_cumprod: torch.Tensor  # [T]
     prediction_type: str
+    image_normalizer: Any = None  # Stable unCLIP only
+    image_noising_scheduler: Any = None
 
 
 @dataclass
@@ -120,7 +123,8 @@ class ModelStore:
         return ModelNotAvailable(role, where, hint)
 
     def sd(self, role: str = "sd") -> SDComponents:
-        """Stable Diffusion (role "sd"), frozen, in eval mode on the store's device."""
+        """Stable Diffusion (role "sd", or "unclip" for Stable unCLIP), frozen, in eval mode on
+        the store's device."""
         if role in self._loaded:
             return self._loaded[role]
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -140,10 +144,23 @@ class ModelStore:
             raise self._missing(role, where, exc) from exc
         if len(tokenizer) < 100:  # transformers can silently build an empty vocabulary
             raise ModelNotAvailable(role, where, f"tokenizer has only {len(tokenizer)} tokens: broken tokenizer files")
+        normalizer = noising = None
+        if unet.config.class_embed_type == "projection":  # Stable unCLIP
+            from diffusers import DDPMScheduler
+            from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+                StableUnCLIPImageNormalizer)
+
+            try:
+                normalizer = StableUnCLIPImageNormalizer.from_pretrained(where, subfolder="image_normalizer", **kw)
+                noising = DDPMScheduler.from_pretrained(where, subfolder="image_noising_scheduler",
+                                                        local_files_only=kw["local_files_only"])
+            except (OSError, ValueError) as exc:
+                raise self._missing(role, where, exc) from exc
+            normalizer.to(self.device)
         for m in (text_encoder, unet, vae):
             m.requires_grad_(False).eval().to(self.device)
         comps = SDComponents(tokenizer, text_encoder, unet, vae, scheduler.alphas_cumprod.float().clone(),
-                             scheduler.config.prediction_type)
+                             scheduler.config.prediction_type, normalizer, noising)
         self._loaded[role] = comps
         return comps
 

@@ -41,14 +41,17 @@ def tiny_text_encoder(out_dir: Path, vocab_size: int, hidden: int = 32) -> None:
     CLIPTextModel(cfg).save_pretrained(out_dir)
 
 
-def tiny_unet(out_dir: Path, in_channels: int = 4, cross_dim: int = 32) -> None:
+def tiny_unet(out_dir: Path, in_channels: int = 4, cross_dim: int = 32, class_embed_dim: int | None = None) -> None:
+    """class_embed_dim: unCLIP's projected class embedding input (image embeds + noise level)."""
     from diffusers import UNet2DConditionModel
 
+    extra = ({"class_embed_type": "projection", "projection_class_embeddings_input_dim": class_embed_dim}
+             if class_embed_dim else {})
     UNet2DConditionModel(
         sample_size=16, in_channels=in_channels, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_dim,
-        attention_head_dim=8, norm_num_groups=16,
+        attention_head_dim=8, norm_num_groups=16, **extra,
     ).save_pretrained(out_dir)
 
 
@@ -84,6 +87,19 @@ def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon") -> No
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None],
         "feature_extractor": [None, None], "requires_safety_checker": False}, indent=2))
+
+
+def tiny_unclip(out_dir: Path, embed_dim: int = 32) -> None:
+    """Stable unCLIP folder: SD parts + v-prediction, a UNet with a projected class
+    embedding (image embeds ++ noise-level embedding), image_normalizer and
+    image_noising_scheduler."""
+    from diffusers import DDPMScheduler
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+
+    tiny_stable_diffusion(out_dir, prediction_type="v_prediction")
+    tiny_unet(out_dir / "unet", class_embed_dim=2 * embed_dim)
+    StableUnCLIPImageNormalizer(embedding_dim=embed_dim).save_pretrained(out_dir / "image_normalizer")
+    DDPMScheduler(beta_schedule="squaredcos_cap_v2").save_pretrained(out_dir / "image_noising_scheduler")
 
 
 def tiny_clip_vision(out_dir: Path, embed_dim: int = 32) -> None:
@@ -157,7 +173,7 @@ def tiny_imagebind(out_dir: Path, out_dim: int = 32) -> None:
     cfg.save(out_dir)
 
 
-BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "clip": tiny_clip_vision, "zero123": tiny_zero123,
+BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "unclip": tiny_unclip, "clip": tiny_clip_vision, "zero123": tiny_zero123,
             "ip_adapter": tiny_ip_adapter}
 
 
