@@ -93,6 +93,12 @@ def validate_job(raw: Any, base_dir: str | Path) -> dict:
         _check_type(f"prompt.weights.{key}", value, (int, float))
         if value < 0:
             raise JobError(f"prompt.weights.{key}", "weights must be >= 0")
+    if job["models"] not in ("default", "tiny"):
+        models = Path(job["models"])
+        models = models if models.is_absolute() else base / models
+        if not models.exists():
+            raise JobError("models", f"not found: {models}; use default, tiny, a models folder or a manifest file")
+        job["models"] = str(models.resolve())
     if job["style_image"] is not None:
         job["style_image"] = _file("style_image", job["style_image"], base, IMAGE_SUFFIXES)
     if job["mesh"] is not None:

@@ -37,7 +37,8 @@ def inversion_timesteps(t: int, delta: int) -> list[int]:
     return steps
 
 
-def _ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM move of x from ᾱ_from to ᾱ_to along the predicted noise."""
     x0 = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
     return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
 
@@ -50,7 +51,7 @@ def ddim_invert(noise_fn: NoiseFn, alphas_cumprod: torch.Tensor, z0: torch.Tenso
     x = z0
     for s, s_next in zip(steps[:-1], steps[1:]):
         ts = torch.full((z0.shape[0],), s, device=z0.device, dtype=torch.long)
-        x = _ddim_step(x, noise_fn(x, ts), ac[s], ac[s_next])
+        x = ddim_step(x, noise_fn(x, ts), ac[s], ac[s_next])
     return x
 
 
@@ -62,7 +63,7 @@ def ddim_sample(noise_fn: NoiseFn, alphas_cumprod: torch.Tensor, z_t: torch.Tens
     x = z_t
     for s, s_next in zip(steps[:-1], steps[1:]):
         ts = torch.full((z_t.shape[0],), s, device=z_t.device, dtype=torch.long)
-        x = _ddim_step(x, noise_fn(x, ts), ac[s], ac[s_next])
+        x = ddim_step(x, noise_fn(x, ts), ac[s], ac[s_next])
     return x
 
 

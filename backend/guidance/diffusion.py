@@ -33,17 +33,15 @@ class SDDenoiser:
         """visual_prompt: [1,D] IP-Adapter image embedding (needs the adapter loaded in sd.unet).
         image_embeds: [1,D] Stable unCLIP conditioning (e.g. C_m), required by unCLIP models."""
         self.sd, self.guidance_scale, self.resolution = sd, guidance_scale, resolution
-        self.visual = visual_prompt
+        self.visual, self.ip_scale = visual_prompt, ip_scale
         self.class_cond = self.class_uncond = None
         if sd.image_normalizer is not None:
             if image_embeds is None:
                 raise ValueError("Stable unCLIP needs image_embeds (the modality embedding)")
             self.class_cond = unclip_class_labels(sd, image_embeds)
             self.class_uncond = unclip_class_labels(sd, torch.zeros_like(image_embeds))
-        if visual_prompt is not None:
-            if getattr(sd.unet, "encoder_hid_proj", None) is None:
-                raise ValueError("a visual prompt needs the IP-Adapter loaded into the UNet (ModelStore.ip_adapter)")
-            set_ip_scale(sd.unet, ip_scale)
+        if visual_prompt is not None and getattr(sd.unet, "encoder_hid_proj", None) is None:
+            raise ValueError("a visual prompt needs the IP-Adapter loaded into the UNet (ModelStore.ip_adapter)")
         self.alphas_cumprod = sd.alphas_cumprod
         embeds = encode_prompt(sd, [negative, prompt])
         self.uncond, self.cond = embeds[:1], embeds[1:]
@@ -67,8 +65,13 @@ class SDDenoiser:
         on in branch i (zeros otherwise). embeds: [N,77,D] text states."""
         extra = labels = None
         b = z_t.shape[0] // len(visual)
-        if self.visual is not None:
-            v = self.visual.to(self.dtype)
+        unet = self.sd.unet
+        if getattr(unet, "encoder_hid_proj", None) is not None:
+            # The UNet is shared: denoisers without a visual prompt run the adapter at scale 0
+            # (exactly plain SD), so the scale is set on every call.
+            set_ip_scale(unet, self.ip_scale if self.visual is not None else 0.0)
+            v = self.visual if self.visual is not None else torch.zeros(1, _ip_embed_dim(unet), device=z_t.device)
+            v = v.to(self.dtype)
             rows = [(v if on else torch.zeros_like(v)).expand(b, -1) for on in visual]
             extra = {"image_embeds": [torch.cat(rows)[:, None, :]]}
         if self.class_cond is not None:
@@ -115,6 +118,10 @@ def unclip_class_labels(sd: SDComponents, image_embeds: torch.Tensor, noise_leve
     e = sd.image_normalizer.unscale(noised).float()
     level_emb = get_timestep_embedding(level, e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0)
     return torch.cat([e, level_emb.to(e)], dim=1)
+
+
+def _ip_embed_dim(unet) -> int:  # noqa: ANN001
+    return next(m for m in unet.encoder_hid_proj.modules() if isinstance(m, torch.nn.Linear)).in_features
 
 
 def set_ip_scale(unet, scale: float) -> None:  # noqa: ANN001 (diffusers UNet)

@@ -14,8 +14,9 @@ from ..render.shading import Views, fixed_views
 
 class RefView:
     def __init__(self, rgba: torch.Tensor, elevation: float = 0.0, azimuth: float = 0.0, radius: float = 2.5,
-                 fov: float = 40.0, rgb_weight: float = 1000.0, mask_weight: float = 100.0) -> None:
-        """rgba: [H,W,4] in [0,1], alpha = foreground mask m."""
+                 fov: float = 40.0, rgb_weight: float = 1.0, mask_weight: float = 0.1) -> None:
+        """rgba: [H,W,4] in [0,1], alpha = foreground mask m. The preset's ref_view weight
+        scales both terms (Magic123's 1000 / 100 is weight 1000 with these defaults)."""
         self.rgb, self.mask = rgba[..., :3], rgba[..., 3:4]
         self.pose = (elevation, azimuth, radius, fov)
         self.rgb_weight, self.mask_weight = rgb_weight, mask_weight

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..geometry.mesh import Mesh
 from ..guidance.base import SDS, Guidance, TimestepSchedule
 from ..guidance.oracle import OracleDenoiser
 from ..render.raster import Rasterizer
 from .config import GUIDANCE_LOSSES, ConfigError, loss_params, loss_weight
+
+if TYPE_CHECKING:
+    from .paper import PaperGuidance
 
 # 2D (planar) terms: with the oracle each is the SDS machinery on the analytic denoiser.
 PLANAR_TERMS = ("aug_sds", "cds", "csm", "vpcsm")
@@ -22,13 +25,15 @@ class Term:
 
 
 def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: Callable[[str], None],
-                oracle_target: Mesh | None = None) -> list[Term]:
+                oracle_target: Mesh | None = None, paper: "PaperGuidance | None" = None) -> list[Term]:
+    """Guidance terms of one phase. ref_view is not among them: the phase renders the
+    reference camera itself (Phase.guidance_losses)."""
     terms: list[Term] = []
     schedule = TimestepSchedule(**phase_cfg["timesteps"])
     denoiser = None
     for name, entry in phase_cfg["losses"].items():
         weight = loss_weight(entry)
-        if name not in GUIDANCE_LOSSES or weight == 0:
+        if name not in GUIDANCE_LOSSES or name == "ref_view" or weight == 0:
             continue
         if mode == "oracle":
             if name not in PLANAR_TERMS:
@@ -42,5 +47,7 @@ def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: 
             terms.append(Term(name, weight, SDS(denoiser, schedule, phase_cfg.get("weighting", "sds"),
                                                 params.get("image_weight", 0.0), seed)))
         else:
-            raise ConfigError(f"guidance {mode!r} is not available in this build: use \"oracle\"")
+            if paper is None:
+                raise ConfigError("paper guidance needs its models and conditioning (PaperGuidance)")
+            terms.append(Term(name, weight, paper.term(name, phase_cfg, loss_params(entry))))
     return terms

@@ -14,6 +14,7 @@ import torch
 from ..geometry import regularizers as reg
 from ..geometry.dmtet import DMTet, dmtet_from_density
 from ..geometry.fields import NeRFField, TextureField
+from ..guidance.ref_view import RefView
 from ..render.camera import CameraRange, orbit_cameras
 from ..render.mesh_renderer import render_mesh
 from ..render.raster import Rasterizer
@@ -38,6 +39,7 @@ class PhaseContext:
     device: torch.device
     seed: int
     bound: float
+    ref_view: RefView | None = None  # the reference-view loss, when the job has a reference
 
 
 def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
@@ -45,15 +47,14 @@ def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
                         cfg["shading"], cfg.get("background", "white")).to(device)
 
 
-def _preview_views(resolution: int, shading: str, device: torch.device) -> Views:
-    return fixed_views(orbit_cameras(15.0, 30.0, 2.5, 40.0, resolution), shading).to(device)
-
-
 def _apply_terms(terms: list[Term], images: torch.Tensor, views: Views, step: int, total: int,
                  losses: dict[str, torch.Tensor]) -> None:
+    """Weighted terms, reported under the preset's loss name (extra parts as name/part)."""
     for term in terms:
-        for key, value in term.guidance(images, views, step, total).items():
-            losses[key] = losses.get(key, 0) + term.weight * value
+        parts = term.guidance(images, views, step, total)
+        for i, (key, value) in enumerate(parts.items()):
+            name = term.name if i == 0 else f"{term.name}/{key}"
+            losses[name] = losses.get(name, 0) + term.weight * value
 
 
 class Phase:
@@ -67,14 +68,35 @@ class Phase:
         self.weights = {k: loss_weight(v) for k, v in cfg["losses"].items()}
         self.optimizer: torch.optim.Optimizer | None = None
 
+    preview_shading = "albedo"
+
     def modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> image [B,H,W,3] in [0,1], opacity [B,H,W,1] of the current representation."""
         raise NotImplementedError
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def guidance_losses(self, images: torch.Tensor, views: Views, step: int) -> dict[str, torch.Tensor]:
+        """The preset's guidance terms on the rendered views, plus the reference-view loss
+        (rendered at the reference camera) when the job has a reference image."""
+        losses: dict[str, torch.Tensor] = {}
+        _apply_terms(self.terms, images, views, step, self.iterations, losses)
+        ref, weight = self.ctx.ref_view, self.weights.get("ref_view", 0)
+        if ref is not None and weight > 0:
+            ref_views = ref.views(self.cfg.get("background", "white")).to(self.ctx.device)
+            image, opacity = self.render(ref_views)
+            for key, value in ref(image, opacity, ref_views).items():
+                losses[key] = weight * value
+        return losses
+
+    @torch.no_grad()
     def preview(self, resolution: int = 128) -> torch.Tensor:
-        raise NotImplementedError
+        views = fixed_views(orbit_cameras(15.0, 30.0, 2.5, 40.0, resolution), self.preview_shading)
+        return self.render(views.to(self.ctx.device))[0][0]
 
     def step(self, step: int) -> dict[str, float]:
         losses = self.losses(step)
@@ -119,18 +141,17 @@ class NeRFPhase(Phase):
         views = _views(self.cfg, self.generator, self.ctx.device)
         need_normals = self.weights.get("orientation", 0) > 0
         out = render_volume(self.field, views, self.cfg["samples"], self.generator, self.ctx.bound, need_normals)
-        losses: dict[str, torch.Tensor] = {}
-        _apply_terms(self.terms, out.image, views, step, self.iterations, losses)
+        losses = self.guidance_losses(out.image, views, step)
         if self.weights.get("z_variance", 0) > 0:
             losses["z_variance"] = self.weights["z_variance"] * reg.z_variance(out.weights, out.t_vals)
         if need_normals:
             losses["orientation"] = self.weights["orientation"] * reg.orientation(out.weights, out.sample_normals, out.dirs)
         return losses
 
-    @torch.no_grad()
-    def preview(self, resolution: int = 128) -> torch.Tensor:
-        return render_volume(self.field, _preview_views(resolution, "albedo", self.ctx.device),
-                             self.cfg["samples"], None, self.ctx.bound).image[0]
+    def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+        # Mid-point samples: no draw from the camera stream (previews must not shift it).
+        out = render_volume(self.field, views, self.cfg["samples"], None, self.ctx.bound)
+        return out.image, out.opacity
 
 
 class GeometryPhase(Phase):
@@ -138,6 +159,7 @@ class GeometryPhase(Phase):
 
     name = "geometry"
     seed_offset = 1
+    preview_shading = "normal"
 
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], dmtet: DMTet) -> None:
         super().__init__(cfg, ctx, terms)
@@ -166,8 +188,7 @@ class GeometryPhase(Phase):
         views = _views(self.cfg, self.generator, self.ctx.device)
         verts, faces = self.mesh()
         out = render_mesh(self.ctx.raster, verts, faces, views)
-        losses: dict[str, torch.Tensor] = {}
-        _apply_terms(self.terms, out.image, views, step, self.iterations, losses)
+        losses = self.guidance_losses(out.image, views, step)
         w = self.weights
         if w.get("normal_consistency", 0) > 0:
             losses["normal_consistency"] = w["normal_consistency"] * reg.normal_consistency(verts, faces)
@@ -177,10 +198,10 @@ class GeometryPhase(Phase):
             losses["sdf_entropy"] = w["sdf_entropy"] * reg.sdf_sign_entropy(self.dmtet.sdf, self.dmtet.edges())
         return losses
 
-    @torch.no_grad()
-    def preview(self, resolution: int = 128) -> torch.Tensor:
+    def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
         verts, faces = self.mesh()
-        return render_mesh(self.ctx.raster, verts, faces, _preview_views(resolution, "normal", self.ctx.device)).image[0]
+        out = render_mesh(self.ctx.raster, verts, faces, views)
+        return out.image, out.alpha
 
     def load(self, state: dict) -> None:
         self.dmtet = DMTet.from_state(state["modules"]["dmtet"]).to(self.ctx.device)
@@ -215,12 +236,9 @@ class TexturePhase(Phase):
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         views = _views(self.cfg, self.generator, self.ctx.device)
-        out = render_mesh(self.ctx.raster, self.verts, self.faces, views, self._material)
-        losses: dict[str, torch.Tensor] = {}
-        _apply_terms(self.terms, out.image, views, step, self.iterations, losses)
-        return losses
+        image, _ = self.render(views)
+        return self.guidance_losses(image, views, step)
 
-    @torch.no_grad()
-    def preview(self, resolution: int = 128) -> torch.Tensor:
-        return render_mesh(self.ctx.raster, self.verts, self.faces,
-                           _preview_views(resolution, "albedo", self.ctx.device), self._material).image[0]
+    def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+        out = render_mesh(self.ctx.raster, self.verts, self.faces, views, self._material)
+        return out.image, out.alpha

@@ -17,7 +17,10 @@ from ..export.previews import to_png, write_previews
 from ..geometry.fields import NeRFField
 from ..geometry.mesh import Mesh, load_mesh, normalized
 from ..render.raster import make_rasterizer
+from ..models.registry import ModelStore
+from .config import loss_weight
 from .guidance_terms import build_terms
+from .paper import PaperGuidance
 from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, TexturePhase
 
 Emit = Callable[[dict], None]
@@ -53,8 +56,14 @@ class Runner:
         self.raster = make_rasterizer(cfg["render"]["rasterizer"], self.device)
         self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"])
         self.target: Mesh | None = None
+        self.paper: PaperGuidance | None = None
         if job.get("guidance") == "oracle":
             self.target = normalized(load_mesh(job["oracle"]["target_mesh"]))[0].to(self.device)
+        else:
+            store = ModelStore(job.get("models", "default"), allow_download=False, device=self.device)
+            self.paper = PaperGuidance(job, store, self.log, self.ctx.seed)
+            if any(loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
+                self.ctx.ref_view = self.paper.ref_view()
         self.metrics: dict[str, dict] = {}
         if (self.out / "metrics.json").exists():
             self.metrics = json.loads((self.out / "metrics.json").read_text())
@@ -65,7 +74,8 @@ class Runner:
         self.emit({"type": "log", "message": message})
 
     def _terms(self, key: str):  # noqa: ANN202
-        return build_terms(self.cfg[key], self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target)
+        return build_terms(self.cfg[key], self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
+                           self.paper)
 
     def _run_phase(self, key: str, phase: Phase) -> None:
         done = self.ckpt / f"{key}.pt"

@@ -1,7 +1,8 @@
 """Render triangle meshes through a Rasterizer: G-buffer, material, shading, antialiasing.
 
 Outputs are [B,H,W,C] float: image in [0,1] composited over the views' background,
-mask in {0,1} (before antialiasing), world normals (unit), view depth (distance along the
+mask in {0,1} (before antialiasing), alpha (the antialiased mask: coverage with silhouette
+gradients), world normals (unit), view depth (distance along the
 camera axis, 0 on background), world positions.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ Material = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 class MeshRender:
     image: torch.Tensor
     mask: torch.Tensor
+    alpha: torch.Tensor
     normal: torch.Tensor
     depth: torch.Tensor
     xyz: torch.Tensor
@@ -63,8 +65,10 @@ def render_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, vi
                                   material(xyz[sel], {n: m[sel] for n, m in extra_maps.items()}))
     color = shade(albedo, normal, views) * mask
     image = composite(color, mask, views.background.to(verts))
+    alpha = mask
     if antialias:
-        image = raster.antialias(image, rast, pos, tri)
+        both = raster.antialias(torch.cat([image, mask], -1), rast, pos, tri)
+        image, alpha = both[..., :-1], both[..., -1:]
     w2c = cams.w2c.to(verts)
     depth = -(torch.einsum("bij,bhwj->bhwi", w2c[:, :3, :3], xyz) + w2c[:, None, None, :3, 3])[..., 2:3] * mask
-    return MeshRender(image, mask, normal * mask, depth, xyz, albedo)
+    return MeshRender(image, mask, alpha, normal * mask, depth, xyz, albedo)

@@ -86,11 +86,15 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         emit(error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"))
         return None
     emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
+    from ..models.registry import ModelNotAvailable
     from ..pipeline.phases import PipelineError
     from ..pipeline.runner import Cancelled, Runner
 
     try:
         result = Runner(job, cfg, out_dir, emit, should_cancel).run()
+    except ModelNotAvailable as exc:
+        emit(error_event(exc, "model_missing", exc.hint))
+        return None
     except Cancelled as exc:
         emit({"type": "cancelled", "message": str(exc)})
         return None
