@@ -26,7 +26,7 @@ def make_target(name: str):  # noqa: ANN201 (trimesh.Trimesh)
         outer = creation.cylinder(0.45, 0.9, sections=48)
         inner = creation.cylinder(0.36, 0.9, sections=48)
         inner.apply_translation([0, 0, 0.12])
-        cup = outer.difference(inner, engine="manifold") if _has_manifold() else outer
+        cup = outer.difference(inner, engine="manifold")
         handle = creation.torus(0.25, 0.07, major_sections=32, minor_sections=12)
         handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
         handle.apply_translation([0.5, 0, 0])
@@ -51,23 +51,20 @@ def make_target(name: str):  # noqa: ANN201 (trimesh.Trimesh)
         mesh.visual.vertex_colors = np.concatenate([colors, np.full((len(v), 1), 255)], 1).astype(np.uint8)
         mesh.apply_transform(trimesh.transformations.rotation_matrix(0.9, [1, 0, 0]))
     elif name == "blocks":
-        a = _colored(creation.box([0.9, 0.5, 0.9]), (0.9, 0.8, 0.1))
+        # One closed surface (boolean union): a concatenation would leave hidden inner faces
+        # that no view can see, which the Chamfer metric would count as missing.
+        a = creation.box([0.9, 0.5, 0.9])
         a.apply_translation([0, -0.3, 0])
-        b = _colored(creation.box([0.5, 0.5, 0.5]), (0.8, 0.1, 0.6))
+        b = creation.box([0.5, 0.5, 0.5])
         b.apply_translation([0.1, 0.2, -0.1])
-        mesh = trimesh.util.concatenate([a, b])
+        mesh = a.union(b, engine="manifold")
+        mesh.unmerge_vertices()  # flat per-face colours
+        upper = mesh.triangles_center[:, 1] > -0.05 + 1e-6
+        colors = np.where(upper[:, None], [[204, 25, 153, 255]], [[230, 204, 25, 255]]).astype(np.uint8)
+        mesh.visual.vertex_colors = np.repeat(colors, 3, axis=0)
     else:
         raise ValueError(f"unknown target {name!r}")
     return mesh
-
-
-def _has_manifold() -> bool:
-    try:
-        import manifold3d  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
 
 
 TARGETS = ("mug", "table", "ring", "blocks")

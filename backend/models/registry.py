@@ -122,6 +122,17 @@ class ModelStore:
                 if not Path(where).exists() else f"the folder exists but could not be read ({exc})")
         return ModelNotAvailable(role, where, hint)
 
+    def _load_parts(self, role: str, where: str, parts: dict[str, tuple[Any, str, bool]]) -> dict[str, Any]:
+        """from_pretrained of each (class, subfolder, has_weights) part; weights in the store's
+        dtype. Any unreadable part -> ModelNotAvailable naming the role."""
+        kw = self._kwargs(where)
+        try:
+            return {name: cls.from_pretrained(where, subfolder=sub, **(kw if weights else
+                                                                      {"local_files_only": kw["local_files_only"]}))
+                    for name, (cls, sub, weights) in parts.items()}
+        except (OSError, ValueError) as exc:
+            raise self._missing(role, where, exc) from exc
+
     def sd(self, role: str = "sd") -> SDComponents:
         """Stable Diffusion (role "sd", or "unclip" for Stable unCLIP), frozen, in eval mode on
         the store's device."""
@@ -131,17 +142,12 @@ class ModelStore:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         where = self.location(role)
-        kw = self._kwargs(where)
-        try:
-            tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer",
-                                                      local_files_only=kw["local_files_only"])
-            text_encoder = CLIPTextModel.from_pretrained(where, subfolder="text_encoder", **kw)
-            unet = UNet2DConditionModel.from_pretrained(where, subfolder="unet", **kw)
-            vae = AutoencoderKL.from_pretrained(where, subfolder="vae", **kw)
-            scheduler = DDIMScheduler.from_pretrained(where, subfolder="scheduler",
-                                                      local_files_only=kw["local_files_only"])
-        except (OSError, ValueError) as exc:
-            raise self._missing(role, where, exc) from exc
+        p = self._load_parts(role, where, {
+            "tokenizer": (CLIPTokenizer, "tokenizer", False), "text_encoder": (CLIPTextModel, "text_encoder", True),
+            "unet": (UNet2DConditionModel, "unet", True), "vae": (AutoencoderKL, "vae", True),
+            "scheduler": (DDIMScheduler, "scheduler", False)})
+        tokenizer, text_encoder, unet, vae, scheduler = (p[k] for k in ("tokenizer", "text_encoder", "unet", "vae",
+                                                                        "scheduler"))
         if len(tokenizer) < 100:  # transformers can silently build an empty vocabulary
             raise ModelNotAvailable(role, where, f"tokenizer has only {len(tokenizer)} tokens: broken tokenizer files")
         normalizer = noising = None
@@ -150,13 +156,10 @@ class ModelStore:
             from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
                 StableUnCLIPImageNormalizer)
 
-            try:
-                normalizer = StableUnCLIPImageNormalizer.from_pretrained(where, subfolder="image_normalizer", **kw)
-                noising = DDPMScheduler.from_pretrained(where, subfolder="image_noising_scheduler",
-                                                        local_files_only=kw["local_files_only"])
-            except (OSError, ValueError) as exc:
-                raise self._missing(role, where, exc) from exc
-            normalizer.to(self.device)
+            extra = self._load_parts(role, where, {
+                "normalizer": (StableUnCLIPImageNormalizer, "image_normalizer", True),
+                "noising": (DDPMScheduler, "image_noising_scheduler", False)})
+            normalizer, noising = extra["normalizer"].to(self.device), extra["noising"]
         for m in (text_encoder, unet, vae):
             m.requires_grad_(False).eval().to(self.device)
         comps = SDComponents(tokenizer, text_encoder, unet, vae, scheduler.alphas_cumprod.float().clone(),
@@ -172,15 +175,10 @@ class ModelStore:
         from .zero123_parts import CCProjection
 
         where = self.location(role)
-        kw = self._kwargs(where)
-        try:
-            unet = UNet2DConditionModel.from_pretrained(where, subfolder="unet", **kw)
-            vae = AutoencoderKL.from_pretrained(where, subfolder="vae", **kw)
-            proj = CCProjection.from_pretrained(where, subfolder="cc_projection", **kw)
-            scheduler = DDIMScheduler.from_pretrained(where, subfolder="scheduler",
-                                                      local_files_only=kw["local_files_only"])
-        except (OSError, ValueError) as exc:
-            raise self._missing(role, where, exc) from exc
+        p = self._load_parts(role, where, {
+            "unet": (UNet2DConditionModel, "unet", True), "vae": (AutoencoderKL, "vae", True),
+            "proj": (CCProjection, "cc_projection", True), "scheduler": (DDIMScheduler, "scheduler", False)})
+        unet, vae, proj, scheduler = p["unet"], p["vae"], p["proj"], p["scheduler"]
         if unet.config.in_channels != 8:
             raise ModelNotAvailable(role, where, f"expected an 8-channel Zero-1-to-3 UNet, got {unet.config.in_channels}")
         for m in (unet, vae, proj):
