@@ -131,3 +131,14 @@ def test_nerf_texture_field_copies_albedo():
     field = NeRFField.from_config({"levels": 4, "log2_table": 10, "max_res": 64, "hidden": 16})
     x = torch.rand(50, 3) - 0.5
     assert torch.allclose(field.texture_field()(x), field(x)[1])
+
+
+def test_dmtet_from_density_fills_a_hollow_shell():
+    # an opaque shell with an empty inside: one outer surface, no hidden inner one
+    density = lambda p: 20.0 * ((p.norm(dim=-1) < 0.5) & (p.norm(dim=-1) > 0.35)).float()  # noqa: E731
+    d = dmtet_from_density(density, 24, 10.0)
+    mv, mf = d()
+    assert mf.shape[0] > 0 and (mv.norm(dim=-1) > 0.42).all()
+    tm = trimesh.Trimesh(mv.detach().numpy(), mf.numpy())
+    tm.merge_vertices()
+    assert len(tm.split(only_watertight=False)) == 1

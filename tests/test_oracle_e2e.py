@@ -10,9 +10,7 @@ from backend.server.jobs import run_job
 
 
 @pytest.mark.slow
-# Only targets whose draft run was checked against these thresholds are listed; "table"
-# (thin legs) and "blocks" wait for that check (see the closing note of issue 2).
-@pytest.mark.parametrize("name", ["ring"])
+@pytest.mark.parametrize("name", ["ring", "table", "blocks"])
 def test_oracle_reconstruction(tmp_path: Path, name: str):
     job_path = write_target(name, tmp_path)
     out = tmp_path / "out"

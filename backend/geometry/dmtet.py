@@ -80,13 +80,31 @@ def occupied_box(density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: 
     return lo.tolist(), hi.tolist()
 
 
+def fill_enclosed(sdf: torch.Tensor, res: int) -> torch.Tensor:
+    """sdf on the (res+1)^3 grid vertices (negative inside) -> the same with every empty
+    region that cannot reach the grid's border made solid. A NeRF needs only an opaque
+    shell, so its interior is often empty; extracted as is, that would be a hidden inner
+    surface no view can correct."""
+    from scipy import ndimage
+
+    n = res + 1
+    empty = (sdf >= 0).reshape(n, n, n).cpu().numpy()
+    labels, _ = ndimage.label(empty)
+    border = set(labels[0].ravel()) | set(labels[-1].ravel()) | set(labels[:, 0].ravel()) \
+        | set(labels[:, -1].ravel()) | set(labels[:, :, 0].ravel()) | set(labels[:, :, -1].ravel())
+    enclosed = empty & ~torch.isin(torch.from_numpy(labels), torch.tensor(sorted(border))).numpy()
+    out = sdf.clone()
+    out[torch.from_numpy(enclosed.reshape(-1)).to(sdf.device)] = -1.0
+    return out
+
+
 def dmtet_from_density(density_fn: Callable[[torch.Tensor], torch.Tensor], res: int, threshold: float,
                        bound: float = 1.0) -> DMTet:
     """Phase I -> II hand-over: grid fitted to the occupied box, sdf = clamp((τ - σ)/τ, ±1)
     (the SPEC's clamp(σ - τ, ±1), divided by τ so crossings keep sub-cell position, and
-    negated to our negative-inside convention)."""
+    negated to our negative-inside convention), enclosed empty space filled."""
     lo, hi = occupied_box(density_fn, threshold, bound)
     dmtet = DMTet(res, lo, hi)
-    dmtet.set_sdf(lambda v: torch.cat([((threshold - density_fn(p)) / threshold).clamp(-1, 1)
-                                       for p in v.split(1 << 16)]))
+    dmtet.set_sdf(lambda v: fill_enclosed(torch.cat([((threshold - density_fn(p)) / threshold).clamp(-1, 1)
+                                                     for p in v.split(1 << 16)]), res))
     return dmtet
