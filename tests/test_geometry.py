@@ -142,3 +142,16 @@ def test_dmtet_from_density_fills_a_hollow_shell():
     tm = trimesh.Trimesh(mv.detach().numpy(), mf.numpy())
     tm.merge_vertices()
     assert len(tm.split(only_watertight=False)) == 1
+
+
+def test_fill_enclosed_closes_pin_holes_but_not_openings():
+    from backend.geometry.dmtet import fill_enclosed
+
+    v, _ = tet_grid(24)
+    r = v.norm(dim=-1)
+    shell = torch.where((r < 0.5) & (r > 0.35), -torch.ones_like(r), torch.ones_like(r))
+    pin = (v[:, 1].abs() < 0.05) & (v[:, 2].abs() < 0.05) & (v[:, 0] > 0)  # one-voxel channel out
+    filled = fill_enclosed(torch.where(pin, torch.ones_like(shell), shell), 24)
+    assert (filled[r < 0.3] < 0).all()
+    cup = torch.where(v[:, 1] > 0.1, torch.ones_like(shell), shell)  # shell with its top cut away
+    assert (fill_enclosed(cup, 24)[(r < 0.3) & (v[:, 1] < 0.0)] > 0).all()  # an open cup stays open

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -80,19 +81,26 @@ def occupied_box(density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: 
     return lo.tolist(), hi.tolist()
 
 
-def fill_enclosed(sdf: torch.Tensor, res: int) -> torch.Tensor:
+def fill_enclosed(sdf: torch.Tensor, res: int, closing: int = 1) -> torch.Tensor:
     """sdf on the (res+1)^3 grid vertices (negative inside) -> the same with every empty
     region that cannot reach the grid's border made solid. A NeRF needs only an opaque
     shell, so its interior is often empty; extracted as is, that would be a hidden inner
-    surface no view can correct."""
+    surface no view can correct. The shell is first closed by `closing` voxels so pin-holes
+    at grid resolution do not connect the interior to the outside; only empty vertices are
+    ever changed."""
     from scipy import ndimage
 
     n = res + 1
-    empty = (sdf >= 0).reshape(n, n, n).cpu().numpy()
-    labels, _ = ndimage.label(empty)
-    border = set(labels[0].ravel()) | set(labels[-1].ravel()) | set(labels[:, 0].ravel()) \
-        | set(labels[:, -1].ravel()) | set(labels[:, :, 0].ravel()) | set(labels[:, :, -1].ravel())
-    enclosed = empty & ~torch.isin(torch.from_numpy(labels), torch.tensor(sorted(border))).numpy()
+    occupied = (sdf < 0).reshape(n, n, n).cpu().numpy()
+    ball = ndimage.generate_binary_structure(3, 1)
+    closed = ndimage.binary_dilation(occupied, ball, iterations=closing) if closing else occupied
+    labels, _ = ndimage.label(~closed)
+    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                                       labels[:, :, [0, -1]].ravel()]))
+    outside = np.isin(labels, border[border > 0])
+    if closing:
+        outside = ndimage.binary_dilation(outside, ball, iterations=closing)
+    enclosed = ~occupied & ~outside
     out = sdf.clone()
     out[torch.from_numpy(enclosed.reshape(-1)).to(sdf.device)] = -1.0
     return out
