@@ -21,7 +21,7 @@ MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 _DEFAULTS: dict[str, Any] = {
     "version": JOB_VERSION, "mode": "generate", "prompt": {}, "style_image": None, "mesh": None,
     "preset": "draft", "models": "default", "guidance": "paper", "oracle": None, "seed": 0,
-    "device": "auto", "overrides": {},
+    "device": "auto", "overrides": {}, "allow_downloads": False,
 }
 _PROMPT_KEYS = {"text": str, "images": list, "audio": str, "weights": dict}
 _WEIGHT_KEYS = ("text", "images", "audio")
@@ -70,7 +70,8 @@ def validate_job(raw: Any, base_dir: str | Path) -> dict:
     for key, choices in (("mode", MODES), ("guidance", GUIDANCE)):
         if job[key] not in choices:
             raise JobError(key, f"{job[key]!r} is not one of {', '.join(choices)}")
-    for key, t in (("preset", str), ("models", str), ("device", str), ("seed", int), ("overrides", dict)):
+    for key, t in (("preset", str), ("models", str), ("device", str), ("seed", int), ("overrides", dict),
+                   ("allow_downloads", bool)):
         _check_type(key, job[key], t)
     _check_type("prompt", job["prompt"], dict)
     prompt = job["prompt"]

@@ -19,7 +19,7 @@ from backend.pipeline.paper import PaperGuidance
 from backend.pipeline.phases import GeometryPhase, NeRFPhase, PhaseContext, TexturePhase
 from backend.render.raster import TorchRasterizer
 
-LOSSES = ["aug_sds", "cds", "csm", "vpcsm", "zero123_sds", "ms", "ref_view"]
+LOSSES = ["aug_sds", "cds", "csm", "vpcsm", "zero123_sds", "ms", "ref_view", "sgc"]
 
 
 def _inputs(folder: Path) -> dict:
@@ -44,7 +44,7 @@ def _phase_cfg(phase: str, loss: str) -> dict:
     if phase == "phase1":
         cfg.update(samples=16)
         cfg["field"].update(levels=4, log2_table=12, max_res=64, hidden=16)
-    cfg["losses"] = {loss: 1.0}
+    cfg["losses"] = {loss: {"weight": 1.0, "resolution": 32, "steps": 3} if loss == "sgc" else 1.0}
     return cfg
 
 

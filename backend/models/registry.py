@@ -4,7 +4,8 @@ A job's `models` field picks the source: "default" (public hub ids, read from th
 Hugging Face cache; a download only when the job allows it), "tiny" (random miniature
 models built on first use into a cache folder), a folder written by
 `python -m backend models build-tiny`, or a JSON manifest mapping roles to folders or ids.
-Models load lazily, once, in fp16 on CUDA (fp32 on CPU).
+Models load lazily, once, in fp16 on CUDA (fp32 on CPU); park() moves them off the GPU
+between phases.
 """
 from __future__ import annotations
 
@@ -28,12 +29,22 @@ DEFAULT_IDS = {
     "imagebind": "imagebind",
     # ImageBind's text BPE is OpenAI CLIP's.
     "imagebind_tokenizer": "openai/clip-vit-large-patch14",
+    # SGC: DINO ViT features, monocular depth (relative inverse depth), preference reward.
+    "dino": "facebook/dino-vitb16",
+    "depth": "Intel/dpt-hybrid-midas",
+    "reward": "yuvalkirstain/PickScore_v1",
+    # Text-prompted foreground masks for reference images without alpha (CLIPSeg).
+    "segmenter": "CIDAS/clipseg-rd64-refined",
 }
+# The reward's tokenizer ships apart from PickScore's weights.
+REWARD_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
 # Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
 DEFAULT_SUBFOLDERS = {"clip": "image_encoder", "ip_adapter": "models"}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ModelNotAvailable(RuntimeError):
@@ -83,6 +94,7 @@ class ModelStore:
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self._loaded: dict[str, Any] = {}
+        self._parked: set[str] = set()
         self._manifest: dict[str, str] = {}
         if source == "tiny":
             self._tiny_root = tiny_cache_dir()
@@ -137,7 +149,7 @@ class ModelStore:
         """Stable Diffusion (role "sd", or "unclip" for Stable unCLIP), frozen, in eval mode on
         the store's device."""
         if role in self._loaded:
-            return self._loaded[role]
+            return self._ready(role)
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -169,7 +181,7 @@ class ModelStore:
 
     def zero123(self, role: str = "zero123") -> Zero123Components:
         if role in self._loaded:
-            return self._loaded[role]
+            return self._ready(role)
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
         from .zero123_parts import CCProjection
@@ -221,7 +233,7 @@ class ModelStore:
         """ImageBind and its CLIP BPE tokenizer. The default folder is
         $CONJURE_CACHE/imagebind (~/.cache/conjure/imagebind)."""
         if role in self._loaded:
-            return self._loaded[role]
+            return self._ready(role)
         from transformers import CLIPTokenizer
 
         from .imagebind import CHECKPOINT, load_imagebind
@@ -246,39 +258,148 @@ class ModelStore:
         self._loaded[role] = (model.to(self.dtype), tokenizer)
         return self._loaded[role]
 
+    def _pretrained(self, role: str, cls: Any, where: str | None = None, sub: str | None = None, **kw: Any) -> Any:
+        """One frozen transformers/diffusers model of a role, loaded once (by role) onto the
+        device. `where`/`sub` default to the role's location and its default subfolder."""
+        if role in self._loaded:
+            return self._ready(role)
+        if where is None:
+            where = self.location(role)
+            sub = DEFAULT_SUBFOLDERS.get(role, "") if where == DEFAULT_IDS.get(role) else ""
+        try:
+            model = cls.from_pretrained(where, subfolder=sub or "", **self._kwargs(where), **kw)
+        except (OSError, ValueError) as exc:
+            raise self._missing(role, where, exc) from exc
+        self._loaded[role] = model.requires_grad_(False).eval().to(self.device)
+        return self._loaded[role]
+
+    def _tokenizer(self, role: str, fallback: str) -> Any:
+        """The CLIP tokenizer in a role's folder (root or tokenizer/), else `fallback`."""
+        from transformers import CLIPTokenizer
+
+        key = f"{role}/tokenizer"
+        if key not in self._loaded:
+            where = self.location(role)
+            sub = "tokenizer" if (Path(where) / "tokenizer").is_dir() else ""
+            if Path(where).is_dir() and not (Path(where) / sub / "vocab.json").exists():
+                where, sub = fallback, ""
+            try:
+                tok = CLIPTokenizer.from_pretrained(where, subfolder=sub, local_files_only=not self.allow_download
+                                                    and not Path(where).exists())
+            except OSError as exc:
+                raise self._missing(key, where, exc) from exc
+            self._loaded[key] = tok
+        return self._loaded[key]
+
+    def _pixels(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """[B,3,H,W] in [0,1] -> resized to size x size, normalised, in the store's dtype."""
+        m = torch.tensor(mean, device=self.device).reshape(1, 3, 1, 1)
+        s = torch.tensor(std, device=self.device).reshape(1, 3, 1, 1)
+
+        def prep(images: torch.Tensor) -> torch.Tensor:
+            x = images.to(self.device)
+            if x.shape[-2:] != (size, size):
+                x = torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False)
+            return ((x - m) / s).to(self.dtype)
+
+        return prep
+
     def clip_image_encoder(self, role: str = "clip", where: str | None = None, sub: str = ""
                            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
         """-> (images [B,3,H,W] in [0,1] -> image embeddings [B,D], input size S); images are
         resized to S and CLIP-normalised here. `where`/`sub` load a tower inside another
         role's folder (Zero-1-to-3's image_encoder)."""
-        if role not in self._loaded:
-            from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPVisionModelWithProjection
 
-            if where is None:
-                where = self.location(role)
-                sub = DEFAULT_SUBFOLDERS.get(role, "") if where == DEFAULT_IDS.get(role) else ""
-            try:
-                model = CLIPVisionModelWithProjection.from_pretrained(where, subfolder=sub, **self._kwargs(where))
-            except (OSError, ValueError) as exc:
-                raise self._missing(role, where, exc) from exc
-            self._loaded[role] = model.requires_grad_(False).eval().to(self.device)
-        model = self._loaded[role]
-        mean = torch.tensor(CLIP_MEAN, device=self.device).reshape(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=self.device).reshape(1, 3, 1, 1)
-
+        model = self._pretrained(role, CLIPVisionModelWithProjection, where, sub if where else None)
         size = int(model.config.image_size)
+        prep = self._pixels(size, CLIP_MEAN, CLIP_STD)
+        return (lambda images: model(pixel_values=prep(images)).image_embeds.float()), size
 
-        def encode(images: torch.Tensor) -> torch.Tensor:
-            x = images.to(self.device)
-            if x.shape[-1] != size or x.shape[-2] != size:
-                x = torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False)
-            x = ((x - mean) / std).to(self.dtype)
-            return model(pixel_values=x).image_embeds.float()
+    def dino(self, role: str = "dino") -> Callable[[torch.Tensor], torch.Tensor]:
+        """DINO ViT: images [B,3,H,W] in [0,1] -> global (CLS) features [B,D]."""
+        from transformers import ViTModel
 
-        return encode, size
+        model = self._pretrained(role, ViTModel, add_pooling_layer=False)
+        prep = self._pixels(int(model.config.image_size), IMAGENET_MEAN, IMAGENET_STD)
+        return lambda images: model(pixel_values=prep(images)).last_hidden_state[:, 0].float()
 
-    def offload(self, role: str) -> None:
-        """Free a role's memory (it reloads on next use)."""
-        self._loaded.pop(role, None)
+    def depth(self, role: str = "depth") -> Callable[[torch.Tensor], torch.Tensor]:
+        """Monocular depth: images [B,3,H,W] in [0,1] -> relative inverse depth [B,h,w]
+        (MiDaS/DPT convention: larger is nearer; unknown scale and shift)."""
+        from transformers import AutoModelForDepthEstimation
+
+        model = self._pretrained(role, AutoModelForDepthEstimation)
+        prep = self._pixels(int(model.config.image_size), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        return lambda images: model(pixel_values=prep(images)).predicted_depth.float()
+
+    def reward(self, text: str, role: str = "reward") -> Callable[[torch.Tensor], torch.Tensor]:
+        """CLIP-based human-preference reward (PickScore): images [B,3,H,W] in [0,1] ->
+        [B] = logit_scale · cos(text, image), the text bound here."""
+        from transformers import CLIPModel
+
+        model = self._pretrained(role, CLIPModel)
+        tok = self._tokenizer(role, REWARD_TOKENIZER)
+        ids = tok([text or ""], padding="max_length", truncation=True, max_length=77,
+                  return_tensors="pt").input_ids.to(self.device)
+        with torch.no_grad():
+            text_emb = torch.nn.functional.normalize(model.get_text_features(input_ids=ids).pooler_output.float(), dim=-1)
+        prep = self._pixels(int(model.config.vision_config.image_size), CLIP_MEAN, CLIP_STD)
+        scale = model.logit_scale.exp().float()
+
+        def score(images: torch.Tensor) -> torch.Tensor:
+            emb = torch.nn.functional.normalize(model.get_image_features(pixel_values=prep(images)).pooler_output.float(), dim=-1)
+            return scale * (emb @ text_emb.T)[:, 0]
+
+        return score
+
+    def segmenter(self, text: str, role: str = "segmenter") -> Callable[[torch.Tensor], torch.Tensor]:
+        """Text-prompted foreground (CLIPSeg): image [H,W,3] in [0,1] -> [H,W] probability
+        of the object the text names ("the main object" without text)."""
+        from transformers import CLIPSegForImageSegmentation
+
+        model = self._pretrained(role, CLIPSegForImageSegmentation)
+        tok = self._tokenizer(role, DEFAULT_IDS[role])
+        ids = tok([text or "the main object"], padding=True, truncation=True, return_tensors="pt").input_ids
+        prep = self._pixels(int(model.config.vision_config.image_size), IMAGENET_MEAN, IMAGENET_STD)
+
+        @torch.no_grad()
+        def segment(image: torch.Tensor) -> torch.Tensor:
+            logits = model(input_ids=ids.to(self.device), pixel_values=prep(image.permute(2, 0, 1)[None])).logits
+            logits = logits.reshape(1, 1, *logits.shape[-2:]).float()
+            up = torch.nn.functional.interpolate(logits, image.shape[:2], mode="bilinear", align_corners=False)
+            return torch.sigmoid(up[0, 0]).cpu()
+
+        return segment
+
+    def _ready(self, role: str) -> Any:
+        """A loaded role, moved back onto the device if park() had moved it off."""
+        if role in self._parked:
+            for m in _modules(self._loaded[role]):
+                m.to(self.device)
+            self._parked.discard(role)
+        return self._loaded[role]
+
+    def park(self) -> None:
+        """Between phases on CUDA: move every loaded model to the CPU and free the cache, so
+        a phase holds only the models it uses (each returns to the GPU when next asked for)."""
+        if self.device.type == "cpu":
+            return
+        for role, obj in self._loaded.items():
+            for m in _modules(obj):
+                m.to("cpu")
+            self._parked.add(role)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def loaded_on_device(self) -> list[str]:
+        return sorted(r for r in self._loaded if r not in self._parked)
+
+
+def _modules(obj: Any) -> list[torch.nn.Module]:
+    """The torch modules inside a loaded role (a module, a tuple, or a components dataclass)."""
+    if isinstance(obj, torch.nn.Module):
+        return [obj]
+    items = obj if isinstance(obj, tuple) else vars(obj).values() if hasattr(obj, "__dict__") else ()
+    return [x for x in items if isinstance(x, torch.nn.Module)]

@@ -1,7 +1,8 @@
 """Randomly initialised miniature models saved in the real on-disk formats, so tests (and
 `models: "tiny"` jobs) run the real loading code with no download.
 
-`build_tiny(out_dir)` writes one folder per role (see registry.ROLES for the layout).
+`build_tiny(out_dir)` writes one folder per role, <out_dir>/<role> (roles: BUILDERS; the
+registry reads each with its real loader).
 """
 from __future__ import annotations
 
@@ -173,8 +174,57 @@ def tiny_imagebind(out_dir: Path, out_dim: int = 32) -> None:
     cfg.save(out_dir)
 
 
-BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "unclip": tiny_unclip, "clip": tiny_clip_vision, "zero123": tiny_zero123,
-            "ip_adapter": tiny_ip_adapter}
+def _tiny_clip_parts(vocab_size: int) -> tuple[dict, dict]:
+    text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=77, bos_token_id=vocab_size - 2,
+                eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+    return text, vision
+
+
+def tiny_dino(out_dir: Path) -> None:
+    """DINO ViT (transformers ViTModel, the facebook/dino-* layout)."""
+    from transformers import ViTConfig, ViTModel
+
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+                    patch_size=8)
+    ViTModel(cfg, add_pooling_layer=False).save_pretrained(out_dir)
+
+
+def tiny_depth(out_dir: Path) -> None:
+    """DPT depth estimator (DPTForDepthEstimation, non-hybrid)."""
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    cfg = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=32,
+                    patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
+                    fusion_hidden_size=16, is_hybrid=False)
+    DPTForDepthEstimation(cfg).save_pretrained(out_dir)
+
+
+def tiny_reward(out_dir: Path) -> None:
+    """CLIP preference model (PickScore layout: CLIPModel) with its tokenizer in the folder."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    tiny_tokenizer(out_dir)
+    text, vision = _tiny_clip_parts(len(CLIPTokenizer.from_pretrained(out_dir)))
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(out_dir)
+
+
+def tiny_segmenter(out_dir: Path) -> None:
+    """CLIPSeg (CLIPSegForImageSegmentation) with its tokenizer in the folder."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizer
+
+    tiny_tokenizer(out_dir)
+    text, vision = _tiny_clip_parts(len(CLIPTokenizer.from_pretrained(out_dir)))
+    cfg = CLIPSegConfig(text_config=text, vision_config=vision, projection_dim=32, reduce_dim=16, extract_layers=[1, 2],
+                        decoder_num_attention_heads=4, decoder_intermediate_size=32)
+    CLIPSegForImageSegmentation(cfg).save_pretrained(out_dir)
+
+
+BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "unclip": tiny_unclip, "clip": tiny_clip_vision,
+            "zero123": tiny_zero123, "ip_adapter": tiny_ip_adapter, "dino": tiny_dino, "depth": tiny_depth,
+            "reward": tiny_reward, "segmenter": tiny_segmenter}
 
 
 def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 0) -> Path:

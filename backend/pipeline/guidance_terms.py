@@ -21,7 +21,7 @@ PLANAR_TERMS = ("aug_sds", "cds", "csm", "vpcsm")
 class Term:
     name: str
     weight: float
-    guidance: Guidance
+    guidance: "Guidance | SGC"  # SGC renders its own fixed views (Phase.guidance_losses)
 
 
 def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: Callable[[str], None],

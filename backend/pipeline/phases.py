@@ -18,7 +18,8 @@ from ..guidance.ref_view import RefView
 from ..render.camera import CameraRange, orbit_cameras
 from ..render.mesh_renderer import render_mesh
 from ..render.raster import Rasterizer
-from ..render.shading import Views, fixed_views, sample_views
+from ..guidance.sgc import SGC
+from ..render.shading import Frame, Views, fixed_views, sample_views
 from ..render.volume import render_volume
 from .config import loss_weight
 from .guidance_terms import Term
@@ -47,14 +48,11 @@ def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
                         cfg["shading"], cfg.get("background", "white")).to(device)
 
 
-def _apply_terms(terms: list[Term], images: torch.Tensor, views: Views, step: int, total: int,
-                 losses: dict[str, torch.Tensor]) -> None:
-    """Weighted terms, reported under the preset's loss name (extra parts as name/part)."""
-    for term in terms:
-        parts = term.guidance(images, views, step, total)
-        for i, (key, value) in enumerate(parts.items()):
-            name = term.name if i == 0 else f"{term.name}/{key}"
-            losses[name] = losses.get(name, 0) + term.weight * value
+def _add_parts(name: str, weight: float, parts: dict[str, torch.Tensor], losses: dict[str, torch.Tensor]) -> None:
+    """A term's weighted parts, reported under the preset's loss name (extra parts as name/part)."""
+    for i, (key, value) in enumerate(parts.items()):
+        label = name if i == 0 else f"{name}/{key}"
+        losses[label] = losses.get(label, 0) + weight * value
 
 
 class Phase:
@@ -73,9 +71,14 @@ class Phase:
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
 
+    def frame(self, views: Views, geometry: bool = False) -> Frame:
+        """Render the current representation (depth and normals too when `geometry`)."""
+        raise NotImplementedError
+
     def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
         """-> image [B,H,W,3] in [0,1], opacity [B,H,W,1] of the current representation."""
-        raise NotImplementedError
+        f = self.frame(views)
+        return f.image, f.opacity
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -84,7 +87,11 @@ class Phase:
         """The preset's guidance terms on the rendered views, plus the reference-view loss
         (rendered at the reference camera) when the job has a reference image."""
         losses: dict[str, torch.Tensor] = {}
-        _apply_terms(self.terms, images, views, step, self.iterations, losses)
+        for term in self.terms:
+            if isinstance(term.guidance, SGC):  # renders its own four fixed views
+                _add_parts(term.name, term.weight, term.guidance(self.sgc_frame(term.guidance)), losses)
+            else:
+                _add_parts(term.name, term.weight, term.guidance(images, views, step, self.iterations), losses)
         ref, weight = self.ctx.ref_view, self.weights.get("ref_view", 0)
         if ref is not None and weight > 0:
             ref_views = ref.views(self.cfg.get("background", "white")).to(self.ctx.device)
@@ -92,6 +99,11 @@ class Phase:
             for key, value in ref(image, opacity, ref_views).items():
                 losses[key] = weight * value
         return losses
+
+    def sgc_frame(self, sgc: SGC) -> Frame:
+        """The four SGC views (front, right, back, left) in the phase's preview shading."""
+        views = fixed_views(sgc.cams, self.preview_shading, self.cfg.get("background", "white"))
+        return self.frame(views.to(self.ctx.device), geometry=sgc.needs_geometry)
 
     @torch.no_grad()
     def preview(self, resolution: int = 128) -> torch.Tensor:
@@ -148,10 +160,10 @@ class NeRFPhase(Phase):
             losses["orientation"] = self.weights["orientation"] * reg.orientation(out.weights, out.sample_normals, out.dirs)
         return losses
 
-    def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame(self, views: Views, geometry: bool = False) -> Frame:
         # Mid-point samples: no draw from the camera stream (previews must not shift it).
-        out = render_volume(self.field, views, self.cfg["samples"], None, self.ctx.bound)
-        return out.image, out.opacity
+        out = render_volume(self.field, views, self.cfg["samples"], None, self.ctx.bound, geometry)
+        return Frame(out.image, out.opacity, out.depth, out.normal)
 
 
 class GeometryPhase(Phase):
@@ -198,10 +210,9 @@ class GeometryPhase(Phase):
             losses["sdf_entropy"] = w["sdf_entropy"] * reg.sdf_sign_entropy(self.dmtet.sdf, self.dmtet.edges())
         return losses
 
-    def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
-        verts, faces = self.mesh()
-        out = render_mesh(self.ctx.raster, verts, faces, views)
-        return out.image, out.alpha
+    def frame(self, views: Views, geometry: bool = False) -> Frame:
+        out = render_mesh(self.ctx.raster, *self.mesh(), views)
+        return Frame(out.image, out.alpha, out.depth, out.normal)
 
     def load(self, state: dict) -> None:
         self.dmtet = DMTet.from_state(state["modules"]["dmtet"]).to(self.ctx.device)
@@ -239,6 +250,6 @@ class TexturePhase(Phase):
         image, _ = self.render(views)
         return self.guidance_losses(image, views, step)
 
-    def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame(self, views: Views, geometry: bool = False) -> Frame:
         out = render_mesh(self.ctx.raster, self.verts, self.faces, views, self._material)
-        return out.image, out.alpha
+        return Frame(out.image, out.alpha, out.depth, out.normal)

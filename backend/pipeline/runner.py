@@ -60,7 +60,8 @@ class Runner:
         if job.get("guidance") == "oracle":
             self.target = normalized(load_mesh(job["oracle"]["target_mesh"]))[0].to(self.device)
         else:
-            store = ModelStore(job.get("models", "default"), allow_download=False, device=self.device)
+            store = ModelStore(job.get("models", "default"), allow_download=bool(job.get("allow_downloads")),
+                               device=self.device)
             self.paper = PaperGuidance(job, store, self.log, self.ctx.seed)
             if any(loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
                 self.ctx.ref_view = self.paper.ref_view()
@@ -74,6 +75,8 @@ class Runner:
         self.emit({"type": "log", "message": message})
 
     def _terms(self, key: str):  # noqa: ANN202
+        if self.paper is not None:  # the previous phase's models leave the GPU; this phase's come back
+            self.paper.store.park()
         return build_terms(self.cfg[key], self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
                            self.paper)
 

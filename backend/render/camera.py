@@ -178,3 +178,21 @@ def relative_pose(cams: Cameras, ref_elevation: float, ref_azimuth: float,
 def gltf_to_blender(points: torch.Tensor) -> torch.Tensor:
     """[...,3] glTF (+Y up) coordinates -> Blender (+Z up), as the glTF importer maps them."""
     return points @ GLTF_TO_BLENDER.to(points).T
+
+
+def world_to_camera_dirs(dirs: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """[B,H,W,3] world directions -> camera space (OpenGL: +x right, +y up, +z towards the
+    viewer) of each of the B cameras c2w [B,4,4]."""
+    return torch.einsum("bji,bhwj->bhwi", c2w[:, :3, :3], dirs)
+
+
+def normals_from_depth(depth: torch.Tensor) -> torch.Tensor:
+    """[B,H,W] depth in front of the camera (larger = farther), in units of the image width,
+    -> [B,H,W,3] unit camera-space normals facing the viewer. A surface point is
+    (u, v, -depth) with u to the right and v up (image row 0 is the top, so v = -row);
+    its normal is (dz/du, dz/dv, 1) normalised (central differences, edges replicated)."""
+    w = depth.shape[-1]
+    pad = torch.nn.functional.pad(depth[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    dz_du = (pad[:, 1:-1, 2:] - pad[:, 1:-1, :-2]) * (w / 2)
+    dz_dv = -(pad[:, 2:, 1:-1] - pad[:, :-2, 1:-1]) * (w / 2)
+    return torch.nn.functional.normalize(torch.stack([dz_du, dz_dv, torch.ones_like(depth)], -1), dim=-1)

@@ -16,6 +16,19 @@ SHADING_MODES = ("albedo", "lambertian", "textureless", "normal")
 
 
 @dataclass
+class Frame:
+    """What a phase renders for one batch of views: image [B,H,W,3] in [0,1], opacity
+    [B,H,W,1] in [0,1]; when asked for geometry also depth [B,H,W,1] (> 0 on the surface:
+    view-space z for meshes, expected ray distance for volumes) and normal [B,H,W,3]
+    (world, unit)."""
+
+    image: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor | None = None
+    normal: torch.Tensor | None = None
+
+
+@dataclass
 class Views:
     """What one optimisation step renders: B cameras, a light direction [B,3] (unit, towards
     the light), a background colour [B,3] in [0,1] and one shading mode for the batch."""

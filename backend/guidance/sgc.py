@@ -1,0 +1,121 @@
+"""Semantic-Geometry Calibration (TV-3DG Eq. 10-13).
+
+Four renders S at front / right / back / left are compared with four multi-view images M
+that Zero-1-to-3 synthesises once from the guidance image (the reference view):
+
+- reward    λ_i · ϕ(R(grid(S), y)): a human-preference reward of the 2x2 grid of S for
+            the text y; ϕ(r) = -r (rewards differ in scale between models, so no margin);
+- semantic  λ_2 · mean_v ‖D(S_v) - D(M_v)‖² / dim: DINO features (global token), per dim
+            so the weight does not depend on the feature width;
+- depth     λ_1 · -Pearson(ϖ(M_v), 1/depth(S_v)) over the pixels both call foreground:
+            the estimate ϖ is relative inverse depth, so the render's depth enters as
+            disparity; Pearson ignores the unknown scale and shift;
+- normal    λ_1 · -cos(nor(M_v), n(S_v)) on the same pixels, nor = normals from ϖ(M_v),
+            n(S) the rendered normals turned into camera space.
+
+The paper runs ϖ and nor on S as well; here the rendered depth and normals stand in for
+them: they are exact, cheaper, and give the geometry its gradient directly.
+A part with weight 0 is neither computed nor reported (phase II renders normal maps, so
+its preset keeps only depth and normal; phase III has frozen geometry: reward, semantic).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..render.camera import Cameras, normals_from_depth, world_to_camera_dirs
+from ..render.shading import Frame
+
+# images [B,3,H,W] in [0,1] -> features [B,D]
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+# grid image [1,3,H,W] in [0,1] -> reward [1] (the text is bound inside)
+RewardFn = Callable[[torch.Tensor], torch.Tensor]
+
+SGC_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)  # front, right, back, left
+
+
+@dataclass
+class SGCTargets:
+    """The multi-view images M and what is estimated from them, all at the render size:
+    image [4,H,W,3] in [0,1], mask [4,H,W] in {0,1}, disparity [4,H,W] (relative inverse
+    depth), normal [4,H,W,3] camera space (OpenGL: +x right, +y up, +z to the viewer)."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    disparity: torch.Tensor | None = None  # only when SGC has geometry parts
+    normal: torch.Tensor | None = None
+
+    @staticmethod
+    def estimate(images: torch.Tensor, masks: torch.Tensor, depth_model: FeatureFn) -> "SGCTargets":
+        """images [4,H,W,3], masks [4,H,W]; depth_model: [B,3,H,W] -> disparity [B,h,w]."""
+        with torch.no_grad():
+            disp = depth_model(images.permute(0, 3, 1, 2)).float()[:, None]
+            disp = torch.nn.functional.interpolate(disp, images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
+        lo = torch.stack([d[m > 0.5].min() if (m > 0.5).any() else d.min() for d, m in zip(disp, masks)])
+        hi = disp.flatten(1).amax(1)
+        # Disparity normalised to [0,1] inside the object, read as depth in units of the image
+        # width for the normals: relative, so only the shape of the surface matters.
+        norm = (disp - lo[:, None, None]) / (hi - lo).clamp(min=1e-6)[:, None, None]
+        normal = normals_from_depth(-norm * 0.5)  # nearer = larger disparity = smaller depth
+        return SGCTargets(images, masks, disp, normal)
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two 1-D tensors."""
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-8)
+
+
+def grid2x2(images: torch.Tensor) -> torch.Tensor:
+    """[4,3,H,W] (front, right, back, left) -> [1,3,2H,2W]: front right / back left."""
+    top = torch.cat([images[0], images[1]], dim=2)
+    bottom = torch.cat([images[2], images[3]], dim=2)
+    return torch.cat([top, bottom], dim=1)[None]
+
+
+class SGC:
+    def __init__(self, targets: SGCTargets, cams: Cameras, reward: RewardFn | None, dino: FeatureFn | None,
+                 weights: dict[str, float]) -> None:
+        """weights: reward (λ_i), semantic (λ_2), depth and normal (λ_1); cams: the four
+        SGC cameras the targets were made for."""
+        self.t, self.cams, self.reward, self.dino = targets, cams, reward, dino
+        self.w = {k: float(weights.get(k, 0.0)) for k in ("reward", "semantic", "depth", "normal")}
+        if self.w["semantic"] > 0 and dino is None or self.w["reward"] > 0 and reward is None:
+            raise ValueError("SGC: the semantic part needs a DINO model and the reward part a reward model")
+        self._target_features = None
+
+    @property
+    def needs_geometry(self) -> bool:
+        return self.w["depth"] > 0 or self.w["normal"] > 0
+
+    def __call__(self, frame: Frame) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        x = frame.image.permute(0, 3, 1, 2)
+        if self.w["reward"] > 0:
+            out["reward"] = -self.w["reward"] * self.reward(grid2x2(x)).mean()
+        if self.w["semantic"] > 0:
+            if self._target_features is None:
+                with torch.no_grad():
+                    self._target_features = self.dino(self.t.image.permute(0, 3, 1, 2).to(x))
+            f = self.dino(x)
+            out["semantic"] = self.w["semantic"] * ((f - self._target_features.to(f)) ** 2).mean()
+        if self.needs_geometry:
+            both = (self.t.mask.to(x) > 0.5) & (frame.opacity[..., 0] > 0.5) & (frame.depth[..., 0] > 0)
+            n_cam = world_to_camera_dirs(frame.normal, self.cams.c2w.to(x))
+            depth_terms, normal_terms = [], []
+            for v in range(x.shape[0]):
+                m = both[v]
+                if m.sum() < 16:  # nothing comparable in this view yet
+                    continue
+                disp = 1.0 / frame.depth[v, ..., 0][m]
+                depth_terms.append(-pearson(self.t.disparity[v].to(x)[m], disp))
+                cos = torch.nn.functional.cosine_similarity(n_cam[v][m], self.t.normal[v].to(x)[m], dim=-1)
+                normal_terms.append(-cos.mean())
+            zero = x.sum() * 0
+            if self.w["depth"] > 0:
+                out["depth"] = self.w["depth"] * (torch.stack(depth_terms).mean() if depth_terms else zero)
+            if self.w["normal"] > 0:
+                out["normal"] = self.w["normal"] * (torch.stack(normal_terms).mean() if normal_terms else zero)
+        return out

@@ -1,0 +1,140 @@
+"""SGC (TV-3DG Eq. 10-13) against its formulas, the camera-space helpers it relies on, and
+the SGC model roles (DINO, depth, reward, segmenter) loaded from tiny saved models."""
+import pytest
+import torch
+
+from backend.guidance.sgc import SGC, SGC_AZIMUTHS, SGCTargets, grid2x2, pearson
+from backend.models.registry import ModelStore
+from backend.models.tiny import build_tiny
+from backend.render.camera import normals_from_depth, orbit_cameras, world_to_camera_dirs
+from backend.render.shading import Frame
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> ModelStore:
+    return ModelStore(str(build_tiny(tmp_path_factory.mktemp("tiny"), ["dino", "depth", "reward", "segmenter"])))
+
+
+def test_pearson_ignores_scale_and_shift():
+    a = torch.rand(100)
+    assert pearson(a, 3 * a + 7).item() == pytest.approx(1.0, abs=1e-5)
+    assert pearson(a, -2 * a).item() == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_normals_from_depth_of_planes():
+    flat = normals_from_depth(torch.full((1, 8, 8), 2.0))
+    assert torch.allclose(flat, torch.tensor([0.0, 0.0, 1.0]).expand_as(flat))
+    # Farther to the right (depth grows with u): the surface faces right, towards the viewer.
+    u = torch.linspace(0, 1, 8)[None, None, :].expand(1, 8, 8)
+    n = normals_from_depth(u.clone())[0, 4, 4]
+    assert n[0] > 0 and n[2] > 0 and abs(n[1]) < 1e-6
+    # Farther towards the top of the image (row 0): the surface faces up.
+    rows = torch.linspace(1, 0, 8)[None, :, None].expand(1, 8, 8)
+    n = normals_from_depth(rows.clone())[0, 4, 4]
+    assert n[1] > 0 and n[2] > 0 and abs(n[0]) < 1e-6
+
+
+def test_world_to_camera_dirs_front_and_right_cameras():
+    cams = orbit_cameras(0.0, torch.tensor([0.0, 90.0]), 2.5, 40.0, 4)
+    up_and_z = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    world = up_and_z[None, :, None, :].expand(2, 2, 1, 3)  # [B,H=2,W=1,3]
+    cam = world_to_camera_dirs(world, cams.c2w)
+    # Front camera (on +Z looking at the origin): world +Z is towards it, +Y is up.
+    assert torch.allclose(cam[0, 1, 0], torch.tensor([0.0, 0.0, 1.0]), atol=1e-5)
+    assert torch.allclose(cam[0, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5)
+    # Right camera (on +X): world +Z points to its left.
+    assert torch.allclose(cam[1, 1, 0], torch.tensor([-1.0, 0.0, 0.0]), atol=1e-5)
+
+
+def test_grid_layout():
+    views = torch.stack([torch.full((3, 2, 2), float(i)) for i in range(4)])
+    g = grid2x2(views)[0, 0]
+    assert g.shape == (4, 4)
+    assert g[0, 0] == 0 and g[0, 3] == 1 and g[3, 0] == 2 and g[3, 3] == 3
+
+
+def _targets(res: int = 16) -> tuple[SGCTargets, torch.Tensor]:
+    torch.manual_seed(0)
+    images = torch.rand(4, res, res, 3)
+    mask = torch.zeros(4, res, res)
+    mask[:, 3:13, 3:13] = 1
+    depth = 2.0 + torch.rand(4, res, res) * 0.5
+    normal = torch.nn.functional.normalize(torch.randn(4, res, res, 3), dim=-1)
+    return SGCTargets(images, mask, 1.0 / depth, normal), depth
+
+
+def _cams(res: int = 16):
+    return orbit_cameras(0.0, torch.tensor(SGC_AZIMUTHS), 2.5, 40.0, res)
+
+
+def test_geometry_parts_are_minus_one_when_renders_match_targets():
+    t, depth = _targets()
+    cams = _cams()
+    # Rendered world normals that, in each camera, equal the target's camera-space normals.
+    world = torch.einsum("bij,bhwj->bhwi", cams.c2w[:, :3, :3], t.normal)
+    frame = Frame(t.image, t.mask[..., None], (depth * t.mask)[..., None], world)
+    out = SGC(t, cams, None, None, {"depth": 1.0, "normal": 2.0})(frame)
+    assert out["depth"].item() == pytest.approx(-1.0, abs=1e-4)
+    assert out["normal"].item() == pytest.approx(-2.0, abs=1e-4)
+    assert set(out) == {"depth", "normal"}  # parts with weight 0 are not computed
+
+
+def test_semantic_is_zero_for_the_target_and_reward_is_negated(store):
+    t, _ = _targets()
+    cams = _cams()
+    reward = store.reward("a red chair")
+    frame = Frame(t.image.clone().requires_grad_(), t.mask[..., None])
+    out = SGC(t, cams, reward, store.dino(), {"reward": 2.5, "semantic": 4.0})(frame)
+    assert out["semantic"].item() == pytest.approx(0.0, abs=1e-8)
+    expected = -2.5 * reward(grid2x2(t.image.permute(0, 3, 1, 2))).mean()
+    assert out["reward"].item() == pytest.approx(expected.item(), rel=1e-5)
+    (out["reward"] + out["semantic"]).backward()
+    assert frame.image.grad.abs().sum() > 0
+
+
+def test_sgc_gradient_moves_rendered_depth_toward_target_correlation():
+    t, depth = _targets()
+    cams = _cams()
+    rendered = (torch.rand(4, 16, 16) + 2.0).requires_grad_()
+    sgc = SGC(t, cams, None, None, {"depth": 1.0})
+    before = sgc(Frame(t.image, t.mask[..., None], (rendered * t.mask)[..., None],
+                       torch.zeros(4, 16, 16, 3) + torch.tensor([0.0, 0.0, 1.0])))["depth"]
+    before.backward()
+    with torch.no_grad():
+        stepped = rendered - 0.05 * rendered.grad / rendered.grad.abs().max()
+    after = sgc(Frame(t.image, t.mask[..., None], (stepped * t.mask)[..., None],
+                      torch.zeros(4, 16, 16, 3) + torch.tensor([0.0, 0.0, 1.0])))["depth"]
+    assert after < before
+
+
+def test_targets_estimate_depth_and_normals(store):
+    images = torch.rand(4, 24, 24, 3)
+    masks = torch.ones(4, 24, 24)
+    t = SGCTargets.estimate(images, masks, store.depth())
+    assert t.disparity.shape == (4, 24, 24) and t.normal.shape == (4, 24, 24, 3)
+    assert torch.allclose(t.normal.norm(dim=-1), torch.ones(4, 24, 24), atol=1e-5)
+
+
+def test_sgc_roles_load_and_segmenter_gives_probabilities(store):
+    x = torch.rand(2, 3, 40, 40)
+    assert store.dino()(x).shape == (2, 32)
+    assert store.depth()(x).dim() == 3
+    assert store.reward("a chair")(x).shape == (2,)
+    seg = store.segmenter("a chair")(torch.rand(30, 50, 3))
+    assert seg.shape == (30, 50) and 0 <= seg.min() and seg.max() <= 1
+
+
+def test_park_moves_models_off_the_device_and_back(store):
+    fresh = ModelStore(store.source)
+    fresh.dino()
+    model = fresh._loaded["dino"]
+    fresh.device = torch.device("meta")  # stands for the GPU
+    fresh.park()
+    assert next(model.parameters()).device.type == "cpu" and "dino" not in fresh.loaded_on_device()
+    fresh.dino()  # asked for again: back on "the GPU"
+    assert next(model.parameters()).device.type == "meta" and "dino" in fresh.loaded_on_device()
+
+
+def test_downloads_only_when_allowed():
+    assert ModelStore("default")._kwargs("some/hub-id")["local_files_only"] is True
+    assert ModelStore("default", allow_download=True)._kwargs("some/hub-id")["local_files_only"] is False
