@@ -1,4 +1,4 @@
-"""Command line: python -m backend {run, doctor, models build-tiny}."""
+"""Command line: python -m backend {run, serve, bench, doctor, models build-tiny}."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("job", help="JOB.json (paths inside are relative to it)")
     run.add_argument("--out", help="output folder (default: JOB_out beside the job); resumes if it has checkpoints")
     run.add_argument("--restart", action="store_true", help="ignore checkpoints in the output folder")
+    serve = sub.add_parser("serve", help="protocol server for the Blender add-on")
+    how = serve.add_mutually_exclusive_group(required=True)
+    how.add_argument("--stdio", action="store_true", help="JSON lines on stdin/stdout (a local add-on)")
+    how.add_argument("--http", metavar="HOST:PORT", help="HTTP server (a remote GPU machine)")
+    serve.add_argument("--jobs-dir", help="--http: where job folders go (default ~/.cache/conjure/jobs)")
+    serve.add_argument("--token", help="--http: required bearer token (default: $CONJURE_TOKEN)")
     sub.add_parser("doctor", help="environment report (JSON)")
     models = sub.add_parser("models", help="model folders")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -79,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "serve":
+        if args.stdio:
+            from .server.stdio import serve_stdio
+
+            return serve_stdio()
+        from .server.http import serve_http
+
+        return serve_http(args.http, args.jobs_dir, args.token)
     if args.command == "models":
         from .models.tiny import build_tiny
 

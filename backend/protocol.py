@@ -1,5 +1,5 @@
-"""Job schema and validation (SPEC Sec. 11). Standard library only: the Blender add-on
-imports this module too.
+"""Job schema and validation (SPEC Sec. 11) and the wire protocol between the add-on and
+the backend server. Standard library only: the Blender add-on imports this module too.
 
 `validate_job(raw, base_dir)` returns a normalised copy with every path made absolute
 (relative paths are relative to the job file's folder) or raises JobError naming the
@@ -8,6 +8,7 @@ offending field. Nothing is checked lazily: a job that passes can start.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,67 @@ def job_inputs(job: dict) -> list[tuple[str, str]]:
         if path:
             found.append((field, path))
     return found
+
+
+def set_input(job: dict, field: str, value: str) -> None:
+    """Set an input path named as job_inputs names it (e.g. "prompt.images[1]")."""
+    if field.startswith("prompt.images["):
+        job["prompt"]["images"][int(field[len("prompt.images["):-1])] = value
+    elif field == "prompt.audio":
+        job["prompt"]["audio"] = value
+    elif field == "oracle.target_mesh":
+        job["oracle"]["target_mesh"] = value
+    else:
+        job[field] = value
+
+
+# --- Wire protocol (serve --stdio / --http) ------------------------------------------------
+# One JSON object per line, UTF-8, each with "v": PROTOCOL_VERSION and a "type".
+#   client -> server: submit {id, job, base_dir, out_dir}, cancel {id}, free, ping, shutdown
+#   server -> client: hello {capabilities}, queued {id, position}, accepted, progress, log,
+#                     result, done, cancelled, error {code, message, hint, traceback}, pong,
+#                     freed; job events carry the job's "id".
+PROTOCOL_VERSION = 1
+MAX_LINE = 1 << 20  # bytes; a longer line is a protocol error (jobs and events are small)
+CLIENT_TYPES = ("submit", "cancel", "free", "ping", "shutdown")
+SERVER_TYPES = ("hello", "queued", "accepted", "progress", "log", "result", "done", "cancelled", "error",
+                "pong", "freed")
+# Error codes a client may see; "backend_died" and "protocol" are raised on the client side.
+ERROR_CODES = ("invalid_job", "model_missing", "pipeline", "out_of_memory", "internal", "protocol",
+               "backend_died", "busy")
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted; the text says what is wrong with it."""
+
+
+def encode(message: dict) -> str:
+    """-> one line (with its newline) carrying the message and the protocol version."""
+    return json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":")) + "\n"
+
+
+def decode(line: str | bytes, expected: tuple[str, ...]) -> dict:
+    """Parse one line into a message whose type is in `expected`; ProtocolError otherwise."""
+    if len(line) > MAX_LINE:
+        raise ProtocolError(f"line of {len(line)} bytes exceeds the {MAX_LINE}-byte limit")
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"not UTF-8: {exc}") from exc
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON ({exc.msg}): {line[:80]!r}") from exc
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
+    if msg.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {msg.get('v')!r} is not {PROTOCOL_VERSION}: "
+                            "the add-on and the backend are from different releases; reinstall the backend")
+    if msg.get("type") not in expected:
+        raise ProtocolError(f"unknown message type {msg.get('type')!r}; expected one of {', '.join(expected)}")
+    if msg["type"] in ("submit", "cancel") and not isinstance(msg.get("id"), str):
+        raise ProtocolError(f"{msg['type']} needs a string \"id\"")
+    if msg["type"] == "submit" and not (isinstance(msg.get("job"), dict) and isinstance(msg.get("out_dir"), str)):
+        raise ProtocolError("submit needs \"job\" (an object) and \"out_dir\" (a path)")
+    return msg

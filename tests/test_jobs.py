@@ -10,6 +10,8 @@ from backend.pipeline.config import ConfigError, resolve
 from backend.protocol import JobError, validate_job
 from backend.server.jobs import run_job
 
+from .helpers import TINY
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -81,10 +83,6 @@ def test_doctor_reports_environment():
     proc = subprocess.run([sys.executable, "-m", "backend", "doctor"], cwd=ROOT, capture_output=True, text=True)
     report = json.loads(proc.stdout)
     assert "torch" in report["packages"] and "draft" in report["presets"] and "torch" in report["rasterizers"]
-
-
-TINY = {"phase1.iterations": 12, "phase2.density_threshold": 5.0, "phase2.iterations": 10, "phase3.iterations": 10, "phase2.tet_res": 24,
-        "progress.checkpoint_every": 4, "progress.preview_every": 4, "export.texture_size": 128}
 
 
 def test_cancel_then_resume_finishes(target_dir, tmp_path):

@@ -17,6 +17,15 @@ from ..geometry.mesh import Mesh
 from ..render.raster import Rasterizer
 
 
+def init_meshlab() -> None:
+    """Initialise pymeshlab on the calling thread. It is Qt-based: first used from a worker
+    thread, it corrupts the heap at interpreter exit, so servers call this on the main
+    thread before running jobs in their worker."""
+    import pymeshlab
+
+    pymeshlab.MeshSet()
+
+
 def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int,
             min_component_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """-> cleaned verts [V,3], faces [F,3] (CPU)."""

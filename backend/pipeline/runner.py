@@ -47,7 +47,8 @@ def resolve_device(name: str) -> torch.device:
 
 class Runner:
     def __init__(self, job: dict, cfg: dict, out_dir: Path, emit: Emit,
-                 should_cancel: Callable[[], bool] = lambda: False) -> None:
+                 should_cancel: Callable[[], bool] = lambda: False, stores: dict | None = None) -> None:
+        """stores: (models, device, downloads) -> ModelStore, shared by a server's jobs."""
         self.job, self.cfg, self.out = job, cfg, Path(out_dir)
         self.emit, self.should_cancel = emit, should_cancel
         self.ckpt = self.out / "checkpoints"
@@ -60,8 +61,11 @@ class Runner:
         if job.get("guidance") == "oracle":
             self.target = normalized(load_mesh(job["oracle"]["target_mesh"]))[0].to(self.device)
         else:
-            store = ModelStore(job.get("models", "default"), allow_download=bool(job.get("allow_downloads")),
-                               device=self.device)
+            key = (job.get("models", "default"), str(self.device), bool(job.get("allow_downloads")))
+            stores = {} if stores is None else stores
+            if key not in stores:
+                stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device)
+            store = stores[key]
             self.paper = PaperGuidance(job, store, self.log, self.ctx.seed)
             if any(loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
                 self.ctx.ref_view = self.paper.ref_view()

@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from ..protocol import JobError, job_inputs, validate_job
+from ..protocol import JobError, job_inputs, set_input, validate_job
 
 Emit = Callable[[dict], None]
 
@@ -48,22 +48,11 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path) -> tuple[dict, dict]:
         dst = inputs / f"{i:02d}_{src.name}"
         if src.resolve() != dst.resolve():
             shutil.copy2(src, dst)
-        _set_field(job, field, str(dst.resolve()))
-        _set_field(stored, field, str(dst.relative_to(out_dir)))
+        set_input(job, field, str(dst.resolve()))
+        set_input(stored, field, str(dst.relative_to(out_dir)))
     (out_dir / "job.json").write_text(json.dumps(stored, indent=2))
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
     return job, cfg
-
-
-def _set_field(job: dict, field: str, value: str) -> None:
-    if field.startswith("prompt.images["):
-        job["prompt"]["images"][int(field[len("prompt.images["):-1])] = value
-    elif field == "prompt.audio":
-        job["prompt"]["audio"] = value
-    elif field == "oracle.target_mesh":
-        job["oracle"]["target_mesh"] = value
-    else:
-        job[field] = value
 
 
 def error_event(exc: BaseException, code: str, hint: str = "") -> dict:
@@ -72,9 +61,11 @@ def error_event(exc: BaseException, code: str, hint: str = "") -> dict:
 
 
 def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = None,
-            should_cancel: Callable[[], bool] = lambda: False, restart: bool = False) -> dict | None:
+            should_cancel: Callable[[], bool] = lambda: False, restart: bool = False,
+            stores: dict | None = None) -> dict | None:
     """Run one job into out_dir. Returns the result paths, or None after an error or a
-    cancel (both reported as events; the folder keeps everything needed to resume)."""
+    cancel (both reported as events; the folder keeps everything needed to resume).
+    `stores` keeps loaded models between jobs of a server."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if restart:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
@@ -91,7 +82,7 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
     from ..pipeline.runner import Cancelled, Runner
 
     try:
-        result = Runner(job, cfg, out_dir, emit, should_cancel).run()
+        result = Runner(job, cfg, out_dir, emit, should_cancel, stores).run()
     except ModelNotAvailable as exc:
         emit(error_event(exc, "model_missing", exc.hint))
         return None

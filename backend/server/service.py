@@ -1,0 +1,122 @@
+"""The job service behind every transport: a FIFO queue, one worker thread that runs one
+job at a time, cooperative cancel, and model stores kept between jobs until "free".
+
+Transports (stdio.py, http.py) turn protocol messages into calls here and forward the
+events it emits; every job event carries the job's id.
+"""
+from __future__ import annotations
+
+import gc
+import queue
+import threading
+from pathlib import Path
+from typing import Callable
+
+from .. import protocol
+from .jobs import error_event, run_job
+
+Emit = Callable[[dict], None]
+
+
+def capabilities() -> dict:
+    from ..pipeline.config import preset_names
+
+    caps = {"protocol": protocol.PROTOCOL_VERSION, "job_version": protocol.JOB_VERSION, "modes": list(protocol.MODES),
+            "guidance": list(protocol.GUIDANCE), "presets": preset_names(), "devices": ["cpu"]}
+    try:
+        import torch
+
+        caps["devices"] += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return caps
+
+
+class JobService:
+    def __init__(self, emit: Emit) -> None:
+        """Call on the main thread (native libraries initialise here, see init_meshlab)."""
+        from ..export.mesh_export import init_meshlab
+
+        init_meshlab()
+        self.emit = emit
+        self._queue: queue.Queue[dict | None] = queue.Queue()
+        self._cancel: dict[str, threading.Event] = {}
+        self._pending: list[str] = []
+        self._current: str | None = None
+        self._lock = threading.Lock()
+        self.stores: dict = {}  # (models, device, downloads) -> ModelStore, reused across jobs
+        self._worker = threading.Thread(target=self._work, name="conjure-jobs", daemon=True)
+        self._worker.start()
+
+    def submit(self, job_id: str, job: dict, base_dir: str, out_dir: str) -> None:
+        """Queue a job; an invalid one is answered at once (error invalid_job, field named)."""
+        try:
+            protocol.validate_job(job, base_dir)
+        except protocol.JobError as exc:
+            self.emit({**error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"), "id": job_id})
+            return
+        with self._lock:
+            if job_id in self._cancel:
+                self.emit({"type": "error", "id": job_id, "code": "busy", "message": f"job id {job_id!r} is in use",
+                           "hint": "give each job a new id", "traceback": ""})
+                return
+            self._cancel[job_id] = threading.Event()
+            position = len(self._pending) + (self._current is not None)  # jobs ahead of this one
+            self._pending.append(job_id)
+        self.emit({"type": "queued", "id": job_id, "position": position})
+        self._queue.put({"id": job_id, "job": job, "base_dir": base_dir, "out_dir": out_dir})
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            flag = self._cancel.get(job_id)
+        if flag is not None:
+            flag.set()  # a queued job is dropped when reached; a running one stops within a step
+
+    def free(self) -> None:
+        """Drop every cached model (the next job loads what it needs again)."""
+        self.stores.clear()
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        self.emit({"type": "freed"})
+
+    def close(self, wait: bool = True) -> None:
+        """Cancel everything, stop the worker after the current step."""
+        with self._lock:
+            for flag in self._cancel.values():
+                flag.set()
+        self._queue.put(None)
+        if wait:
+            self._worker.join()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            job_id = item["id"]
+            with self._lock:
+                self._pending.remove(job_id)
+                self._current = job_id
+                flag = self._cancel[job_id]
+
+            def forward(event: dict, job_id: str = job_id) -> None:
+                self.emit({**event, "id": job_id})
+
+            try:
+                if flag.is_set():
+                    forward({"type": "cancelled", "message": "cancelled before it started"})
+                else:
+                    run_job(item["job"], Path(item["base_dir"]), Path(item["out_dir"]), forward, flag.is_set,
+                            stores=self.stores)
+            except BaseException as exc:  # noqa: BLE001 (the service outlives any job)
+                forward(error_event(exc, "internal", "the job folder keeps its checkpoints: submit it again"))
+            finally:
+                with self._lock:
+                    del self._cancel[job_id]
+                    self._current = None

@@ -1,0 +1,69 @@
+"""`python -m backend serve --stdio`: the protocol over stdin/stdout, one JSON line each way.
+
+stdout carries protocol lines only: at start-up the process's file descriptor 1 is
+pointed at stderr, so prints and progress bars of libraries cannot corrupt the stream;
+the protocol writes to a private duplicate of the original stdout.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import IO
+
+from .. import protocol
+from .service import JobService, capabilities
+
+
+def _protocol_stream() -> IO[str]:
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return out
+
+
+def serve_stdio(stdin: IO[bytes] | None = None, stdout: IO[str] | None = None) -> int:
+    """Serve until "shutdown" or the end of stdin (the add-on went away)."""
+    out = stdout or _protocol_stream()
+    inp = stdin or sys.stdin.buffer
+    lock = threading.Lock()
+
+    def send(message: dict) -> None:
+        with lock:
+            out.write(protocol.encode(message))
+            out.flush()
+
+    service = JobService(send)
+    send({"type": "hello", "capabilities": capabilities()})
+    while True:
+        line = inp.readline(protocol.MAX_LINE + 1)
+        if not line:
+            break
+        if len(line) > protocol.MAX_LINE and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # skip the rest of the oversized line
+                line = inp.readline(protocol.MAX_LINE)
+            send({"type": "error", "code": "protocol", "message": "message line too long; it was ignored",
+                  "hint": f"keep messages under {protocol.MAX_LINE} bytes (send paths, not file contents)",
+                  "traceback": ""})
+            continue
+        if not line.strip():
+            continue
+        try:
+            msg = protocol.decode(line, protocol.CLIENT_TYPES)
+        except protocol.ProtocolError as exc:
+            send({"type": "error", "code": "protocol", "message": str(exc), "hint": "the message was ignored",
+                  "traceback": ""})
+            continue
+        kind = msg["type"]
+        if kind == "submit":
+            service.submit(msg["id"], msg["job"], msg.get("base_dir") or msg["out_dir"], msg["out_dir"])
+        elif kind == "cancel":
+            service.cancel(msg["id"])
+        elif kind == "free":
+            service.free()
+        elif kind == "ping":
+            send({"type": "pong"})
+        elif kind == "shutdown":
+            break
+    service.close()
+    return 0
