@@ -4,19 +4,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast doctor clean
+.PHONY: demo demo-oracle test test-fast doctor clean
 
-$(STAMP): requirements/backend.txt requirements/test.txt
+$(STAMP): requirements/backend.txt requirements/blender.txt requirements/test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/test.txt
 	touch $(STAMP)
 
-# Oracle generation end to end: procedural target -> phases I-III -> demo/out/result.glb.
+# One generate job through the Blender extension (headless bpy): real models when present,
+# else the tiny ones -> demo/out.blend, demo/result.glb, demo/turntable.png.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m backend.eval.targets --out demo --targets ring
-	HF_HUB_OFFLINE=1 $(PY) -m backend run demo/ring_job.json --out demo/out
-	@echo "demo: demo/out/result.glb, demo/out/turntable.png, demo/out/metrics.json"
+	HF_HUB_OFFLINE=1 $(PY) tools/demo.py
+
+# The backend alone with the analytic oracle: reconstructs a known ring, with metrics.
+demo-oracle: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m backend.eval.targets --out demo/oracle --targets ring
+	HF_HUB_OFFLINE=1 $(PY) -m backend run demo/oracle/ring_job.json --out demo/oracle/out
+	@echo "demo-oracle: demo/oracle/out/result.glb, turntable.png, metrics.json"
 
 # Everything, slow tests included (what CI runs).
 test: $(STAMP)

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     tiny = models_sub.add_parser("build-tiny", help="write tiny random models in the real on-disk formats")
     tiny.add_argument("--out", required=True)
+    status = models_sub.add_parser("status", help="which roles have weights on this machine (JSON)")
+    status.add_argument("--models", default="default", help="default, tiny, a folder or a manifest")
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
@@ -93,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         from .server.http import serve_http
 
         return serve_http(args.http, args.jobs_dir, args.token)
+    if args.command == "models" and args.models_command == "status":
+        from .models.registry import DEFAULT_IDS, ModelStore
+
+        store = ModelStore(args.models)
+        print(json.dumps({role: store.available(role) for role in DEFAULT_IDS if role != "imagebind_tokenizer"},
+                         indent=2))
+        return 0
     if args.command == "models":
         from .models.tiny import build_tiny
 

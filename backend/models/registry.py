@@ -110,6 +110,23 @@ class ModelStore:
         else:
             self._tiny_root = None
 
+    def available(self, role: str) -> bool:
+        """Whether a role's weights are on this machine (no download, nothing loaded)."""
+        where = self.location(role)
+        if role == "imagebind":
+            from .imagebind import CHECKPOINT
+
+            return (self._imagebind_folder(where) / CHECKPOINT).exists()
+        if Path(where).exists():
+            return True
+        from huggingface_hub import try_to_load_from_cache
+
+        probe = {"ip_adapter": f"{DEFAULT_SUBFOLDERS['ip_adapter']}/{IP_ADAPTER_WEIGHTS}",
+                 "clip": "image_encoder/config.json"}.get(role, "config.json")
+        if role in ("sd", "unclip", "zero123"):
+            probe = "model_index.json"
+        return isinstance(try_to_load_from_cache(where, probe), str)
+
     def location(self, role: str) -> str:
         """Local folder or hub id for a role."""
         if role in self._manifest:
@@ -238,8 +255,7 @@ class ModelStore:
 
         from .imagebind import CHECKPOINT, load_imagebind
 
-        where = self.location(role)
-        folder = Path(where) if Path(where).is_absolute() or Path(where).exists() else tiny_cache_dir().parent / where
+        folder = self._imagebind_folder(self.location(role))
         try:
             model = load_imagebind(folder, self.device)
         except FileNotFoundError as exc:
@@ -304,6 +320,10 @@ class ModelStore:
             return ((x - m) / s).to(self.dtype)
 
         return prep
+
+    @staticmethod
+    def _imagebind_folder(where: str) -> Path:
+        return Path(where) if Path(where).is_absolute() or Path(where).exists() else tiny_cache_dir().parent / where
 
     def clip_image_encoder(self, role: str = "clip", where: str | None = None, sub: str = ""
                            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:

@@ -1,0 +1,94 @@
+"""Bring a job's result.glb into the scene, and export the selected mesh as a job input.
+
+Generate places the result at the 3D cursor; stylize and edit give it the original's world
+transform (the original was exported in its own local space) and hide the original,
+never deleting it. Results go to the "Conjure" collection, named from the prompt, with the
+job folder stored as the custom property "conjure_job" and the baked texture packed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from mathutils import Matrix
+
+COLLECTION = "Conjure"
+
+
+def export_selected_mesh(obj: bpy.types.Object, path: Path) -> Path:
+    """Write obj alone, in its local space (modifiers applied), as GLB."""
+    if obj is None or obj.type != "MESH":
+        raise RuntimeError("select a mesh object to stylize or edit")
+    if len(obj.data.polygons) == 0:
+        raise RuntimeError(f"{obj.name} has no faces: stylize and edit need a surface, not points or edges")
+    saved_matrix, saved_selection = obj.matrix_world.copy(), list(bpy.context.selected_objects)
+    active = bpy.context.view_layer.objects.active
+    try:
+        for o in saved_selection:
+            o.select_set(False)
+        obj.select_set(True)
+        bpy.context.view_layer.objects.active = obj
+        obj.matrix_world = Matrix.Identity(4)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB", use_selection=True,
+                                  export_apply=True, export_animations=False)
+    finally:
+        obj.matrix_world = saved_matrix
+        obj.select_set(False)
+        for o in saved_selection:
+            o.select_set(True)
+        bpy.context.view_layer.objects.active = active
+    return path
+
+
+def _collection(scene: bpy.types.Scene) -> bpy.types.Collection:
+    coll = bpy.data.collections.get(COLLECTION)
+    if coll is None:
+        coll = bpy.data.collections.new(COLLECTION)
+    if coll.name not in scene.collection.children:
+        scene.collection.children.link(coll)
+    return coll
+
+
+def _name(prompt: str, mode: str) -> str:
+    words = "_".join(prompt.split()[:4]) or mode
+    return f"Conjure_{words}"[:60]
+
+
+def import_result(glb: str, job_dir: Path, prompt: str, mode: str, target: str = "") -> bpy.types.Object:
+    """Import result.glb; -> the new mesh object."""
+    scene = bpy.context.scene
+    before = set(bpy.data.objects)
+    bpy.ops.import_scene.gltf(filepath=glb)
+    new = [o for o in bpy.data.objects if o not in before]
+    meshes = [o for o in new if o.type == "MESH"]
+    if not meshes:
+        raise RuntimeError(f"{glb} holds no mesh")
+    obj = meshes[0]
+    for o in new:  # the importer may add empties; keep only the mesh
+        if o is not obj:
+            bpy.data.objects.remove(o)
+    coll = _collection(scene)
+    for c in list(obj.users_collection):
+        c.objects.unlink(obj)
+    coll.objects.link(obj)
+    obj.name = _name(prompt, mode)
+    original = bpy.data.objects.get(target) if target else None
+    if original is not None:
+        obj.matrix_world = original.matrix_world.copy()
+        original.hide_set(True)
+        original.hide_render = True
+    else:
+        obj.location = scene.cursor.location.copy()
+    for slot in obj.material_slots:
+        if slot.material and slot.material.use_nodes:
+            for node in slot.material.node_tree.nodes:
+                if node.type == "TEX_IMAGE" and node.image is not None and not node.image.packed_file:
+                    node.image.pack()
+    obj["conjure_job"] = str(job_dir)
+    obj["conjure_mode"] = mode
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    obj.select_set(True)
+    bpy.context.view_layer.objects.active = obj
+    return obj

@@ -1,0 +1,181 @@
+"""The add-on's one backend connection and its running job.
+
+Blender's main thread owns all bpy data: the backend client's reader thread only queues
+messages, and pump() (called from a modal timer, or a wait loop when headless) applies
+them to the window manager's ConjureState, imports results and reports errors. A backend
+that dies becomes an error in that state; the next job starts a new backend.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import bpy
+
+from ..backend.client import Backend, HttpBackend, StdioBackend
+from ..preferences import prefs, venv_python
+
+ADDON_ROOT = Path(__file__).resolve().parents[1]  # holds backend/
+
+
+@dataclass
+class Job:
+    id: str
+    mode: str
+    prompt: str
+    job_dir: Path
+    target: str = ""  # stylize / edit: the object worked on
+    on_result: Callable[[dict], None] | None = None
+    cancel_step: int | None = None  # the step shown when cancel was asked
+    messages: list[dict] = field(default_factory=list)
+
+
+class Session:
+    def __init__(self) -> None:
+        self.backend: Backend | None = None
+        self.job: Job | None = None
+
+    # -- backend --------------------------------------------------------------------------
+    def _python(self) -> str:
+        p = prefs().python.strip()
+        if p:
+            return bpy.path.abspath(p)
+        python = venv_python()
+        if not python.exists():
+            raise RuntimeError("the backend is not installed: press Install backend in the add-on preferences, "
+                               "or set Backend Python to an interpreter that has it")
+        return str(python)
+
+    def ensure_backend(self) -> Backend:
+        if self.backend is not None and self.backend.alive:
+            return self.backend
+        self.close_backend()
+        p = prefs()
+        if p.remote_url.strip():
+            self.backend = HttpBackend(p.remote_url.strip(), p.remote_token)
+            return self.backend
+        env = {"PYTHONUNBUFFERED": "1"}
+        if p.hf_home:
+            env["HF_HOME"] = bpy.path.abspath(p.hf_home)
+        if not (p.allow_downloads and bpy.app.online_access):
+            env["HF_HUB_OFFLINE"] = "1"
+        log = Path(bpy.app.tempdir or "/tmp") / "conjure_backend.log"
+        self.backend = StdioBackend(self._python(), log, cwd=ADDON_ROOT, env=env)
+        self.backend.wait_hello(timeout=120)
+        return self.backend
+
+    def close_backend(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    # -- jobs -----------------------------------------------------------------------------
+    def submit(self, job: dict, job_dir: Path, mode: str, prompt: str, target: str = "",
+               on_result: Callable[[dict], None] | None = None) -> Job:
+        if self.job is not None:
+            raise RuntimeError("a job is already running: cancel it or wait for it")
+        state = bpy.context.window_manager.conjure
+        backend = self.ensure_backend()
+        job_id = backend.submit(job, job_dir, job_dir / "out")
+        self.job = Job(job_id, mode, prompt, job_dir, target, on_result)
+        state.running, state.status, state.error, state.hint = True, "queued", "", ""
+        state.phase, state.step, state.total, state.progress, state.eta_s = "", 0, 0, 0.0, 0.0
+        state.job_dir, state.preview = str(job_dir), ""
+        return self.job
+
+    def cancel(self) -> bool:
+        if self.job is None or self.backend is None:
+            return False
+        self.job.cancel_step = bpy.context.window_manager.conjure.step
+        if self.backend.alive:
+            self.backend.cancel(self.job.id)
+        return True
+
+    def pump(self) -> bool:
+        """Apply what arrived; -> True while a job is still running."""
+        if self.backend is None:
+            return False
+        for msg in self.backend.poll():
+            self._apply(msg)
+        return self.job is not None
+
+    def wait(self, until: str = "end", timeout: float = 3600.0) -> bool:
+        """Headless: pump until the job ends (or, with until="progress", its first progress).
+        -> False on timeout."""
+        deadline = time.monotonic() + timeout
+        state = bpy.context.window_manager.conjure
+        while time.monotonic() < deadline:
+            running = self.pump()
+            if not running or (until == "progress" and state.step > 0):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _apply(self, msg: dict) -> None:
+        state = bpy.context.window_manager.conjure
+        job = self.job
+        if job is None or msg.get("id") not in (None, job.id):
+            return
+        job.messages.append(msg)
+        kind = msg["type"]
+        if kind == "progress":
+            state.status, state.phase = "running", msg["phase"]
+            state.step, state.total = msg["step"], msg["total"]
+            state.progress = msg["step"] / max(msg["total"], 1)
+            state.eta_s = msg.get("eta_s", 0.0)
+            if msg.get("preview"):
+                state.preview = msg["preview"]
+                _show_preview(msg["preview"])
+        elif kind == "log":
+            print(f"[conjure] {msg.get('message', '')}")
+        elif kind == "result":
+            state.status = "importing"
+            if job.on_result is not None:
+                try:
+                    job.on_result(msg)
+                except Exception as exc:  # noqa: BLE001 (an import problem must not lose the job)
+                    self._end("error", f"the result could not be imported: {exc}", f"the files are in {job.job_dir}")
+                    return
+        elif kind == "done":
+            self._end("done")
+        elif kind == "cancelled":
+            self._end("cancelled", "", msg.get("message", ""))
+        elif kind == "error":
+            if msg.get("id") is None and msg.get("code") == "protocol":
+                print(f"[conjure] {msg['message']}", file=sys.stderr)
+                return
+            self._end("error", msg.get("message", "error"), msg.get("hint", ""))
+
+    def _end(self, status: str, error: str = "", hint: str = "") -> None:
+        state = bpy.context.window_manager.conjure
+        state.running, state.status = False, status
+        state.error, state.hint = error.splitlines()[0][:500] if error else "", hint
+        if error:
+            print(f"[conjure] {status}: {error}\n{hint}", file=sys.stderr)
+        self.job = None
+
+
+def _show_preview(path: str) -> None:
+    """Load (or reload) the preview PNG as the image 'Conjure Preview'."""
+    if not os.path.isfile(path):
+        return
+    img = bpy.data.images.get("Conjure Preview")
+    if img is None:
+        img = bpy.data.images.load(path)
+        img.name = "Conjure Preview"
+    else:
+        img.filepath = path
+        img.reload()
+    img.preview_ensure()
+
+
+SESSION = Session()
+
+
+def shutdown() -> None:
+    SESSION.close_backend()
+    SESSION.job = None

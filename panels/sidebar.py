@@ -1,0 +1,97 @@
+"""3D view sidebar tab "Conjure": inputs, Generate / Cancel, progress, preview, last error."""
+from __future__ import annotations
+
+import bpy
+
+
+class CONJURE_UL_images(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname):  # noqa: ANN001, PLR0913
+        row = layout.row(align=True)
+        row.prop(item, "image", text="")
+        if item.image is None:
+            row.prop(item, "path", text="")
+
+
+class CONJURE_OT_image_slot(bpy.types.Operator):
+    """Add or remove a reference image"""
+
+    bl_idname, bl_label = "conjure.image_slot", "Reference Image"
+    remove: bpy.props.BoolProperty()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        s = context.scene.conjure
+        if self.remove:
+            if len(s.images):
+                s.images.remove(s.active_image)
+                s.active_image = max(0, s.active_image - 1)
+        else:
+            s.images.add()
+            s.active_image = len(s.images) - 1
+        return {"FINISHED"}
+
+
+class CONJURE_PT_main(bpy.types.Panel):
+    bl_label = "Conjure"
+    bl_idname = "CONJURE_PT_main"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Conjure"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        s, state = context.scene.conjure, context.window_manager.conjure
+        layout = self.layout
+        layout.prop(s, "mode", text="")
+        layout.prop(s, "prompt", text="", icon="TEXT")
+        layout.label(text="Reference images")
+        row = layout.row()
+        row.template_list("CONJURE_UL_images", "", s, "images", s, "active_image", rows=2)
+        col = row.column(align=True)
+        col.operator("conjure.image_slot", icon="ADD", text="").remove = False
+        col.operator("conjure.image_slot", icon="REMOVE", text="").remove = True
+        layout.prop(s, "audio")
+        box = layout.box()
+        box.label(text="Weights")
+        r = box.row(align=True)
+        r.prop(s, "weight_text")
+        r.prop(s, "weight_images")
+        r.prop(s, "weight_audio")
+        layout.template_ID(s, "style_image", open="image.open")
+        row = layout.row(align=True)
+        row.prop(s, "preset")
+        row.prop(s, "seed")
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        row.enabled = not state.running
+        op = {"generate": "conjure.generate", "stylize": "conjure.stylize", "edit": "conjure.edit"}[s.mode]
+        row.operator(op, icon="SHADERFX")
+        row = layout.row(align=True)
+        row.enabled = state.running
+        row.operator("conjure.cancel", icon="CANCEL")
+        layout.operator("conjure.free_backend", icon="TRASH")
+        if state.running or state.status not in ("idle", ""):
+            box = layout.box()
+            eta = f", ETA {state.eta_s:.0f}s" if state.running and state.eta_s else ""
+            box.label(text=f"{state.status} {state.phase} {state.step}/{state.total}{eta}".strip())
+            box.progress(factor=state.progress, type="BAR", text=f"{state.progress:.0%}")
+        img = bpy.data.images.get("Conjure Preview")
+        if img is not None and img.preview is not None:
+            layout.template_icon(icon_value=img.preview.icon_id, scale=8.0)
+        if state.error:
+            box = layout.box()
+            box.alert = True
+            box.label(text=state.error, icon="ERROR")
+            if state.hint:
+                box.label(text=state.hint)
+
+
+CLASSES = (CONJURE_UL_images, CONJURE_OT_image_slot, CONJURE_PT_main)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,80 @@
+"""Add-on preferences: where the backend runs and what it may do."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import bpy
+
+PRESETS = [("draft", "Draft", "A few minutes: quick look"), ("standard", "Standard", "The papers' settings (GPU)"),
+           ("high", "High", "Larger grids and textures, SGC (large GPU)")]
+
+
+def venv_dir() -> Path:
+    """The backend's own environment, created by the Install backend operator."""
+    return Path(bpy.utils.extension_path_user(__package__, path="venv", create=True))
+
+
+def venv_python() -> Path:
+    sub = ("Scripts", "python.exe") if sys.platform == "win32" else ("bin", "python")
+    return venv_dir().joinpath(*sub)
+
+
+class ConjurePreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    python: bpy.props.StringProperty(
+        name="Backend Python", subtype="FILE_PATH",
+        description="Interpreter with the backend installed; empty: the environment Install backend creates")
+    models: bpy.props.StringProperty(
+        name="Models", default="default",
+        description="default (hub ids from the local cache), tiny (built-in random test models), "
+                    "a models folder or a manifest file")
+    hf_home: bpy.props.StringProperty(name="Hugging Face cache", subtype="DIR_PATH",
+                                      description="HF_HOME for the backend; empty: the usual cache")
+    allow_downloads: bpy.props.BoolProperty(
+        name="Allow model downloads", default=False,
+        description="Let the backend download missing models (only when Blender allows online access)")
+    device: bpy.props.EnumProperty(name="Device", items=[("auto", "Auto", "GPU when there is one"),
+                                                         ("cuda", "GPU", "CUDA"), ("cpu", "CPU", "Slow")])
+    default_preset: bpy.props.EnumProperty(name="Default preset", items=PRESETS)
+    jobs_dir: bpy.props.StringProperty(name="Job folders", subtype="DIR_PATH",
+                                       description="Where job folders go; empty: beside the .blend, else temp")
+    remote_url: bpy.props.StringProperty(name="Remote backend URL",
+                                         description="http://host:port of `python -m backend serve --http`; "
+                                                     "empty: run the backend on this computer")
+    remote_token: bpy.props.StringProperty(name="Token", subtype="PASSWORD")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        col = layout.column()
+        col.prop(self, "python")
+        row = col.row()
+        row.operator("conjure.install_backend", icon="IMPORT")
+        row.label(text=f"Environment: {venv_dir()}")
+        col.prop(self, "models")
+        col.prop(self, "hf_home")
+        sub = col.row()
+        sub.enabled = bpy.app.online_access
+        sub.prop(self, "allow_downloads")
+        if not bpy.app.online_access:
+            col.label(text="Online access is off in Blender's preferences: no downloads", icon="INFO")
+        col.prop(self, "device")
+        col.prop(self, "default_preset")
+        col.prop(self, "jobs_dir")
+        box = layout.box()
+        box.label(text="Remote backend")
+        box.prop(self, "remote_url")
+        box.prop(self, "remote_token")
+
+
+def prefs(context: bpy.types.Context | None = None) -> ConjurePreferences:
+    return (context or bpy.context).preferences.addons[__package__].preferences
+
+
+def register() -> None:
+    bpy.utils.register_class(ConjurePreferences)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(ConjurePreferences)

@@ -1,0 +1,63 @@
+"""What the panel edits (scene: the job's inputs) and what it shows (window manager: the
+running job's state, updated on the main thread from backend messages)."""
+from __future__ import annotations
+
+import bpy
+
+from .preferences import PRESETS
+
+MODES = [("generate", "Generate", "A new object from the prompt"),
+         ("stylize", "Stylize selected", "Restyle the selected mesh from a style image (and text)"),
+         ("edit", "Edit selected", "Change the selected mesh as the prompt says")]
+
+
+class ConjureImageItem(bpy.types.PropertyGroup):
+    image: bpy.props.PointerProperty(type=bpy.types.Image, name="Image")
+    path: bpy.props.StringProperty(name="File", subtype="FILE_PATH")
+
+
+class ConjureSettings(bpy.types.PropertyGroup):
+    prompt: bpy.props.StringProperty(name="Prompt", description="What to make")
+    images: bpy.props.CollectionProperty(type=ConjureImageItem)
+    active_image: bpy.props.IntProperty()
+    audio: bpy.props.StringProperty(name="Sound", subtype="FILE_PATH", description="WAV, FLAC or OGG clip")
+    weight_text: bpy.props.FloatProperty(name="Text", default=1.0, min=0.0, soft_max=2.0)
+    weight_images: bpy.props.FloatProperty(name="Images", default=1.0, min=0.0, soft_max=2.0)
+    weight_audio: bpy.props.FloatProperty(name="Sound", default=1.0, min=0.0, soft_max=2.0)
+    style_image: bpy.props.PointerProperty(type=bpy.types.Image, name="Style image")
+    mode: bpy.props.EnumProperty(name="Mode", items=MODES)
+    preset: bpy.props.EnumProperty(name="Preset", items=[("DEFAULT", "Default", "The preferences' default preset")]
+                                   + PRESETS)
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+
+
+class ConjureState(bpy.types.PropertyGroup):
+    running: bpy.props.BoolProperty()
+    status: bpy.props.StringProperty(default="idle")
+    phase: bpy.props.StringProperty()
+    step: bpy.props.IntProperty()
+    total: bpy.props.IntProperty()
+    progress: bpy.props.FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
+    eta_s: bpy.props.FloatProperty()
+    preview: bpy.props.StringProperty(subtype="FILE_PATH")
+    error: bpy.props.StringProperty()
+    hint: bpy.props.StringProperty()
+    job_dir: bpy.props.StringProperty(subtype="DIR_PATH")
+    result_object: bpy.props.StringProperty()
+
+
+CLASSES = (ConjureImageItem, ConjureSettings, ConjureState)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.conjure = bpy.props.PointerProperty(type=ConjureSettings)
+    bpy.types.WindowManager.conjure = bpy.props.PointerProperty(type=ConjureState)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.conjure
+    del bpy.types.Scene.conjure
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

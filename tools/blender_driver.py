@@ -1,0 +1,135 @@
+"""Runs inside a Python that has `bpy` (PyPI, headless): installs the extension zip the way
+Blender does, enables it, runs one scenario through the operators and prints a JSON report
+as its last line. Driven by tests/test_blender_addon.py, one process per scenario (bpy is
+one Blender per process); also `make demo`.
+
+    python tools/blender_driver.py ZIP SCENARIO WORKDIR [JSON_ARGS]
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import bpy
+
+MODULE = "bl_ext.user_default.conjure"
+
+
+def install(zip_path: str) -> None:
+    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    assert result == {"FINISHED"}, result
+    assert MODULE in bpy.context.preferences.addons
+
+
+def session():  # noqa: ANN201
+    return sys.modules[MODULE + ".operators.session"].SESSION
+
+
+def configure(models: str, work: Path) -> None:
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.python = sys.executable  # this interpreter has the backend's packages
+    prefs.models = models
+    prefs.jobs_dir = str(work / "jobs")
+    prefs.device = "cpu"
+
+
+def report_object(name: str) -> dict:
+    obj = bpy.data.objects[name]
+    images = [n.image for s in obj.material_slots if s.material and s.material.use_nodes
+              for n in s.material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image]
+    return {"name": obj.name, "uv_layers": len(obj.data.uv_layers), "faces": len(obj.data.polygons),
+            "images": len(images), "packed": all(i.packed_file is not None for i in images),
+            "image_size": list(images[0].size) if images else None,
+            "collection": [c.name for c in obj.users_collection],
+            "matrix": [list(r) for r in obj.matrix_world], "job": obj.get("conjure_job", "")}
+
+
+def state() -> dict:
+    s = bpy.context.window_manager.conjure
+    return {"status": s.status, "error": s.error, "hint": s.hint, "step": s.step, "phase": s.phase,
+            "running": s.running, "result": s.result_object, "preview": s.preview}
+
+
+def scenario_register(work: Path, args: dict) -> dict:
+    out = {"ops": all(hasattr(bpy.ops.conjure, n) for n in ("generate", "stylize", "edit", "cancel",
+                                                            "free_backend", "install_backend", "wait")),
+           "panel": hasattr(bpy.types, "CONJURE_PT_main"), "scene_props": hasattr(bpy.types.Scene, "conjure")}
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    out["after_disable"] = {"scene_props": hasattr(bpy.types.Scene, "conjure"),
+                            "panel": hasattr(bpy.types, "CONJURE_PT_main")}
+    bpy.ops.preferences.addon_enable(module=MODULE)
+    out["re_enabled"] = hasattr(bpy.types, "CONJURE_PT_main")
+    return out
+
+
+def scenario_generate(work: Path, args: dict) -> dict:
+    bpy.context.scene.cursor.location = (1.0, 2.0, 0.5)
+    t0 = time.monotonic()
+    result = bpy.ops.conjure.generate(**args["op"])
+    out = {"op": sorted(result), "state": state(), "seconds": round(time.monotonic() - t0, 1)}
+    if out["state"]["result"]:
+        out["object"] = report_object(out["state"]["result"])
+    if args.get("save"):
+        bpy.ops.wm.save_as_mainfile(filepath=args["save"])
+    return out
+
+
+def _mesh_job(work: Path, args: dict, op) -> dict:  # noqa: ANN001
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=24, ring_count=12, radius=1.0, location=(3.0, -1.0, 0.5),
+                                         rotation=(0.3, 0.0, 0.7))
+    original = bpy.context.active_object
+    original.scale = (1.5, 1.0, 0.8)
+    original.name = "Original"
+    matrix = [list(r) for r in original.matrix_world]
+    result = op(**args["op"])
+    out = {"op": sorted(result), "state": state(), "original_matrix": matrix,
+           "original_hidden": original.hide_get(), "original_exists": "Original" in bpy.data.objects}
+    if out["state"]["result"]:
+        out["object"] = report_object(out["state"]["result"])
+    return out
+
+
+def scenario_stylize(work: Path, args: dict) -> dict:
+    return _mesh_job(work, args, bpy.ops.conjure.stylize)
+
+
+def scenario_edit(work: Path, args: dict) -> dict:
+    return _mesh_job(work, args, bpy.ops.conjure.edit)
+
+
+def scenario_cancel(work: Path, args: dict) -> dict:
+    assert bpy.ops.conjure.generate(wait=False, **args["op"]) == {"FINISHED"}
+    bpy.ops.conjure.wait(until="progress", timeout=300)
+    at_cancel = bpy.context.window_manager.conjure.step
+    bpy.ops.conjure.cancel()
+    bpy.ops.conjure.wait(until="end", timeout=300)
+    return {"state": state(), "step_at_cancel": at_cancel,
+            "messages": [m for m in session().job.messages] if session().job else []}
+
+
+def scenario_kill(work: Path, args: dict) -> dict:
+    assert bpy.ops.conjure.generate(wait=False, **args["op"]) == {"FINISHED"}
+    bpy.ops.conjure.wait(until="progress", timeout=300)
+    session().backend.proc.kill()
+    bpy.ops.conjure.wait(until="end", timeout=60)
+    out = {"state": state()}
+    out["blender_usable"] = bpy.ops.mesh.primitive_cube_add() == {"FINISHED"}
+    job_dirs = sorted((work / "jobs").iterdir())
+    out["job_folder_kept"] = (job_dirs[-1] / "out" / "events.jsonl").exists() if job_dirs else False
+    return out
+
+
+def main() -> None:
+    zip_path, name, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    args = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    install(zip_path)
+    configure(args.get("models", "tiny"), work)
+    try:
+        report = globals()[f"scenario_{name}"](work, args)
+    finally:
+        session().close_backend()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
