@@ -160,7 +160,7 @@ CLIENT_TYPES = ("submit", "cancel", "free", "ping", "shutdown")
 SERVER_TYPES = ("hello", "queued", "accepted", "progress", "log", "result", "done", "cancelled", "error",
                 "pong", "freed")
 # Error codes a client may see; "backend_died" and "protocol" are raised on the client side.
-ERROR_CODES = ("invalid_job", "model_missing", "pipeline", "out_of_memory", "internal", "protocol",
+ERROR_CODES = ("invalid_job", "invalid_input", "model_missing", "pipeline", "out_of_memory", "internal", "protocol",
                "backend_died", "busy")
 
 

@@ -68,3 +68,20 @@ def test_killed_backend_is_an_error_and_blender_goes_on(extension, tmp_path):
     assert r["state"]["status"] == "error" and "exited" in r["state"]["error"] and not r["state"]["running"]
     assert "resume" in r["state"]["hint"]
     assert r["blender_usable"] and r["job_folder_kept"]
+
+
+@pytest.mark.parametrize("mode", ["stylize", "edit"])
+def test_mesh_modes_restyle_a_copy_with_the_same_transform_and_hide_the_original(extension, tmp_path, mode):
+    style = tmp_path / "style.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (30, 90, 200)).save(style)
+    op = {"prompt": "a blue ball" if mode == "edit" else "", "overrides": json.dumps(FAST)}
+    if mode == "stylize":
+        op["style_image"] = str(style)
+    r = drive(extension, mode, tmp_path, {"op": op})
+    assert r["op"] == ["FINISHED"], r["state"]
+    obj = r["object"]
+    assert obj["uv_layers"] >= 1 and obj["images"] >= 1 and obj["collection"] == ["Conjure"]
+    assert obj["matrix"] == pytest.approx(r["original_matrix"], abs=1e-5)
+    assert r["original_hidden"] and r["original_exists"]

@@ -15,9 +15,9 @@ def test_cleanup_removes_specks_and_duplicates():
     speck = trimesh.creation.icosphere(0, 0.01)
     speck.apply_translation([0.8, 0, 0])
     m = trimesh.util.concatenate([a, speck])
-    v, f = cleanup(torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces), 100000, 0.05)
+    v, f, _ = cleanup(torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces), 100000, 0.05)
     assert f.shape[0] == a.faces.shape[0]
-    v2, f2 = cleanup(torch.tensor(a.vertices, dtype=torch.float32), torch.tensor(a.faces), 100, 0.0)
+    v2, f2, _ = cleanup(torch.tensor(a.vertices, dtype=torch.float32), torch.tensor(a.faces), 100, 0.0)
     assert f2.shape[0] <= 100
 
 

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from backend.geometry.dmtet import dmtet_from_density
 from backend.models.registry import ModelStore
 from backend.models.tiny import build_tiny
 from backend.pipeline.config import resolve
@@ -65,7 +66,8 @@ def test_each_loss_reaches_each_phase(paper, loss):
     cfg2["tet_res"] = 16
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731 (a known surface)
     p1.field.density = sphere
-    p2 = GeometryPhase.from_nerf(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, paper=paper), p1.field, print)
+    dmtet = dmtet_from_density(sphere, cfg2["tet_res"], cfg2["density_threshold"])
+    p2 = GeometryPhase(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, paper=paper), dmtet)
     sdf, deform = p2.dmtet.sdf.detach().clone(), p2.dmtet.deform.detach().clone()
     p2.step(0)
     assert not (torch.equal(sdf, p2.dmtet.sdf) and torch.equal(deform, p2.dmtet.deform)), "phase II"

@@ -26,13 +26,18 @@ def init_meshlab() -> None:
     pymeshlab.MeshSet()
 
 
-def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int,
-            min_component_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> cleaned verts [V,3], faces [F,3] (CPU)."""
+def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, min_component_fraction: float,
+            colors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """-> cleaned verts [V,3], faces [F,3], vertex colours [V,3] when given (CPU)."""
     import pymeshlab
 
     ms = pymeshlab.MeshSet()
-    ms.add_mesh(pymeshlab.Mesh(verts.detach().cpu().double().numpy(), faces.cpu().numpy().astype(np.int32)))
+    v, f = verts.detach().cpu().double().numpy(), faces.cpu().numpy().astype(np.int32)
+    if colors is None:
+        ms.add_mesh(pymeshlab.Mesh(v, f))
+    else:
+        rgba = np.concatenate([colors.detach().cpu().double().numpy(), np.ones((len(v), 1))], 1)
+        ms.add_mesh(pymeshlab.Mesh(v, f, v_color_matrix=rgba))
     ms.meshing_remove_duplicate_vertices()
     ms.meshing_remove_duplicate_faces()
     ms.meshing_remove_null_faces()
@@ -45,8 +50,9 @@ def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int,
         ms.meshing_decimation_quadric_edge_collapse(targetfacenum=max_faces, preservenormal=True,
                                                     preservetopology=True, optimalplacement=True)
     m = ms.current_mesh()
+    out_colors = None if colors is None else torch.tensor(m.vertex_color_matrix()[:, :3], dtype=torch.float32)
     return (torch.tensor(m.vertex_matrix(), dtype=torch.float32),
-            torch.tensor(m.face_matrix(), dtype=torch.long))
+            torch.tensor(m.face_matrix(), dtype=torch.long), out_colors)
 
 
 def unwrap(verts: torch.Tensor, faces: torch.Tensor, resolution: int, padding: int
@@ -98,7 +104,7 @@ def bake(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, uv: torch
 
 def build_textured_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor,
                         albedo_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: dict) -> Mesh:
-    v, f = cleanup(verts, faces, export_cfg["max_faces"], export_cfg["min_component_fraction"])
+    v, f, _ = cleanup(verts, faces, export_cfg["max_faces"], export_cfg["min_component_fraction"])
     if f.shape[0] == 0:
         raise ValueError("nothing left after cleanup: the surface is empty or made of specks")
     size = export_cfg["texture_size"]

@@ -116,3 +116,24 @@ def dmtet_from_density(density_fn: Callable[[torch.Tensor], torch.Tensor], res: 
     dmtet.set_sdf(lambda v: fill_enclosed(torch.cat([((threshold - density_fn(p)) / threshold).clamp(-1, 1)
                                                      for p in v.split(1 << 16)]), res))
     return dmtet
+
+
+def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: float = 1.0,
+                    margin: float = 0.25, sign_faces: int = 5000) -> DMTet:
+    """Edit mode: a grid over the mesh's box grown by `margin` of its largest side on every
+    side (room for the edit to grow), with the mesh's signed distance (geometry/mesh_sdf.py). The inside/outside sign uses the winding number of a
+    copy decimated to `sign_faces` (its cost is points x faces); distances come from dense
+    samples of the full mesh, so only the sign near the surface can lose detail."""
+    from ..export.mesh_export import cleanup
+    from .mesh_sdf import mesh_sdf
+
+    lo, hi = verts.min(0).values, verts.max(0).values
+    pad = (hi - lo).max() * margin
+    lo, hi = (lo - pad).clamp(min=-bound), (hi + pad).clamp(max=bound)
+    sv, sf = verts, faces
+    if faces.shape[0] > sign_faces:
+        sv, sf, _ = cleanup(verts, faces, sign_faces, 0.0)
+    dmtet = DMTet(res, lo.tolist(), hi.tolist())
+    dmtet.set_sdf(lambda p: mesh_sdf(p, verts, faces, sign_mesh=(sv, sf)))
+    return dmtet
+

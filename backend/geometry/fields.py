@@ -32,6 +32,22 @@ class TextureField(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.albedo_net(self.encoding(x)))
 
+    def fit(self, points: torch.Tensor, colors: torch.Tensor, steps: int, lr: float = 1e-2,
+            batch: int = 1 << 14, seed: int = 0) -> float:
+        """Project known colours into the field: MSE on points [N,3] / colours [N,3] in [0,1]
+        (stylize and edit start from the input's look). -> final batch MSE."""
+        g = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        device = next(self.parameters()).device
+        loss = torch.zeros(())
+        for _ in range(steps):
+            idx = torch.randint(0, points.shape[0], (min(batch, points.shape[0]),), generator=g)
+            loss = torch.nn.functional.mse_loss(self(points[idx].to(device)), colors[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return float(loss.detach())
+
 
 class NeRFField(nn.Module):
     """One hash encoding shared by a density head and an albedo head."""

@@ -28,8 +28,9 @@ def winding_number(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tenso
     return out
 
 
-def surface_samples(verts: torch.Tensor, faces: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
-    """[count,3] points uniformly distributed over the surface area."""
+def sample_surface(verts: torch.Tensor, faces: torch.Tensor, count: int, seed: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform over the surface area: -> face index [count], barycentrics [count,3]."""
     g = torch.Generator().manual_seed(seed)
     tri = verts[faces].cpu()
     area = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1)
@@ -37,14 +38,22 @@ def surface_samples(verts: torch.Tensor, faces: torch.Tensor, count: int, seed: 
     u, v = torch.rand(count, generator=g), torch.rand(count, generator=g)
     flip = u + v > 1
     u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
-    t = tri[idx]
-    return t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+    return idx, torch.stack([1 - u - v, u, v], -1)
 
 
-def mesh_sdf(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, samples: int = 200_000) -> torch.Tensor:
-    """[N,3] -> [N] signed distance (negative inside)."""
+def surface_samples(verts: torch.Tensor, faces: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """[count,3] points uniformly distributed over the surface area."""
+    idx, bary = sample_surface(verts, faces, count, seed)
+    return (verts.cpu()[faces.cpu()[idx]] * bary[..., None]).sum(1)
+
+
+def mesh_sdf(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, samples: int = 200_000,
+             sign_mesh: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """[N,3] -> [N] signed distance (negative inside). sign_mesh: a lighter (verts, faces)
+    for the winding number, whose cost grows with points x faces."""
     surf = surface_samples(verts, faces, samples).numpy()
     dist, _ = cKDTree(surf).query(points.detach().cpu().numpy(), workers=-1)
-    inside = winding_number(points.cpu(), verts.cpu(), faces.cpu()) > 0.5
+    sv, sf = sign_mesh if sign_mesh is not None else (verts, faces)
+    inside = winding_number(points.cpu(), sv.cpu(), sf.cpu()) > 0.5
     d = torch.from_numpy(np.asarray(dist, dtype=np.float32))
     return torch.where(inside, -d, d).to(points.device)

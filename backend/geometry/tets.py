@@ -92,7 +92,10 @@ def marching_tets(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor) ->
         tv = tets[valid]
         edges = tv[:, torch.tensor(TET_EDGES, device=device)]  # [Tv,6,2]
         edges = torch.sort(edges, dim=-1).values.reshape(-1, 2)
-        uniq, inv = torch.unique(edges, dim=0, return_inverse=True)
+        # Unique edges through a scalar key: unique over rows (dim=0) is ~10x slower.
+        n = int(verts.shape[0])
+        keys, inv = torch.unique(edges[:, 0] * n + edges[:, 1], return_inverse=True)
+        uniq = torch.stack([keys // n, keys % n], -1)
         cross = inside[uniq[:, 0]] != inside[uniq[:, 1]]
         new_id = torch.full((uniq.shape[0],), -1, dtype=torch.long, device=device)
         new_id[cross] = torch.arange(int(cross.sum()), device=device)

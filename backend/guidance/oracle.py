@@ -29,14 +29,16 @@ def mesh_material(mesh: Mesh):  # noqa: ANN201 (returns a render Material)
     return (lambda xyz, ex: sample_colors(mesh, ex.get("uv"), ex.get("colors"))), extras
 
 
-def render_target(raster: Rasterizer, mesh: Mesh, views: Views) -> torch.Tensor:
-    """[B,H,W,3] in [0,1]: the target seen through the views (grey if it has no colour)."""
+def render_target(raster: Rasterizer, mesh: Mesh, views: Views, with_mask: bool = False) -> torch.Tensor:
+    """[B,H,W,3] in [0,1] (RGBA [B,H,W,4] with_mask, alpha antialiased): the target seen
+    through the views (grey if it has no colour)."""
     if mesh.has_color:
         material, extras = mesh_material(mesh)
     else:
         material, extras = None, {}
     with torch.no_grad():
-        return render_mesh(raster, mesh.verts, mesh.faces, views, material, extras).image
+        out = render_mesh(raster, mesh.verts, mesh.faces, views, material, extras)
+    return torch.cat([out.image, out.alpha], -1) if with_mask else out.image
 
 
 class OracleDenoiser:

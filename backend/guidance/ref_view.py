@@ -3,32 +3,55 @@ reference image x_r inside its mask m and match the mask itself:
     ω_rgb ||m ⊙ (x_r - x̂_r)||² + ω_mask ||m - M(x̂_r)||²,
 implemented as MSE(rgb, x_r·m + bg·(1-m)) + BCE(opacity, m) as in the reference code, so
 the background outside the mask is pulled to the render's background colour.
+
+The same loss over K views of an existing mesh is the identity loss of stylize / edit
+(identity_views): it keeps what the prompt does not change.
 """
 from __future__ import annotations
 
 import torch
 
+from ..geometry.mesh import Mesh
 from ..render.camera import orbit_cameras
+from ..render.raster import Rasterizer
 from ..render.shading import Views, fixed_views
 
 
 class RefView:
-    def __init__(self, rgba: torch.Tensor, elevation: float = 0.0, azimuth: float = 0.0, radius: float = 2.5,
-                 fov: float = 40.0, rgb_weight: float = 1.0, mask_weight: float = 0.1) -> None:
-        """rgba: [H,W,4] in [0,1], alpha = foreground mask m. The preset's ref_view weight
-        scales both terms (Magic123's 1000 / 100 is weight 1000 with these defaults)."""
+    def __init__(self, rgba: torch.Tensor, elevation: float = 0.0, azimuth: float | list[float] = 0.0,
+                 radius: float = 2.5, fov: float = 40.0, rgb_weight: float = 1.0, mask_weight: float = 0.1,
+                 shading: str = "albedo", prefix: str = "ref") -> None:
+        """rgba: [H,W,4] (or [K,H,W,4] with K azimuths) in [0,1], alpha = foreground mask m.
+        The preset's weight scales both terms (Magic123's 1000 / 100 is weight 1000 with
+        these defaults). Parts are reported as <prefix>_rgb and <prefix>_mask."""
+        rgba = rgba if rgba.dim() == 4 else rgba[None]
         self.rgb, self.mask = rgba[..., :3], rgba[..., 3:4]
         self.pose = (elevation, azimuth, radius, fov)
-        self.rgb_weight, self.mask_weight = rgb_weight, mask_weight
+        self.rgb_weight, self.mask_weight, self.shading, self.prefix = rgb_weight, mask_weight, shading, prefix
 
     def views(self, background: str | list[float] = "white") -> Views:
         el, az, r, fov = self.pose
-        return fixed_views(orbit_cameras(el, az, r, fov, self.rgb.shape[0], self.rgb.shape[1]), "albedo", background)
+        cams = orbit_cameras(el, torch.as_tensor(az, dtype=torch.float32), r, fov, self.rgb.shape[1], self.rgb.shape[2])
+        return fixed_views(cams, self.shading, background)
 
     def __call__(self, image: torch.Tensor, opacity: torch.Tensor, views: Views) -> dict[str, torch.Tensor]:
-        """image [1,H,W,3], opacity [1,H,W,1] rendered from self.views()."""
+        """image [K,H,W,3], opacity [K,H,W,1] rendered from self.views()."""
         bg = views.background.to(image)[:, None, None, :]
-        target = self.rgb.to(image) * self.mask.to(image) + bg * (1 - self.mask.to(image))
-        rgb = torch.nn.functional.mse_loss(image, target[None] if target.dim() == 3 else target)
-        mask = torch.nn.functional.binary_cross_entropy(opacity.clamp(1e-5, 1 - 1e-5), self.mask.to(image)[None])
-        return {"ref_rgb": self.rgb_weight * rgb, "ref_mask": self.mask_weight * mask}
+        m = self.mask.to(image)
+        rgb = torch.nn.functional.mse_loss(image, self.rgb.to(image) * m + bg * (1 - m))
+        mask = torch.nn.functional.binary_cross_entropy(opacity.clamp(1e-5, 1 - 1e-5), m)
+        return {f"{self.prefix}_rgb": self.rgb_weight * rgb, f"{self.prefix}_mask": self.mask_weight * mask}
+
+
+def identity_views(raster: Rasterizer, mesh: Mesh, count: int, resolution: int, shading: str,
+                   elevation: float = 15.0) -> RefView:
+    """The original mesh seen from `count` azimuths around it, in a phase's shading (albedo
+    for texture phases, normal maps for geometry), as a K-view RefView ("identity")."""
+    from .oracle import render_target  # the same rendering the oracle uses for its targets
+
+    azimuths = [360.0 * i / count for i in range(count)]
+    views = fixed_views(orbit_cameras(elevation, torch.tensor(azimuths), 2.5, 40.0, resolution), shading, "white")
+    device = mesh.verts.device
+    with torch.no_grad():
+        image = render_target(raster, mesh, views.to(device), with_mask=True)
+    return RefView(image.cpu(), elevation, azimuths, shading=shading, prefix="identity")

@@ -16,8 +16,10 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 # Diffusion / conditioning terms (guidance/) and regularisers (geometry/regularizers.py).
 GUIDANCE_LOSSES = ("aug_sds", "cds", "csm", "vpcsm", "zero123_sds", "ref_view", "ms", "sgc")
-REGULARIZERS = ("z_variance", "orientation", "normal_consistency", "laplacian", "sdf_entropy")
-KNOWN_LOSSES = GUIDANCE_LOSSES + REGULARIZERS
+# Rendered by the phase itself: the reference view, and (stylize / edit) the original's views.
+ANCHOR_LOSSES = ("ref_view", "identity")
+REGULARIZERS = ("z_variance", "orientation", "normal_consistency", "laplacian", "sdf_entropy", "tie")
+KNOWN_LOSSES = GUIDANCE_LOSSES + ("identity",) + REGULARIZERS
 
 
 class ConfigError(ValueError):
@@ -82,5 +84,23 @@ def loss_params(entry: float | dict) -> dict:
     return {k: v for k, v in entry.items() if k != "weight"} if isinstance(entry, dict) else {}
 
 
-def resolve(preset: str, overrides: dict[str, Any] | None = None) -> dict:
-    return apply_overrides(load_preset(preset), overrides or {})
+def with_mode(cfg: dict, mode: str) -> dict:
+    """Stylize and edit start from a mesh: presets/modes/<mode>.json is laid over the preset,
+    phase sections key by key (a mode's "losses" table replaces the preset's), other
+    sections whole. Generate uses the preset as it is."""
+    path = PRESET_DIR / "modes" / f"{mode}.json"
+    if mode == "generate" or not path.is_file():
+        return cfg
+    out = copy.deepcopy(cfg)
+    for key, value in json.loads(path.read_text()).items():
+        if key == "description":
+            continue
+        if key.startswith("phase") and isinstance(value, dict):
+            out[key] = {**out[key], **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(preset: str, overrides: dict[str, Any] | None = None, mode: str = "generate") -> dict:
+    return apply_overrides(with_mode(load_preset(preset), mode), overrides or {})

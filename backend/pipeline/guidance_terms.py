@@ -8,7 +8,7 @@ from ..geometry.mesh import Mesh
 from ..guidance.base import SDS, Guidance, TimestepSchedule
 from ..guidance.oracle import OracleDenoiser
 from ..render.raster import Rasterizer
-from .config import GUIDANCE_LOSSES, ConfigError, loss_params, loss_weight
+from .config import ANCHOR_LOSSES, GUIDANCE_LOSSES, ConfigError, loss_params, loss_weight
 
 if TYPE_CHECKING:
     from .paper import PaperGuidance
@@ -33,7 +33,7 @@ def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: 
     denoiser = None
     for name, entry in phase_cfg["losses"].items():
         weight = loss_weight(entry)
-        if name not in GUIDANCE_LOSSES or name == "ref_view" or weight == 0:
+        if name not in GUIDANCE_LOSSES or name in ANCHOR_LOSSES or weight == 0:
             continue
         if mode == "oracle":
             if name not in PLANAR_TERMS:

@@ -7,12 +7,11 @@ state (parameters, optimiser, RNG) through a dict for checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from ..geometry import regularizers as reg
-from ..geometry.dmtet import DMTet, dmtet_from_density
+from ..geometry.dmtet import DMTet
 from ..geometry.fields import NeRFField, TextureField
 from ..guidance.ref_view import RefView
 from ..render.camera import CameraRange, orbit_cameras
@@ -41,6 +40,7 @@ class PhaseContext:
     seed: int
     bound: float
     ref_view: RefView | None = None  # the reference-view loss, when the job has a reference
+    identity: dict[str, RefView] | None = None  # stylize / edit: the original's views, by shading
 
 
 def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
@@ -84,20 +84,23 @@ class Phase:
         raise NotImplementedError
 
     def guidance_losses(self, images: torch.Tensor, views: Views, step: int) -> dict[str, torch.Tensor]:
-        """The preset's guidance terms on the rendered views, plus the reference-view loss
-        (rendered at the reference camera) when the job has a reference image."""
+        """The preset's guidance terms on the rendered views, plus the anchors the phase
+        renders itself: the reference-view loss (a reference image) and the identity loss
+        (stylize / edit: views of the original)."""
         losses: dict[str, torch.Tensor] = {}
         for term in self.terms:
             if isinstance(term.guidance, SGC):  # renders its own four fixed views
                 _add_parts(term.name, term.weight, term.guidance(self.sgc_frame(term.guidance)), losses)
             else:
                 _add_parts(term.name, term.weight, term.guidance(images, views, step, self.iterations), losses)
-        ref, weight = self.ctx.ref_view, self.weights.get("ref_view", 0)
-        if ref is not None and weight > 0:
-            ref_views = ref.views(self.cfg.get("background", "white")).to(self.ctx.device)
-            image, opacity = self.render(ref_views)
-            for key, value in ref(image, opacity, ref_views).items():
-                losses[key] = weight * value
+        identity = (self.ctx.identity or {}).get(self.preview_shading)
+        for name, anchor in (("ref_view", self.ctx.ref_view), ("identity", identity)):
+            weight = self.weights.get(name, 0)
+            if anchor is not None and weight > 0:
+                anchor_views = anchor.views(self.cfg.get("background", "white")).to(self.ctx.device)
+                image, opacity = self.render(anchor_views)
+                for key, value in anchor(image, opacity, anchor_views).items():
+                    losses[key] = weight * value
         return losses
 
     def sgc_frame(self, sgc: SGC) -> Frame:
@@ -178,14 +181,6 @@ class GeometryPhase(Phase):
         self.dmtet = dmtet.to(ctx.device)
         self.optimizer = make_optimizer(cfg["optimizer"], [self.dmtet.sdf, self.dmtet.deform], cfg["lr"])
 
-    @staticmethod
-    def from_nerf(cfg: dict, ctx: PhaseContext, terms: list[Term], field: NeRFField,
-                  log: Callable[[str], None]) -> "GeometryPhase":
-        threshold = float(cfg["density_threshold"])
-        dmtet = dmtet_from_density(field.density, cfg["tet_res"], threshold, ctx.bound)
-        log(f"DMTet from NeRF density: threshold {threshold}, grid box {dmtet.lo.tolist()} .. {dmtet.hi.tolist()}")
-        return GeometryPhase(cfg, ctx, terms, dmtet)
-
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"dmtet": self.dmtet}
 
@@ -206,9 +201,13 @@ class GeometryPhase(Phase):
             losses["normal_consistency"] = w["normal_consistency"] * reg.normal_consistency(verts, faces)
         if w.get("laplacian", 0) > 0:
             losses["laplacian"] = w["laplacian"] * reg.laplacian_smoothness(verts, faces)
-        if w.get("sdf_entropy", 0) > 0:
-            losses["sdf_entropy"] = w["sdf_entropy"] * reg.sdf_sign_entropy(self.dmtet.sdf, self.dmtet.edges())
+        losses.update(self.regularizers())
         return losses
+
+    def regularizers(self) -> dict[str, torch.Tensor]:
+        """Terms of the representation itself (the DMTet's sign entropy)."""
+        w = self.weights.get("sdf_entropy", 0)
+        return {"sdf_entropy": w * reg.sdf_sign_entropy(self.dmtet.sdf, self.dmtet.edges())} if w > 0 else {}
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         out = render_mesh(self.ctx.raster, *self.mesh(), views)
@@ -224,6 +223,35 @@ class GeometryPhase(Phase):
         s = super().state()
         s["modules"]["dmtet"] = self.dmtet.state()
         return s
+
+
+class SurfacePhase(GeometryPhase):
+    """Stylize's optional phase II: the input surface itself moves by per-vertex offsets,
+    tied to where it started (loss "tie": weight x mean squared offset), so topology and
+    UVs stay the user's."""
+
+    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], verts: torch.Tensor,
+                 faces: torch.Tensor) -> None:
+        Phase.__init__(self, cfg, ctx, terms)
+        self.base, self.faces = verts.detach().to(ctx.device), faces.to(ctx.device)
+        self.surface = torch.nn.ParameterDict({"offset": torch.nn.Parameter(torch.zeros_like(self.base))})
+        self.optimizer = make_optimizer(cfg["optimizer"], self.surface.parameters(), cfg["lr"])
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"surface": self.surface}
+
+    def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base + self.surface["offset"], self.faces
+
+    def regularizers(self) -> dict[str, torch.Tensor]:
+        w = self.weights.get("tie", 0)
+        return {"tie": w * (self.surface["offset"] ** 2).sum(-1).mean()} if w > 0 else {}
+
+    def load(self, state: dict) -> None:
+        Phase.load(self, state)
+
+    def state(self) -> dict:
+        return Phase.state(self)
 
 
 class TexturePhase(Phase):

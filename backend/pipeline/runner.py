@@ -4,6 +4,7 @@ cancellation between steps."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import time
 from pathlib import Path
@@ -12,16 +13,19 @@ from typing import Callable
 import torch
 
 from ..eval.oracle_report import oracle_report
-from ..export.mesh_export import build_textured_mesh, write_glb
+from ..export.mesh_export import bake, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
-from ..geometry.fields import NeRFField
+from ..geometry.dmtet import DMTet, dmtet_from_density, dmtet_from_mesh
+from ..geometry.fields import TextureField
 from ..geometry.mesh import Mesh, load_mesh, normalized
+from ..geometry.source_mesh import SourceMesh, colored_samples, prepare_source
+from ..guidance.ref_view import identity_views
 from ..render.raster import make_rasterizer
 from ..models.registry import ModelStore
 from .config import loss_weight
 from .guidance_terms import build_terms
 from .paper import PaperGuidance
-from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, TexturePhase
+from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, SurfacePhase, TexturePhase
 
 Emit = Callable[[dict], None]
 PHASES = ("phase1", "phase2", "phase3")
@@ -58,8 +62,14 @@ class Runner:
         self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"])
         self.target: Mesh | None = None
         self.paper: PaperGuidance | None = None
+        self.source: SourceMesh | None = None
+        if job.get("mode", "generate") != "generate":
+            self.source = prepare_source(job["mesh"], int(cfg["source"]["max_faces"]))
         if job.get("guidance") == "oracle":
-            self.target = normalized(load_mesh(job["oracle"]["target_mesh"]))[0].to(self.device)
+            target = load_mesh(job["oracle"]["target_mesh"])
+            # Stylize / edit targets are variants of the input: they share its frame.
+            self.target = (replace(target, verts=self.source.norm.apply(target.verts)) if self.source is not None
+                           else normalized(target)[0]).to(self.device)
         else:
             key = (job.get("models", "default"), str(self.device), bool(job.get("allow_downloads")))
             stores = {} if stores is None else stores
@@ -67,7 +77,7 @@ class Runner:
                 stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device)
             store = stores[key]
             self.paper = PaperGuidance(job, store, self.log, self.ctx.seed)
-            if any(loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
+            if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
                 self.ctx.ref_view = self.paper.ref_view()
         self.metrics: dict[str, dict] = {}
         if (self.out / "metrics.json").exists():
@@ -119,9 +129,13 @@ class Runner:
         current.unlink(missing_ok=True)
 
     def run(self) -> dict:
+        if self.source is not None:
+            return self.run_from_mesh(self.source)
         p1 = NeRFPhase(self.cfg["phase1"], self.ctx, self._terms("phase1"))
         self._run_phase("phase1", p1)
-        p2 = self._geometry_phase(p1.field)
+        p2 = self._geometry_phase(lambda: dmtet_from_density(
+            p1.field.density, self.cfg["phase2"]["tet_res"], float(self.cfg["phase2"]["density_threshold"]),
+            self.ctx.bound))
         if "phase1" not in self.metrics:
             self._measure("phase1", Mesh(*p2.mesh()), p1.field.texture_field())
         self._run_phase("phase2", p2)
@@ -132,13 +146,44 @@ class Runner:
         self._run_phase("phase3", p3)
         return self.export(p3)
 
-    def _geometry_phase(self, field: NeRFField) -> GeometryPhase:
-        if (self.ckpt / "phase2.pt").exists() or self._current_phase() == "phase2":
-            # The DMTet comes from its own checkpoint: skip re-deriving it from the NeRF.
-            from ..geometry.dmtet import DMTet
+    def run_from_mesh(self, src: SourceMesh) -> dict:
+        """Stylize / edit: phases II and III start from the user's mesh and its colours."""
+        for fix in src.fixes:
+            self.log(f"input mesh: {fix}")
+        mesh, scfg, mode = src.mesh.to(self.device), self.cfg["source"], self.job["mode"]
+        if "input" not in self.metrics:
+            self._measure("input", mesh)
+        if any(loss_weight(self.cfg[p]["losses"].get("identity", 0)) > 0 for p in PHASES):
+            res = int(scfg.get("identity_resolution", 128))
+            self.ctx.identity = {shading: identity_views(self.raster, mesh, scfg["identity_views"], res, shading)
+                                 for shading in ("albedo", "normal")}
+        texture = TextureField.from_config(self.cfg["phase1"]["field"], self.ctx.bound).to(self.device)
+        samples = colored_samples(src.mesh, 1 << 17, self.ctx.seed)
+        if samples is not None and scfg["texture_fit_steps"] > 0:
+            mse = texture.fit(*samples, steps=scfg["texture_fit_steps"], seed=self.ctx.seed)
+            self.log(f"texture field fitted to the input's colours (MSE {mse:.4f})")
+        cfg2 = self.cfg["phase2"]
+        if mode == "stylize":
+            p2: GeometryPhase = SurfacePhase(cfg2, self.ctx, self._terms("phase2"), mesh.verts, mesh.faces)
+        else:
+            p2 = self._geometry_phase(lambda: dmtet_from_mesh(mesh.verts, mesh.faces, cfg2["tet_res"], self.ctx.bound,
+                                                                   scfg["edit_margin"]))
+        self._run_phase("phase2", p2)
+        verts, faces = p2.mesh()
+        if "phase2" not in self.metrics:
+            self._measure("phase2", Mesh(verts.detach(), faces), texture)
+        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces, texture)
+        self._run_phase("phase3", p3)
+        keep_uvs = mode == "stylize" and scfg["keep_uvs"] and src.uv_valid
+        return self.export(p3, src, src.mesh.uv if keep_uvs else None)
 
+    def _geometry_phase(self, make: Callable[[], DMTet]) -> GeometryPhase:
+        if (self.ckpt / "phase2.pt").exists() or self._current_phase() == "phase2":
+            # The DMTet comes from its own checkpoint: skip deriving it again.
             return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), DMTet(1, [-1] * 3, [1] * 3))
-        return GeometryPhase.from_nerf(self.cfg["phase2"], self.ctx, self._terms("phase2"), field, self.log)
+        dmtet = make()
+        self.log(f"DMTet grid box {dmtet.lo.tolist()} .. {dmtet.hi.tolist()}")
+        return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), dmtet)
 
     def _current_phase(self) -> str | None:
         current = self.ckpt / "current.pt"
@@ -154,12 +199,23 @@ class Runner:
         (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
         self.log(f"{key} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics[key].items()))
 
-    def export(self, p3: TexturePhase) -> dict:
+    def export(self, p3: TexturePhase, src: SourceMesh | None = None, uv: torch.Tensor | None = None) -> dict:
+        """Cleanup, UVs, bake, GLB and previews. With a source mesh the result goes back to its
+        frame; with `uv` (the user's, stylize) the texture is baked into them, topology kept."""
         self.emit({"type": "progress", "phase": "export", "step": 0, "total": 1, "losses": {}, "eta_s": 0})
         ecfg = self.cfg["export"]
+        albedo = lambda x: p3.texture(x.to(self.device))  # noqa: E731
         with torch.no_grad():
-            mesh = build_textured_mesh(self.raster, p3.verts.cpu(), p3.faces.cpu(),
-                                       lambda x: p3.texture(x.to(self.device)), ecfg)
+            verts, faces = p3.verts.cpu(), p3.faces.cpu()
+            if uv is not None:
+                mesh = Mesh(verts, faces, uv=uv.cpu(), texture=bake(self.raster, verts, faces, uv.cpu(), albedo,
+                                                                     ecfg["texture_size"]))
+            else:
+                mesh = build_textured_mesh(self.raster, verts, faces, albedo, ecfg)
+        if src is not None:
+            if self.target is not None:
+                self._measure("final", mesh)  # in the unit frame, like the target
+            mesh = replace(mesh, verts=src.norm.undo(mesh.verts))
         glb = self.out / "result.glb"
         write_glb(mesh, glb)
         write_previews(self.raster, mesh.to(self.device), self.out, ecfg["preview_resolution"])
@@ -167,7 +223,8 @@ class Runner:
                   "turntable": str(self.out / "turntable.png"),
                   "faces": int(mesh.faces.shape[0]), "texture_size": int(mesh.texture.shape[0])}
         if self.target is not None:
-            self._measure("final", mesh)
+            if src is None:
+                self._measure("final", mesh)
             result["metrics"] = self.metrics
         self.emit({"type": "progress", "phase": "export", "step": 1, "total": 1, "losses": {}, "eta_s": 0})
         return result

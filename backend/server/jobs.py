@@ -36,7 +36,7 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path) -> tuple[dict, dict]:
 
     job = validate_job(raw, base_dir)
     try:
-        cfg = resolve(job["preset"], job["overrides"])
+        cfg = resolve(job["preset"], job["overrides"], job["mode"])
     except ConfigError as exc:
         raise JobError("overrides" if job["overrides"] else "preset", str(exc)) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,7 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         emit(error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"))
         return None
     emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
+    from ..geometry.mesh import MeshError
     from ..models.registry import ModelNotAvailable
     from ..pipeline.phases import PipelineError
     from ..pipeline.runner import Cancelled, Runner
@@ -85,6 +86,9 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         result = Runner(job, cfg, out_dir, emit, should_cancel, stores).run()
     except ModelNotAvailable as exc:
         emit(error_event(exc, "model_missing", exc.hint))
+        return None
+    except MeshError as exc:
+        emit(error_event(exc, "invalid_input", "give a surface mesh (GLB, OBJ, PLY or STL) with faces"))
         return None
     except Cancelled as exc:
         emit({"type": "cancelled", "message": str(exc)})
