@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--http", metavar="HOST:PORT", help="HTTP server (a remote GPU machine)")
     serve.add_argument("--jobs-dir", help="--http: where job folders go (default ~/.cache/conjure/jobs)")
     serve.add_argument("--token", help="--http: required bearer token (default: $CONJURE_TOKEN)")
+    bench = sub.add_parser("bench", help="per-phase seconds per iteration and peak memory (JSON)")
+    bench.add_argument("--preset", default="standard")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--size", choices=("full", "tiny"), default="full",
+                       help="full: the papers' networks at real size, random weights; tiny: the test models")
+    bench.add_argument("--iterations", type=int, default=5, help="timed iterations per phase (after one warm-up)")
+    bench.add_argument("--overrides", help="JSON object of dotted preset keys")
     sub.add_parser("doctor", help="environment report (JSON)")
     models = sub.add_parser("models", help="model folders")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -87,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(args)
     if args.command == "serve":
         if args.stdio:
             from .server.stdio import serve_stdio

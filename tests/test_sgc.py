@@ -126,12 +126,13 @@ def test_sgc_roles_load_and_segmenter_gives_probabilities(store):
 
 def test_park_moves_models_off_the_device_and_back(store):
     fresh = ModelStore(store.source)
-    fresh.dino()
+    encode = fresh.dino()
     model = fresh._loaded["dino"]
     fresh.device = torch.device("meta")  # stands for the GPU
     fresh.park()
     assert next(model.parameters()).device.type == "cpu" and "dino" not in fresh.loaded_on_device()
-    fresh.dino()  # asked for again: back on "the GPU"
+    # An encoder handed out before the park brings its model back to "the GPU" when called.
+    assert encode(torch.rand(1, 3, 32, 32)).device.type == "meta"
     assert next(model.parameters()).device.type == "meta" and "dino" in fresh.loaded_on_device()
 
 

@@ -22,3 +22,8 @@ def test_unclip_conditions_on_image_embeds(tmp_path):
     out = SDS(a, TimestepSchedule(), image_weight=0.1)(images, None, 0, 1)
     (out["sds"] + out["sds_image"]).backward()
     assert images.grad.abs().sum() > 0
+    # Renders smaller than the denoiser's resolution (the standard preset: 128 vs 768).
+    small = torch.rand(2, 24, 24, 3, requires_grad=True)
+    out = SDS(a, TimestepSchedule(), image_weight=0.1)(small, None, 0, 1)
+    out["sds_image"].backward()
+    assert small.grad.abs().sum() > 0

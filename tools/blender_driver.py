@@ -80,6 +80,7 @@ def _mesh_job(work: Path, args: dict, op) -> dict:  # noqa: ANN001
     original = bpy.context.active_object
     original.scale = (1.5, 1.0, 0.8)
     original.name = "Original"
+    bpy.context.view_layer.update()  # matrix_world follows the new scale
     matrix = [list(r) for r in original.matrix_world]
     result = op(**args["op"])
     out = {"op": sorted(result), "state": state(), "original_matrix": matrix,

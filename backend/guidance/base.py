@@ -103,6 +103,9 @@ class SDS:
         if self.image_weight > 0:
             with torch.no_grad():
                 x_hat = d.decode((z_t - (1 - a).sqrt() * eps) / a.sqrt())
+                # The denoiser decodes at its own resolution; compare at the render's.
+                x_hat = torch.nn.functional.interpolate(x_hat.float(), images.shape[1:3], mode="bilinear",
+                                                        align_corners=False, antialias=True)
             per = ((images.permute(0, 3, 1, 2) - x_hat) ** 2).sum(dim=(1, 2, 3))
             losses["sds_image"] = self.image_weight * (w.reshape(b) * per).sum() / b
         return losses

@@ -317,7 +317,7 @@ class ModelStore:
             x = images.to(self.device)
             if x.shape[-2:] != (size, size):
                 x = torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False)
-            return ((x - m) / s).to(self.dtype)
+            return ((x - m.to(x.device)) / s.to(x.device)).to(self.dtype)
 
         return prep
 
@@ -335,7 +335,8 @@ class ModelStore:
         model = self._pretrained(role, CLIPVisionModelWithProjection, where, sub if where else None)
         size = int(model.config.image_size)
         prep = self._pixels(size, CLIP_MEAN, CLIP_STD)
-        return (lambda images: model(pixel_values=prep(images)).image_embeds.float()), size
+        # Each call asks for the model again: park() may have moved it off the GPU since.
+        return (lambda images: self._ready(role)(pixel_values=prep(images)).image_embeds.float()), size
 
     def dino(self, role: str = "dino") -> Callable[[torch.Tensor], torch.Tensor]:
         """DINO ViT: images [B,3,H,W] in [0,1] -> global (CLS) features [B,D]."""
@@ -343,7 +344,7 @@ class ModelStore:
 
         model = self._pretrained(role, ViTModel, add_pooling_layer=False)
         prep = self._pixels(int(model.config.image_size), IMAGENET_MEAN, IMAGENET_STD)
-        return lambda images: model(pixel_values=prep(images)).last_hidden_state[:, 0].float()
+        return lambda images: self._ready(role)(pixel_values=prep(images)).last_hidden_state[:, 0].float()
 
     def depth(self, role: str = "depth") -> Callable[[torch.Tensor], torch.Tensor]:
         """Monocular depth: images [B,3,H,W] in [0,1] -> relative inverse depth [B,h,w]
@@ -352,7 +353,7 @@ class ModelStore:
 
         model = self._pretrained(role, AutoModelForDepthEstimation)
         prep = self._pixels(int(model.config.image_size), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-        return lambda images: model(pixel_values=prep(images)).predicted_depth.float()
+        return lambda images: self._ready(role)(pixel_values=prep(images)).predicted_depth.float()
 
     def reward(self, text: str, role: str = "reward") -> Callable[[torch.Tensor], torch.Tensor]:
         """CLIP-based human-preference reward (PickScore): images [B,3,H,W] in [0,1] ->
@@ -369,7 +370,8 @@ class ModelStore:
         scale = model.logit_scale.exp().float()
 
         def score(images: torch.Tensor) -> torch.Tensor:
-            emb = torch.nn.functional.normalize(model.get_image_features(pixel_values=prep(images)).pooler_output.float(), dim=-1)
+            feats = self._ready(role).get_image_features(pixel_values=prep(images)).pooler_output
+            emb = torch.nn.functional.normalize(feats.float(), dim=-1)
             return scale * (emb @ text_emb.T)[:, 0]
 
         return score
@@ -386,7 +388,8 @@ class ModelStore:
 
         @torch.no_grad()
         def segment(image: torch.Tensor) -> torch.Tensor:
-            logits = model(input_ids=ids.to(self.device), pixel_values=prep(image.permute(2, 0, 1)[None])).logits
+            logits = self._ready(role)(input_ids=ids.to(self.device),
+                                       pixel_values=prep(image.permute(2, 0, 1)[None])).logits
             logits = logits.reshape(1, 1, *logits.shape[-2:]).float()
             up = torch.nn.functional.interpolate(logits, image.shape[:2], mode="bilinear", align_corners=False)
             return torch.sigmoid(up[0, 0]).cpu()

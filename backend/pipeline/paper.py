@@ -69,26 +69,28 @@ class PaperGuidance:
         factor = 2 ** (len(sd.vae.config.block_out_channels) - 1)
         return sd.unet.config.sample_size * factor
 
-    def segmenter(self) -> Segmenter | None:
-        """The segmenter role bound to the text, guarded: a mask covering under 1% or over 95%
-        of the image is not believed, and the border flood fill decides instead."""
-        def make() -> Segmenter | None:
+    def segmenter(self) -> Segmenter:
+        """Foreground of an image without alpha: the segmenter role bound to the text (loaded
+        on first use), guarded: a mask covering under 1% or over 95% of the image is not
+        believed; without the model or a believable mask, the border flood fill decides."""
+        def load() -> Segmenter | None:
             try:
-                model = self.store.segmenter(self.text)
+                return self.store.segmenter(self.text)
             except ModelNotAvailable as exc:
                 self.log(f"no segmenter model ({exc.where}): foreground masks by border flood fill")
                 return None
 
-            def segment(rgb: torch.Tensor) -> torch.Tensor:
+        def segment(rgb: torch.Tensor) -> torch.Tensor:
+            model = self._once("segmenter", load)
+            if model is not None:
                 prob = model(rgb)
                 cover = float((prob > 0.5).float().mean())
                 if 0.01 <= cover <= 0.95:
                     return prob
                 self.log(f"segmenter mask covers {cover:.0%} of the image: border flood fill used instead")
-                return border_flood_mask(rgb).float()
+            return border_flood_mask(rgb).float()
 
-            return segment
-        return self._once("segmenter", make)
+        return segment
 
     def reference(self) -> torch.Tensor:
         """[256,256,4] reference view x_r with its mask in alpha."""
