@@ -23,6 +23,7 @@ def test_metrics_basics():
     img = torch.full((1, 4, 4, 3), 0.5)
     assert psnr(img, img + 0.1) == psnr(img, img + 0.1, torch.ones(1, 4, 4, 1))
     assert abs(psnr(img, img + 0.1) - 20.0) < 1e-3
+    assert psnr(img, img) == 100.0  # capped: metrics.json stays standard JSON
 
 
 def test_oracle_report_perfect_and_degraded(raster):

@@ -27,10 +27,11 @@ def iou(mask_a: torch.Tensor, mask_b: torch.Tensor) -> float:
 
 
 def psnr(image_a: torch.Tensor, image_b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """PSNR in dB of images in [0,1]; with mask [...,1] only over masked pixels."""
+    """PSNR in dB of images in [0,1]; with mask [...,1] only over masked pixels. Capped at
+    100 dB (identical images) so metrics.json stays standard JSON."""
     err = (image_a - image_b) ** 2
     if mask is not None:
         m = (mask > 0.5).expand_as(err)
         err = err[m]
     mse = float(err.mean())
-    return float("inf") if mse == 0 else float(-10 * torch.log10(torch.tensor(mse)))
+    return 100.0 if mse <= 1e-10 else float(-10 * torch.log10(torch.tensor(mse)))
