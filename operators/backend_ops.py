@@ -100,11 +100,5 @@ class CONJURE_OT_install_backend(bpy.types.Operator):
 CLASSES = (CONJURE_OT_cancel, CONJURE_OT_free_backend, CONJURE_OT_install_backend)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+# Blender's own helper: registers in order, unregisters in reverse.
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -218,11 +218,5 @@ class CONJURE_OT_wait(bpy.types.Operator):
 CLASSES = (CONJURE_OT_generate, CONJURE_OT_stylize, CONJURE_OT_edit, CONJURE_OT_wait)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+# Blender's own helper: registers in order, unregisters in reverse.
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

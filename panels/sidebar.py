@@ -87,11 +87,5 @@ class CONJURE_PT_main(bpy.types.Panel):
 CLASSES = (CONJURE_UL_images, CONJURE_OT_image_slot, CONJURE_PT_main)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+# Blender's own helper: registers in order, unregisters in reverse.
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
