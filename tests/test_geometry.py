@@ -78,6 +78,29 @@ def test_dmtet_from_mesh_reproduces_the_mesh():
     assert torch.equal(again()[1], mf)
 
 
+def test_dmtet_sdf_levels_add_upsampled_lattices_and_survive_a_checkpoint():
+    sphere = lambda p: p.norm(dim=-1) - 0.5  # noqa: E731
+    d = DMTet(16, [-1] * 3, [1] * 3, levels=(4, 8), level_scale=0.5, fine_scale=0.2)
+    d.set_sdf(sphere)  # the levels start at zero, so the fine values alone reproduce the SDF
+    assert torch.allclose(d.values(), sphere(d.grid_verts), atol=1e-6)
+    with torch.no_grad():
+        d.levels[0].fill_(-0.2)  # a constant level shifts the SDF by level_scale x value everywhere
+        d.levels[1][0, 0, 0] = 1.0  # one corner node: trilinear, so it fades out over a coarse cell
+    shift = d.values() - sphere(d.grid_verts)
+    corner = d.grid_verts.sub(-1).norm(dim=-1)
+    assert torch.allclose(shift[corner > 0.26], torch.tensor(-0.1), atol=1e-6)
+    assert torch.isclose(shift[0], torch.tensor(0.4))  # grid vertex 0 is the corner (-1,-1,-1)
+    r = d()[0].norm(dim=-1)
+    assert (r - 0.6).abs().max() < 0.03  # the sphere grew by 0.1
+    # A step on the coarsest lattice moves the whole surface: every surface vertex gets gradient.
+    d.levels[0].grad = None
+    d()[0].norm(dim=-1).sum().backward()
+    assert d.levels[0].grad.abs().sum() > 0 and d.sdf.grad is not None
+    again = DMTet.from_state(d.state())
+    assert [lat.shape[0] for lat in again.levels] == [5, 9] and again.fine_scale == 0.2
+    assert torch.equal(again.values(), d.values())
+
+
 def test_dmtet_from_density_fits_the_occupied_box():
     density = lambda p: 20.0 * (p.norm(dim=-1) < 0.4).float()  # noqa: E731
     d = dmtet_from_density(density, 16, 10.0)

@@ -64,6 +64,16 @@ def test_overrides_checked_against_preset():
         resolve("ultra")
 
 
+def test_mode_presets_lie_over_the_preset_table_by_table():
+    base, edit = resolve("standard"), resolve("standard", {"phase2.cameras.fov": [20, 30]}, "edit")
+    cams = edit["phase2"]["cameras"]
+    assert cams["elevation"] != base["phase2"]["cameras"]["elevation"]  # set by the edit mode
+    assert cams["azimuth"] == base["phase2"]["cameras"]["azimuth"]  # kept from the preset
+    assert cams["fov"] == [20, 30]  # the job's override comes last
+    assert edit["phase2"]["losses"]["identity"] > 0 and "ms" not in edit["phase2"]["losses"]  # losses: replaced
+    assert edit["phase2"]["tet_res"] == base["phase2"]["tet_res"]
+
+
 def test_bad_override_fails_before_work(target_dir, tmp_path):
     events = []
     out = tmp_path / "out"

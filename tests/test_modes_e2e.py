@@ -54,11 +54,13 @@ def test_edit_moves_the_geometry_toward_a_deformed_variant(tmp_path):
     tv[:, 1] = tv[:, 1] * 1.8 + 0.6 * tv[:, 0] ** 2  # taller and bent
     variant.vertices = tv
     variant.export(tmp_path / "target.glb")
-    metrics, _ = _run(tmp_path, "edit", {"phase2.iterations": 300, "phase2.tet_res": 64, "phase3.iterations": 30,
+    # identity 1 instead of the preset's 10: the user asks for a bold edit ("how much may change").
+    metrics, _ = _run(tmp_path, "edit", {"phase2.iterations": 200, "phase3.iterations": 30,
                                          "phase2.losses.identity": 1.0, "export.texture_size": 128})
     before, after = metrics["input"], metrics["final"]
-    assert after["chamfer_rel"] < 0.8 * before["chamfer_rel"]
-    assert after["iou"] > before["iou"] + 0.2
+    assert after["chamfer_rel"] < 0.5 * before["chamfer_rel"]  # the bar: Chamfer at least halves
+    assert after["iou"] > before["iou"] + 0.25
     result = load_mesh(tmp_path / "out" / "result.glb")
-    # Back in the input's frame (the unit frame would be ~1.6 wide), floaters aside.
-    assert 0.9 < float(result.verts[:, 0].max() - result.verts[:, 0].min()) < 1.45
+    # Back in the input's frame (the unit frame would be ~1.2 wide) and taller, like the target (0.6 -> 1.23).
+    size = result.verts.max(0).values - result.verts.min(0).values
+    assert 0.9 < float(size[0]) < 1.2 and float(size[1]) > 1.0

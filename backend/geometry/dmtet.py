@@ -3,10 +3,17 @@ triangle mesh by marching tetrahedra (differentiable in both).
 
 SDF negative inside. Vertex position = grid vertex + tanh(deform) * cell / 2, so a vertex
 never leaves its half-cell and tets never invert.
+
+The SDF at the grid vertices is fine_scale * (per-vertex values) plus, for each coarse level
+r, level_scale * (an (r+1)^3 lattice over the same box, trilinearly upsampled). An optimiser
+step moves each parameter by about lr, so the scales set how far one step moves the surface
+at each level: coarse lattices move whole regions coherently (an edit that grows or bends
+the object), while a small fine scale adds detail without the spikes that single-vertex
+sign flips make. With no levels and fine_scale 1 it is the plain per-vertex DMTet.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,16 +23,24 @@ from .tets import marching_tets, tet_grid
 
 
 class DMTet(nn.Module):
-    def __init__(self, res: int, lo: list[float], hi: list[float]) -> None:
+    def __init__(self, res: int, lo: list[float], hi: list[float], levels: Sequence[int] = (),
+                 level_scale: float = 1.0, fine_scale: float = 1.0) -> None:
         super().__init__()
         verts, tets = tet_grid(res, lo, hi)
-        self.res = res
+        self.res, self.level_scale, self.fine_scale = res, float(level_scale), float(fine_scale)
         self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32))
         self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32))
         self.register_buffer("grid_verts", verts)
         self.register_buffer("tets", tets, persistent=False)
         self.sdf = nn.Parameter(torch.zeros(verts.shape[0]))
+        self.levels = nn.ParameterList([nn.Parameter(torch.zeros(r + 1, r + 1, r + 1)) for r in levels])
         self.deform = nn.Parameter(torch.zeros(verts.shape[0], 3))
+
+    @staticmethod
+    def from_config(res: int, lo: list[float], hi: list[float], cfg: dict | None) -> "DMTet":
+        """cfg: a phase's `sdf_grid` table ({levels, level_scale, fine_scale}) or None."""
+        cfg = cfg or {}
+        return DMTet(res, lo, hi, cfg.get("levels", ()), cfg.get("level_scale", 1.0), cfg.get("fine_scale", 1.0))
 
     @property
     def cell(self) -> torch.Tensor:
@@ -34,14 +49,26 @@ class DMTet(nn.Module):
     def vertices(self) -> torch.Tensor:
         return self.grid_verts + torch.tanh(self.deform) * self.cell / 2
 
+    def values(self) -> torch.Tensor:
+        """[V] SDF at the grid vertices (fine values plus the upsampled coarse levels)."""
+        sdf = self.sdf * self.fine_scale
+        n = self.res + 1
+        for lattice in self.levels:  # grid vertices are in i-j-k order, like the lattices
+            up = torch.nn.functional.interpolate(lattice[None, None], size=(n, n, n), mode="trilinear",
+                                                 align_corners=True)
+            sdf = sdf + self.level_scale * up.reshape(-1)
+        return sdf
+
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> mesh verts [M,3], faces [K,3]."""
-        return marching_tets(self.vertices(), self.tets, self.sdf)
+        return marching_tets(self.vertices(), self.tets, self.values())
 
     @torch.no_grad()
     def set_sdf(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.sdf.copy_(fn(self.grid_verts))
+        self.sdf.copy_(fn(self.grid_verts) / self.fine_scale)
         self.deform.zero_()
+        for lattice in self.levels:
+            lattice.zero_()
 
     def edges(self) -> torch.Tensor:
         """[E,2] unique tet-grid edges (for the sign-change entropy regulariser)."""
@@ -54,13 +81,19 @@ class DMTet(nn.Module):
 
     @staticmethod
     def from_state(state: dict) -> "DMTet":
-        """Rebuild from a state dict (the grid box is part of the state)."""
-        dmtet = DMTet(int(state["res"]), state["lo"].tolist(), state["hi"].tolist())
-        dmtet.load_state_dict({k: v for k, v in state.items() if k != "res"})
+        """Rebuild from a state dict (the grid box and the SDF levels are part of the state)."""
+        meta = ("res", "level_res", "level_scale", "fine_scale")
+        levels = state.get("level_res", torch.zeros(0, dtype=torch.long)).tolist()
+        dmtet = DMTet(int(state["res"]), state["lo"].tolist(), state["hi"].tolist(), levels,
+                      float(state.get("level_scale", 1.0)), float(state.get("fine_scale", 1.0)))
+        dmtet.load_state_dict({k: v for k, v in state.items() if k not in meta})
         return dmtet
 
     def state(self) -> dict:
-        return {**self.state_dict(), "res": torch.tensor(self.res)}
+        return {**self.state_dict(), "res": torch.tensor(self.res),
+                "level_res": torch.tensor([lattice.shape[0] - 1 for lattice in self.levels], dtype=torch.long),
+                "level_scale": torch.tensor(self.level_scale, dtype=torch.float64),
+                "fine_scale": torch.tensor(self.fine_scale, dtype=torch.float64)}
 
 
 def occupied_box(density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: float, bound: float = 1.0,
@@ -107,22 +140,22 @@ def fill_enclosed(sdf: torch.Tensor, res: int, closing: int = 1) -> torch.Tensor
 
 
 def dmtet_from_density(density_fn: Callable[[torch.Tensor], torch.Tensor], res: int, threshold: float,
-                       bound: float = 1.0) -> DMTet:
+                       bound: float = 1.0, sdf_grid: dict | None = None) -> DMTet:
     """Phase I -> II hand-over: grid fitted to the occupied box, sdf = clamp((τ - σ)/τ, ±1)
     (the SPEC's clamp(σ - τ, ±1), divided by τ so crossings keep sub-cell position, and
     negated to our negative-inside convention), enclosed empty space filled."""
     lo, hi = occupied_box(density_fn, threshold, bound)
-    dmtet = DMTet(res, lo, hi)
+    dmtet = DMTet.from_config(res, lo, hi, sdf_grid)
     dmtet.set_sdf(lambda v: fill_enclosed(torch.cat([((threshold - density_fn(p)) / threshold).clamp(-1, 1)
                                                      for p in v.split(1 << 16)]), res))
     return dmtet
 
 
 def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: float = 1.0,
-                    margin: float = 0.25, sign_faces: int = 5000) -> DMTet:
+                    margin: float = 0.25, sdf_grid: dict | None = None, sign_faces: int = 5000) -> DMTet:
     """Edit mode: a grid over the mesh's box grown by `margin` of its largest side on every
-    side (room for the edit to grow), with the mesh's signed distance (geometry/mesh_sdf.py). The inside/outside sign uses the winding number of a
-    copy decimated to `sign_faces` (its cost is points x faces); distances come from dense
+    side (room for the edit to grow), with the mesh's signed distance (geometry/mesh_sdf.py).
+    The inside/outside sign uses the winding number of a copy decimated to `sign_faces` (its cost is points x faces); distances come from dense
     samples of the full mesh, so only the sign near the surface can lose detail."""
     from ..export.mesh_export import cleanup
     from .mesh_sdf import mesh_sdf
@@ -133,7 +166,7 @@ def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: f
     sv, sf = verts, faces
     if faces.shape[0] > sign_faces:
         sv, sf, _ = cleanup(verts, faces, sign_faces, 0.0)
-    dmtet = DMTet(res, lo.tolist(), hi.tolist())
+    dmtet = DMTet.from_config(res, lo.tolist(), hi.tolist(), sdf_grid)
     dmtet.set_sdf(lambda p: mesh_sdf(p, verts, faces, sign_mesh=(sv, sf)))
     return dmtet
 

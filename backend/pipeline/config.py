@@ -86,8 +86,9 @@ def loss_params(entry: float | dict) -> dict:
 
 def with_mode(cfg: dict, mode: str) -> dict:
     """Stylize and edit start from a mesh: presets/modes/<mode>.json is laid over the preset,
-    phase sections key by key (a mode's "losses" table replaces the preset's), other
-    sections whole. Generate uses the preset as it is."""
+    phase sections key by key and their tables (cameras, ...) too, except that a mode's
+    "losses" table replaces the preset's; other sections whole. Generate uses the preset as
+    it is."""
     path = PRESET_DIR / "modes" / f"{mode}.json"
     if mode == "generate" or not path.is_file():
         return cfg
@@ -96,7 +97,8 @@ def with_mode(cfg: dict, mode: str) -> dict:
         if key == "description":
             continue
         if key.startswith("phase") and isinstance(value, dict):
-            out[key] = {**out[key], **copy.deepcopy(value)}
+            out[key] = {**out[key], **{k: {**out[key][k], **v} if isinstance(v, dict) and k != "losses" else v
+                                       for k, v in copy.deepcopy(value).items()}}
         else:
             out[key] = copy.deepcopy(value)
     return out

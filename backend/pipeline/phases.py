@@ -179,7 +179,7 @@ class GeometryPhase(Phase):
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], dmtet: DMTet) -> None:
         super().__init__(cfg, ctx, terms)
         self.dmtet = dmtet.to(ctx.device)
-        self.optimizer = make_optimizer(cfg["optimizer"], [self.dmtet.sdf, self.dmtet.deform], cfg["lr"])
+        self.optimizer = make_optimizer(cfg["optimizer"], list(self.dmtet.parameters()), cfg["lr"])
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"dmtet": self.dmtet}
@@ -207,7 +207,7 @@ class GeometryPhase(Phase):
     def regularizers(self) -> dict[str, torch.Tensor]:
         """Terms of the representation itself (the DMTet's sign entropy)."""
         w = self.weights.get("sdf_entropy", 0)
-        return {"sdf_entropy": w * reg.sdf_sign_entropy(self.dmtet.sdf, self.dmtet.edges())} if w > 0 else {}
+        return {"sdf_entropy": w * reg.sdf_sign_entropy(self.dmtet.values(), self.dmtet.edges())} if w > 0 else {}
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         out = render_mesh(self.ctx.raster, *self.mesh(), views)
@@ -215,7 +215,7 @@ class GeometryPhase(Phase):
 
     def load(self, state: dict) -> None:
         self.dmtet = DMTet.from_state(state["modules"]["dmtet"]).to(self.ctx.device)
-        self.optimizer = make_optimizer(self.cfg["optimizer"], [self.dmtet.sdf, self.dmtet.deform], self.cfg["lr"])
+        self.optimizer = make_optimizer(self.cfg["optimizer"], list(self.dmtet.parameters()), self.cfg["lr"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["rng"])
 

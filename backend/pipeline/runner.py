@@ -135,7 +135,7 @@ class Runner:
         self._run_phase("phase1", p1)
         p2 = self._geometry_phase(lambda: dmtet_from_density(
             p1.field.density, self.cfg["phase2"]["tet_res"], float(self.cfg["phase2"]["density_threshold"]),
-            self.ctx.bound))
+            self.ctx.bound, self.cfg["phase2"]["sdf_grid"]))
         if "phase1" not in self.metrics:
             self._measure("phase1", Mesh(*p2.mesh()), p1.field.texture_field())
         self._run_phase("phase2", p2)
@@ -167,7 +167,7 @@ class Runner:
             p2: GeometryPhase = SurfacePhase(cfg2, self.ctx, self._terms("phase2"), mesh.verts, mesh.faces)
         else:
             p2 = self._geometry_phase(lambda: dmtet_from_mesh(mesh.verts, mesh.faces, cfg2["tet_res"], self.ctx.bound,
-                                                                   scfg["edit_margin"]))
+                                                                   scfg["edit_margin"], cfg2["sdf_grid"]))
         self._run_phase("phase2", p2)
         verts, faces = p2.mesh()
         if "phase2" not in self.metrics:
