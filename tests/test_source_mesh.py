@@ -65,3 +65,23 @@ def test_uv_validity_and_colour_samples():
     points, colors = colored_samples(colored, 1000)
     assert points.shape == (1000, 3) and torch.allclose(colors, torch.tensor([0.2, 0.5, 0.9]).expand(1000, 3))
     assert colored_samples(Mesh(v, f), 10) is None
+
+
+def test_edit_cancelled_in_the_geometry_phase_resumes_from_its_checkpoint(tmp_path):
+    from tests.helpers import TINY
+
+    box = trimesh.creation.box((1.0, 0.6, 0.6))
+    box.export(tmp_path / "input.glb")
+    box.export(tmp_path / "target.glb")
+    job = {"version": 1, "mode": "edit", "prompt": {"text": "taller"}, "mesh": "input.glb", "guidance": "oracle",
+           "oracle": {"target_mesh": "target.glb"}, "overrides": TINY}
+    out, events = tmp_path / "out", []
+    calls = iter(range(1000))
+    assert run_job(job, tmp_path, out, events.append, lambda: next(calls) >= 6) is None
+    assert events[-1]["type"] == "cancelled"
+    saved = torch.load(out / "checkpoints" / "current.pt", weights_only=False)
+    assert saved["phase"] == "phase2" and len(saved["state"]["modules"]["dmtet"]["level_res"]) == 3  # edit's levels
+    events.clear()
+    result = run_job(job, tmp_path, out, events.append)
+    assert result is not None and (out / "result.glb").exists()
+    assert any("phase2: resuming at step" in e.get("message", "") for e in events)
