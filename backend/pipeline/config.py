@@ -97,7 +97,7 @@ def with_mode(cfg: dict, mode: str) -> dict:
         if key == "description":
             continue
         if key.startswith("phase") and isinstance(value, dict):
-            out[key] = {**out[key], **{k: {**out[key][k], **v} if isinstance(v, dict) and k != "losses" else v
+            out[key] = {**out[key], **{k: {**out[key].get(k, {}), **v} if isinstance(v, dict) and k != "losses" else v
                                        for k, v in copy.deepcopy(value).items()}}
         else:
             out[key] = copy.deepcopy(value)
