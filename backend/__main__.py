@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="full: the papers' networks at real size, random weights; tiny: the test models")
     bench.add_argument("--iterations", type=int, default=5, help="timed iterations per phase (after one warm-up)")
     bench.add_argument("--overrides", help="JSON object of dotted preset keys")
+    bench.add_argument("--estimate", action="store_true",
+                       help="no GPU needed: peak memory (with its breakdown), FLOPs, launches, bytes and an "
+                            "estimated time per phase, counted op by op through the real code")
+    bench.add_argument("--json", action="store_true", help="--estimate: one JSON object instead of a table")
+    bench.add_argument("--profile", metavar="DIR",
+                       help="on the bench's device: a torch.profiler Chrome trace per phase and a per-component "
+                            "table (module, calls, time, memory) in DIR")
     sub.add_parser("doctor", help="environment report (JSON)")
     models = sub.add_parser("models", help="model folders")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "bench":
-        from .bench import main as bench_main
+        from .perf.bench import main as bench_main
 
         return bench_main(args)
     if args.command == "serve":

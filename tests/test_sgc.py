@@ -128,7 +128,7 @@ def test_park_moves_models_off_the_device_and_back(store):
     fresh = ModelStore(store.source)
     encode = fresh.dino()
     model = fresh._loaded["dino"]
-    fresh.device = torch.device("meta")  # stands for the GPU
+    fresh.device, fresh.offload = torch.device("meta"), True  # stands for the GPU
     fresh.park()
     assert next(model.parameters()).device.type == "cpu" and "dino" not in fresh.loaded_on_device()
     # An encoder handed out before the park brings its model back to "the GPU" when called.

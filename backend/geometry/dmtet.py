@@ -75,8 +75,10 @@ class DMTet(nn.Module):
         if not hasattr(self, "_edges"):
             from .tets import TET_EDGES
 
-            e = self.tets[:, torch.tensor(TET_EDGES, device=self.tets.device)].reshape(-1, 2)
-            self._edges = torch.unique(torch.sort(e, dim=-1).values, dim=0)
+            e = torch.sort(self.tets[:, torch.tensor(TET_EDGES, device=self.tets.device)].reshape(-1, 2), dim=-1).values
+            n = int(self.tets.max()) + 1  # scalar keys: a 1-D unique is far cheaper than rows
+            key = torch.unique(e[:, 0].long() * n + e[:, 1].long())
+            self._edges = torch.stack([key // n, key % n], dim=-1).to(self.tets.dtype)
         return self._edges
 
     @staticmethod

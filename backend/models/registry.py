@@ -94,7 +94,8 @@ class ModelStore:
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self._loaded: dict[str, Any] = {}
-        self._parked: set[str] = set()
+        self._away: set[int] = set()  # ids of loaded modules moved off the device
+        self.offload = self.device.type != "cpu"  # whether parking moves anything
         self._manifest: dict[str, str] = {}
         if source == "tiny":
             self._tiny_root = tiny_cache_dir()
@@ -397,27 +398,58 @@ class ModelStore:
         return segment
 
     def _ready(self, role: str) -> Any:
-        """A loaded role, moved back onto the device if park() had moved it off."""
-        if role in self._parked:
-            for m in _modules(self._loaded[role]):
-                m.to(self.device)
-            self._parked.discard(role)
+        """A loaded role, its modules moved back onto the device if they had been moved off."""
+        for m in _modules(self._loaded[role]):
+            if id(m) in self._away:
+                self._place(m, True)
         return self._loaded[role]
+
+    def _place(self, module: torch.nn.Module, on_device: bool) -> None:
+        """Move a loaded module onto or off the device (the estimator only keeps the books)."""
+        module.to(self.device if on_device else "cpu")
+        (self._away.discard if on_device else self._away.add)(id(module))
 
     def park(self) -> None:
         """Between phases on CUDA: move every loaded model to the CPU and free the cache, so
         a phase holds only the models it uses (each returns to the GPU when next asked for)."""
-        if self.device.type == "cpu":
+        if not self.offload:
             return
-        for role, obj in self._loaded.items():
+        for obj in self._loaded.values():
             for m in _modules(obj):
-                m.to("cpu")
-            self._parked.add(role)
+                self._place(m, False)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # Parts that only condition (run once when a phase's guidance is built), never per step.
+    CONDITIONING = (("sd", "text_encoder"), ("unclip", "text_encoder"), ("imagebind", None),
+                    ("zero123/image_encoder", None), ("ip_adapter/image_encoder", None), ("depth", None),
+                    ("segmenter", None))
+
+    def release_conditioning(self) -> None:
+        """Once a phase's guidance is built: text / image encoders used only to condition it
+        leave the GPU (they come back if asked for again, e.g. by the next phase)."""
+        if not self.offload:
+            return
+        for role, part in self.CONDITIONING:
+            obj = self._loaded.get(role)
+            if obj is None:
+                continue
+            for m in _modules(obj) if part is None else [getattr(obj, part)]:
+                self._place(m, False)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def loaded_on_device(self) -> list[str]:
-        return sorted(r for r in self._loaded if r not in self._parked)
+        return sorted(r for r, obj in self._loaded.items() if any(id(m) not in self._away for m in _modules(obj)))
+
+    def resident_bytes(self) -> int:
+        """Bytes of parameters and buffers of the loaded models now on the device."""
+        seen: dict[int, torch.nn.Module] = {}
+        for obj in self._loaded.values():
+            for m in _modules(obj):
+                if id(m) not in self._away:
+                    seen[id(m)] = m
+        return sum(t.nbytes for m in seen.values() for t in [*m.parameters(), *m.buffers()])
 
 
 def _modules(obj: Any) -> list[torch.nn.Module]:

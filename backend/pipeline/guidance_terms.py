@@ -27,7 +27,11 @@ class Term:
 def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: Callable[[str], None],
                 oracle_target: Mesh | None = None, paper: "PaperGuidance | None" = None) -> list[Term]:
     """Guidance terms of one phase. ref_view is not among them: the phase renders the
-    reference camera itself (Phase.guidance_losses)."""
+    reference camera itself (Phase.guidance_losses). With paper guidance the previous
+    phase's models leave the GPU first, and the encoders that only condition leave it once
+    the terms are built, so a phase holds only what its steps run."""
+    if paper is not None:
+        paper.store.park()
     terms: list[Term] = []
     schedule = TimestepSchedule(**phase_cfg["timesteps"])
     denoiser = None
@@ -50,4 +54,6 @@ def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: 
             if paper is None:
                 raise ConfigError("paper guidance needs its models and conditioning (PaperGuidance)")
             terms.append(Term(name, weight, paper.term(name, phase_cfg, loss_params(entry))))
+    if paper is not None:
+        paper.store.release_conditioning()
     return terms

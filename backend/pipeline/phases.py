@@ -48,6 +48,14 @@ def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
                         cfg["shading"], cfg.get("background", "white")).to(device)
 
 
+def _on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The module on the device, copied only if it is not there already (the estimator's fake
+    fields cannot be copied)."""
+    if all(t.device == device for t in module.state_dict().values()):
+        return module
+    return module.to(device)
+
+
 def _add_parts(name: str, weight: float, parts: dict[str, torch.Tensor], losses: dict[str, torch.Tensor]) -> None:
     """A term's weighted parts, reported under the preset's loss name (extra parts as name/part)."""
     for i, (key, value) in enumerate(parts.items()):
@@ -143,7 +151,7 @@ class NeRFPhase(Phase):
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
         super().__init__(cfg, ctx, terms)
         torch.manual_seed(ctx.seed)
-        self.field = NeRFField.from_config(cfg["field"], ctx.bound).to(ctx.device)
+        self.field = _on_device(NeRFField.from_config(cfg["field"], ctx.bound), ctx.device)
         self.optimizer = make_optimizer(cfg["optimizer"], self.field.parameters(), cfg["lr"])
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -178,8 +186,13 @@ class GeometryPhase(Phase):
 
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], dmtet: DMTet) -> None:
         super().__init__(cfg, ctx, terms)
-        self.dmtet = dmtet.to(ctx.device)
-        self.optimizer = make_optimizer(cfg["optimizer"], list(self.dmtet.parameters()), cfg["lr"])
+        self._use(dmtet)
+
+    def _use(self, dmtet: DMTet) -> None:
+        self.dmtet = dmtet.to(self.ctx.device)
+        self.optimizer = make_optimizer(self.cfg["optimizer"], list(self.dmtet.parameters()), self.cfg["lr"])
+        if self.weights.get("sdf_entropy", 0) > 0:
+            self.dmtet.edges()  # built once here, not as a transient inside the first step
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"dmtet": self.dmtet}
@@ -214,8 +227,7 @@ class GeometryPhase(Phase):
         return Frame(out.image, out.alpha, out.depth, out.normal)
 
     def load(self, state: dict) -> None:
-        self.dmtet = DMTet.from_state(state["modules"]["dmtet"]).to(self.ctx.device)
-        self.optimizer = make_optimizer(self.cfg["optimizer"], list(self.dmtet.parameters()), self.cfg["lr"])
+        self._use(DMTet.from_state(state["modules"]["dmtet"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["rng"])
 
@@ -264,7 +276,7 @@ class TexturePhase(Phase):
                  faces: torch.Tensor, texture: TextureField) -> None:
         super().__init__(cfg, ctx, terms)
         self.verts, self.faces = verts.detach().to(ctx.device), faces.to(ctx.device)
-        self.texture = texture.to(ctx.device)
+        self.texture = _on_device(texture, ctx.device)
         self.optimizer = make_optimizer(cfg["optimizer"], self.texture.parameters(), cfg["lr"])
 
     def modules(self) -> dict[str, torch.nn.Module]:

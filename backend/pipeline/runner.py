@@ -89,8 +89,6 @@ class Runner:
         self.emit({"type": "log", "message": message})
 
     def _terms(self, key: str):  # noqa: ANN202
-        if self.paper is not None:  # the previous phase's models leave the GPU; this phase's come back
-            self.paper.store.park()
         return build_terms(self.cfg[key], self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
                            self.paper)
 

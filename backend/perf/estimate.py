@@ -1,0 +1,151 @@
+"""`python -m backend bench --estimate`: per-phase peak GPU memory, FLOPs, kernel launches,
+bytes moved and an estimated time, on any machine (no GPU needed).
+
+One training step of each phase runs through the real code (PaperGuidance, the phases,
+Phase.step) with the papers' networks at real size as fake tensors in fp16 (perf/networks.py)
+and the renderers real where they are cheap (DMTet extraction, rasterisation: data
+dependent) or fake with worst-case masks where they are not (the NeRF: see tracker.py).
+Every op passes through a Tracker, which counts what the GPU would hold:
+
+    peak = weights on the device (what parking leaves there, per phase)
+         + the phase's parameters, gradients and optimiser state
+         + the step's peak of live tensors, by the component that made them.
+
+The time is an estimate: launches, FLOPs and bytes weighed by constants fitted to the last
+H100 measurements (perf/calibration.json); it says so in its output.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from ..models.registry import ModelStore
+from .tracker import Tracker
+
+GB = 2 ** 30
+CALIBRATION = Path(__file__).with_name("calibration.json")
+
+
+def component_labels(store: ModelStore) -> dict[str, torch.nn.Module]:
+    """Names for the loaded networks' parts (a VAE's encoder and decoder apart)."""
+    out: dict[str, torch.nn.Module] = {}
+    for role, obj in store._loaded.items():
+        items = {"": obj} if isinstance(obj, torch.nn.Module) else \
+            {k: v for k, v in vars(obj).items() if isinstance(v, torch.nn.Module)} if hasattr(obj, "__dict__") else {}
+        for part, module in items.items():
+            name = f"{role}.{part}" if part else role
+            if hasattr(module, "encoder") and hasattr(module, "decoder"):
+                out[f"{name}.encoder"], out[f"{name}.decoder"] = module.encoder, module.decoder
+            else:
+                out[name] = module
+    return out
+
+
+def _nbytes(tensors: Any) -> int:
+    return sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _features(launches: float, flops: float, bytes_moved: float) -> list[float]:
+    return [launches, flops, bytes_moved]
+
+
+@lru_cache(maxsize=1)
+def time_model() -> tuple[float, float, float]:
+    """(s per launch, s per FLOP, s per byte): non-negative least squares on the measured
+    points of calibration.json (columns scaled so the solver sees numbers near 1)."""
+    from scipy.optimize import nnls
+
+    points = json.loads(CALIBRATION.read_text())["points"]
+    a = np.array([_features(p["launches"], p["tflop"] * 1e12, p["gb_moved"] * GB) for p in points])
+    y = np.array([p["s_per_it"] for p in points])
+    scale = a.max(axis=0)
+    coef, _ = nnls(a / scale, y)
+    return tuple(float(c) for c in coef / scale)
+
+
+def seconds_per_it(launches: float, flops: float, bytes_moved: float) -> float:
+    """Estimated seconds of one step on the calibration device (an H100)."""
+    return float(np.dot(_features(launches, flops, bytes_moved), time_model()))
+
+
+def measure_step(phase: Any, store: ModelStore, step: int = 1) -> dict:
+    """One Phase.step under a Tracker -> the phase's memory, work and time figures."""
+    tracker = Tracker()
+    tracker.label_modules(component_labels(store))
+    tracker.label_modules({"representation": m for m in phase.modules().values()})
+    with tracker:
+        phase.step(step)
+    r = tracker.report()
+    params = _nbytes(p for m in phase.modules().values() for p in m.parameters())
+    grads = _nbytes(p.grad for m in phase.modules().values() for p in m.parameters())
+    opt_state = _nbytes(v for st in phase.optimizer.state.values() for v in st.values())
+    resident = {"weights": store.resident_bytes(), "parameters": params, "gradients": grads,
+                "optimizer": opt_state}
+    breakdown = {**resident, **{f"live: {k}": v for k, v in sorted(r["peak_by_label"].items(), key=lambda kv: -kv[1])}}
+    return {"peak_gb": round((sum(resident.values()) + r["peak_bytes"]) / GB, 2),
+            "breakdown_gb": {k: round(v / GB, 3) for k, v in breakdown.items()},
+            "tflop": round(r["flops"] / 1e12, 2), "launches": r["launches"],
+            "gb_moved": round(r["bytes_moved"] / GB, 1),
+            "launches_by_label": r["launches_by_label"],
+            "tflop_by_label": {k: round(v / 1e12, 3) for k, v in r["flops_by_label"].items()},
+            "est_s_per_it": round(seconds_per_it(r["launches"], r["flops"], r["bytes_moved"]), 4)}
+
+
+def estimate(preset: str = "standard", overrides: dict | None = None, size: str = "full") -> dict:
+    """-> {"preset", "size", "phases": {phaseN: figures}, "peak_gb", "estimate_s", "note"}."""
+    from ..pipeline.config import resolve
+    from ..pipeline.paper import PaperGuidance
+    from ..pipeline.phases import PhaseContext
+    from ..render.raster import TorchRasterizer
+    from .bench import bench_job, bench_phases
+    from .networks import RandomStore
+
+    warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")  # copies of fake fields
+    cfg = resolve(preset, overrides or {})
+    scratch = Path(tempfile.mkdtemp(prefix="conjure-estimate-"))
+    cpu = torch.device("cpu")
+    fake = FakeTensorMode(allow_non_fake_inputs=True) if size == "full" else None
+    if fake is not None:
+        store: ModelStore = RandomStore(cpu, scratch, fake)
+    else:
+        from ..models.tiny import build_tiny
+
+        store = ModelStore(str(build_tiny(scratch / "tiny")), device=cpu)
+    paper = PaperGuidance(bench_job(scratch), store, lambda m: None)
+    ctx = PhaseContext(TorchRasterizer(), cpu, 0, cfg["render"]["bound"], paper.ref_view())
+    phases: dict[str, dict] = {}
+
+    for key, phase in bench_phases(cfg, ctx, paper, fake):
+        phases[key] = measure_step(phase, store)
+    for key, figures in phases.items():
+        figures["iterations"] = int(cfg[key]["iterations"])
+    return {"preset": preset, "size": size, "phases": phases,
+            "peak_gb": max(p["peak_gb"] for p in phases.values()),
+            "estimate_s": round(sum(p["est_s_per_it"] * p["iterations"] for p in phases.values()), 1),
+            "note": "estimate: memory counted op by op (fake networks, real renderers); time from a model "
+                    "calibrated on H100 measurements (perf/calibration.json), not measured"}
+
+
+def format_estimate(report: dict) -> str:
+    """The estimate as a table for people: per phase the peak and what makes it up."""
+    lines = [f"Estimate for preset {report['preset']!r} ({report['size']} networks) on a CUDA GPU; "
+             f"{report['note']}.", ""]
+    lines.append(f"{'phase':8} {'peak GB':>8} {'TFLOP':>7} {'launches':>9} {'GB moved':>9} {'est s/it':>9} "
+                 f"{'its':>6} {'est s':>8}")
+    for key, p in report["phases"].items():
+        lines.append(f"{key:8} {p['peak_gb']:8.2f} {p['tflop']:7.1f} {p['launches']:9d} {p['gb_moved']:9.1f} "
+                     f"{p['est_s_per_it']:9.3f} {p['iterations']:6d} {p['est_s_per_it'] * p['iterations']:8.0f}")
+    lines.append(f"{'total':8} {report['peak_gb']:8.2f} {'':>7} {'':>9} {'':>9} {'':>9} {'':>6} "
+                 f"{report['estimate_s']:8.0f}")
+    for key, p in report["phases"].items():
+        lines += ["", f"{key} peak, GB:"] + [f"  {name:32} {gb:8.3f}" for name, gb in p["breakdown_gb"].items()
+                                             if gb >= 0.001]
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""Op-level accounting of one training step: live memory by component, FLOPs, kernel
+launches and bytes moved, for real and fake tensors alike.
+
+`Tracker` is a TorchDispatchMode. Every aten op that runs while it is active passes
+through it (forward and backward), so it sees exactly what the GPU would allocate:
+- memory: each new storage an op returns is counted under the component that was running
+  (`label_modules` maps modules to names; everything else is "render+losses") until the
+  storage dies; the peak is kept with its breakdown. Weights and other tensors made before
+  the step are not counted here (the estimator adds them).
+- launches: ops that are not views (one kernel each, roughly; eager PyTorch on CUDA);
+- FLOPs: matmuls, convolutions and attention by torch's own flop formulas;
+- bytes: tensor inputs + outputs of each launch (what a memory-bound kernel moves).
+
+Networks can be fake tensors (FakeTensorMode: shapes without data) while the renderers
+stay real; fake values are contagious, so everything downstream of a network is fake.
+Data-dependent ops on fake tensors get their worst case: a boolean mask selects every
+element, `.item()` of a mask is True and of a number 0 (the memory of a selection is
+bounded by the all-true case, which is also the first steps of a run: occupancy starts
+full, every ray hits the box).
+"""
+from __future__ import annotations
+
+import weakref
+from collections import Counter
+import torch
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import flop_registry
+
+aten = torch.ops.aten
+OUTSIDE = "render+losses"  # allocations made outside any labelled network
+_NO_KERNEL = {aten.detach.default, aten.lift_fresh.default, aten._local_scalar_dense.default,
+              aten.empty.memory_format, aten.empty_strided.default, aten.set_.source_Storage_storage_offset}
+
+
+def _tensors(tree: object) -> list[torch.Tensor]:
+    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+class Tracker(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[int, tuple[int, str]] = {}  # id(storage) -> (bytes, label)
+        self.by_label: Counter = Counter()
+        self.current = 0
+        self.peak = 0
+        self.peak_by_label: dict[str, int] = {}
+        self.flops = 0
+        self.launches = 0
+        self.bytes_moved = 0
+        self.launches_by_label: Counter = Counter()
+        self.flops_by_label: Counter = Counter()
+        self._labels: dict[int, str] = {}
+        self._stack: list[str] = []
+        self._hooks: list = []
+
+    # -- components ---------------------------------------------------------------------
+    def label_modules(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Allocations made inside these modules' forward count under their names."""
+        for name, module in modules.items():
+            self._labels[id(module)] = name
+
+    @property
+    def label(self) -> str:
+        if self._stack:
+            return self._stack[-1]
+        return "backward" if torch._C._current_graph_task_id() != -1 else OUTSIDE
+
+    def _pre(self, module: torch.nn.Module, args: object) -> None:
+        name = self._labels.get(id(module))
+        if name is not None:
+            self._stack.append(name)
+
+    def _post(self, module: torch.nn.Module, args: object, out: object) -> None:
+        if id(module) in self._labels and self._stack:
+            self._stack.pop()
+
+    def __enter__(self) -> "Tracker":
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self._hooks = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        super().__exit__(*exc)
+
+    # -- memory -------------------------------------------------------------------------
+    def _track(self, t: torch.Tensor) -> None:
+        st = t.untyped_storage()
+        key = id(st)
+        n = st.nbytes()
+        if key in self._live or n == 0:
+            return
+        label = self.label
+        self._live[key] = (n, label)
+        self.by_label[label] += n
+        self.current += n
+        weakref.finalize(st, self._free, key).atexit = False  # nothing to count once Python exits
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_by_label = {k: v for k, v in self.by_label.items() if v}
+
+    def _free(self, key: int) -> None:
+        n, label = self._live.pop(key, (0, OUTSIDE))
+        self.by_label[label] -= n
+        self.current -= n
+
+    # -- dispatch -----------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        inputs = _tensors((args, kwargs))
+        fake = next((t for t in inputs if isinstance(t, FakeTensor)), None)
+        out = NotImplemented
+        if fake is not None:
+            func, args, kwargs, out = _worst_case(func, args, kwargs, fake)
+            if func is None:  # a scalar answer: no kernel
+                return out
+        if out is NotImplemented:
+            out = func(*args, **kwargs)
+        if func not in _NO_KERNEL and not func.is_view:
+            outputs = _tensors(out)
+            self.launches += 1
+            self.launches_by_label[self.label] += 1
+            self.bytes_moved += sum(t.nbytes for t in inputs) + sum(t.nbytes for t in outputs)
+            count = flop_registry.get(func._overloadpacket)
+            if count is not None:
+                f = int(count(*args, **kwargs, out_val=out))
+                self.flops += f
+                self.flops_by_label[self.label] += f
+            for t in outputs:
+                self._track(t)
+        return out
+
+    def report(self) -> dict:
+        return {"peak_bytes": self.peak, "peak_by_label": dict(self.peak_by_label), "flops": self.flops,
+                "launches": self.launches, "bytes_moved": self.bytes_moved,
+                "launches_by_label": dict(self.launches_by_label), "flops_by_label": dict(self.flops_by_label)}
+
+
+def _mask_indices(mask: torch.Tensor, fake: FakeTensor) -> list[torch.Tensor]:
+    """Index tensors of a boolean mask: exact for a real mask, every element (the worst
+    case) for a fake one."""
+    if not isinstance(mask, FakeTensor):
+        return list(torch.nonzero(mask).unbind(1))
+    with fake.fake_mode:
+        return [torch.empty(mask.numel(), dtype=torch.long, device=mask.device) for _ in range(mask.dim())]
+
+
+def _worst_case(func, args: tuple, kwargs: dict, fake: FakeTensor):  # noqa: ANN001, ANN202
+    """A data-dependent op on fake tensors, rewritten to its worst case.
+    -> (func, args, kwargs, out): out is the result when already made here (func None for
+    a Python scalar), else NotImplemented and the (possibly rewritten) op is run."""
+    if func is aten._local_scalar_dense.default:
+        dtype = args[0].dtype
+        return None, args, kwargs, True if dtype == torch.bool else 0.0 if dtype.is_floating_point else 0
+    if func in (aten.nonzero.default, aten.argwhere.default, aten.masked_select.default):
+        x = args[0]
+        shape, dtype = ((x.numel(), x.dim()), torch.long) if func is not aten.masked_select.default else \
+            ((x.numel(),), x.dtype)
+        with fake.fake_mode:
+            return func, args, kwargs, torch.empty(shape, dtype=dtype, device=x.device)
+    if func in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default):
+        indices = args[1]
+        if any(i is not None and i.dtype == torch.bool for i in indices):
+            new: list = []
+            for i in indices:
+                new += _mask_indices(i, fake) if i is not None and i.dtype == torch.bool else [i]
+            args = (args[0], new, *args[2:])
+    return func, args, kwargs, NotImplemented
