@@ -37,7 +37,14 @@ class HashGrid(nn.Module):
         return self.levels * self.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = ((x / self.bound + 1) / 2).clamp(0, 1)  # [N,3] in [0,1]
+        return self.encode(x, jacobian=False)[0]
+
+    def encode(self, x: torch.Tensor, jacobian: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """features [N, L*F] and, with jacobian, their derivative w.r.t. x [N, L*F, 3] in
+        closed form (trilinear weights differentiated per axis), as ordinary ops: the
+        gradient of a field needs no double backward, so it can be checkpointed."""
+        raw = (x / self.bound + 1) / 2
+        u = raw.clamp(0, 1)  # [N,3] in [0,1]
         pos = u[:, None, :] * self.res[None, :, None].to(u.dtype)  # [N,L,3]
         base = torch.minimum(pos.floor(), (self.res - 1)[None, :, None].to(u.dtype))
         frac = pos - base
@@ -51,11 +58,40 @@ class HashGrid(nn.Module):
         hx, hy, hz = coord[:, nd:, 0], coord[:, nd:, 1] * self._p1, coord[:, nd:, 2] * self._p2
         hashed = (hx[..., :, None, None] ^ hy[..., None, :, None] ^ hz[..., None, None, :]) & (self.table - 1)
         idx = torch.cat([dense, hashed], dim=1)
-        idx = (idx.reshape(x.shape[0], self.levels, 8) + self.offsets[None, :, None]).reshape(-1)
-        feats = self.embeddings.index_select(0, idx.long()).reshape(x.shape[0], self.levels, 8, self.features)
+        n = x.shape[0]
+        idx = (idx.reshape(n, self.levels, 8) + self.offsets[None, :, None]).reshape(-1)
+        feats = self.embeddings.index_select(0, idx.long()).reshape(n, self.levels, 8, self.features)
         wx = torch.stack([1 - frac, frac], dim=-1)  # [N,L,3,2]
         w = (wx[:, :, 0, :, None, None] * wx[:, :, 1, None, :, None] * wx[:, :, 2, None, None, :])
-        return (feats * w.reshape(x.shape[0], self.levels, 8, 1)).sum(2).reshape(x.shape[0], -1)
+        out = (feats * w.reshape(n, self.levels, 8, 1)).sum(2).reshape(n, -1)
+        if not jacobian:
+            return out, None
+        # d frac / d x per axis: res / (2 bound) inside the box (clamp passes no gradient outside).
+        inside = ((raw >= 0) & (raw <= 1)).to(x.dtype) / (2 * self.bound)  # [N,3]
+        dfrac = self.res[None, :, None].to(x.dtype) * inside[:, None, :]  # [N,L,3]
+        dwx = torch.tensor([-1.0, 1.0], dtype=x.dtype, device=x.device)  # d wx / d frac
+        parts = []
+        for axis in range(3):
+            f = [wx[:, :, a] if a != axis else dwx.expand_as(wx[:, :, a]) for a in range(3)]
+            dw = (f[0][:, :, :, None, None] * f[1][:, :, None, :, None] * f[2][:, :, None, None, :])
+            parts.append((feats * dw.reshape(n, self.levels, 8, 1)).sum(2) * dfrac[:, :, axis, None])
+        return out, torch.stack(parts, -1).reshape(n, -1, 3)
+
+
+def mlp_with_jacobian(net: nn.Sequential, h: torch.Tensor, jac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An mlp() applied to h [N,D] carrying the input Jacobian jac [N,D,3] along (chain rule
+    through Linear and ReLU) -> (output [N,O], d output / d x [N,O,3])."""
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            h = layer(h)
+            jac = torch.einsum("od,ndk->nok", layer.weight, jac)
+        elif isinstance(layer, nn.ReLU):
+            on = h > 0
+            h = torch.where(on, h, torch.zeros_like(h))
+            jac = jac * on[..., None].to(jac.dtype)
+        else:
+            raise TypeError(f"no Jacobian rule for {type(layer).__name__}")
+    return h, jac
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:

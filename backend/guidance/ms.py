@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from ..render.shading import Views
 
@@ -69,18 +70,21 @@ class MSLoss:
         self.distortion, self.crop_scale = distortion, crop_scale
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _sim_loss(self, x: torch.Tensor) -> torch.Tensor:
-        emb = torch.nn.functional.normalize(self.encoder(x).float(), dim=-1)
-        return (1 - emb @ self.target.to(emb).T).mean()
-
     def __call__(self, images: torch.Tensor, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
         x = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), (self.size, self.size), mode="bilinear",
                                             align_corners=False)
-        total_w = self.w_g + self.w_l + self.w_z
-        loss = self.w_z * self._sim_loss(x)
+        batches, weights = [x], [self.w_z]  # augmentations drawn in a fixed order: G, then L's crop and warp
         if self.w_g:
-            loss = loss + self.w_g * self._sim_loss(random_perspective(x, self.distortion, self.generator))
+            batches.append(random_perspective(x, self.distortion, self.generator))
+            weights.append(self.w_g)
         if self.w_l:
             crop = random_crop(x, self.crop_scale, self.size, self.generator)
-            loss = loss + self.w_l * self._sim_loss(random_perspective(crop, self.distortion, self.generator))
-        return {"ms": loss / total_w}
+            batches.append(random_perspective(crop, self.distortion, self.generator))
+            weights.append(self.w_l)
+        # One encoder call for all augmentations; checkpointed, so backward recomputes the
+        # ViT instead of keeping its activations through the rest of the step.
+        emb = checkpoint(self.encoder, torch.cat(batches), use_reentrant=False)
+        emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        per = (1 - emb @ self.target.to(emb).T)[:, 0].reshape(len(batches), -1).mean(1)
+        loss = sum(w * p for w, p in zip(weights, per))
+        return {"ms": loss / (self.w_g + self.w_l + self.w_z)}

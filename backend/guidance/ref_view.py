@@ -29,6 +29,21 @@ class RefView:
         self.pose = (elevation, azimuth, radius, fov)
         self.rgb_weight, self.mask_weight, self.shading, self.prefix = rgb_weight, mask_weight, shading, prefix
 
+    def at_most(self, size: int) -> "RefView":
+        """This anchor with its images area-averaged down to size x size when larger: a phase
+        renders it no finer than its own training views (phase I at 128² renders a quarter
+        of the samples a 256² reference would cost)."""
+        if self.rgb.shape[1] <= size:
+            return self
+        cache = self.__dict__.setdefault("_smaller", {})
+        if size not in cache:
+            rgba = torch.cat([self.rgb, self.mask], -1).permute(0, 3, 1, 2)
+            small = torch.nn.functional.interpolate(rgba, (size, size), mode="area").permute(0, 2, 3, 1)
+            el, az, radius, fov = self.pose
+            cache[size] = RefView(small, el, az, radius, fov, self.rgb_weight, self.mask_weight, self.shading,
+                                  self.prefix)
+        return cache[size]
+
     def views(self, background: str | list[float] = "white") -> Views:
         el, az, r, fov = self.pose
         cams = orbit_cameras(el, torch.as_tensor(az, dtype=torch.float32), r, fov, self.rgb.shape[1], self.rgb.shape[2])

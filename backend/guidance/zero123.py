@@ -14,6 +14,7 @@ import torch
 from ..models.registry import Zero123Components
 from ..render.camera import relative_pose
 from ..render.shading import Views
+from .diffusion import vae_encode
 
 
 class Zero123Denoiser:
@@ -36,7 +37,7 @@ class Zero123Denoiser:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         x = self._resize(images.permute(0, 3, 1, 2))
-        return self.c.vae.encode((x * 2 - 1).to(self.dtype)).latent_dist.sample().float() * self.scaling
+        return vae_encode(self.c.vae, (x * 2 - 1).to(self.dtype)).float() * self.scaling
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return ((self.c.vae.decode((z / self.scaling).to(self.dtype)).sample.float() + 1) / 2).clamp(0, 1)

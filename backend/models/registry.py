@@ -192,6 +192,7 @@ class ModelStore:
             normalizer, noising = extra["normalizer"].to(self.device), extra["noising"]
         for m in (text_encoder, unet, vae):
             m.requires_grad_(False).eval().to(self.device)
+        _checkpoint_blocks(vae)
         comps = SDComponents(tokenizer, text_encoder, unet, vae, scheduler.alphas_cumprod.float().clone(),
                              scheduler.config.prediction_type, normalizer, noising)
         self._loaded[role] = comps
@@ -213,6 +214,7 @@ class ModelStore:
             raise ModelNotAvailable(role, where, f"expected an 8-channel Zero-1-to-3 UNet, got {unet.config.in_channels}")
         for m in (unet, vae, proj):
             m.requires_grad_(False).eval().to(self.device)
+        _checkpoint_blocks(vae)
         encoder, _ = self.clip_image_encoder(f"{role}/image_encoder", where, "image_encoder")
         comps = Zero123Components(unet, vae, encoder, proj, scheduler.alphas_cumprod.float().clone(), self.device)
         self._loaded[role] = comps
@@ -450,6 +452,16 @@ class ModelStore:
                 if id(m) not in self._away:
                     seen[id(m)] = m
         return sum(t.nbytes for m in seen.values() for t in [*m.parameters(), *m.buffers()])
+
+
+def _checkpoint_blocks(vae: Any) -> None:
+    """Encoding renders with gradient keeps only each block's input; backward recomputes the
+    block (diffusers' checkpointing, active whenever grad is on, in eval mode too)."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    vae.enable_gradient_checkpointing(partial(checkpoint, use_reentrant=False))
 
 
 def _modules(obj: Any) -> list[torch.nn.Module]:

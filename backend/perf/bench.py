@@ -41,6 +41,7 @@ def bench_phases(cfg: dict, ctx: Any, paper: Any, field_mode: Any = None) -> Ite
     done: phase II starts from a sphere (a known surface), phase III textures its mesh.
     field_mode: a context (the estimator's fake mode) in which the NeRF is built."""
     from ..geometry.dmtet import dmtet_from_density
+    from ..geometry.fields import TextureField
     from ..pipeline.guidance_terms import build_terms
     from ..pipeline.phases import GeometryPhase, NeRFPhase, TexturePhase
 
@@ -56,7 +57,9 @@ def bench_phases(cfg: dict, ctx: Any, paper: Any, field_mode: Any = None) -> Ite
         sphere, cfg["phase2"]["tet_res"], 10.0, cfg["render"]["bound"], cfg["phase2"]["sdf_grid"]))
     yield "phase2", p2
     verts, faces = (t.detach() for t in p2.mesh())
-    yield "phase3", TexturePhase(cfg["phase3"], ctx, terms("phase3"), verts, faces, p1.field.texture_field())
+    with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied
+        texture = TextureField.from_config(cfg["phase1"]["field"], cfg["render"]["bound"])
+    yield "phase3", TexturePhase(cfg["phase3"], ctx, terms("phase3"), verts, faces, texture)
 
 
 @contextmanager

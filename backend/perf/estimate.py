@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,6 @@ def estimate(preset: str = "standard", overrides: dict | None = None, size: str 
     from .bench import bench_job, bench_phases
     from .networks import RandomStore
 
-    warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")  # copies of fake fields
     cfg = resolve(preset, overrides or {})
     scratch = Path(tempfile.mkdtemp(prefix="conjure-estimate-"))
     cpu = torch.device("cpu")

@@ -105,6 +105,7 @@ class Phase:
         for name, anchor in (("ref_view", self.ctx.ref_view), ("identity", identity)):
             weight = self.weights.get(name, 0)
             if anchor is not None and weight > 0:
+                anchor = anchor.at_most(int(self.cfg["resolution"]))
                 anchor_views = anchor.views(self.cfg.get("background", "white")).to(self.ctx.device)
                 image, opacity = self.render(anchor_views)
                 for key, value in anchor(image, opacity, anchor_views).items():

@@ -38,6 +38,31 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[to
     return near, far
 
 
+CHUNK = 1 << 18  # samples per checkpointed field query: bounds what the backward recomputes at once
+
+
+def query_field(field: NeRFField, pts: torch.Tensor, need_gradient: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """density [N], albedo [N,3] and, if asked, the density's gradient [N,3] at points [N,3].
+
+    While a graph is being built, the field runs in chunks under activation checkpointing:
+    only each chunk's points and outputs are kept for backward, which recomputes the hash
+    grid and MLPs chunk by chunk. (Without it the phase-I render kept about 5 KB per
+    sample.) The gradient is the field's closed form, not autograd.grad, so nothing inside
+    a chunk needs a double backward and the checkpoint frees everything it recomputes."""
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return field.with_gradient(x) if need_gradient else field(x)
+
+    if not torch.is_grad_enabled() or pts.shape[0] == 0:
+        out = run(pts)
+    else:
+        from torch.utils.checkpoint import checkpoint
+
+        parts = [checkpoint(run, chunk, use_reentrant=False) for chunk in pts.split(CHUNK)]
+        out = tuple(torch.cat(p) for p in zip(*parts))
+    return (out[0], out[1], out[2] if need_gradient else None)
+
+
 def render_volume(field: NeRFField, views: Views, samples: int, generator: torch.Generator | None = None,
                   bound: float = 1.0, need_normals: bool = False) -> VolumeRender:
     cams = views.cams
@@ -59,16 +84,11 @@ def render_volume(field: NeRFField, views: Views, samples: int, generator: torch
     live_pts = pts[live]
     density = pts.new_zeros(pts.shape[0])
     albedo = pts.new_zeros(pts.shape[0], 3)
+    d_live, a_live, g_live = query_field(field, live_pts, need_normals)
     sample_normals = None
     if need_normals:
-        live_pts = live_pts.detach().requires_grad_(True)
-        with torch.enable_grad():
-            d_live, a_live = field(live_pts)
-            grad = torch.autograd.grad(d_live.sum(), live_pts, create_graph=torch.is_grad_enabled())[0]
         sample_normals = pts.new_zeros(pts.shape[0], 3).index_put(
-            (live,), torch.nn.functional.normalize(-grad, dim=-1, eps=1e-8)).reshape(-1, samples, 3)
-    else:
-        d_live, a_live = field(live_pts)
+            (live,), torch.nn.functional.normalize(-g_live, dim=-1, eps=1e-8)).reshape(-1, samples, 3)
     density = density.index_put((live,), d_live).reshape(-1, samples)
     albedo = albedo.index_put((live,), a_live)
     alpha = 1 - torch.exp(-density * delta)
