@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="no GPU needed: peak memory (with its breakdown), FLOPs, launches, bytes and an "
                             "estimated time per phase, counted op by op through the real code")
     bench.add_argument("--json", action="store_true", help="--estimate: one JSON object instead of a table")
+    bench.add_argument("--record", action="store_true",
+                       help="--estimate: keep the preset's figures for the job-start memory check and the add-on")
     bench.add_argument("--profile", metavar="DIR",
                        help="on the bench's device: a torch.profiler Chrome trace per phase and a per-component "
                             "table (module, calls, time, memory) in DIR")

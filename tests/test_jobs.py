@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from backend.eval.targets import write_target
 from backend.pipeline.config import ConfigError, resolve
@@ -138,3 +139,41 @@ def test_killed_process_resumes(target_dir, tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "resuming at step" in done.stdout and (out / "result.glb").exists()
+
+
+def test_out_of_gpu_memory_mid_run_keeps_the_step_and_resumes(target_dir, tmp_path, monkeypatch):
+    from backend.pipeline.phases import GeometryPhase
+
+    real_step = GeometryPhase.step
+    calls = iter(range(10_000))
+
+    def failing_step(self, step):  # noqa: ANN001 (the third phase-II step runs out of memory once)
+        if step == 3 and next(calls) == 0:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self, step)
+
+    monkeypatch.setattr(GeometryPhase, "step", failing_step)
+    out, events = tmp_path / "out", []
+    assert run_job(_oracle(overrides=TINY), target_dir, out, events.append) is None
+    err = events[-1]
+    assert err["code"] == "out_of_memory" and "phase2 at step 4 of 10" in err["message"]
+    assert "phase2.batch" in err["hint"] and "resume at step 4" in err["hint"]
+    assert torch.load(out / "checkpoints" / "current.pt", weights_only=False)["step"] == 3
+    events.clear()
+    assert run_job(_oracle(overrides=TINY), target_dir, out, events.append) is not None
+    assert next(e for e in events if e["type"] == "progress" and e["phase"] == "phase2")["step"] == 4
+
+
+def test_budget_names_a_preset_that_fits(monkeypatch, tmp_path):
+    from backend.perf import budget
+
+    table = tmp_path / "estimates.json"
+    table.write_text(json.dumps({"draft": {"peak_gb": 4.0}, "standard": {"peak_gb": 8.5}, "high": {"peak_gb": 20.0}}))
+    monkeypatch.setattr(budget, "TABLE", table)
+    assert budget.shortfall("standard", 9.5) is None  # 8.5 + 1 GB headroom fits exactly
+    message, hint = budget.shortfall("high", 12.0)
+    assert message == ("preset 'high' needs about 20.0 GB of GPU memory (estimate) plus 1 GB of headroom, "
+                       "and 12.0 GB are free")
+    assert hint.startswith("use preset 'standard' (about 8.5 GB)")
+    assert budget.shortfall("draft", 3.0)[1].startswith("no preset fits")
+    assert budget.shortfall("unrecorded", 1.0) is None

@@ -18,6 +18,12 @@ class SphereField(nn.Module):
         d = self.value * torch.sigmoid((self.radius - x.norm(dim=-1)) * 200) + self.dummy
         return d, torch.tensor([1.0, 0.0, 0.0]).expand(x.shape[0], 3)
 
+    def with_gradient(self, x):
+        s = torch.sigmoid((self.radius - x.norm(dim=-1)) * 200)
+        d, albedo = self.forward(x)
+        grad = (self.value * s * (1 - s) * 200)[:, None] * -torch.nn.functional.normalize(x, dim=-1)
+        return d, albedo, grad
+
     def occupied(self, x):
         return torch.ones(x.shape[0], dtype=torch.bool)
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,17 +36,20 @@ def bench_job(scratch: Path) -> dict:
             "style_image": None}
 
 
-def bench_phases(cfg: dict, ctx: Any, paper: Any, field_mode: Any = None) -> Iterator[tuple[str, Any]]:
+def bench_phases(cfg: dict, ctx: Any, paper: Any, field_mode: Any = None,
+                 build_mode: Callable[[str], Any] | None = None) -> Iterator[tuple[str, Any]]:
     """The three phases as bench and estimate run them, each built when the previous one is
     done: phase II starts from a sphere (a known surface), phase III textures its mesh.
-    field_mode: a context (the estimator's fake mode) in which the NeRF is built."""
+    field_mode: a context (the estimator's fake mode) in which the NeRF is built;
+    build_mode(phase key): a context in which that phase's guidance is built."""
     from ..geometry.dmtet import dmtet_from_density
     from ..geometry.fields import TextureField
     from ..pipeline.guidance_terms import build_terms
     from ..pipeline.phases import GeometryPhase, NeRFPhase, TexturePhase
 
     def terms(key: str) -> list:
-        return build_terms(cfg[key], "paper", ctx.raster, 0, lambda m: None, paper=paper)
+        with build_mode(key) if build_mode else nullcontext():
+            return build_terms(cfg[key], "paper", ctx.raster, 0, lambda m: None, paper=paper)
 
     t1 = terms("phase1")
     with field_mode or nullcontext():
@@ -154,9 +157,11 @@ def bench(preset: str = "standard", device: str = "auto", size: str = "full", it
 def main(args: Any) -> int:
     overrides = json.loads(args.overrides) if args.overrides else {}
     if args.estimate:
-        from .estimate import estimate, format_estimate
+        from .estimate import estimate, format_estimate, record
 
         report = estimate(args.preset, overrides, args.size)
+        if args.record:
+            record(report)
         print(json.dumps(report, indent=2) if args.json else format_estimate(report))
         return 0
     print(json.dumps(bench(args.preset, args.device, args.size, args.iterations, overrides, args.profile), indent=2))

@@ -121,11 +121,18 @@ def estimate(preset: str = "standard", overrides: dict | None = None, size: str 
     ctx = PhaseContext(TorchRasterizer(), cpu, 0, cfg["render"]["bound"], paper.ref_view())
     phases: dict[str, dict] = {}
 
-    for key, phase in bench_phases(cfg, ctx, paper, fake):
+    builds: dict[str, Tracker] = {}
+
+    def build_mode(key: str) -> Tracker:  # conditioning made once per phase: worst-case shim, own peak
+        builds[key] = Tracker()
+        return builds[key]
+
+    for key, phase in bench_phases(cfg, ctx, paper, fake, build_mode):
         phases[key] = measure_step(phase, store)
+        phases[key]["conditioning_peak_gb"] = round((builds[key].peak + store.resident_bytes()) / GB, 2)
     for key, figures in phases.items():
         figures["iterations"] = int(cfg[key]["iterations"])
-    return {"preset": preset, "size": size, "phases": phases,
+    return {"preset": preset, "size": size, "overrides": overrides or {}, "phases": phases,
             "peak_gb": max(p["peak_gb"] for p in phases.values()),
             "estimate_s": round(sum(p["est_s_per_it"] * p["iterations"] for p in phases.values()), 1),
             "note": "estimate: memory counted op by op (fake networks, real renderers); time from a model "
@@ -147,3 +154,17 @@ def format_estimate(report: dict) -> str:
         lines += ["", f"{key} peak, GB:"] + [f"  {name:32} {gb:8.3f}" for name, gb in p["breakdown_gb"].items()
                                              if gb >= 0.001]
     return "\n".join(lines)
+
+
+def record(report: dict) -> None:
+    """Keep a full-size estimate of a preset (no overrides) in the table budget.py reads."""
+    from .budget import TABLE, recorded
+
+    if report["size"] != "full" or report.get("overrides"):
+        raise ValueError("only full-size estimates of a preset without overrides are recorded")
+    table = recorded()
+    table[report["preset"]] = {"peak_gb": report["peak_gb"], "estimate_s": report["estimate_s"],
+                               "phases": {k: p["peak_gb"] for k, p in report["phases"].items()}}
+    tmp = TABLE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    tmp.replace(TABLE)

@@ -104,14 +104,29 @@ class RandomStore(ModelStore):
             out[name] = obj.to(self.dtype) if isinstance(obj, torch.nn.Module) else obj
         return out
 
+    def _tokenizer(self, role: str, fallback: str) -> Any:
+        return self._build(role, "tokenizer")  # CLIP's BPE, shipped with the tiny ImageBind
+
     def _pretrained(self, role: str, cls: Any, where: str | None = None, sub: str | None = None, **kw: Any) -> Any:
         if role in self._loaded:
             return self._ready(role)
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+        from transformers import (AutoModelForDepthEstimation, CLIPConfig, CLIPModel, CLIPVisionConfig,
+                                  CLIPVisionModelWithProjection, DPTConfig, DPTForDepthEstimation, ViTConfig, ViTModel)
 
-        if cls is not CLIPVisionModelWithProjection:
+        if cls is CLIPVisionModelWithProjection:
+            config = CLIPVisionConfig(**(_VIT_L if role.startswith("zero123") else _VIT_H))
+            build = lambda: CLIPVisionModelWithProjection(config)  # noqa: E731
+        elif cls is ViTModel:  # DINO ViT-B/16
+            build = lambda: ViTModel(ViTConfig(image_size=224, patch_size=16), add_pooling_layer=False)  # noqa: E731
+        elif cls is AutoModelForDepthEstimation:  # DPT at ViT-B size (dpt-hybrid-midas is ViT-B hybrid)
+            build = lambda: DPTForDepthEstimation(DPTConfig(  # noqa: E731
+                hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                neck_hidden_sizes=[96, 192, 384, 768]))
+        elif cls is CLIPModel:  # PickScore: OpenCLIP ViT-H/14
+            build = lambda: CLIPModel(CLIPConfig(text_config={**_TEXT["unclip"], "num_hidden_layers": 24},  # noqa: E731
+                                                 vision_config=_VIT_H, projection_dim=1024))
+        else:
             raise NotImplementedError(f"bench builds no {cls.__name__}")
-        config = CLIPVisionConfig(**(_VIT_L if role.startswith("zero123") else _VIT_H))
-        model = self._make(lambda: CLIPVisionModelWithProjection(config))
+        model = self._make(build)
         self._loaded[role] = model.to(self.dtype).requires_grad_(False).eval().to(self.device)
         return self._loaded[role]

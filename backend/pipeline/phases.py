@@ -33,6 +33,11 @@ class PipelineError(RuntimeError):
         self.hint = hint
 
 
+class OutOfGPUMemory(PipelineError):
+    """The job does not fit the GPU (refused before work, or out of memory mid-run with the
+    last step's checkpoint kept)."""
+
+
 @dataclass
 class PhaseContext:
     raster: Rasterizer

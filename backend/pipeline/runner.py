@@ -25,7 +25,7 @@ from ..models.registry import ModelStore
 from .config import loss_weight
 from .guidance_terms import build_terms
 from .paper import PaperGuidance
-from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, SurfacePhase, TexturePhase
+from .phases import GeometryPhase, NeRFPhase, OutOfGPUMemory, Phase, PhaseContext, SurfacePhase, TexturePhase
 
 Emit = Callable[[dict], None]
 PHASES = ("phase1", "phase2", "phase3")
@@ -112,7 +112,17 @@ class Runner:
             if self.should_cancel():
                 _save({"phase": key, "step": step, "state": phase.state()}, current)
                 raise Cancelled(f"cancelled in {key} at step {step}")
-            losses = phase.step(step)
+            try:
+                losses = phase.step(step)
+            except torch.OutOfMemoryError as exc:
+                phase.optimizer.zero_grad(set_to_none=True)  # free what the failed step held
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                _save({"phase": key, "step": step, "state": phase.state()}, current)
+                raise OutOfGPUMemory(
+                    f"out of GPU memory in {key} at step {step + 1} of {phase.iterations} (checkpoint kept)",
+                    f"free GPU memory and re-run to resume at step {step + 1}, or lower {key}.batch or "
+                    f"{key}.resolution, or use the draft preset") from exc
             n += 1
             rate = (time.monotonic() - t0) / n
             event = {"type": "progress", "phase": key, "step": step + 1, "total": phase.iterations,
@@ -126,7 +136,19 @@ class Runner:
         _save({"state": phase.state()}, done)
         current.unlink(missing_ok=True)
 
+    def check_memory(self) -> None:
+        """On CUDA, before any work: the preset's recorded estimate against free memory."""
+        if self.device.type != "cuda" or self.paper is None:
+            return
+        from ..perf.budget import shortfall
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        short = shortfall(self.job.get("preset", "standard"), free / 2 ** 30)
+        if short is not None:
+            raise OutOfGPUMemory(*short)
+
     def run(self) -> dict:
+        self.check_memory()
         if self.source is not None:
             return self.run_from_mesh(self.source)
         p1 = NeRFPhase(self.cfg["phase1"], self.ctx, self._terms("phase1"))

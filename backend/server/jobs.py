@@ -79,7 +79,7 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
     emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
     from ..geometry.mesh import MeshError
     from ..models.registry import ModelNotAvailable
-    from ..pipeline.phases import PipelineError
+    from ..pipeline.phases import OutOfGPUMemory, PipelineError
     from ..pipeline.runner import Cancelled, Runner
 
     try:
@@ -92,6 +92,9 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         return None
     except Cancelled as exc:
         emit({"type": "cancelled", "message": str(exc)})
+        return None
+    except OutOfGPUMemory as exc:
+        emit(error_event(exc, "out_of_memory"))
         return None
     except PipelineError as exc:
         emit(error_event(exc, "pipeline"))

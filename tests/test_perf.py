@@ -1,0 +1,134 @@
+"""The estimator's accounting (tracker), its time model, and the memory changes it led to,
+each against a known answer or the computation it replaces."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from backend.geometry.dmtet import DMTet
+from backend.geometry.fields import NeRFField
+from backend.guidance.ref_view import RefView
+from backend.perf.estimate import CALIBRATION, estimate, seconds_per_it
+from backend.perf.tracker import OUTSIDE, Tracker
+from backend.render import volume
+
+from .helpers import ROOT as REPO
+
+
+def test_tracker_counts_live_bytes_peak_and_labels():
+    lin = torch.nn.Linear(8, 4, bias=False)
+    tr = Tracker()
+    tr.label_modules({"lin": lin})
+    with tr:
+        a = torch.ones(1000)          # 4000 B live
+        b = a * 2                     # 8000
+        del a                         # 4000
+        c = torch.ones(3000)          # 16000: the peak
+        del b, c                      # 0
+        y = lin(torch.ones(5, 8))     # input 160 B outside, output 80 B inside "lin"
+    assert tr.peak == 16000
+    assert tr.peak_by_label == {OUTSIDE: 16000}
+    assert tr.by_label["lin"] == 80 and tr.by_label[OUTSIDE] == 160  # y, and its input saved for backward
+    assert tr.flops == 2 * 5 * 8 * 4  # torch's formula for the one matmul
+    del y
+
+
+def test_tracker_worst_case_for_fake_masks_and_exact_for_real_ones():
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        x = torch.empty(10, 3)
+        mask = torch.empty(10, dtype=torch.bool)
+    real_mask = torch.tensor([True, False] * 5)
+    with Tracker():
+        assert x[mask].shape == (10, 3)              # a fake mask selects everything
+        assert torch.nonzero(mask).shape == (10, 1)
+        assert x[real_mask].shape == (5, 3)          # a real mask selects what it says
+        assert bool(mask.any()) is True and int(mask.sum()) == 0
+
+
+def test_time_model_reproduces_the_h100_points_it_was_fitted_to():
+    points = json.loads(CALIBRATION.read_text())["points"]
+    errors = {(p["preset"], p["phase"]): seconds_per_it(p["launches"], p["tflop"] * 1e12, p["gb_moved"] * 2 ** 30)
+              / p["s_per_it"] - 1 for p in points}
+    # Measured residuals of the 3-constant fit: standard within 8%, draft over by up to 60%.
+    assert all(abs(e) < 0.08 for (preset, _), e in errors.items() if preset == "standard")
+    assert all(-0.05 < e < 0.65 for (preset, _), e in errors.items() if preset == "draft")
+
+
+def test_estimate_at_tiny_size_through_the_cli_has_every_figure():
+    out = subprocess.run([sys.executable, "-m", "backend", "bench", "--estimate", "--size", "tiny", "--preset",
+                          "draft", "--json"], cwd=REPO, capture_output=True, text=True, timeout=600, check=True)
+    report = json.loads(out.stdout)
+    assert set(report["phases"]) == {"phase1", "phase2", "phase3"}
+    for p in report["phases"].values():
+        assert {"peak_gb", "tflop", "launches", "est_s_per_it", "breakdown_gb"} <= set(p)
+        assert abs(sum(p["breakdown_gb"].values()) - p["peak_gb"]) < 0.01  # the breakdown is the peak
+    assert report["peak_gb"] == max(p["peak_gb"] for p in report["phases"].values())
+
+
+@pytest.mark.slow
+def test_standard_fits_an_artists_gpu_by_the_estimate():
+    report = estimate("standard")
+    # 68.8 GB before this change (H100 measured 69.1 GB); the budget is 16 GB, the aim 12.
+    assert report["peak_gb"] < 12.0, report
+    # Most of what remains are the networks' fp16 weights.
+    assert all(p["breakdown_gb"]["weights"] > 4.0 for p in report["phases"].values())
+
+
+def _field() -> NeRFField:
+    torch.manual_seed(0)
+    field = NeRFField.from_config({"levels": 6, "log2_table": 10, "max_res": 128, "hidden": 16}).double()
+    with torch.no_grad():
+        for p in field.parameters():
+            p.normal_(0, 0.5)
+    return field
+
+
+def test_closed_form_density_gradient_equals_autograd():
+    field = _field()
+    x = (torch.rand(2000, 3, dtype=torch.float64) * 2 - 1) * 0.999
+    xr = x.clone().requires_grad_(True)
+    density, albedo = field(xr)
+    reference = torch.autograd.grad(density.sum(), xr)[0]
+    d, a, g = field.with_gradient(x)
+    assert torch.equal(d, density) and torch.equal(a, albedo)
+    assert torch.allclose(g, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_checkpointed_chunks_give_the_double_backward_gradients(monkeypatch):
+    """Parameter gradients of a loss on density, albedo and normals: chunked + checkpointed
+    closed-form gradients against autograd's double backward on the whole batch."""
+    field = _field()
+    x = (torch.rand(1500, 3, dtype=torch.float64) * 2 - 1) * 0.9
+
+    def loss(d, a, g):  # noqa: ANN001
+        return (0.3 * d).sum() + (a ** 2).sum() + 0.01 * (g ** 2).sum()
+
+    xr = x.clone().requires_grad_(True)
+    d, a = field(xr)
+    g = torch.autograd.grad(d.sum(), xr, create_graph=True)[0]
+    reference = torch.autograd.grad(loss(d, a, g), list(field.parameters()))
+    monkeypatch.setattr(volume, "CHUNK", 256)
+    got = torch.autograd.grad(loss(*volume.query_field(field, x, True)), list(field.parameters()))
+    for r, c in zip(reference, got):
+        assert torch.allclose(c, r, rtol=1e-9, atol=1e-12)
+
+
+def test_tet_edges_by_scalar_keys_equal_the_row_unique():
+    dmtet = DMTet(5, [-1.0] * 3, [1.0] * 3)
+    from backend.geometry.tets import TET_EDGES
+
+    rows = dmtet.tets[:, torch.tensor(TET_EDGES)].reshape(-1, 2)
+    assert torch.equal(dmtet.edges(), torch.unique(torch.sort(rows, dim=-1).values, dim=0))
+
+
+def test_reference_view_at_most_the_phase_resolution_is_the_area_average():
+    rgba = torch.rand(4, 4, 4)
+    small = RefView(rgba, elevation=10.0).at_most(2)
+    expected = rgba.reshape(2, 2, 2, 2, 4).mean(dim=(1, 3))
+    assert torch.allclose(torch.cat([small.rgb, small.mask], -1)[0], expected, atol=1e-6)
+    assert small.pose == (10.0, 0.0, 2.5, 40.0) and small.views().cams.height == 2
+    assert RefView(rgba).at_most(8).rgb.shape[1] == 4  # never upsampled
