@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import bpy
 
+from ..backend.perf.budget import estimated_peak_gb
+from ..preferences import prefs
+
 
 class CONJURE_UL_images(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname):  # noqa: ANN001, PLR0913
@@ -59,6 +62,10 @@ class CONJURE_PT_main(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "preset")
         row.prop(s, "seed")
+        preset = prefs().default_preset if s.preset == "DEFAULT" else s.preset
+        need = estimated_peak_gb(preset)
+        if need is not None:  # the estimator's figure, for a GPU backend
+            layout.label(text=f"{preset}: about {need:.1f} GB of GPU memory (estimate)", icon="MEMORY")
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.enabled = not state.running
