@@ -132,3 +132,16 @@ def test_reference_view_at_most_the_phase_resolution_is_the_area_average():
     assert torch.allclose(torch.cat([small.rgb, small.mask], -1)[0], expected, atol=1e-6)
     assert small.pose == (10.0, 0.0, 2.5, 40.0) and small.views().cams.height == 2
     assert RefView(rgba).at_most(8).rgb.shape[1] == 4  # never upsampled
+
+
+def test_bench_at_tiny_size_times_each_phase_and_writes_profiles(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "backend", "bench", "--size", "tiny", "--preset", "draft",
+                          "--iterations", "1", "--device", "cpu", "--profile", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600, check=True)
+    report = json.loads(out.stdout)
+    assert [report["phases"][k]["iterations"] for k in ("phase1", "phase2", "phase3")] == [300, 200, 300]
+    assert report["estimate_s"] == pytest.approx(
+        sum(p["s_per_it"] * p["iterations"] for p in report["phases"].values()), abs=0.1)
+    for key in ("phase1", "phase2", "phase3"):
+        assert json.loads((tmp_path / f"{key}.json").read_text())["traceEvents"]  # a Chrome trace
+        assert "unclip.unet" in (tmp_path / f"{key}.txt").read_text()  # the component table

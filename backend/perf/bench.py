@@ -116,6 +116,7 @@ def bench(preset: str = "standard", device: str = "auto", size: str = "full", it
     """-> {phase: {s_per_it, peak_mem_gb, iterations}, estimate_s, device}; profile: a folder
     for traces and component tables (see profiled)."""
     from ..pipeline.config import resolve
+    from ..pipeline.paper import PaperGuidance
     from ..pipeline.phases import PhaseContext
     from ..pipeline.runner import resolve_device
     from ..render.raster import make_rasterizer
