@@ -145,3 +145,16 @@ def test_bench_at_tiny_size_times_each_phase_and_writes_profiles(tmp_path):
     for key in ("phase1", "phase2", "phase3"):
         assert json.loads((tmp_path / f"{key}.json").read_text())["traceEvents"]  # a Chrome trace
         assert "unclip.unet" in (tmp_path / f"{key}.txt").read_text()  # the component table
+
+
+def test_labels_survive_a_checkpoint_that_stops_recomputing_early():
+    inner = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4))
+    tr = Tracker()
+    tr.label_modules({"inner": inner})
+    x = torch.randn(3, 4, requires_grad=True)
+    with tr:
+        y = torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
+        y.square().sum().backward()  # recomputes inner, stopping once its saved tensors are back
+        after = torch.ones(10)
+    assert tr._stack == [] and tr.label == OUTSIDE
+    del after

@@ -90,7 +90,7 @@ def profiled(out: str | None, key: str, store: ModelStore, device: torch.device)
             open_ranges.pop().__exit__(None, None, None)
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    hooks = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
+    hooks = [register_module_forward_pre_hook(pre), register_module_forward_hook(post, always_call=True)]
     try:
         with profile(activities=activities, profile_memory=True, record_shapes=True) as prof:
             yield

@@ -79,7 +79,9 @@ class Tracker(TorchDispatchMode):
     def __enter__(self) -> "Tracker":
         from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-        self._hooks = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
+        # always_call: checkpoint recomputation stops early by raising inside forward.
+        self._hooks = [register_module_forward_pre_hook(self._pre),
+                       register_module_forward_hook(self._post, always_call=True)]
         return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
