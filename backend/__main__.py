@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--stdio", action="store_true", help="JSON lines on stdin/stdout (a local add-on)")
     how.add_argument("--http", metavar="HOST:PORT", help="HTTP server (a remote GPU machine)")
     serve.add_argument("--jobs-dir", help="--http: where job folders go (default ~/.cache/conjure/jobs)")
-    serve.add_argument("--token", help="--http: required bearer token (default: $CONJURE_TOKEN)")
+    serve.add_argument("--token", help="--http: required bearer token (default: $CONJURE_TOKEN); needed on a "
+                                       "non-loopback address")
+    serve.add_argument("--tls-cert", help="--http: serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--tls-key", help="--http: the certificate's private key (PEM)")
     bench = sub.add_parser("bench", help="per-phase seconds per iteration and peak memory (JSON)")
     bench.add_argument("--preset", default="standard")
     bench.add_argument("--device", default="auto")
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             return serve_stdio()
         from .server.http import serve_http
 
-        return serve_http(args.http, args.jobs_dir, args.token)
+        return serve_http(args.http, args.jobs_dir, args.token, args.tls_cert, args.tls_key)
     if args.command == "models" and args.models_command == "status":
         from .models.registry import DEFAULT_IDS, ModelStore
 

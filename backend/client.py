@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import queue
+import ssl
 import subprocess
 import threading
 import time
@@ -201,31 +202,40 @@ class HttpBackend(Backend):
     """A remote `serve --http` backend: inputs are uploaded, outputs downloaded into the
     local job folder, so the add-on sees the same files either way."""
 
-    def __init__(self, url: str, token: str = "", poll_wait: float = 10.0) -> None:
+    def __init__(self, url: str, token: str = "", poll_wait: float = 10.0, cafile: str | None = None) -> None:
+        """cafile: a PEM bundle that signs the server's certificate (an https URL with a
+        self-signed certificate); without it the system's trust store decides."""
         super().__init__()
         self.url, self.token, self.poll_wait = url.rstrip("/"), token, poll_wait
+        self._tls = ssl.create_default_context(cafile=cafile) if self.url.startswith("https") else None
         self.out_dirs: dict[str, Path] = {}
+        self.keys: dict[str, str] = {}  # job id -> the key the server gave it
+        self._after: dict[str, int] = {}
         self._stop = threading.Event()
         self._ok = True
         self._arrived(self._request("GET", "/hello"))
         self._reader = threading.Thread(target=self._follow, name="conjure-remote-reader", daemon=True)
         self._reader.start()
 
-    def _request(self, method: str, path: str, body: dict | None = None, timeout: float = 30.0) -> dict:
-        raw = self._fetch(method, path, body, timeout)
+    def _request(self, method: str, path: str, body: dict | None = None, timeout: float = 30.0,
+                 job_id: str | None = None) -> dict:
+        raw = self._fetch(method, path, body, timeout, job_id)
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
             raise RuntimeError(f"the server at {self.url} answered something that is not JSON") from exc
 
-    def _fetch(self, method: str, path: str, body: dict | None = None, timeout: float = 30.0) -> bytes:
+    def _fetch(self, method: str, path: str, body: dict | None = None, timeout: float = 30.0,
+               job_id: str | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
+        if job_id is not None:
+            req.add_header("X-Conjure-Job-Key", self.keys.get(job_id, ""))
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._tls) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
             try:
@@ -237,22 +247,27 @@ class HttpBackend(Backend):
             raise RuntimeError(f"cannot reach the backend at {self.url}: {exc}") from exc
 
     def _follow(self) -> None:
-        after = 0
+        """Long-poll each running job's events (the server scopes events to their job)."""
         while not self._stop.is_set():
-            try:
-                reply = self._request("GET", f"/events?after={after}&wait={self.poll_wait}", timeout=self.poll_wait + 30)
-            except RuntimeError as exc:
-                self._ok = False
-                for job_id in sorted(self.running) or [None]:
-                    self._arrived(_error("backend_died", str(exc), "check the remote URL and that the server runs; "
-                                         "the remote job folder keeps its checkpoints", job_id))
-                self.running.clear()
-                return
-            after = reply.get("next", after)
-            for msg in reply.get("events", []):
-                if msg.get("id") in self.out_dirs:
-                    msg = self._localise(msg)
-                self._arrived(msg)
+            jobs = sorted(j for j in self.running if j in self.keys)
+            if not jobs:
+                self._stop.wait(0.1)
+                continue
+            wait = self.poll_wait if len(jobs) == 1 else 0.0
+            for job_id in jobs:
+                try:
+                    reply = self._request("GET", f"/jobs/{job_id}/events?after={self._after.get(job_id, 0)}"
+                                          f"&wait={wait}", timeout=wait + 30, job_id=job_id)
+                except RuntimeError as exc:
+                    self._ok = False
+                    for running in sorted(self.running):
+                        self._arrived(_error("backend_died", str(exc), "check the remote URL and that the server "
+                                             "runs; the remote job folder keeps its checkpoints", running))
+                    self.running.clear()
+                    return
+                self._after[job_id] = reply.get("next", 0)
+                for msg in reply.get("events", []):
+                    self._arrived(self._localise(msg) if msg.get("id") in self.out_dirs else msg)
 
     def _localise(self, msg: dict) -> dict:
         """Download the outputs an event names into the local job folder; rewrite its paths."""
@@ -261,29 +276,32 @@ class HttpBackend(Backend):
             if isinstance(msg.get(key), str):
                 name = Path(msg[key]).name
                 try:
-                    (out / name).write_bytes(self._fetch("GET", f"/jobs/{msg['id']}/files/{name}"))
+                    (out / name).write_bytes(self._fetch("GET", f"/jobs/{msg['id']}/files/{name}", job_id=msg["id"]))
                     msg[key] = str(out / name)
                 except RuntimeError:
                     msg.pop(key)
         return msg
 
     def submit(self, job: dict, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
-        """Validates locally first (so a bad path is reported before any upload)."""
+        """Validates locally first (so a bad path is reported before any upload). Inputs
+        are uploaded under generated names (the server takes plain names only)."""
         job_id = job_id or uuid.uuid4().hex[:12]
         local = protocol.validate_job(job, base_dir)
         files, remote = {}, json.loads(json.dumps(job))
         for i, (field, path) in enumerate(protocol.job_inputs(local)):
-            name = f"{i:02d}_{Path(path).name}".replace(" ", "_")
+            suffix = "".join(c for c in Path(path).suffix.lower() if c.isalnum())[:8] or "bin"
+            name = f"input{i:02d}.{suffix}"
             files[name] = base64.b64encode(Path(path).read_bytes()).decode()
             protocol.set_input(remote, field, name)
         self.out_dirs[job_id] = Path(out_dir)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        reply = self._request("POST", "/jobs", {"id": job_id, "job": remote, "files": files}, timeout=300)
+        self.keys[job_id] = reply["key"]
         self.running.add(job_id)
-        self._request("POST", "/jobs", {"id": job_id, "job": remote, "files": files}, timeout=300)
         return job_id
 
     def cancel(self, job_id: str) -> None:
-        self._request("POST", f"/jobs/{job_id}/cancel", {})
+        self._request("POST", f"/jobs/{job_id}/cancel", {}, job_id=job_id)
 
     def free(self) -> None:
         self._request("POST", "/free", {})

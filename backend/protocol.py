@@ -8,6 +8,7 @@ offending field. Nothing is checked lazily: a job that passes can start.
 from __future__ import annotations
 
 import copy
+import re
 import json
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class JobError(ValueError):
         self.field = field
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _type_name(t: type | tuple) -> str:
     return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
 
@@ -47,9 +51,12 @@ def _check_type(field: str, value: Any, expected: type | tuple) -> None:
         raise JobError(field, f"expected {_type_name(expected)}, got {type(value).__name__}")
 
 
-def _file(field: str, value: Any, base: Path, suffixes: tuple[str, ...]) -> str:
+def _file(field: str, value: Any, base: Path, suffixes: tuple[str, ...], confined: bool = False) -> str:
     _check_type(field, value, str)
     path = Path(value)
+    if confined and (path.is_absolute() or ".." in path.parts or
+                     not (base / path).resolve().is_relative_to(base.resolve())):
+        raise JobError(field, f"{value!r}: a remote job may only name files uploaded with it")
     path = path if path.is_absolute() else (base / path)
     if not path.is_file():
         raise JobError(field, f"file not found: {path}")
@@ -58,7 +65,9 @@ def _file(field: str, value: Any, base: Path, suffixes: tuple[str, ...]) -> str:
     return str(path.resolve())
 
 
-def validate_job(raw: Any, base_dir: str | Path) -> dict:
+def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict:
+    """confined: a job from the network; every file it names must lie inside base_dir (its
+    upload folder) and it uses the server's own models."""
     base = Path(base_dir)
     if not isinstance(raw, dict):
         raise JobError("job", f"expected a JSON object, got {type(raw).__name__}")
@@ -74,6 +83,8 @@ def validate_job(raw: Any, base_dir: str | Path) -> dict:
     for key, t in (("preset", str), ("models", str), ("device", str), ("seed", int), ("overrides", dict),
                    ("allow_downloads", bool)):
         _check_type(key, job[key], t)
+    if not _NAME.fullmatch(job["preset"]):
+        raise JobError("preset", f"{job['preset']!r}: a preset is a name (letters, digits, _ and -)")
     _check_type("prompt", job["prompt"], dict)
     prompt = job["prompt"]
     for key, value in prompt.items():
@@ -84,10 +95,10 @@ def validate_job(raw: Any, base_dir: str | Path) -> dict:
         prompt["text"] = prompt["text"].strip()
         if not prompt["text"]:
             del prompt["text"]
-    prompt["images"] = [_file(f"prompt.images[{i}]", p, base, IMAGE_SUFFIXES)
+    prompt["images"] = [_file(f"prompt.images[{i}]", p, base, IMAGE_SUFFIXES, confined)
                         for i, p in enumerate(prompt.get("images", []))]
     if "audio" in prompt:
-        prompt["audio"] = _file("prompt.audio", prompt["audio"], base, AUDIO_SUFFIXES)
+        prompt["audio"] = _file("prompt.audio", prompt["audio"], base, AUDIO_SUFFIXES, confined)
     weights = prompt.setdefault("weights", {})
     for key, value in weights.items():
         if key not in _WEIGHT_KEYS:
@@ -96,15 +107,17 @@ def validate_job(raw: Any, base_dir: str | Path) -> dict:
         if value < 0:
             raise JobError(f"prompt.weights.{key}", "weights must be >= 0")
     if job["models"] not in ("default", "tiny"):
+        if confined:
+            raise JobError("models", "a remote job uses the server's models: default or tiny")
         models = Path(job["models"])
         models = models if models.is_absolute() else base / models
         if not models.exists():
             raise JobError("models", f"not found: {models}; use default, tiny, a models folder or a manifest file")
         job["models"] = str(models.resolve())
     if job["style_image"] is not None:
-        job["style_image"] = _file("style_image", job["style_image"], base, IMAGE_SUFFIXES)
+        job["style_image"] = _file("style_image", job["style_image"], base, IMAGE_SUFFIXES, confined)
     if job["mesh"] is not None:
-        job["mesh"] = _file("mesh", job["mesh"], base, MESH_SUFFIXES)
+        job["mesh"] = _file("mesh", job["mesh"], base, MESH_SUFFIXES, confined)
     elif job["mode"] in ("stylize", "edit"):
         raise JobError("mesh", f"mode {job['mode']!r} needs the mesh to work on")
     if job["guidance"] == "oracle":
@@ -114,7 +127,8 @@ def validate_job(raw: Any, base_dir: str | Path) -> dict:
         extra = sorted(set(oracle) - {"target_mesh"})
         if extra:
             raise JobError(f"oracle.{extra[0]}", "unknown key; allowed: target_mesh")
-        job["oracle"] = {"target_mesh": _file("oracle.target_mesh", oracle["target_mesh"], base, MESH_SUFFIXES)}
+        job["oracle"] = {"target_mesh": _file("oracle.target_mesh", oracle["target_mesh"], base, MESH_SUFFIXES,
+                                              confined)}
     else:
         if job["oracle"] is not None:
             raise JobError("oracle", "only used with \"guidance\": \"oracle\"")

@@ -67,3 +67,19 @@ def test_load_mesh_errors(tmp_path):
     trimesh.PointCloud(torch.rand(50, 3).numpy()).export(str(cloud))
     with pytest.raises(MeshError, match="no triangles"):
         load_mesh(cloud)
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    from backend.atomic import atomic_path
+
+    target = tmp_path / "result.glb"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]  # no partial file left
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".glb" and tmp.parent == tmp_path
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and list(tmp_path.iterdir()) == [target]

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..geometry.mesh import Mesh
 from ..render.raster import Rasterizer
 
@@ -132,4 +133,5 @@ def write_glb(mesh: Mesh, path: str | Path) -> None:
         visual = None
     tm = trimesh.Trimesh(verts, faces, visual=visual, process=False)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tm.export(str(path), file_type="glb")
+    with atomic_path(path) as tmp:
+        tm.export(str(tmp), file_type="glb")

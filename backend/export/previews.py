@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import atomic_path
 from ..geometry.mesh import Mesh
 from ..guidance.oracle import render_target
 from ..render.camera import orbit_cameras
@@ -16,7 +17,8 @@ from ..render.shading import fixed_views
 
 def to_png(image: torch.Tensor, path: str | Path) -> None:
     """image [H,W,3] in [0,1] -> PNG."""
-    Image.fromarray((image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray((image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(tmp)
 
 
 def turntable_views(resolution: int, count: int = 8, elevation: float = 15.0):  # noqa: ANN201

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..atomic import atomic_path
 from ..eval.oracle_report import oracle_report
 from ..export.mesh_export import bake, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
@@ -36,9 +36,13 @@ class Cancelled(Exception):
 
 
 def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _load(path: Path) -> dict:
+    """Checkpoints hold tensors, numbers and dicts only: loaded weights-only (no pickle code)."""
+    return torch.load(path, weights_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,13 +99,13 @@ class Runner:
     def _run_phase(self, key: str, phase: Phase) -> None:
         done = self.ckpt / f"{key}.pt"
         if done.exists():
-            phase.load(torch.load(done, weights_only=False)["state"])
+            phase.load(_load(done)["state"])
             self.log(f"{key}: loaded from checkpoint")
             return
         start = 0
         current = self.ckpt / "current.pt"
         if current.exists():
-            saved = torch.load(current, weights_only=False)
+            saved = _load(current)
             if saved["phase"] == key:
                 phase.load(saved["state"])
                 start = saved["step"]
@@ -207,7 +211,7 @@ class Runner:
 
     def _current_phase(self) -> str | None:
         current = self.ckpt / "current.pt"
-        return torch.load(current, weights_only=False)["phase"] if current.exists() else None
+        return _load(current)["phase"] if current.exists() else None
 
     def _measure(self, key: str, mesh: Mesh, albedo: torch.nn.Module | None = None) -> None:
         """Oracle runs only: held-out-view metrics after each phase, kept in metrics.json."""

@@ -1,24 +1,37 @@
 """`python -m backend serve --http HOST:PORT`: the protocol for a remote backend.
 
 The add-on uploads a job's input files with the job (base64, small images / audio / a
-mesh), follows events by long-polling, and downloads the outputs. Every request needs
-`Authorization: Bearer <token>` when the server has a token (--token or CONJURE_TOKEN).
+mesh), follows that job's events by long-polling, and downloads its outputs.
 
-  GET  /hello                     -> hello message
-  POST /jobs                      {id, job, files: {name: base64}} -> queued
-  POST /jobs/<id>/cancel          -> {}
-  GET  /events?after=N&wait=S     -> {events: [...], next: M} (waits up to S s for news)
-  GET  /jobs/<id>/files/<name>    -> an output file (result.glb, preview.png, turntable.png, events.jsonl)
-  POST /free                      -> freed
+  GET  /hello                              -> hello message
+  POST /jobs        {id, job, files: {name: base64}} -> {id, key}
+  GET  /jobs/<id>/events?after=N&wait=S    -> {events: [...], next: M} (waits up to S s for news)
+  GET  /jobs/<id>/files/<name>             -> an output (result.glb, preview.png, turntable.png, events.jsonl)
+  POST /jobs/<id>/cancel                   -> {}
+  POST /free                               -> {}
+
+Trust (README "Security"): with a token every request needs `Authorization: Bearer
+<token>`; a server on a non-loopback address refuses to start without one. A job reads only
+the files uploaded with it (every path field is confined to its upload folder, models are
+the server's own, the preset a name). Job ids and file names are plain names (no dots
+beyond one extension, no separators). Each job's events, files and cancel need the key
+returned when it was submitted (header `X-Conjure-Job-Key`): clients sharing a token still
+see only their own jobs. Event buffers are bounded. `--tls-cert/--tls-key` serve HTTPS.
 """
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
+import ipaddress
 import json
 import os
 import re
+import secrets
+import ssl
+import sys
 import threading
+from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,32 +39,72 @@ from .. import protocol
 from .service import JobService, capabilities
 
 OUTPUT_FILES = ("result.glb", "preview.png", "turntable.png", "events.jsonl")
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[A-Za-z0-9]{1,8}")
 MAX_BODY = 256 << 20  # uploads: reference images, audio, a mesh
+MAX_EVENTS = 2000  # kept per job (progress events are small; older ones are dropped)
+MAX_JOBS = 256  # jobs whose events are kept
+KEY_HEADER = "X-Conjure-Job-Key"
 
 
-class EventBuffer:
-    """All events since start, numbered, with a condition for long-polls."""
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.status, self.hint = status, hint
+
+
+class JobEvents:
+    """Each job's events, numbered from 0, the newest MAX_EVENTS kept, with a condition for
+    long-polls; the events of the oldest jobs are dropped beyond MAX_JOBS."""
 
     def __init__(self) -> None:
-        self.events: list[dict] = []
+        self.jobs: OrderedDict[str, tuple[deque, list[int]]] = OrderedDict()  # id -> (events, [count])
         self.cond = threading.Condition()
+
+    def open(self, job_id: str) -> None:
+        with self.cond:
+            self.jobs[job_id] = (deque(maxlen=MAX_EVENTS), [0])
+            while len(self.jobs) > MAX_JOBS:
+                self.jobs.popitem(last=False)
 
     def __call__(self, event: dict) -> None:
         with self.cond:
-            self.events.append({"v": protocol.PROTOCOL_VERSION, **event})
+            entry = self.jobs.get(event.get("id", ""))
+            if entry is None:  # server-wide events (freed) have no reader over HTTP
+                return
+            entry[0].append({"v": protocol.PROTOCOL_VERSION, **event})
+            entry[1][0] += 1
             self.cond.notify_all()
 
-    def since(self, after: int, wait: float) -> tuple[list[dict], int]:
+    def since(self, job_id: str, after: int, wait: float) -> tuple[list[dict], int]:
         with self.cond:
-            if len(self.events) <= after:
+            if self.jobs[job_id][1][0] <= after:
                 self.cond.wait(timeout=wait)
-            return self.events[after:], len(self.events)
+            events, count = self.jobs[job_id][0], self.jobs[job_id][1][0]
+            first = count - len(events)  # number of the oldest event kept
+            return list(events)[max(after - first, 0):], count
 
 
-def make_server(host: str, port: int, jobs_dir: Path, token: str | None) -> ThreadingHTTPServer:
-    events = EventBuffer()
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # listen backlog: a burst of clients is queued, not reset
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
+                tls: tuple[str, str] | None = None) -> ThreadingHTTPServer:
+    events = JobEvents()
     service = JobService(events)
+    keys: dict[str, str] = {}  # job id -> its key
+    keys_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt: str, *args: object) -> None:  # requests go to stderr quietly
@@ -69,83 +122,149 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None) -> Thre
             self._reply(status, {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": "protocol",
                                  "message": message, "hint": hint, "traceback": ""})
 
-        def _authorised(self) -> bool:
+        def _check_token(self) -> None:
             if not token:
-                return True
-            given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if hmac.compare_digest(given.encode(), token.encode()):
-                return True
-            self._error(401, "missing or wrong token", "set the remote token in the add-on preferences")
-            return False
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if not self._authorised():
                 return
-            path, _, query = self.path.partition("?")
-            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-            if path == "/hello":
-                self._reply(200, {"v": protocol.PROTOCOL_VERSION, "type": "hello", "capabilities": capabilities()})
-            elif path == "/events":
-                try:
-                    after, wait = int(params.get("after", 0)), min(float(params.get("wait", 0)), 30.0)
-                except ValueError:
-                    return self._error(400, "after and wait must be numbers")
-                batch, nxt = events.since(after, wait)
-                self._reply(200, {"events": batch, "next": nxt})
-            elif m := re.match(r"^/jobs/([^/]+)/files/([^/]+)$", path):
-                job_id, name = m.groups()
-                file = jobs_dir / job_id / "out" / name
-                if not _ID.match(job_id) or name not in OUTPUT_FILES or not file.is_file():
-                    return self._error(404, f"no {name} for job {job_id}")
-                self._reply(200, file.read_bytes(), "application/octet-stream")
-            else:
-                self._error(404, f"unknown path {path}")
+            given = self.headers.get("Authorization", "")
+            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode())):
+                raise BadRequest(401, "missing or wrong token", "set the remote token in the add-on preferences "
+                                 "(sent as 'Authorization: Bearer <token>')")
 
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._authorised():
-                return
-            length = int(self.headers.get("Content-Length", 0))
+        def _job(self, job_id: str) -> str:
+            """The job named in the path, if this request holds its key."""
+            with keys_lock:
+                key = keys.get(job_id) if JOB_ID.fullmatch(job_id) else None
+            given = self.headers.get(KEY_HEADER, "")
+            if key is None or not hmac.compare_digest(given.encode(), key.encode()):
+                raise BadRequest(404, f"no job {job_id!r} for this client")
+            return job_id
+
+        def _body(self) -> dict:
+            raw = self.headers.get("Content-Length", "0")
+            if not raw.isdigit():
+                raise BadRequest(400, f"Content-Length {raw!r} is not a byte count")
+            length = int(raw)
             if length > MAX_BODY:
-                return self._error(413, f"request of {length} bytes is too large",
-                                   "reference files must stay under 256 MB together")
+                raise BadRequest(413, f"request of {length} bytes is too large",
+                                 "reference files must stay under 256 MB together")
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError as exc:
-                return self._error(400, f"body is not JSON: {exc.msg}")
-            if self.path == "/jobs":
-                job_id = body.get("id")
-                if not isinstance(job_id, str) or not _ID.match(job_id) or not isinstance(body.get("job"), dict):
-                    return self._error(400, "a job needs an id (letters, digits, _ . -) and a job object")
-                upload = jobs_dir / job_id / "upload"
-                upload.mkdir(parents=True, exist_ok=True)
-                for name, data in (body.get("files") or {}).items():
-                    if not _ID.match(name):
-                        return self._error(400, f"bad file name {name!r}")
-                    (upload / name).write_bytes(base64.b64decode(data))
-                service.submit(job_id, body["job"], str(upload), str(jobs_dir / job_id / "out"))
-                self._reply(200, {})
-            elif m := re.match(r"^/jobs/([^/]+)/cancel$", self.path):
-                service.cancel(m.group(1))
-                self._reply(200, {})
-            elif self.path == "/free":
-                service.free()
-                self._reply(200, {})
-            else:
-                self._error(404, f"unknown path {self.path}")
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                raise BadRequest(400, f"body is not a JSON object: {type(exc).__name__}") from None
+            if not isinstance(body, dict):
+                raise BadRequest(400, f"body must be a JSON object, got {type(body).__name__}")
+            return body
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+        def _handle(self, method: str) -> None:
+            try:
+                self._check_token()
+                path, _, query = self.path.partition("?")
+                route = getattr(self, f"_{method}")
+                route(path, dict(p.split("=", 1) for p in query.split("&") if "=" in p))
+            except BadRequest as exc:
+                self.close_connection = True  # an unread body must not be parsed as the next request
+                self._error(exc.status, str(exc), exc.hint)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._handle("get")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._handle("post")
+
+        def _get(self, path: str, params: dict[str, str]) -> None:
+            if path == "/hello":
+                return self._reply(200, {"v": protocol.PROTOCOL_VERSION, "type": "hello",
+                                         "capabilities": capabilities()})
+            if m := re.fullmatch(r"/jobs/([^/]+)/events", path):
+                job_id = self._job(m.group(1))
+                try:
+                    after, wait = max(int(params.get("after", 0)), 0), min(max(float(params.get("wait", 0)), 0), 30.0)
+                except ValueError:
+                    raise BadRequest(400, "after and wait must be numbers") from None
+                batch, nxt = events.since(job_id, after, wait)
+                return self._reply(200, {"events": batch, "next": nxt})
+            if m := re.fullmatch(r"/jobs/([^/]+)/files/([^/]+)", path):
+                job_id, name = self._job(m.group(1)), m.group(2)
+                file = jobs_dir / job_id / "out" / name
+                if name not in OUTPUT_FILES or not file.is_file():
+                    raise BadRequest(404, f"no {name} for job {job_id}")
+                return self._reply(200, file.read_bytes(), "application/octet-stream")
+            raise BadRequest(404, f"unknown path {path}")
+
+        def _post(self, path: str, params: dict[str, str]) -> None:
+            body = self._body()
+            if path == "/jobs":
+                return self._reply(200, self._submit(body))
+            if m := re.fullmatch(r"/jobs/([^/]+)/cancel", path):
+                service.cancel(self._job(m.group(1)))
+                return self._reply(200, {})
+            if path == "/free":
+                service.free()
+                return self._reply(200, {})
+            raise BadRequest(404, f"unknown path {path}")
+
+        def _submit(self, body: dict) -> dict:
+            job_id, job, files = body.get("id"), body.get("job"), body.get("files") or {}
+            if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+                raise BadRequest(400, "a job id is 1-64 letters, digits, _ and -, starting with a letter or digit")
+            if not isinstance(job, dict):
+                raise BadRequest(400, "job must be a JSON object")
+            if not isinstance(files, dict):
+                raise BadRequest(400, "files must map file names to base64 strings")
+            decoded = {}
+            for name, data in files.items():
+                if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
+                    raise BadRequest(400, f"bad file name {name!r}: a name and one extension, letters, digits, _ -")
+                try:
+                    decoded[name] = base64.b64decode(data, validate=True)
+                except (binascii.Error, TypeError, ValueError):
+                    raise BadRequest(400, f"files.{name} is not base64") from None
+            with keys_lock:
+                if job_id in keys or (jobs_dir / job_id).exists():
+                    raise BadRequest(409, f"job id {job_id!r} is in use", "give each job a new id")
+                keys[job_id] = secrets.token_urlsafe(24)
+                key = keys[job_id]
+            upload = jobs_dir / job_id / "upload"
+            upload.mkdir(parents=True)
+            for name, data in decoded.items():
+                (upload / name).write_bytes(data)
+            events.open(job_id)
+            service.submit(job_id, job, str(upload), str(jobs_dir / job_id / "out"), confined=True)
+            return {"id": job_id, "key": key}
+
+    server = _Server((host, port), Handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.service = service  # type: ignore[attr-defined]
     return server
 
 
-def serve_http(address: str, jobs_dir: str | None = None, token: str | None = None) -> int:
+def serve_http(address: str, jobs_dir: str | None = None, token: str | None = None,
+               tls_cert: str | None = None, tls_key: str | None = None) -> int:
     host, _, port = address.rpartition(":")
+    host = host or "127.0.0.1"
+    token = token or os.environ.get("CONJURE_TOKEN")
+    if not port.isdigit():
+        print(f"error: {address!r} is not HOST:PORT", file=sys.stderr)
+        return 2
+    if (tls_cert is None) != (tls_key is None):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if not token and not _is_loopback(host):
+        print(f"error: serving on {host} needs a token (--token or CONJURE_TOKEN): anyone who can reach it "
+              "could run jobs and read their results", file=sys.stderr)
+        return 2
+    if not token:
+        print("warning: no token: any program on this machine can use the server", file=sys.stderr)
+    if token and not tls_cert and not _is_loopback(host):
+        print("warning: plain HTTP sends the token in clear; use --tls-cert/--tls-key", file=sys.stderr)
     root = Path(jobs_dir or Path.home() / ".cache" / "conjure" / "jobs")
     root.mkdir(parents=True, exist_ok=True)
-    server = make_server(host or "127.0.0.1", int(port), root, token or os.environ.get("CONJURE_TOKEN"))
-    print(f"conjure backend serving on http://{host or '127.0.0.1'}:{server.server_address[1]} (jobs in {root})",
-          flush=True)
+    server = make_server(host, int(port), root, token, (tls_cert, tls_key) if tls_cert else None)
+    scheme = "https" if tls_cert else "http"
+    print(f"conjure backend serving on {scheme}://{host}:{server.server_address[1]} (jobs in {root})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

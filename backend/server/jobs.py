@@ -28,13 +28,13 @@ class EventLog:
             self.forward(event)
 
 
-def prepare_job(raw: dict, base_dir: Path, out_dir: Path) -> tuple[dict, dict]:
+def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False) -> tuple[dict, dict]:
     """Validate the job and its overrides, copy inputs under out_dir/inputs, write job.json
     (paths relative to out_dir, so the folder is self-contained) and config.json.
     -> (job with absolute paths, resolved config). Raises JobError / ConfigError."""
     from ..pipeline.config import ConfigError, resolve
 
-    job = validate_job(raw, base_dir)
+    job = validate_job(raw, base_dir, confined)
     try:
         cfg = resolve(job["preset"], job["overrides"], job["mode"])
     except ConfigError as exc:
@@ -62,17 +62,18 @@ def error_event(exc: BaseException, code: str, hint: str = "") -> dict:
 
 def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = None,
             should_cancel: Callable[[], bool] = lambda: False, restart: bool = False,
-            stores: dict | None = None) -> dict | None:
+            stores: dict | None = None, confined: bool = False) -> dict | None:
     """Run one job into out_dir. Returns the result paths, or None after an error or a
     cancel (both reported as events; the folder keeps everything needed to resume).
-    `stores` keeps loaded models between jobs of a server."""
+    `stores` keeps loaded models between jobs of a server; `confined`: a job from the
+    network, which may only read files inside base_dir (see protocol.validate_job)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if restart:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         (out_dir / "metrics.json").unlink(missing_ok=True)
     emit = EventLog(out_dir / "events.jsonl", forward)
     try:
-        job, cfg = prepare_job(raw, base_dir, out_dir)
+        job, cfg = prepare_job(raw, base_dir, out_dir, confined)
     except JobError as exc:
         emit(error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"))
         return None

@@ -48,10 +48,11 @@ class JobService:
         self._worker = threading.Thread(target=self._work, name="conjure-jobs", daemon=True)
         self._worker.start()
 
-    def submit(self, job_id: str, job: dict, base_dir: str, out_dir: str) -> None:
-        """Queue a job; an invalid one is answered at once (error invalid_job, field named)."""
+    def submit(self, job_id: str, job: dict, base_dir: str, out_dir: str, confined: bool = False) -> None:
+        """Queue a job; an invalid one is answered at once (error invalid_job, field named).
+        confined: from the network, the job reads only files inside base_dir."""
         try:
-            protocol.validate_job(job, base_dir)
+            protocol.validate_job(job, base_dir, confined)
         except protocol.JobError as exc:
             self.emit({**error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"), "id": job_id})
             return
@@ -64,7 +65,7 @@ class JobService:
             position = len(self._pending) + (self._current is not None)  # jobs ahead of this one
             self._pending.append(job_id)
         self.emit({"type": "queued", "id": job_id, "position": position})
-        self._queue.put({"id": job_id, "job": job, "base_dir": base_dir, "out_dir": out_dir})
+        self._queue.put({"id": job_id, "job": job, "base_dir": base_dir, "out_dir": out_dir, "confined": confined})
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
@@ -113,7 +114,7 @@ class JobService:
                     forward({"type": "cancelled", "message": "cancelled before it started"})
                 else:
                     run_job(item["job"], Path(item["base_dir"]), Path(item["out_dir"]), forward, flag.is_set,
-                            stores=self.stores)
+                            stores=self.stores, confined=item["confined"])
             except BaseException as exc:  # noqa: BLE001 (the service outlives any job)
                 forward(error_event(exc, "internal", "the job folder keeps its checkpoints: submit it again"))
             finally:
