@@ -56,7 +56,12 @@ class Session:
         self.close_backend()
         p = prefs()
         if p.remote_url.strip():
-            self.backend = HttpBackend(p.remote_url.strip(), p.remote_token)
+            url = p.remote_url.strip()
+            host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+            if not bpy.app.online_access and host not in ("127.0.0.1", "localhost", "::1"):
+                raise RuntimeError("online access is off (Preferences > System > Network): a remote backend on "
+                                   "another machine needs it")
+            self.backend = HttpBackend(url, p.remote_token)
             return self.backend
         env = {"PYTHONUNBUFFERED": "1"}
         if p.hf_home:
