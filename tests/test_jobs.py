@@ -177,3 +177,25 @@ def test_budget_names_a_preset_that_fits(monkeypatch, tmp_path):
     assert hint.startswith("use preset 'standard' (about 8.5 GB)")
     assert budget.shortfall("draft", 3.0)[1].startswith("no preset fits")
     assert budget.shortfall("unrecorded", 1.0) is None
+
+
+def test_a_changed_job_never_resumes_stale_checkpoints(target_dir, tmp_path):
+    out, events = tmp_path / "out", []
+
+    def run(**overrides) -> list[str]:
+        events.clear()
+        seed = overrides.pop("seed", 0)
+        assert run_job(_oracle(overrides={**TINY, **overrides}, seed=seed), target_dir, out, events.append) is not None
+        return [e["message"] for e in events if e["type"] == "log"]
+
+    run()
+    logs = run()  # unchanged: every phase comes from its checkpoint
+    assert all(any(f"{k}: loaded from checkpoint" in m for m in logs) for k in ("phase1", "phase2", "phase3"))
+    logs = run(**{"phase2.tet_res": 20})
+    assert "phase2: the job changed since its checkpoint (config): running phase2 and the phases after it again" \
+        in logs
+    assert any("phase1: loaded from checkpoint" in m for m in logs)
+    assert not any(f"{k}: loaded from checkpoint" in m for m in logs for k in ("phase2", "phase3"))
+    logs = run(**{"phase2.tet_res": 20}, seed=1)
+    assert any(m.startswith("phase1: the job changed since its checkpoint (seed)") for m in logs)
+    assert not any("loaded from checkpoint" in m for m in logs)

@@ -23,12 +23,12 @@ from ..guidance.ref_view import identity_views
 from ..render.raster import make_rasterizer
 from ..models.registry import ModelStore
 from .config import loss_weight
+from .fingerprint import PHASES, changed_parts, phase_fingerprints
 from .guidance_terms import build_terms
 from .paper import PaperGuidance
 from .phases import GeometryPhase, NeRFPhase, OutOfGPUMemory, Phase, PhaseContext, SurfacePhase, TexturePhase
 
 Emit = Callable[[dict], None]
-PHASES = ("phase1", "phase2", "phase3")
 
 
 class Cancelled(Exception):
@@ -83,11 +83,31 @@ class Runner:
             self.paper = PaperGuidance(job, store, self.log, self.ctx.seed)
             if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
                 self.ctx.ref_view = self.paper.ref_view()
+        self.fingerprints = phase_fingerprints(job, cfg)
+        self._discard_stale()
         self.metrics: dict[str, dict] = {}
         if (self.out / "metrics.json").exists():
             self.metrics = json.loads((self.out / "metrics.json").read_text())
         iters = [int(cfg[p]["iterations"]) for p in PHASES]
         self.remaining_after = {p: sum(iters[i + 1:]) for i, p in enumerate(PHASES)}
+
+    def _discard_stale(self) -> None:
+        """Checkpoints of a job that has changed since (config, inputs, seed, ...): from the
+        first phase that differs on, they are removed and those phases run again."""
+        current = self.ckpt / "current.pt"
+        current_phase = _load(current)["phase"] if current.exists() else None
+        for i, key in enumerate(PHASES):
+            saved = [f for f in (self.ckpt / f"{key}.pt", current if current_phase == key else None) if f and f.exists()]
+            changed = sorted({part for f in saved for part in changed_parts(_load(f).get("fingerprint"),
+                                                                             self.fingerprints[key])})
+            if changed:
+                self.log(f"{key}: the job changed since its checkpoint ({', '.join(changed)}): running {key} "
+                         f"and the phases after it again")
+                for later in PHASES[i:]:
+                    (self.ckpt / f"{later}.pt").unlink(missing_ok=True)
+                current.unlink(missing_ok=True)
+                (self.out / "metrics.json").unlink(missing_ok=True)
+                return
 
     def log(self, message: str) -> None:
         self.emit({"type": "log", "message": message})
@@ -97,7 +117,7 @@ class Runner:
                            self.paper)
 
     def _run_phase(self, key: str, phase: Phase) -> None:
-        done = self.ckpt / f"{key}.pt"
+        done, fp = self.ckpt / f"{key}.pt", self.fingerprints[key]
         if done.exists():
             phase.load(_load(done)["state"])
             self.log(f"{key}: loaded from checkpoint")
@@ -114,7 +134,7 @@ class Runner:
         t0, n = time.monotonic(), 0
         for step in range(start, phase.iterations):
             if self.should_cancel():
-                _save({"phase": key, "step": step, "state": phase.state()}, current)
+                _save({"phase": key, "step": step, "state": phase.state(), "fingerprint": fp}, current)
                 raise Cancelled(f"cancelled in {key} at step {step}")
             try:
                 losses = phase.step(step)
@@ -122,7 +142,7 @@ class Runner:
                 phase.optimizer.zero_grad(set_to_none=True)  # free what the failed step held
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                _save({"phase": key, "step": step, "state": phase.state()}, current)
+                _save({"phase": key, "step": step, "state": phase.state(), "fingerprint": fp}, current)
                 raise OutOfGPUMemory(
                     f"out of GPU memory in {key} at step {step + 1} of {phase.iterations} (checkpoint kept)",
                     f"free GPU memory and re-run to resume at step {step + 1}, or lower {key}.batch or "
@@ -136,8 +156,8 @@ class Runner:
                 event["preview"] = str(self.out / "preview.png")
             self.emit(event)
             if (step + 1) % every["checkpoint_every"] == 0 and step + 1 < phase.iterations:
-                _save({"phase": key, "step": step + 1, "state": phase.state()}, current)
-        _save({"state": phase.state()}, done)
+                _save({"phase": key, "step": step + 1, "state": phase.state(), "fingerprint": fp}, current)
+        _save({"state": phase.state(), "fingerprint": fp}, done)
         current.unlink(missing_ok=True)
 
     def check_memory(self) -> None:

@@ -1,0 +1,51 @@
+"""What a phase's checkpoint was made from, so a changed job never resumes stale work.
+
+Each phase's fingerprint is a set of named hashes: the checkpoint format's version, the
+input files' contents, the prompt, models, seed, mode and guidance, and the resolved config
+sections that shape this phase and the ones before it (`progress` and `export` do not).
+A later phase depends on every earlier one, so the first phase whose fingerprint differs
+and all after it are run again; the names of the parts that differ say why.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..protocol import job_inputs
+
+CHECKPOINT_VERSION = 2  # bump when a phase's state changes layout or meaning
+PHASES = ("phase1", "phase2", "phase3")
+
+
+def _hash(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_hash(path: str) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def phase_fingerprints(job: dict, cfg: dict) -> dict[str, dict[str, str]]:
+    """{phaseN: {part: hash}} for a validated job (absolute input paths) and its config."""
+    prompt = {k: v for k, v in job["prompt"].items() if k not in ("images", "audio")}  # files hash below
+    common = {"format": str(CHECKPOINT_VERSION),
+              "inputs": _hash([(field, _file_hash(path)) for field, path in job_inputs(job)]),
+              "prompt": _hash(prompt), "models": _hash(job.get("models")), "seed": str(job.get("seed", 0)),
+              "mode": _hash([job.get("mode"), job.get("guidance")])}
+    shaping = {k: cfg[k] for k in ("render", "source") if k in cfg}
+    out = {}
+    for key in PHASES:
+        shaping[key] = cfg[key]
+        out[key] = {**common, "config": _hash(shaping)}
+    return out
+
+
+def changed_parts(stored: dict | None, current: dict[str, str]) -> list[str]:
+    """Names of the parts that differ (all of them for a checkpoint without a fingerprint)."""
+    stored = stored or {}
+    return sorted(k for k, v in current.items() if stored.get(k) != v)
