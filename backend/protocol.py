@@ -38,6 +38,7 @@ class JobError(ValueError):
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,2})?")
 
 
 def _type_name(t: type | tuple) -> str:
@@ -83,6 +84,10 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
     for key, t in (("preset", str), ("models", str), ("device", str), ("seed", int), ("overrides", dict),
                    ("allow_downloads", bool)):
         _check_type(key, job[key], t)
+    if not 0 <= job["seed"] < 2 ** 63:
+        raise JobError("seed", f"{job['seed']} is outside [0, 2^63)")
+    if not _DEVICE.fullmatch(job["device"]):
+        raise JobError("device", f"{job['device']!r}: use auto, cpu, cuda or cuda:N")
     if not _NAME.fullmatch(job["preset"]):
         raise JobError("preset", f"{job['preset']!r}: a preset is a name (letters, digits, _ and -)")
     _check_type("prompt", job["prompt"], dict)

@@ -199,3 +199,28 @@ def test_a_changed_job_never_resumes_stale_checkpoints(target_dir, tmp_path):
     logs = run(**{"phase2.tet_res": 20}, seed=1)
     assert any(m.startswith("phase1: the job changed since its checkpoint (seed)") for m in logs)
     assert not any("loaded from checkpoint" in m for m in logs)
+
+
+@pytest.mark.parametrize("extra,field,message", [
+    ({"overrides": {"phase1.iterations": -5}}, "phase1.iterations", "-5 is outside [0, 1e+06]"),
+    ({"overrides": {"phase1.iterations": 10 ** 12}}, "phase1.iterations", "is outside [0, 1e+06]"),
+    ({"overrides": {"phase1.lr": float("nan")}}, "phase1.lr", "nan is not a finite number"),
+    ({"overrides": {"progress.checkpoint_every": 0}}, "progress.checkpoint_every", "0 is outside [1, 1e+06]"),
+    ({"overrides": {"export.texture_size": 0}}, "export.texture_size", "0 is outside [16, 8192]"),
+    ({"overrides": {"phase2.tet_res": 1}}, "phase2.tet_res", "1 is outside [4, 512]"),
+    ({"overrides": {"phase1.cameras.radius": -2.5}}, "phase1.cameras.radius", "-2.5 is outside [0.1, 100]"),
+    ({"overrides": {"phase2.cameras.radius": [2.0, 1.5]}}, "phase2.cameras.radius", "a range [lo, hi] needs lo <= hi"),
+    ({"overrides": {"phase1.timesteps.t_min": 0.99}}, "phase1.timesteps.t_min", "t_min must be below t_max"),
+    ({"overrides": {"phase1.losses.aug_sds": -1}}, "phase1.losses.aug_sds.weight", "must be >= 0"),
+    ({"overrides": {"phase1.batch": 2.5}}, "phase1.batch", "expected int, got float"),
+    ({"seed": 10 ** 30}, "seed", "outside [0, 2^63)"),
+    ({"device": "banana"}, "device", "use auto, cpu, cuda or cuda:N"),
+    ({"preset": "nope", "overrides": {"phase1.iterations": 3}}, "preset", "unknown preset 'nope'"),
+])
+def test_every_bad_value_is_refused_before_work_with_its_field(target_dir, tmp_path, extra, field, message):
+    events: list[dict] = []
+    assert run_job(_oracle(**extra), target_dir, tmp_path / "out", events.append) is None
+    err = events[-1]
+    assert err["code"] == "invalid_job" and f"fix the field {field!r}" in err["hint"], err
+    assert message in err["message"]
+    assert not (tmp_path / "out" / "checkpoints").exists()  # no work started

@@ -23,7 +23,54 @@ KNOWN_LOSSES = GUIDANCE_LOSSES + ("identity",) + REGULARIZERS
 
 
 class ConfigError(ValueError):
-    pass
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field  # the dotted key at fault, when one is
+
+
+# Ranges of the numeric keys, by the key's own name wherever it stands (checked after the
+# overrides, before any work). (low, high, integer); a [lo, hi] pair is checked element-wise.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "iterations": (0, 1_000_000, True), "batch": (1, 64, True), "resolution": (8, 4096, True),
+    "samples": (1, 1024, True), "tet_res": (4, 512, True), "lr": (1e-8, 10.0, False),
+    "occupancy_every": (1, 1_000_000, True), "occupancy_threshold": (0, 1e6, False),
+    "density_threshold": (1e-6, 1e6, False), "checkpoint_every": (1, 1_000_000, True),
+    "preview_every": (1, 1_000_000, True), "texture_size": (16, 8192, True), "max_faces": (100, 50_000_000, True),
+    "uv_padding": (0, 64, True), "preview_resolution": (16, 4096, True), "min_component_fraction": (0, 1, False),
+    "radius": (0.1, 100.0, False), "fov": (1.0, 170.0, False), "elevation": (-90.0, 90.0, False),
+    "azimuth": (-720.0, 720.0, False), "t_min": (0.0, 1.0, False), "t_max": (0.0, 1.0, False),
+    "levels": (1, 32, True), "log2_table": (8, 26, True), "base_res": (2, 4096, True), "max_res": (2, 65536, True),
+    "hidden": (1, 1024, True), "bound": (0.1, 100.0, False),
+}
+
+
+def check_ranges(node: Any, path: str = "") -> None:
+    """Every number finite, the keys of RANGES within theirs, losses and their parameters
+    >= 0: ConfigError naming the dotted key otherwise."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            check_ranges(value, f"{path}.{key}" if path else key)
+        name = path.rsplit(".", 1)[-1]
+        if name == "timesteps" and not node.get("t_min", 0) < node.get("t_max", 1):
+            raise ConfigError(f"{path}: t_min must be below t_max", f"{path}.t_min")
+        return
+    name = path.rsplit(".", 1)[-1].split("[")[0]
+    values = node if isinstance(node, list) else [node]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ConfigError(f"{path}: {v} is not a finite number", path)
+        if ".losses." in f".{path}." and v < 0:
+            raise ConfigError(f"{path}: loss weights and parameters must be >= 0, got {v}", path)
+        if name in RANGES:
+            lo, hi, integer = RANGES[name]
+            if integer and not isinstance(v, int):
+                raise ConfigError(f"{path}: expected a whole number, got {v}", path)
+            if not lo <= v <= hi:
+                raise ConfigError(f"{path}: {v} is outside [{lo:g}, {hi:g}]", path)
+    if isinstance(node, list) and len(node) == 2 and all(isinstance(v, (int, float)) for v in node) and node[0] > node[1]:
+        raise ConfigError(f"{path}: a range [lo, hi] needs lo <= hi, got {node}", path)
 
 
 def preset_names() -> list[str]:
@@ -32,8 +79,8 @@ def preset_names() -> list[str]:
 
 def load_preset(name: str) -> dict:
     path = PRESET_DIR / f"{name}.json"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}")
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}", "preset")
     return json.loads(path.read_text())
 
 
@@ -57,18 +104,19 @@ def apply_overrides(preset: dict, overrides: dict[str, Any]) -> dict:
         node = cfg
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"override {key!r}: unknown key {'.'.join(parts[:i + 1])!r}")
+                raise ConfigError(f"override {key!r}: unknown key {'.'.join(parts[:i + 1])!r}", key)
             node = node[part]
         leaf = parts[-1]
         losses_table = parts[-2:-1] == ["losses"]
         if not isinstance(node, dict) or (leaf not in node and not losses_table):
-            raise ConfigError(f"override {key!r}: unknown key")
+            raise ConfigError(f"override {key!r}: unknown key", key)
         if leaf in node and not _compatible(node[leaf], value):
-            raise ConfigError(f"override {key!r}: expected {type(node[leaf]).__name__}, got {type(value).__name__}")
+            raise ConfigError(f"override {key!r}: expected {type(node[leaf]).__name__}, got {type(value).__name__}",
+                              key)
         if losses_table and leaf not in KNOWN_LOSSES:
-            raise ConfigError(f"override {key!r}: unknown loss {leaf!r}; known: {', '.join(KNOWN_LOSSES)}")
+            raise ConfigError(f"override {key!r}: unknown loss {leaf!r}; known: {', '.join(KNOWN_LOSSES)}", key)
         if losses_table and not isinstance(value, (int, float, dict)):
-            raise ConfigError(f"override {key!r}: a loss weight must be a number")
+            raise ConfigError(f"override {key!r}: a loss weight must be a number", key)
         if isinstance(node.get(leaf), dict) and isinstance(value, (int, float)):
             node[leaf] = {**node[leaf], "weight": float(value)}
         else:
@@ -105,4 +153,6 @@ def with_mode(cfg: dict, mode: str) -> dict:
 
 
 def resolve(preset: str, overrides: dict[str, Any] | None = None, mode: str = "generate") -> dict:
-    return apply_overrides(with_mode(load_preset(preset), mode), overrides or {})
+    cfg = apply_overrides(with_mode(load_preset(preset), mode), overrides or {})
+    check_ranges(cfg)
+    return cfg

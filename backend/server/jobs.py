@@ -38,7 +38,7 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False
     try:
         cfg = resolve(job["preset"], job["overrides"], job["mode"])
     except ConfigError as exc:
-        raise JobError("overrides" if job["overrides"] else "preset", str(exc)) from exc
+        raise JobError(exc.field or ("overrides" if job["overrides"] else "preset"), str(exc)) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = out_dir / "inputs"
     inputs.mkdir(exist_ok=True)
