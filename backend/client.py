@@ -168,7 +168,8 @@ class StdioBackend(Backend):
     def submit(self, job: dict, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
         job_id = job_id or uuid.uuid4().hex[:12]
         self.running.add(job_id)
-        self._send({"type": "submit", "id": job_id, "job": job, "base_dir": str(base_dir), "out_dir": str(out_dir)})
+        self._send({"type": "submit", "id": job_id, "job": job, "base_dir": str(Path(base_dir).resolve()),
+                    "out_dir": str(Path(out_dir).resolve())})
         return job_id
 
     def cancel(self, job_id: str) -> None:

@@ -205,6 +205,8 @@ def decode(line: str | bytes, expected: tuple[str, ...]) -> dict:
         msg = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON ({exc.msg}): {line[:80]!r}") from exc
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
     if msg.get("v") != PROTOCOL_VERSION:
@@ -214,6 +216,11 @@ def decode(line: str | bytes, expected: tuple[str, ...]) -> dict:
         raise ProtocolError(f"unknown message type {msg.get('type')!r}; expected one of {', '.join(expected)}")
     if msg["type"] in ("submit", "cancel") and not isinstance(msg.get("id"), str):
         raise ProtocolError(f"{msg['type']} needs a string \"id\"")
-    if msg["type"] == "submit" and not (isinstance(msg.get("job"), dict) and isinstance(msg.get("out_dir"), str)):
-        raise ProtocolError("submit needs \"job\" (an object) and \"out_dir\" (a path)")
+    if msg["type"] == "submit":
+        if not (isinstance(msg.get("job"), dict) and isinstance(msg.get("out_dir"), str) and msg["out_dir"].strip()):
+            raise ProtocolError("submit needs \"job\" (an object) and \"out_dir\" (a non-empty path)")
+        if not isinstance(msg.get("base_dir", ""), (str, type(None))):
+            raise ProtocolError("submit's \"base_dir\" must be a path (a string)")
+        if not Path(msg["out_dir"]).is_absolute() or not Path(msg.get("base_dir") or msg["out_dir"]).is_absolute():
+            raise ProtocolError("submit's out_dir and base_dir must be absolute paths")
     return msg

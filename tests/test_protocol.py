@@ -58,6 +58,20 @@ def test_stdio_server_survives_garbage_and_huge_lines():
     assert "too long" in msgs[2]["message"]
 
 
+def test_stdio_server_answers_every_hostile_line_and_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    submit = lambda **kw: protocol.encode({"type": "submit", "id": "j", "job": {"version": 1}, **kw}).encode()  # noqa: E731
+    msgs = _serve([b"[" * 200000 + b"\n", submit(out_dir=str(tmp_path / "o"), base_dir=123), submit(out_dir=""),
+                   submit(out_dir="relative/out"), protocol.encode({"type": "cancel", "id": "nobody"}).encode(),
+                   protocol.encode({"type": "ping"}).encode()])
+    assert [m["type"] for m in msgs] == ["hello", "error", "error", "error", "error", "error", "pong"]
+    assert [m["message"] for m in msgs[1:6]] == [
+        "JSON nested too deeply", "submit's \"base_dir\" must be a path (a string)",
+        "submit needs \"job\" (an object) and \"out_dir\" (a non-empty path)",
+        "submit's out_dir and base_dir must be absolute paths", "no job 'nobody' to cancel"]
+    assert msgs[5]["id"] == "nobody" and list(tmp_path.iterdir()) == []  # nothing written in the cwd
+
+
 def test_stdio_server_reports_an_invalid_job_by_field(tmp_path):
     msgs = _serve([protocol.encode({"type": "submit", "id": "j", "job": {"version": 1, "mode": "sculpt"},
                                     "out_dir": str(tmp_path / "out")}).encode()])

@@ -67,11 +67,14 @@ class JobService:
         self.emit({"type": "queued", "id": job_id, "position": position})
         self._queue.put({"id": job_id, "job": job, "base_dir": base_dir, "out_dir": out_dir, "confined": confined})
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, job_id: str) -> bool:
+        """-> whether the job was queued or running (a queued job is dropped when reached; a
+        running one stops within a step)."""
         with self._lock:
             flag = self._cancel.get(job_id)
         if flag is not None:
-            flag.set()  # a queued job is dropped when reached; a running one stops within a step
+            flag.set()
+        return flag is not None
 
     def free(self) -> None:
         """Drop every cached model (the next job loads what it needs again)."""

@@ -55,10 +55,12 @@ def serve_stdio(stdin: IO[bytes] | None = None, stdout: IO[str] | None = None) -
                   "traceback": ""})
             continue
         kind = msg["type"]
-        if kind == "submit":
+        if kind == "submit":  # its own errors are events; nothing a client sends ends the server
             service.submit(msg["id"], msg["job"], msg.get("base_dir") or msg["out_dir"], msg["out_dir"])
         elif kind == "cancel":
-            service.cancel(msg["id"])
+            if not service.cancel(msg["id"]):
+                send({"type": "error", "id": msg["id"], "code": "protocol", "message": f"no job {msg['id']!r} to cancel",
+                      "hint": "it may have finished already", "traceback": ""})
         elif kind == "free":
             service.free()
         elif kind == "ping":
