@@ -24,19 +24,39 @@ def _print_event(event: dict) -> None:
         print(f"result: {event['glb']}", flush=True)
 
 
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .server.jobs import run_job
 
     path = Path(args.job)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        print(f"error: job file not found: {path}", file=sys.stderr)
-        return 2
+        return _fail(f"job file not found: {path}")
+    except IsADirectoryError:
+        return _fail(f"{path} is a folder; give the job's .json file")
+    except UnicodeDecodeError:
+        return _fail(f"{path} is not UTF-8 text")
     except json.JSONDecodeError as exc:
-        print(f"error: {path} is not valid JSON ({exc})", file=sys.stderr)
-        return 2
+        return _fail(f"{path} is not valid JSON ({exc})")
+    except RecursionError:
+        return _fail(f"{path} is nested too deeply to be a job")
+    except OSError as exc:
+        return _fail(f"cannot read {path}: {exc.strerror or exc}")
     out = Path(args.out) if args.out else path.parent / (path.stem + "_out")
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".conjure-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return _fail(f"cannot write to --out {out}: {exc.strerror or exc}")
     result = run_job(raw, path.parent, out, _print_event, restart=args.restart)
     return 0 if result is not None else 1
 

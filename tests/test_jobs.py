@@ -224,3 +224,25 @@ def test_every_bad_value_is_refused_before_work_with_its_field(target_dir, tmp_p
     assert err["code"] == "invalid_job" and f"fix the field {field!r}" in err["hint"], err
     assert message in err["message"]
     assert not (tmp_path / "out" / "checkpoints").exists()  # no work started
+
+
+def test_cli_broken_invocations_get_one_line_and_exit_2(tmp_path, capsys):
+    from backend.__main__ import main
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{"prompt": {"text": "caf\u00e9"}}'.encode("latin-1"))
+    good = tmp_path / "job.json"
+    good.write_text(json.dumps({"version": 1, "prompt": {"text": "x"}}))
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    cases = [([str(deep)], "is nested too deeply to be a job"), ([str(latin)], "is not UTF-8 text"),
+             ([str(tmp_path)], "is a folder; give the job's .json file"),
+             ([str(tmp_path / "missing.json")], "job file not found"),
+             ([str(good), "--out", str(a_file)], "is a file, not a folder"),
+             ([str(good), "--out", str(a_file / "sub")], "cannot write to --out")]
+    for args, message in cases:
+        assert main(["run", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (args, err)
