@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import trimesh
 
@@ -178,3 +179,18 @@ def test_fill_enclosed_closes_pin_holes_but_not_openings():
     assert (filled[r < 0.3] < 0).all()
     cup = torch.where(v[:, 1] > 0.1, torch.ones_like(shell), shell)  # shell with its top cut away
     assert (fill_enclosed(cup, 24)[(r < 0.3) & (v[:, 1] < 0.0)] > 0).all()  # an open cup stays open
+
+
+def test_threshold_chosen_from_the_field_when_none_crosses():
+    from backend.geometry.dmtet import choose_threshold, dmtet_from_density
+
+    faint = lambda x: 5.0 * torch.exp(-(x ** 2).sum(-1) / 0.1)  # noqa: E731 (peak 5, below the threshold 10)
+    threshold, why = choose_threshold(faint, 10.0, res=32)
+    ax = torch.linspace(-1, 1, 32)
+    grid = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    assert threshold == pytest.approx(float(faint(grid).mean()), rel=1e-6)  # the field's mean density
+    assert why.startswith("no density crosses phase2.density_threshold 10 (0% of the box above it)")
+    verts, faces = dmtet_from_density(faint, 16, threshold)()
+    assert faces.shape[0] > 0
+    assert choose_threshold(faint, 1.0, res=32) == (1.0, None)  # crosses: kept
+    assert choose_threshold(lambda x: torch.ones(x.shape[0]), 10.0, res=8) == (10.0, None)  # constant: nothing helps

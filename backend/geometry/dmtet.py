@@ -98,14 +98,38 @@ class DMTet(nn.Module):
                 "fine_scale": torch.tensor(self.fine_scale, dtype=torch.float64)}
 
 
+def _grid_density(density_fn: Callable[[torch.Tensor], torch.Tensor], bound: float, res: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points [res^3,3] of a regular grid over the box and the density there [res^3]."""
+    ax = torch.linspace(-bound, bound, res)
+    pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1).reshape(-1, 3)
+    with torch.no_grad():
+        return pts, torch.cat([density_fn(p) for p in pts.split(1 << 16)]).cpu()
+
+
+def choose_threshold(density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: float, bound: float = 1.0,
+                     res: int = 64) -> tuple[float, str | None]:
+    """The density threshold of the phase I -> II hand-over, and why it changed: when no
+    grid sample lies on one side of `threshold` (a short or faint phase I), the field's mean
+    density over the box (threestudio's isosurface_threshold "auto"), if that one does
+    cross."""
+    _, density = _grid_density(density_fn, bound, res)
+    above = float((density > threshold).float().mean())
+    if 0 < above < 1:
+        return threshold, None
+    auto = float(density.mean())
+    if not 0 < float((density > auto).float().mean()) < 1:
+        return threshold, None  # a constant field: nothing to extract at any threshold
+    return auto, (f"no density crosses phase2.density_threshold {threshold:g} ({above:.0%} of the box above it): "
+                  f"using the field's mean density {auto:.3g} instead")
+
+
 def occupied_box(density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: float, bound: float = 1.0,
                  res: int = 64, margin: float = 0.1) -> tuple[list[float], list[float]]:
     """Cube around the region where density > threshold, grown by `margin` of its size and
     clipped to the field's box. Falls back to the whole box when nothing is occupied."""
-    ax = torch.linspace(-bound, bound, res)
-    pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1).reshape(-1, 3)
-    with torch.no_grad():
-        occ = torch.cat([density_fn(p) for p in pts.split(1 << 16)]) > threshold
+    pts, density = _grid_density(density_fn, bound, res)
+    occ = density > threshold
     if not occ.any():
         return [-bound] * 3, [bound] * 3
     p = pts[occ]

@@ -15,7 +15,7 @@ from ..atomic import atomic_path
 from ..eval.oracle_report import oracle_report
 from ..export.mesh_export import bake, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
-from ..geometry.dmtet import DMTet, dmtet_from_density, dmtet_from_mesh
+from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
 from ..geometry.mesh import Mesh, load_mesh, normalized
 from ..geometry.source_mesh import SourceMesh, colored_samples, prepare_source
@@ -177,9 +177,7 @@ class Runner:
             return self.run_from_mesh(self.source)
         p1 = NeRFPhase(self.cfg["phase1"], self.ctx, self._terms("phase1"))
         self._run_phase("phase1", p1)
-        p2 = self._geometry_phase(lambda: dmtet_from_density(
-            p1.field.density, self.cfg["phase2"]["tet_res"], float(self.cfg["phase2"]["density_threshold"]),
-            self.ctx.bound, self.cfg["phase2"]["sdf_grid"]))
+        p2 = self._geometry_phase(lambda: self._dmtet_from_nerf(p1))
         if "phase1" not in self.metrics:
             self._measure("phase1", Mesh(*p2.mesh()), p1.field.texture_field())
         self._run_phase("phase2", p2)
@@ -228,6 +226,13 @@ class Runner:
         dmtet = make()
         self.log(f"DMTet grid box {dmtet.lo.tolist()} .. {dmtet.hi.tolist()}")
         return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), dmtet)
+
+    def _dmtet_from_nerf(self, p1: NeRFPhase) -> DMTet:
+        cfg = self.cfg["phase2"]
+        threshold, why = choose_threshold(p1.field.density, float(cfg["density_threshold"]), self.ctx.bound)
+        if why:
+            self.log(why)
+        return dmtet_from_density(p1.field.density, cfg["tet_res"], threshold, self.ctx.bound, cfg["sdf_grid"])
 
     def _current_phase(self) -> str | None:
         current = self.ckpt / "current.pt"
