@@ -115,3 +115,27 @@ def test_missing_model_fails_the_job_with_the_role_named(tmp_path):
     err = events[-1]
     assert err["type"] == "error" and err["code"] == "model_missing" and "role" in err["message"]
     assert err["hint"]
+
+
+def test_a_job_names_every_missing_model_role_at_once(tmp_path):
+    from backend.models.registry import ModelNotAvailable, ModelStore
+    from backend.pipeline.config import resolve
+    from backend.pipeline.paper import PaperGuidance
+
+    manifest = tmp_path / "models.json"
+    manifest.write_text(json.dumps({r: str(tmp_path / "none" / r) for r in
+                                    ("sd", "unclip", "clip", "zero123", "imagebind", "ip_adapter", "depth")}))
+    store = ModelStore(str(manifest))
+    cfg = resolve("standard")
+    text_only = PaperGuidance({"prompt": {"text": "a chair"}, "style_image": None}, store, lambda m: None)
+    roles = text_only.required_roles([cfg[p] for p in ("phase1", "phase2", "phase3")])
+    assert roles == {"unclip", "imagebind", "zero123", "clip"}  # ms, aug_sds, cds, zero123_sds, reference from C_m
+    with pytest.raises(ModelNotAvailable) as err:
+        store.check_available(roles)
+    assert err.value.role == "clip, imagebind, unclip, zero123"
+    assert str(tmp_path / "none" / "zero123") in err.value.where
+    high = resolve("high")
+    assert {"depth"} <= text_only.required_roles([high["phase2"]])  # SGC's depth / normal parts
+    vp = resolve("draft", {"phase3.losses.vpcsm": 1.0})
+    assert {"sd", "ip_adapter"} <= text_only.required_roles([vp["phase3"]])
+    store.check_available(set())  # nothing needed: nothing missing

@@ -120,6 +120,8 @@ class ModelStore:
             return (self._imagebind_folder(where) / CHECKPOINT).exists()
         if Path(where).exists():
             return True
+        if Path(where).is_absolute() or where.count("/") != 1:  # a folder that is not there, not a hub id
+            return False
         from huggingface_hub import try_to_load_from_cache
 
         probe = {"ip_adapter": f"{DEFAULT_SUBFOLDERS['ip_adapter']}/{IP_ADAPTER_WEIGHTS}",
@@ -127,6 +129,18 @@ class ModelStore:
         if role in ("sd", "unclip", "zero123"):
             probe = "model_index.json"
         return isinstance(try_to_load_from_cache(where, probe), str)
+
+    def check_available(self, roles: set[str]) -> None:
+        """Before any work: every role a job needs is on this machine, or one error names
+        all that are missing (tiny models are built on demand; downloads fetch the rest)."""
+        if self.source == "tiny" or self.allow_download:
+            return
+        missing = sorted(r for r in roles if not self.available(r))
+        if missing:
+            raise ModelNotAvailable(", ".join(missing), "; ".join(f"{r}: {self.location(r)}" for r in missing),
+                                    "download them once (`huggingface-cli download <id>` for each hub id, the "
+                                    "official imagebind_huge.pth for imagebind) or allow downloads in the job / "
+                                    "preferences, or point a models manifest at local folders")
 
     def location(self, role: str) -> str:
         """Local folder or hub id for a role."""

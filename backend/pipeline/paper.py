@@ -32,7 +32,15 @@ from ..guidance.zero123 import Zero123Denoiser
 from ..models.registry import ModelNotAvailable, ModelStore
 from ..render.camera import orbit_cameras
 from ..render.shading import fixed_views
-from .config import ConfigError
+from .config import ConfigError, loss_params, loss_weight
+
+
+SGC_PARTS = (("reward", 2.5), ("semantic", 4.0), ("depth", 1.0), ("normal", 1.0))  # TV-3DG's λ per part
+# The model roles behind each guidance loss (C_m needs ImageBind); SGC's optional parts add theirs.
+LOSS_ROLES = {"aug_sds": {"unclip", "imagebind"}, "cds": {"unclip", "imagebind"}, "csm": {"sd"},
+              "vpcsm": {"sd", "ip_adapter"}, "zero123_sds": {"zero123"}, "ms": {"clip", "imagebind"},
+              "sgc": {"zero123"}}
+SGC_PART_ROLES = {"reward": "reward", "semantic": "dino", "depth": "depth", "normal": "depth"}
 
 
 class PaperGuidance:
@@ -141,7 +149,7 @@ class PaperGuidance:
         ref = RefView(self.reference())
         el, _, radius, fov = ref.pose
         cams = orbit_cameras(el, torch.tensor(SGC_AZIMUTHS), radius, fov, res)
-        weights = {k: params.get(k, d) for k, d in (("reward", 2.5), ("semantic", 4.0), ("depth", 1.0), ("normal", 1.0))}
+        weights = {k: params.get(k, d) for k, d in SGC_PARTS}
 
         def views() -> tuple[torch.Tensor, torch.Tensor]:
             den = self.zero123_denoiser(params.get("guidance_scale", 3.0))
@@ -172,6 +180,26 @@ class PaperGuidance:
         reward = self.store.reward(self.text) if weights["reward"] > 0 else None
         dino = self.store.dino() if weights["semantic"] > 0 else None
         return SGC(targets, cams, reward, dino, weights)
+
+    def required_roles(self, phase_cfgs: list[dict]) -> set[str]:
+        """The model roles the phases' losses will load (the segmenter is optional: without
+        it masks come from the border flood fill)."""
+        roles: set[str] = set()
+        wants_reference = False
+        for cfg in phase_cfgs:
+            if int(cfg["iterations"]) <= 0:
+                continue
+            for name, entry in cfg["losses"].items():
+                if loss_weight(entry) <= 0:
+                    continue
+                roles |= LOSS_ROLES.get(name, set())
+                if name == "sgc":
+                    roles |= {SGC_PART_ROLES[k] for k, d in SGC_PARTS if loss_params(entry).get(k, d) > 0}
+                wants_reference |= name in ("ref_view", "zero123_sds", "sgc")
+        images = self.job["prompt"].get("images") or self.job.get("style_image")
+        if wants_reference and not images:
+            roles |= {"unclip", "imagebind"}  # the reference view is generated from C_m
+        return roles
 
     def term(self, name: str, phase_cfg: dict, params: dict) -> Guidance | SGC:
         """The guidance module for a loss name of the preset's losses table."""

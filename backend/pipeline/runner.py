@@ -81,6 +81,8 @@ class Runner:
                 stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device)
             store = stores[key]
             self.paper = PaperGuidance(job, store, self.log, self.ctx.seed)
+            used = PHASES if self.source is None else PHASES[1:]  # stylize / edit start at phase II
+            store.check_available(self.paper.required_roles([cfg[p] for p in used]))
             if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
                 self.ctx.ref_view = self.paper.ref_view()
         self.fingerprints = phase_fingerprints(job, cfg)
