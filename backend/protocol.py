@@ -180,7 +180,7 @@ SERVER_TYPES = ("hello", "queued", "accepted", "progress", "log", "result", "don
                 "pong", "freed")
 # Error codes a client may see; "backend_died" and "protocol" are raised on the client side.
 ERROR_CODES = ("invalid_job", "invalid_input", "model_missing", "pipeline", "out_of_memory", "internal", "protocol",
-               "backend_died", "busy")
+               "backend_died", "busy", "disk_full")
 
 
 class ProtocolError(ValueError):

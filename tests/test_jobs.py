@@ -246,3 +246,26 @@ def test_cli_broken_invocations_get_one_line_and_exit_2(tmp_path, capsys):
         assert main(["run", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (args, err)
+
+
+def test_disk_full_is_reported_with_sizes_leaves_no_partial_file_and_resumes(target_dir, tmp_path):
+    import subprocess
+
+    disk = tmp_path / "small_disk"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a size-limited file system here: {made.stderr.strip()}")
+    try:
+        out, events = disk / "out", []
+        assert run_job(_oracle(overrides=TINY), target_dir, out, events.append) is None
+        err = events[-1]
+        assert err["code"] == "disk_full" and err["message"].startswith(f"disk full at {out / 'checkpoints'}: needs about")
+        assert "resumes from its last checkpoint" in err["hint"]
+        assert not [p.name for p in out.rglob("*partial*")]  # no half-written file left
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+        events.clear()
+        assert run_job(_oracle(overrides=TINY), target_dir, out, events.append) is not None
+        assert (out / "result.glb").stat().st_size > 1000
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -4,6 +4,7 @@ cancellation between steps."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import DiskFull, atomic_path, is_disk_full
 from ..eval.oracle_report import oracle_report
 from ..export.mesh_export import bake, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
@@ -36,8 +37,21 @@ class Cancelled(Exception):
 
 
 def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as exc:  # torch's writer words a full disk several ways
+        need = sum(t.nbytes for t in _tensors(obj))
+        if is_disk_full(exc) or shutil.disk_usage(path.parent).free < need:
+            raise DiskFull(path.parent, need) from exc
+        raise
+
+
+def _tensors(obj: object) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return [t for item in items for t in _tensors(item)]
 
 
 def _load(path: Path) -> dict:

@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from ..atomic import DiskFull, is_disk_full
 from ..protocol import JobError, job_inputs, set_input, validate_job
 
 Emit = Callable[[dict], None]
@@ -104,6 +105,11 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         emit(error_event(exc, "out_of_memory", "use the draft preset or a smaller texture size"))
         return None
     except Exception as exc:  # noqa: BLE001 (reported with its traceback; the folder survives)
+        if is_disk_full(exc):
+            full = exc if isinstance(exc, DiskFull) else DiskFull(out_dir)
+            emit(error_event(full, "disk_full", "free disk space, then run the same job again: it resumes from "
+                                                "its last checkpoint"))
+            return None
         oom = "out of memory" in str(exc).lower()
         emit(error_event(exc, "out_of_memory" if oom else "internal",
                          "use the draft preset or free GPU memory" if oom else
