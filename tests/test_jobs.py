@@ -269,3 +269,20 @@ def test_disk_full_is_reported_with_sizes_leaves_no_partial_file_and_resumes(tar
         assert (out / "result.glb").stat().st_size > 1000
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_loss_that_is_not_finite_stops_the_phase_before_the_update(target_dir, tmp_path, monkeypatch):
+    from backend.pipeline.phases import NeRFPhase
+
+    phase_losses = NeRFPhase.losses
+
+    def poisoned(self, step):  # noqa: ANN001 (the 3rd step's SDS loss is NaN)
+        out = phase_losses(self, step)
+        return {**out, "aug_sds": out["aug_sds"] * float("nan")} if step == 2 else out
+
+    monkeypatch.setattr(NeRFPhase, "losses", poisoned)
+    events: list[dict] = []
+    assert run_job(_oracle(overrides=TINY), target_dir, tmp_path / "nan", events.append) is None
+    err = events[-1]
+    assert err["code"] == "pipeline" and err["message"] == "nerf phase, step 3: the loss aug_sds is not finite"
+    assert err["hint"].startswith("lower phase1.lr or the weight of aug_sds") and "--restart" in err["hint"]

@@ -6,6 +6,7 @@ state (parameters, optimiser, RNG) through a dict for checkpoints.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -133,10 +134,16 @@ class Phase:
             raise PipelineError(f"{self.name} phase has no active loss",
                                 "give at least one loss a weight > 0 in the preset or overrides")
         total = sum(losses.values())
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if bad:  # before backward: the parameters stay as the last step left them
+            raise PipelineError(f"{self.name} phase, step {step + 1}: the loss {', '.join(bad)} is not finite",
+                                f"lower phase{self.seed_offset + 1}.lr or the weight of {bad[0]}, then run again "
+                                "with --restart (resuming would repeat the same step)")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return values
 
     def state(self) -> dict:
         return {"modules": {k: m.state_dict() for k, m in self.modules().items()},
