@@ -22,18 +22,42 @@ def _protocol_stream() -> IO[str]:
     return out
 
 
+def _watch_parent(service: JobService, gone: threading.Event, every: float = 0.5) -> None:
+    """When the parent process dies (Blender killed), cancel the jobs (each checkpoints at
+    its next step) and exit."""
+    parent = os.getppid()
+    while not gone.wait(every):
+        if os.getppid() != parent:
+            gone.set()
+            service.close(wait=True)
+            os._exit(0)
+
+
 def serve_stdio(stdin: IO[bytes] | None = None, stdout: IO[str] | None = None) -> int:
     """Serve until "shutdown" or the end of stdin (the add-on went away)."""
     out = stdout or _protocol_stream()
     inp = stdin or sys.stdin.buffer
     lock = threading.Lock()
 
+    gone = threading.Event()  # the client (Blender) went away
+
     def send(message: dict) -> None:
+        """Never raises: a client that vanished must not take the running job down with
+        it (the job is cancelled instead, which checkpoints it)."""
         with lock:
-            out.write(protocol.encode(message))
-            out.flush()
+            if gone.is_set():
+                return
+            try:
+                out.write(protocol.encode(message))
+                out.flush()
+            except (OSError, ValueError):
+                gone.set()
+                service.close(wait=False)
 
     service = JobService(send)
+    if stdin is None:  # a real process: leave when the parent dies, even if the pipe lingers
+        threading.Thread(target=_watch_parent, args=(service, gone), name="conjure-parent-watch",
+                         daemon=True).start()
     send({"type": "hello", "capabilities": capabilities()})
     while True:
         line = inp.readline(protocol.MAX_LINE + 1)

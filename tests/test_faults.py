@@ -1,0 +1,67 @@
+"""Faults around a running job: its client killed hard. The job must end checkpointed and
+resumable, with nothing lost beyond the checkpoint interval."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.server.jobs import run_job
+
+from .helpers import ROOT, TINY, oracle_job
+
+PARENT = """
+import json, subprocess, sys, time
+job, base, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+backend = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--stdio"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+line = {"v": 1, "type": "submit", "id": "j", "job": job, "base_dir": base, "out_dir": out}
+backend.stdin.write((json.dumps(line) + "\\n").encode())
+backend.stdin.flush()
+print(backend.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _events(out: Path) -> list[dict]:
+    path = out / "events.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
+        return f.read().split()[2] != "Z"
+
+
+@pytest.mark.slow
+def test_client_killed_hard_mid_phase_leaves_a_checkpointed_resumable_job(tmp_path):
+    job = oracle_job(tmp_path, overrides={**TINY, "phase1.iterations": 40, "progress.checkpoint_every": 4})
+    out = tmp_path / "out"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, json.dumps(job), str(tmp_path), str(out)], cwd=ROOT,
+                              stdout=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    backend_pid = int(parent.stdout.readline())
+    deadline = time.monotonic() + 240
+    while not any(e["type"] == "progress" and e["step"] >= 6 for e in _events(out)):
+        assert time.monotonic() < deadline and parent.poll() is None, "the job did not start"
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)  # Blender killed: no goodbye on the pipe
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while _alive(backend_pid):
+        assert time.monotonic() < deadline, "the backend outlived its parent"
+        time.sleep(0.2)
+    events = _events(out)
+    last_step = max(e["step"] for e in events if e["type"] == "progress")
+    assert events[-1]["type"] == "cancelled" and f"at step {last_step}" in events[-1]["message"]
+    events.clear()
+    assert run_job(job, tmp_path, out, events.append) is not None  # resumes where it stopped
+    resumed = next(e for e in events if e["type"] == "progress")
+    assert resumed["phase"] == "phase1" and resumed["step"] == last_step + 1
