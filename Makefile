@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make demo` and `make test` (see README.md).
-PYTHON ?= python3
+# bpy 4.5's wheels are cp311 only: the venv needs Python 3.11 (make PYTHON=/path/to/python3.11).
+PYTHON ?= $(shell for p in python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -7,6 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo demo-oracle test test-fast doctor clean
 
 $(STAMP): requirements/backend.txt requirements/blender.txt requirements/test.txt
+	@test -x $(PY) || { test -n "$(PYTHON)" && $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; } \
+	  || { echo "error: Python 3.11 is needed (bpy 4.5 wheels are cp311): install python3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/test.txt

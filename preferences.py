@@ -10,9 +10,10 @@ PRESETS = [("draft", "Draft", "A few minutes: quick look"), ("standard", "Standa
            ("high", "High", "Larger grids and textures, SGC (large GPU)")]
 
 
-def venv_dir() -> Path:
-    """The backend's own environment, created by the Install backend operator."""
-    return Path(bpy.utils.extension_path_user(__package__, path="venv", create=True))
+def venv_dir(create: bool = False) -> Path:
+    """The backend's own environment, created by the Install backend operator (only it
+    creates the folder: drawing the preferences must not)."""
+    return Path(bpy.utils.extension_path_user(__package__, path="venv", create=create))
 
 
 def venv_python() -> Path:

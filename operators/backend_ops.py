@@ -57,7 +57,7 @@ class CONJURE_OT_install_backend(bpy.types.Operator):
         if not bpy.app.online_access:
             self.report({"ERROR"}, "Blender's online access is off: allow it in Preferences > System to install")
             return {"CANCELLED"}
-        self._commands = install_commands(venv_dir(), venv_python())
+        self._commands = install_commands(venv_dir(create=True), venv_python())
         self._log = open(Path(bpy.app.tempdir or "/tmp") / "conjure_install.log", "w")  # noqa: SIM115
         self._total = len(self._commands)
         if bpy.app.background:
