@@ -140,7 +140,7 @@ class StdioBackend(Backend):
         if self._closing:
             return
         tail = self._log_tail()
-        hint = f"the job folder keeps its checkpoints: generate again to resume. Backend log: {self.log_path}"
+        hint = f"the job folder keeps its checkpoints: press Resume to go on from the last one. Backend log: {self.log_path}"
         for job_id in sorted(self.running) or [None]:
             self._arrived(_error("backend_died", f"the backend exited with code {code}" + (f": {tail}" if tail else ""),
                                  hint, job_id))
@@ -148,12 +148,20 @@ class StdioBackend(Backend):
 
     _closing = False
 
-    def _log_tail(self, lines: int = 3) -> str:
+    def _log_tail(self) -> str:
+        """The cause in the backend's log: the last exception line of a traceback, else the
+        last line that is not a progress bar."""
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            text = self.log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
         except OSError:
             return ""
-        return " | ".join(text[-lines:])
+        lines = [x.strip() for x in text if x.strip() and "%|" not in x]  # progress bars say nothing
+        if "Traceback (most recent call last):" in lines:
+            after = lines[len(lines) - 1 - lines[::-1].index("Traceback (most recent call last):"):]
+            causes = [x for x in after if not x.startswith(("File ", "Traceback", "^", "~")) and ":" in x]
+            if causes:
+                return causes[-1]
+        return lines[-1] if lines else ""
 
     def _send(self, message: dict) -> None:
         if not self.alive:

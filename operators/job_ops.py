@@ -130,23 +130,23 @@ class JobOperator:
         return self.execute(context)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        wait = self.wait if self.properties.is_property_set("wait") else bpy.app.background
+        if SESSION.job is not None:  # refused before anything: the running job's state stays as it is
+            self.report({"ERROR"}, "Conjure: a job is already running: cancel it or wait for it")
+            return {"CANCELLED"}
         text = self._value("prompt", context.scene.conjure.prompt).strip()
         try:
             folder = _new_job_dir(text, self.mode)
             job, target = self.build_job(context, folder)
             (folder / "job_request.json").write_text(json.dumps(job, indent=2))
-
-            def on_result(msg: dict, folder: Path = folder, target: str = target) -> None:
-                obj = import_result(msg["glb"], folder, text, self.mode, target)
-                context.window_manager.conjure.result_object = obj.name
-
-            SESSION.submit(job, folder, self.mode, text, target, on_result)
+            (folder / "addon.json").write_text(json.dumps({"mode": self.mode, "prompt": text, "target": target}))
+            submit_in(folder, job, self.mode, text, target)
         except Exception as exc:  # noqa: BLE001 (shown to the user, Blender goes on)
-            state = context.window_manager.conjure
-            state.running, state.status, state.error, state.hint = False, "error", str(exc)[:500], ""
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
+            return _refused(self, context, exc)
+        return self.follow(context)
+
+    def follow(self, context: bpy.types.Context) -> set[str]:
+        """The submitted job to its end: synchronously (headless, wait) or modally."""
+        wait = self.wait if self.properties.is_property_set("wait") else bpy.app.background
         if wait:
             SESSION.wait("end")
             return self._finish(context)
@@ -158,6 +158,9 @@ class JobOperator:
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type == "ESC" and event.value == "PRESS":
+            SESSION.cancel()  # the job checkpoints and ends; the timer sees it end
+            return {"RUNNING_MODAL"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         running = SESSION.pump()
@@ -177,6 +180,46 @@ class JobOperator:
         if state.status == "error":
             self.report({"ERROR"}, f"Conjure: {state.error} {state.hint}".strip())
         return {"CANCELLED"}
+
+
+def submit_in(folder: Path, job: dict, mode: str, text: str, target: str) -> None:
+    """Submit a job in its folder; its result is imported when it arrives (bpy.context at
+    that time, not the operator's: the operator may be long gone)."""
+    def on_result(msg: dict) -> None:
+        obj = import_result(msg["glb"], folder, text, mode, target)
+        bpy.context.window_manager.conjure.result_object = obj.name
+
+    SESSION.submit(job, folder, mode, text, target, on_result)
+
+
+def _refused(op: bpy.types.Operator, context: bpy.types.Context, exc: Exception) -> set[str]:
+    state = context.window_manager.conjure
+    state.running, state.status, state.error, state.hint = False, "error", str(exc)[:500], ""
+    op.report({"ERROR"}, str(exc))
+    return {"CANCELLED"}
+
+
+class CONJURE_OT_resume(JobOperator, bpy.types.Operator):
+    """Go on with the last unfinished job in its own folder, from its last checkpoint"""
+
+    bl_idname, bl_label, mode = "conjure.resume", "Resume", "generate"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return SESSION.job is None and SESSION.last is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if SESSION.job is not None or SESSION.last is None:
+            self.report({"ERROR"}, "Conjure: nothing to resume")
+            return {"CANCELLED"}
+        folder = SESSION.last.job_dir
+        try:
+            job = json.loads((folder / "job_request.json").read_text())
+            meta = json.loads((folder / "addon.json").read_text())
+            submit_in(folder, job, meta["mode"], meta["prompt"], meta["target"])
+        except Exception as exc:  # noqa: BLE001 (shown to the user, Blender goes on)
+            return _refused(self, context, exc)
+        return self.follow(context)
 
 
 class CONJURE_OT_generate(JobOperator, bpy.types.Operator):
@@ -215,7 +258,7 @@ class CONJURE_OT_wait(bpy.types.Operator):
         return {"FINISHED"} if SESSION.wait(self.until, self.timeout) else {"CANCELLED"}
 
 
-CLASSES = (CONJURE_OT_generate, CONJURE_OT_stylize, CONJURE_OT_edit, CONJURE_OT_wait)
+CLASSES = (CONJURE_OT_generate, CONJURE_OT_stylize, CONJURE_OT_edit, CONJURE_OT_resume, CONJURE_OT_wait)
 
 
 # Blender's own helper: registers in order, unregisters in reverse.

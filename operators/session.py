@@ -38,6 +38,7 @@ class Session:
     def __init__(self) -> None:
         self.backend: Backend | None = None
         self.job: Job | None = None
+        self.last: Job | None = None  # the last job that ended unfinished (Resume)
 
     # -- backend --------------------------------------------------------------------------
     def _python(self) -> str:
@@ -68,7 +69,8 @@ class Session:
             env["HF_HOME"] = bpy.path.abspath(p.hf_home)
         if not (p.allow_downloads and bpy.app.online_access):
             env["HF_HUB_OFFLINE"] = "1"
-        log = Path(bpy.app.tempdir or "/tmp") / "conjure_backend.log"
+        # Kept in the extension's user folder (Blender's temp folder is deleted at exit).
+        log = Path(bpy.utils.extension_path_user(__package__.rsplit(".", 1)[0], path="logs", create=True)) / "backend.log"
         self.backend = StdioBackend(self._python(), log, cwd=ADDON_ROOT, env=env)
         self.backend.wait_hello(timeout=120)
         return self.backend
@@ -81,12 +83,14 @@ class Session:
     # -- jobs -----------------------------------------------------------------------------
     def submit(self, job: dict, job_dir: Path, mode: str, prompt: str, target: str = "",
                on_result: Callable[[dict], None] | None = None) -> Job:
+        """Run a job in job_dir (a folder with checkpoints resumes from them)."""
         if self.job is not None:
             raise RuntimeError("a job is already running: cancel it or wait for it")
         state = bpy.context.window_manager.conjure
         backend = self.ensure_backend()
         job_id = backend.submit(job, job_dir, job_dir / "out")
         self.job = Job(job_id, mode, prompt, job_dir, target, on_result)
+        self.last = None
         state.running, state.status, state.error, state.hint = True, "queued", "", ""
         state.phase, state.step, state.total, state.progress, state.eta_s = "", 0, 0, 0.0, 0.0
         state.job_dir, state.preview = str(job_dir), ""
@@ -155,8 +159,19 @@ class Session:
                 return
             self._end("error", msg.get("message", "error"), msg.get("hint", ""))
 
+    def reset(self) -> None:
+        """A new .blend was loaded: the running job (if any) is cancelled, which checkpoints
+        it, and forgotten here; Resume can take it up again from its folder."""
+        if self.job is not None:
+            if self.backend is not None and self.backend.alive:
+                self.backend.cancel(self.job.id)
+            self.last = self.job
+        self.job = None
+
     def _end(self, status: str, error: str = "", hint: str = "") -> None:
         state = bpy.context.window_manager.conjure
+        if status in ("error", "cancelled") and self.job is not None:
+            self.last = self.job  # unfinished: Resume re-submits it in the same folder
         state.running, state.status = False, status
         state.error, state.hint = error.splitlines()[0][:500] if error else "", hint
         if error:
@@ -179,6 +194,22 @@ def _show_preview(path: str) -> None:
 
 
 SESSION = Session()
+
+
+@bpy.app.handlers.persistent
+def _on_load(*_args: object) -> None:
+    SESSION.reset()
+    state = bpy.context.window_manager.conjure
+    state.running, state.status = False, "idle"
+
+
+def register() -> None:
+    bpy.app.handlers.load_post.append(_on_load)
+
+
+def unregister() -> None:
+    if _on_load in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load)
 
 
 def shutdown() -> None:

@@ -74,6 +74,7 @@ class CONJURE_PT_main(bpy.types.Panel):
         row = layout.row(align=True)
         row.enabled = state.running
         row.operator("conjure.cancel", icon="CANCEL")
+        layout.operator("conjure.resume", icon="RECOVER_LAST")  # greyed out unless a job ended unfinished
         layout.operator("conjure.free_backend", icon="TRASH")
         if state.running or state.status not in ("idle", ""):
             box = layout.box()

@@ -66,7 +66,8 @@ def test_killed_backend_is_an_error_and_blender_goes_on(extension, tmp_path):
     slow = {**FAST, "phase1.iterations": 400}
     r = drive(extension, "kill", tmp_path, {"op": {"prompt": "a red box", "overrides": json.dumps(slow)}})
     assert r["state"]["status"] == "error" and "exited" in r["state"]["error"] and not r["state"]["running"]
-    assert "resume" in r["state"]["hint"]
+    assert "press Resume" in r["state"]["hint"]
+    assert "/conjure/logs/backend.log" in r["state"]["hint"]  # kept in the extension's user folder
     assert r["blender_usable"] and r["job_folder_kept"]
 
 
@@ -85,3 +86,29 @@ def test_mesh_modes_restyle_a_copy_with_the_same_transform_and_hide_the_original
     assert obj["uv_layers"] >= 1 and obj["images"] >= 1 and obj["collection"] == ["Conjure"]
     assert sum(obj["matrix"], []) == pytest.approx(sum(r["original_matrix"], []), abs=1e-5)
     assert r["original_hidden"] and r["original_exists"]
+
+
+def test_backend_killed_then_resume_goes_on_in_the_same_folder(extension, tmp_path):
+    slow = {**FAST, "phase1.iterations": 40, "progress.checkpoint_every": 2}
+    r = drive(extension, "resume", tmp_path, {"op": {"prompt": "a red box", "overrides": json.dumps(slow)},
+                                              "kill_after": 5})
+    assert r["after_kill"]["status"] == "error" and "press Resume" in r["after_kill"]["hint"]
+    assert r["resume"] == ["FINISHED"] and r["state"]["status"] == "done" and r["state"]["result"]
+    assert len(r["jobs"]) == 1  # no new job folder
+    resumed = [m for m in r["logs"] if m.startswith("phase1: resuming at step")]
+    assert resumed and int(resumed[0].rsplit(" ", 1)[-1]) >= 4  # from its checkpoint, not from step 0
+
+
+def test_a_second_generate_leaves_the_running_job_alone(extension, tmp_path):
+    slow = {**FAST, "phase1.iterations": 400}
+    r = drive(extension, "double", tmp_path, {"op": {"prompt": "a red box", "overrides": json.dumps(slow)}})
+    assert r["second"] != ["FINISHED"] and "already running" in " ".join(r["second"])
+    assert r["running_after"] and r["same_job"] and r["jobs"] == 1
+
+
+def test_loading_a_new_file_resets_the_session(extension, tmp_path):
+    slow = {**FAST, "phase1.iterations": 400}
+    r = drive(extension, "load", tmp_path, {"op": {"prompt": "a red box", "overrides": json.dumps(slow)},
+                                            "fast": {"prompt": "a blue box", "overrides": json.dumps(FAST)}})
+    assert not r["job_after_load"] and not r["state_after_load"]["running"]
+    assert r["next"] == ["FINISHED"] and r["state"]["status"] == "done"

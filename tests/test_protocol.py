@@ -155,7 +155,7 @@ def test_killed_backend_gives_an_error_and_keeps_the_job_folder(backend, tmp_pat
     backend.proc.kill()
     msgs = _wait_for(backend, lambda m: m.get("code") == "backend_died", 30)
     died = [m for m in msgs if m.get("code") == "backend_died"][0]
-    assert died["id"] == job_id and "resume" in died["hint"]
+    assert died["id"] == job_id and "press Resume" in died["hint"]
     assert (tmp_path / "out" / "events.jsonl").exists() and (tmp_path / "out" / "inputs").is_dir()
 
 
@@ -183,3 +183,14 @@ def test_http_backend_uploads_inputs_and_downloads_results(tmp_path):
         server.shutdown()
         server.server_close()
         server.service.close(wait=True)
+
+
+def test_a_dead_backend_is_reported_with_its_exception_not_a_progress_bar(tmp_path):
+    backend = StdioBackend.__new__(StdioBackend)  # only the log reader is exercised
+    backend.log_path = tmp_path / "backend.log"
+    backend.log_path.write_text("Loading weights: 100%|#####| 3/3\nTraceback (most recent call last):\n"
+                                '  File "x.py", line 1, in <module>\n    f()\nMemoryError: cannot allocate 2 GB\n'
+                                "Loading checkpoint shards:  50%|##   | 1/2\r")
+    assert backend._log_tail() == "MemoryError: cannot allocate 2 GB"
+    backend.log_path.write_text("starting\nLoading weights: 100%|#####| 3/3\n")
+    assert backend._log_tail() == "starting"

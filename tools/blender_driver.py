@@ -120,6 +120,53 @@ def scenario_kill(work: Path, args: dict) -> dict:
     return out
 
 
+def _jobs(work: Path) -> list[Path]:
+    return sorted(p for p in (work / "jobs").iterdir() if p.is_dir())
+
+
+def scenario_resume(work: Path, args: dict) -> dict:
+    """Backend killed mid-job, then Resume: the same folder goes on from its checkpoint."""
+    assert bpy.ops.conjure.generate(wait=False, **args["op"]) == {"FINISHED"}
+    bpy.ops.conjure.wait(until="progress", timeout=300)
+    while bpy.context.window_manager.conjure.step < args["kill_after"]:
+        bpy.ops.conjure.wait(until="end", timeout=0.2)
+    session().backend.proc.kill()
+    bpy.ops.conjure.wait(until="end", timeout=60)
+    after_kill = state()
+    out = {"after_kill": after_kill, "resume": sorted(bpy.ops.conjure.resume(wait=True))}
+    out["state"], out["jobs"] = state(), [p.name for p in _jobs(work)]
+    events = [json.loads(x) for x in (_jobs(work)[0] / "out" / "events.jsonl").read_text().splitlines()]
+    out["logs"] = [e["message"] for e in events if e["type"] == "log"]
+    return out
+
+
+def scenario_double(work: Path, args: dict) -> dict:
+    """A second Generate while a job runs is refused and changes nothing of the first."""
+    assert bpy.ops.conjure.generate(wait=False, **args["op"]) == {"FINISHED"}
+    bpy.ops.conjure.wait(until="progress", timeout=300)
+    before, job_id = state(), session().job.id
+    try:
+        second = sorted(bpy.ops.conjure.generate(wait=False, **args["op"]))
+    except RuntimeError as exc:  # bpy raises for an operator that reported an error
+        second = [str(exc).splitlines()[0]]
+    out = {"second": second, "running_after": state()["running"], "same_job": session().job.id == job_id,
+           "jobs": len(_jobs(work)), "before": before}
+    bpy.ops.conjure.cancel()
+    bpy.ops.conjure.wait(until="end", timeout=300)
+    return out
+
+
+def scenario_load(work: Path, args: dict) -> dict:
+    """Loading another file resets the session: the next job is not refused."""
+    assert bpy.ops.conjure.generate(wait=False, **args["op"]) == {"FINISHED"}
+    bpy.ops.conjure.wait(until="progress", timeout=300)
+    bpy.ops.wm.read_homefile()
+    out = {"job_after_load": session().job is not None, "state_after_load": state()}
+    out["next"] = sorted(bpy.ops.conjure.generate(wait=True, **args["fast"]))
+    out["state"] = state()
+    return out
+
+
 def main() -> None:
     zip_path, name, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     args = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
