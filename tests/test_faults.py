@@ -65,3 +65,54 @@ def test_client_killed_hard_mid_phase_leaves_a_checkpointed_resumable_job(tmp_pa
     assert run_job(job, tmp_path, out, events.append) is not None  # resumes where it stopped
     resumed = next(e for e in events if e["type"] == "progress")
     assert resumed["phase"] == "phase1" and resumed["step"] == last_step + 1
+
+
+def _run_cli(job_path: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "backend", "run", str(job_path), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _kill_when(proc: subprocess.Popen, out: Path, reached, timeout: float = 300) -> list[dict]:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not reached(_events(out)):
+        assert time.monotonic() < deadline and proc.poll() is None, "the point to kill at never came"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return _events(out)
+
+
+@pytest.mark.slow
+def test_kill_9_in_every_phase_and_in_export_then_a_valid_result(tmp_path):
+    import random
+
+    import trimesh
+
+    every = 4
+    job = oracle_job(tmp_path, overrides={**TINY, "phase1.iterations": 16, "phase2.iterations": 12,
+                                          "phase3.iterations": 12, "progress.checkpoint_every": every})
+    job_path = tmp_path / "job.json"
+    job_path.write_text(json.dumps(job))
+    out = tmp_path / "out"
+    rng = random.Random(7)
+    for phase, total in (("phase1", 16), ("phase2", 12), ("phase3", 12)):
+        at = rng.randint(2, total - 1)
+        events = _kill_when(_run_cli(job_path, out), out, lambda ev, p=phase, a=at: any(
+            e["type"] == "progress" and e["phase"] == p and e["step"] >= a for e in ev))
+        killed = max(e["step"] for e in events if e["type"] == "progress" and e["phase"] == phase)
+        n = len(events)
+        events = _kill_when(_run_cli(job_path, out), out, lambda ev, p=phase: any(
+            e["type"] == "progress" and e["phase"] == p for e in ev[n:]))
+        restart = next(e["step"] for e in events[n:] if e["type"] == "progress" and e["phase"] == phase) - 1
+        assert killed - every < restart <= killed, (phase, killed, restart)  # lost less than one interval
+    # The last kill comes during export: after phase III's last step, before the result.
+    _kill_when(_run_cli(job_path, out), out, lambda ev: any(
+        e["type"] == "progress" and e["phase"] == "phase3" and e["step"] == 12 for e in ev))
+    assert not (out / "result.glb").exists() or trimesh.load(out / "result.glb").is_empty is False
+    assert not list(out.rglob("*partial*"))  # nothing half-written stays
+    assert subprocess.run([sys.executable, "-m", "backend", "run", str(job_path), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode == 0
+    scene = trimesh.load(out / "result.glb")
+    mesh = next(iter(scene.geometry.values())) if hasattr(scene, "geometry") else scene
+    assert len(mesh.faces) > 100 and mesh.visual.uv is not None and mesh.visual.material.baseColorTexture is not None
