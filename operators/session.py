@@ -71,8 +71,9 @@ class Session:
             env["HF_HUB_OFFLINE"] = "1"
         # Kept in the extension's user folder (Blender's temp folder is deleted at exit).
         log = Path(bpy.utils.extension_path_user(__package__.rsplit(".", 1)[0], path="logs", create=True)) / "backend.log"
+        # No waiting for its hello (imports take up to minutes): a job submitted now waits in
+        # the pipe, and a backend that dies while starting is reported by the reader thread.
         self.backend = StdioBackend(self._python(), log, cwd=ADDON_ROOT, env=env)
-        self.backend.wait_hello(timeout=120)
         return self.backend
 
     def close_backend(self) -> None:

@@ -113,7 +113,8 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         oom = "out of memory" in str(exc).lower()
         emit(error_event(exc, "out_of_memory" if oom else "internal",
                          "use the draft preset or free GPU memory" if oom else
-                         "re-run the same command to resume from the last checkpoint"))
+                         "an unexpected failure: re-running resumes from the last checkpoint; if it stops at the "
+                         "same place again, the traceback in events.jsonl says why"))
         return None
     emit({"type": "result", **{k: v for k, v in result.items() if k != "metrics"}})
     emit({"type": "done"})
