@@ -292,21 +292,31 @@ class HttpBackend(Backend):
         return msg
 
     def submit(self, job: dict, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
-        """Validates locally first (so a bad path is reported before any upload). Inputs
-        are uploaded under generated names (the server takes plain names only)."""
+        """Validates locally first (a bad path is refused here, before any upload), then
+        uploads in the background (the caller, Blender's main thread, does not wait); inputs
+        go under generated names (the server takes plain names only). An upload the server
+        refuses arrives as the job's error message."""
         job_id = job_id or uuid.uuid4().hex[:12]
         local = protocol.validate_job(job, base_dir)
-        files, remote = {}, json.loads(json.dumps(job))
+        remote, inputs = json.loads(json.dumps(job)), []
         for i, (field, path) in enumerate(protocol.job_inputs(local)):
             suffix = "".join(c for c in Path(path).suffix.lower() if c.isalnum())[:8] or "bin"
-            name = f"input{i:02d}.{suffix}"
-            files[name] = base64.b64encode(Path(path).read_bytes()).decode()
-            protocol.set_input(remote, field, name)
+            inputs.append((f"input{i:02d}.{suffix}", path))
+            protocol.set_input(remote, field, inputs[-1][0])
         self.out_dirs[job_id] = Path(out_dir)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        reply = self._request("POST", "/jobs", {"id": job_id, "job": remote, "files": files}, timeout=300)
-        self.keys[job_id] = reply["key"]
         self.running.add(job_id)
+
+        def upload() -> None:
+            try:
+                files = {name: base64.b64encode(Path(path).read_bytes()).decode() for name, path in inputs}
+                reply = self._request("POST", "/jobs", {"id": job_id, "job": remote, "files": files}, timeout=300)
+                self.keys[job_id] = reply["key"]
+            except (RuntimeError, OSError, KeyError) as exc:
+                self._arrived(_error("protocol", f"the job could not be sent: {exc}",
+                                     "check the remote URL, token and the server's log", job_id))
+
+        threading.Thread(target=upload, name=f"conjure-upload-{job_id}", daemon=True).start()
         return job_id
 
     def cancel(self, job_id: str) -> None:

@@ -205,7 +205,27 @@ def test_client_uploads_any_file_name_under_a_plain_one(server, tmp_path):
                 "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="))
             job_id = client.submit({"version": 1, "prompt": {"text": "x", "images": [name]}, "preset": "nope"},
                                    tmp_path, tmp_path / f"out{i}", job_id=f"photo{i}")
+            deadline = time.monotonic() + 30  # the upload runs in the background
+            while job_id not in client.keys:
+                assert time.monotonic() < deadline, client.poll()
+                time.sleep(0.05)
             assert (jobs / job_id / "upload" / "input00.png").is_file()
+    finally:
+        client.close()
+
+
+def test_an_upload_the_server_refuses_arrives_as_the_jobs_error(server, tmp_path):
+    srv, jobs = server
+    client = HttpBackend(f"http://127.0.0.1:{srv.server_address[1]}", TOKEN, poll_wait=1.0)
+    try:
+        (jobs / "taken").mkdir(parents=True)  # the server refuses an id that is in use (409)
+        job_id = client.submit({"version": 1, "prompt": {"text": "x"}}, tmp_path, tmp_path / "o", job_id="taken")
+        deadline = time.monotonic() + 30
+        while job_id in client.running:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        err = [m for m in client.poll() if m.get("id") == job_id][-1]
+        assert err["type"] == "error" and "HTTP 409" in err["message"] and "could not be sent" in err["message"]
     finally:
         client.close()
 
