@@ -10,16 +10,29 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields where to write; keeps the suffix so writers that go by it still work."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    tmp = _partial(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_partials(folder: Path) -> list[Path]:
+    """Temporary files of writes that a kill -9 interrupted (no cleanup runs then); the
+    targets themselves are whole. -> what was removed."""
+    stale = [p for p in folder.rglob(".*.partial*") if p.is_file()] if folder.exists() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 class DiskFull(OSError):

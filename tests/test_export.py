@@ -83,3 +83,15 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
         assert tmp.suffix == ".glb" and tmp.parent == tmp_path
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and list(tmp_path.iterdir()) == [target]
+
+
+def test_partials_left_by_a_killed_write_are_removed(tmp_path):
+    from backend.atomic import remove_partials
+
+    (tmp_path / "checkpoints").mkdir()
+    stale = [tmp_path / "checkpoints" / ".phase3.partial.pt", tmp_path / ".result.partial.glb"]
+    keep = [tmp_path / "checkpoints" / "phase3.pt", tmp_path / "result.glb"]
+    for p in stale + keep:
+        p.write_bytes(b"x")
+    assert sorted(remove_partials(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..atomic import DiskFull, atomic_path, is_disk_full
+from ..atomic import DiskFull, atomic_path, is_disk_full, remove_partials
 from ..eval.oracle_report import oracle_report
 from ..export.mesh_export import bake, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
@@ -100,6 +100,8 @@ class Runner:
             if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
                 self.ctx.ref_view = self.paper.ref_view()
         self.fingerprints = phase_fingerprints(job, cfg)
+        for stale in remove_partials(self.out):
+            self.log(f"removed {stale.relative_to(self.out)} (a write that was interrupted)")
         self._discard_stale()
         self.metrics: dict[str, dict] = {}
         if (self.out / "metrics.json").exists():
