@@ -115,6 +115,12 @@ def bench(preset: str = "standard", device: str = "auto", size: str = "full", it
           overrides: dict | None = None, profile: str | None = None) -> dict:
     """-> {phase: {s_per_it, peak_mem_gb, iterations}, estimate_s, device}; profile: a folder
     for traces and component tables (see profiled)."""
+    with tempfile.TemporaryDirectory(prefix="conjure-bench-") as scratch:
+        return _bench(preset, device, size, iterations, overrides, profile, Path(scratch))
+
+
+def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict | None, profile: str | None,
+           scratch: Path) -> dict:
     from ..pipeline.config import resolve
     from ..pipeline.paper import PaperGuidance
     from ..pipeline.phases import PhaseContext
@@ -123,7 +129,6 @@ def bench(preset: str = "standard", device: str = "auto", size: str = "full", it
 
     dev = resolve_device(device)
     cfg = resolve(preset, overrides or {})
-    scratch = Path(tempfile.mkdtemp(prefix="conjure-bench-"))
     store = RandomStore(dev, scratch) if size == "full" else ModelStore(str(build_tiny(scratch / "tiny")), device=dev)
     paper = PaperGuidance(bench_job(scratch), store, lambda m: None)
     raster = make_rasterizer(cfg["render"]["rasterizer"], dev)

@@ -100,6 +100,11 @@ def measure_step(phase: Any, store: ModelStore, step: int = 1) -> dict:
 
 def estimate(preset: str = "standard", overrides: dict | None = None, size: str = "full") -> dict:
     """-> {"preset", "size", "phases": {phaseN: figures}, "peak_gb", "estimate_s", "note"}."""
+    with tempfile.TemporaryDirectory(prefix="conjure-estimate-") as scratch:
+        return _estimate(preset, overrides, size, Path(scratch))
+
+
+def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> dict:
     from ..pipeline.config import resolve
     from ..pipeline.paper import PaperGuidance
     from ..pipeline.phases import PhaseContext
@@ -108,7 +113,6 @@ def estimate(preset: str = "standard", overrides: dict | None = None, size: str 
     from .networks import RandomStore
 
     cfg = resolve(preset, overrides or {})
-    scratch = Path(tempfile.mkdtemp(prefix="conjure-estimate-"))
     cpu = torch.device("cpu")
     fake = FakeTensorMode(allow_non_fake_inputs=True) if size == "full" else None
     if fake is not None:

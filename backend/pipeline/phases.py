@@ -71,6 +71,7 @@ def _add_parts(name: str, weight: float, parts: dict[str, torch.Tensor], losses:
 
 class Phase:
     name = ""
+    key = ""  # its section of the config
     seed_offset = 0  # distinct camera streams per phase
 
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
@@ -138,7 +139,7 @@ class Phase:
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if bad:  # before backward: the parameters stay as the last step left them
             raise PipelineError(f"{self.name} phase, step {step + 1}: the loss {', '.join(bad)} is not finite",
-                                f"lower phase{self.seed_offset + 1}.lr or the weight of {bad[0]}, then run again "
+                                f"lower {self.key}.lr or the weight of {bad[0]}, then run again "
                                 "with --restart (resuming would repeat the same step)")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -159,7 +160,7 @@ class Phase:
 class NeRFPhase(Phase):
     """Phase I: hash-grid NeRF rendered by volume rendering."""
 
-    name = "nerf"
+    name, key = "nerf", "phase1"
 
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
         super().__init__(cfg, ctx, terms)
@@ -193,7 +194,7 @@ class NeRFPhase(Phase):
 class GeometryPhase(Phase):
     """Phase II: DMTet surface rendered as normal maps."""
 
-    name = "geometry"
+    name, key = "geometry", "phase2"
     seed_offset = 1
     preview_shading = "normal"
 
@@ -282,7 +283,7 @@ class SurfacePhase(GeometryPhase):
 class TexturePhase(Phase):
     """Phase III: geometry frozen, a texture field queried at visible surface points."""
 
-    name = "texture"
+    name, key = "texture", "phase3"
     seed_offset = 2
 
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], verts: torch.Tensor,
