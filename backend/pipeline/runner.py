@@ -172,9 +172,10 @@ class Runner:
             if (step + 1) % every["preview_every"] == 0 or step + 1 == phase.iterations:
                 to_png(phase.preview(), self.out / "preview.png")
                 event["preview"] = str(self.out / "preview.png")
-            self.emit(event)
+            # Saved before it is reported: a step shown at a checkpoint boundary survives a kill.
             if (step + 1) % every["checkpoint_every"] == 0 and step + 1 < phase.iterations:
                 _save({"phase": key, "step": step + 1, "state": phase.state(), "fingerprint": fp}, current)
+            self.emit(event)
         _save({"state": phase.state(), "fingerprint": fp}, done)
         current.unlink(missing_ok=True)
 
