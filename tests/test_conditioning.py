@@ -14,14 +14,20 @@ def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
     return (0.5 * np.sin(2 * math.pi * freq * t)).astype(np.float32)
 
 
-def test_read_audio_mixes_to_mono_and_resamples(tmp_path):
-    stereo = np.stack([_tone(440, 1.0, 44100), _tone(440, 1.0, 44100)], 1)
-    sf.write(tmp_path / "a.wav", stereo, 44100)
+def test_read_audio_keeps_channels_and_resamples(tmp_path):
+    stereo = np.stack([_tone(440, 1.0, 44100), 0.5 * _tone(440, 1.0, 44100)], 1)
+    sf.write(tmp_path / "a.wav", stereo, 44100, subtype="FLOAT")
     wave = read_audio(tmp_path / "a.wav")
-    assert abs(wave.numel() - SAMPLE_RATE) <= 2 and wave.abs().max() <= 0.51
+    assert wave.shape == (2, SAMPLE_RATE)  # ceil(44100 * 160 / 441)
+    # a 440 Hz tone keeps its amplitude through the low-pass (cut-off 0.99 x 8 kHz)
+    assert abs(float(wave[0, 1000:-1000].abs().max()) - 0.5) < 0.01
+    assert torch.allclose(wave[1], 0.5 * wave[0], atol=1e-6)
     (tmp_path / "bad.wav").write_bytes(b"RIFF nope")
     with pytest.raises(AudioError, match="could not read"):
         read_audio(tmp_path / "bad.wav")
+    sf.write(tmp_path / "tiny.wav", _tone(440, 0.01, 16000), 16000)
+    with pytest.raises(AudioError, match="at least 25 ms"):
+        read_audio(tmp_path / "tiny.wav")
 
 
 def test_fbank_shape_and_tone_peak():
@@ -43,11 +49,6 @@ def test_mel_filters_are_triangles_on_the_kaldi_mel_scale():
     # Kaldi (and ImageBind through torchaudio) leaves a few of them empty; all others are not.
     empty = torch.nonzero(fb.sum(1) == 0).flatten()
     assert len(empty) <= 4 and (empty < 16).all()
-
-
-def test_audio_clips_pads_short_files():
-    clips = audio_clips(torch.from_numpy(_tone(300, 0.5, SAMPLE_RATE)))
-    assert clips.shape == (3, 1, 128, 204)
 
 
 def _disc_image(tmp_path, alpha: bool):

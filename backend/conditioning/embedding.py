@@ -5,6 +5,7 @@ the job's weights mix them, and the sum is normalised again. Images are averaged
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .audio import audio_clips, read_audio
@@ -23,11 +24,23 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def image_tensor(path: str, size: int) -> torch.Tensor:
-    """[1,3,size,size] CLIP-normalised; transparency composited on white."""
+    """[1,3,size,size] CLIP-normalised, as upstream ImageBind prepares an image: shorter side
+    resized to `size` with PIL's bicubic filter on 8-bit RGB, then the centre crop.
+    Transparency is composited on white first: upstream's convert("RGB") would keep
+    whatever colour hides under alpha 0, which is arbitrary and often black."""
+    from PIL import Image
+
     rgba = load_image(path)
     rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
-    x = torch.nn.functional.interpolate(rgb.permute(2, 0, 1)[None], (size, size), mode="bicubic",
-                                        align_corners=False, antialias=True).clamp(0, 1)
+    image = Image.fromarray((rgb * 255).round().clamp(0, 255).byte().numpy(), "RGB")
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    scaled = (size, int(size * long / short))
+    image = image.resize(scaled if w <= h else scaled[::-1], Image.BICUBIC)
+    w, h = image.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size))
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     return (x - CLIP_MEAN) / CLIP_STD
 
 
