@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..backend.perf.budget import estimated_peak_gb
+from ..backend.pipeline.memory_budget import estimated_peak_gb
 from ..preferences import prefs
 
 

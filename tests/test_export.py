@@ -1,7 +1,8 @@
 import torch
 import trimesh
 
-from backend.export.mesh_export import bake, build_textured_mesh, cleanup, dilate, unwrap, write_glb
+from backend.export.mesh_export import bake, build_textured_mesh, dilate, unwrap, write_glb
+from backend.geometry.cleanup import cleanup
 from backend.geometry.mesh import Mesh, load_mesh, MeshError
 import pytest
 

@@ -5,7 +5,11 @@ from backend.geometry.mesh import Mesh, normalized
 from backend.guidance.base import SDS, TimestepSchedule, ddpm_alphas_cumprod, inject_gradient, sds_weight
 from backend.guidance.oracle import OracleDenoiser
 from backend.render.camera import orbit_cameras
-from backend.render.shading import fixed_views
+from backend.render.shading import Frame, fixed_views
+
+
+def _frame(x: torch.Tensor) -> Frame:
+    return Frame(x, torch.ones_like(x[..., :1]))
 
 
 class FixedNoiseDenoiser:
@@ -33,9 +37,9 @@ def test_inject_gradient_is_exact():
 
 def test_sds_latent_gradient_equals_weighted_noise_residual():
     eps_hat = torch.randn(2, 3, 8, 8)
-    sds = SDS(FixedNoiseDenoiser(eps_hat), TimestepSchedule(0.2, 0.8), "sds", seed=7)
+    sds = SDS(FixedNoiseDenoiser(eps_hat), TimestepSchedule(0.2, 0.8), "sds", 0.0, 7)
     images = torch.rand(2, 8, 8, 3, requires_grad=True)
-    sds(images, None, 0, 10)["sds"].backward()
+    sds(_frame(images), None, 0, 10)["sds"].backward()
     # replay the same draws
     gen = torch.Generator().manual_seed(7)
     t = TimestepSchedule(0.2, 0.8).sample(2, 0, 10, 1000, gen)
@@ -78,7 +82,7 @@ def test_oracle_sds_pulls_renders_towards_the_target(raster):
     oracle = OracleDenoiser(target, raster)
     x_star = oracle.target_images(views)
     x = torch.rand_like(x_star).requires_grad_(True)
-    SDS(oracle, TimestepSchedule(), "sds")(x, views, 0, 1)["sds"].backward()
+    SDS(oracle, TimestepSchedule(), "sds", 0.0, 0)(_frame(x), views, 0, 1)["sds"].backward()
     # gradient is a positive multiple of (x - x*): descent moves towards the target
     assert ((x.grad * (x.detach() - x_star)).sum()) > 0
     cos = torch.nn.functional.cosine_similarity(x.grad.flatten(), (x.detach() - x_star).flatten(), dim=0)

@@ -165,7 +165,7 @@ def test_out_of_gpu_memory_mid_run_keeps_the_step_and_resumes(target_dir, tmp_pa
 
 
 def test_budget_names_a_preset_that_fits(monkeypatch, tmp_path):
-    from backend.perf import budget
+    from backend.pipeline import memory_budget as budget
 
     table = tmp_path / "estimates.json"
     table.write_text(json.dumps({"draft": {"peak_gb": 4.0}, "standard": {"peak_gb": 8.5}, "high": {"peak_gb": 20.0}}))

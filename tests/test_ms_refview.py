@@ -1,6 +1,7 @@
 import torch
 
-from backend.guidance.ms import MSLoss, random_crop, random_perspective
+from backend.guidance.ms import MSConfig, MSLoss, random_crop, random_perspective
+from backend.render.shading import Frame
 from backend.models.registry import ModelStore
 from backend.models.tiny import build_tiny
 
@@ -13,31 +14,61 @@ def test_perspective_with_zero_distortion_is_identity():
     assert random_crop(x, (0.5, 0.9), 8, g).shape == (2, 3, 8, 8)
 
 
+def _frame(images: torch.Tensor) -> Frame:
+    return Frame(images, torch.ones_like(images[..., :1]))
+
+
 def test_ms_loss_zero_for_identical_embedding_and_scale_invariant():
     target = torch.randn(16)
     encoder = lambda x: target.expand(x.shape[0], -1) * 3.0  # noqa: E731 (renders already match C_m)
     images = torch.rand(2, 32, 32, 3)
-    assert MSLoss(encoder, target, 32)(images, None, 0, 1)["ms"].abs() < 1e-6
+    assert MSLoss(encoder, target, 32, MSConfig(), 0)(_frame(images), None, 0, 1)["ms"].abs() < 1e-6
     other = lambda x: x.mean(dim=(2, 3)).repeat(1, 6)[:, :16]  # noqa: E731
-    a = MSLoss(other, target, 32, seed=1)(images, None, 0, 1)["ms"]
-    b = MSLoss(other, target * 10, 32, seed=1)(images, None, 0, 1)["ms"]
+    a = MSLoss(other, target, 32, MSConfig(), 1)(_frame(images), None, 0, 1)["ms"]
+    b = MSLoss(other, target * 10, 32, MSConfig(), 1)(_frame(images), None, 0, 1)["ms"]
     assert torch.allclose(a, b) and a > 0
 
 
-def test_ms_loss_on_tiny_clip_reaches_the_renders(tmp_path):
+def test_ms_loss_is_eq2_over_n_augmentations():
+    """L = ω_g Σ_i W_i E[1 - cos(C_m, E(G_i x))] + ω_l Σ_i W_i E[1 - cos(C_m, E(L_i x))]
+    + ω_z Σ_i W_i E[1 - cos(C_m, E(Z x))], replayed with the loss's own draws."""
+    torch.manual_seed(0)
+    proj = torch.randn(3 * 8 * 8, 16)
+    encoder = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1) @ proj  # noqa: E731
+    target = torch.randn(16)
+    images = torch.rand(3, 32, 32, 3)
+    cfg = MSConfig(omega_g=0.5, omega_l=2.0, omega_z=0.25, aug_weights=(0.7, 0.2, 0.1))
+    got = MSLoss(encoder, target, 32, cfg, 9)(_frame(images), None, 0, 1)["ms"]
+    x = images.permute(0, 3, 1, 2)
+    gen = torch.Generator().manual_seed(9)
+    unit = torch.nn.functional.normalize(target, dim=0)
+    e = lambda y: (1 - torch.nn.functional.normalize(encoder(y), dim=-1) @ unit).mean()  # noqa: E731
+    expected = 0.25 * sum(cfg.aug_weights) * e(x)
+    for w in cfg.aug_weights:
+        expected = expected + 0.5 * w * e(random_perspective(x, 0.5, gen))
+        crop = random_crop(x, (0.5, 0.9), 32, gen)
+        expected = expected + 2.0 * w * e(random_perspective(crop, 0.5, gen))
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_ms_loss_on_tiny_clip_has_the_cosine_gradient(tmp_path):
     build_tiny(tmp_path, ["clip"])
     encode, size = ModelStore(str(tmp_path)).clip_image_encoder()
-    images = torch.rand(2, 48, 48, 3, requires_grad=True)
-    loss = MSLoss(encode, torch.randn(32), size)(images, None, 0, 1)["ms"]
-    loss.backward()
-    assert images.grad.abs().sum() > 0
+    images = torch.rand(2, size, size, 3, requires_grad=True)
+    target = torch.randn(32)
+    cfg = MSConfig(omega_g=0.0, omega_l=0.0)  # Z only: deterministic, so the gradient has a closed form
+    MSLoss(encode, target, size, cfg, 0)(_frame(images), None, 0, 1)["ms"].backward()
+    probe = images.detach().clone().requires_grad_()
+    emb = torch.nn.functional.normalize(encode(probe.permute(0, 3, 1, 2)).float(), dim=-1)
+    (1 - emb @ torch.nn.functional.normalize(target, dim=0)).mean().backward()
+    assert torch.allclose(images.grad, probe.grad, atol=1e-6) and probe.grad.abs().max() > 0
 
 
 def test_ref_view_zero_at_the_reference_and_pulls_towards_it(raster):
     import trimesh
 
     from backend.geometry.mesh import Mesh, normalized
-    from backend.guidance.oracle import render_target
+    from backend.render.mesh_material import render_target
     from backend.guidance.ref_view import RefView
     from backend.render.mesh_renderer import render_mesh
 

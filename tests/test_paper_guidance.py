@@ -15,8 +15,8 @@ from backend.geometry.dmtet import dmtet_from_density
 from backend.models.registry import ModelStore
 from backend.models.tiny import build_tiny
 from backend.pipeline.config import resolve
-from backend.pipeline.guidance_terms import build_terms
-from backend.pipeline.paper import PaperGuidance
+from backend.pipeline.guidance_terms import build_terms, required_roles
+from backend.pipeline.job_conditioning import JobConditioning
 from backend.pipeline.phases import GeometryPhase, NeRFPhase, PhaseContext, TexturePhase
 from backend.render.raster import TorchRasterizer
 
@@ -32,11 +32,11 @@ def _inputs(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def paper(tmp_path_factory) -> PaperGuidance:
+def cond(tmp_path_factory) -> JobConditioning:
     root = tmp_path_factory.mktemp("paper")
     models = build_tiny(root / "models")
     job = {"prompt": _inputs(root), "style_image": None}
-    return PaperGuidance(job, ModelStore(str(models)), lambda m: None)
+    return JobConditioning(job, ModelStore(str(models)), lambda m: None)
 
 
 def _phase_cfg(phase: str, loss: str) -> dict:
@@ -54,11 +54,11 @@ def _params(module) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_each_loss_reaches_each_phase(paper, loss):
+def test_each_loss_reaches_each_phase(cond, loss):
     raster = TorchRasterizer()
-    ctx = PhaseContext(raster, torch.device("cpu"), 0, 1.0, paper.ref_view() if loss == "ref_view" else None)
+    ctx = PhaseContext(raster, torch.device("cpu"), 0, 1.0, cond.ref_view() if loss == "ref_view" else None)
     cfg1 = _phase_cfg("phase1", loss)
-    p1 = NeRFPhase(cfg1, ctx, build_terms(cfg1, "paper", raster, 0, print, paper=paper))
+    p1 = NeRFPhase(cfg1, ctx, build_terms(cfg1, "paper", raster, 0, print, cond=cond))
     before = _params(p1.field)
     p1.step(0)
     assert not torch.equal(before, _params(p1.field)), "phase I"
@@ -67,13 +67,13 @@ def test_each_loss_reaches_each_phase(paper, loss):
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731 (a known surface)
     p1.field.density = sphere
     dmtet = dmtet_from_density(sphere, cfg2["tet_res"], cfg2["density_threshold"])
-    p2 = GeometryPhase(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, paper=paper), dmtet)
+    p2 = GeometryPhase(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, cond=cond), dmtet)
     sdf, deform = p2.dmtet.sdf.detach().clone(), p2.dmtet.deform.detach().clone()
     p2.step(0)
     assert not (torch.equal(sdf, p2.dmtet.sdf) and torch.equal(deform, p2.dmtet.deform)), "phase II"
     verts, faces = p2.mesh()
     cfg3 = _phase_cfg("phase3", loss)
-    p3 = TexturePhase(cfg3, ctx, build_terms(cfg3, "paper", raster, 0, print, paper=paper), verts, faces,
+    p3 = TexturePhase(cfg3, ctx, build_terms(cfg3, "paper", raster, 0, print, cond=cond), verts, faces,
                       p1.field.texture_field())
     frozen = p3.verts.clone()
     before = _params(p3.texture)
@@ -119,23 +119,21 @@ def test_missing_model_fails_the_job_with_the_role_named(tmp_path):
 
 def test_a_job_names_every_missing_model_role_at_once(tmp_path):
     from backend.models.registry import ModelNotAvailable, ModelStore
-    from backend.pipeline.config import resolve
-    from backend.pipeline.paper import PaperGuidance
 
     manifest = tmp_path / "models.json"
     manifest.write_text(json.dumps({r: str(tmp_path / "none" / r) for r in
                                     ("sd", "unclip", "clip", "zero123", "imagebind", "ip_adapter", "depth")}))
     store = ModelStore(str(manifest))
     cfg = resolve("standard")
-    text_only = PaperGuidance({"prompt": {"text": "a chair"}, "style_image": None}, store, lambda m: None)
-    roles = text_only.required_roles([cfg[p] for p in ("phase1", "phase2", "phase3")])
+    text_only = JobConditioning({"prompt": {"text": "a chair"}, "style_image": None}, store, lambda m: None)
+    roles = required_roles(text_only, [cfg[p] for p in ("phase1", "phase2", "phase3")])
     assert roles == {"unclip", "imagebind", "zero123", "clip"}  # ms, aug_sds, cds, zero123_sds, reference from C_m
     with pytest.raises(ModelNotAvailable) as err:
         store.check_available(roles)
     assert err.value.role == "clip, imagebind, unclip, zero123"
     assert str(tmp_path / "none" / "zero123") in err.value.where
     high = resolve("high")
-    assert {"depth"} <= text_only.required_roles([high["phase2"]])  # SGC's depth / normal parts
+    assert {"depth"} <= required_roles(text_only, [high["phase2"]])  # SGC's depth / normal parts
     vp = resolve("draft", {"phase3.losses.vpcsm": 1.0})
-    assert {"sd", "ip_adapter"} <= text_only.required_roles([vp["phase3"]])
+    assert {"sd", "ip_adapter"} <= required_roles(text_only, [vp["phase3"]])
     store.check_available(set())  # nothing needed: nothing missing

@@ -3,7 +3,7 @@ the SGC model roles (DINO, depth, reward, segmenter) loaded from tiny saved mode
 import pytest
 import torch
 
-from backend.guidance.sgc import SGC, SGC_AZIMUTHS, SGCTargets, grid2x2, pearson
+from backend.guidance.sgc import SGC, SGC_AZIMUTHS, SGCConfig, SGCTargets, grid2x2, pearson
 from backend.models.registry import ModelStore
 from backend.models.tiny import build_tiny
 from backend.render.camera import normals_from_depth, orbit_cameras, world_to_camera_dirs
@@ -67,43 +67,59 @@ def _cams(res: int = 16):
     return orbit_cameras(0.0, torch.tensor(SGC_AZIMUTHS), 2.5, 40.0, res)
 
 
+def _cfg(**parts) -> SGCConfig:
+    return SGCConfig(**{"reward": 0.0, "semantic": 0.0, "depth": 0.0, "normal": 0.0, **parts})
+
+
 def test_geometry_parts_are_minus_one_when_renders_match_targets():
     t, depth = _targets()
     cams = _cams()
     # Rendered world normals that, in each camera, equal the target's camera-space normals.
     world = torch.einsum("bij,bhwj->bhwi", cams.c2w[:, :3, :3], t.normal)
     frame = Frame(t.image, t.mask[..., None], (depth * t.mask)[..., None], world)
-    out = SGC(t, cams, None, None, {"depth": 1.0, "normal": 2.0})(frame)
+    out = SGC(t, cams, None, None, _cfg(depth=1.0, normal=2.0))(frame, None, 0, 1)
     assert out["depth"].item() == pytest.approx(-1.0, abs=1e-4)
     assert out["normal"].item() == pytest.approx(-2.0, abs=1e-4)
     assert set(out) == {"depth", "normal"}  # parts with weight 0 are not computed
 
 
-def test_semantic_is_zero_for_the_target_and_reward_is_negated(store):
+def test_semantic_is_the_summed_squared_feature_distance_and_reward_the_bounded_map(store):
     t, _ = _targets()
     cams = _cams()
-    reward = store.reward("a red chair")
-    frame = Frame(t.image.clone().requires_grad_(), t.mask[..., None])
-    out = SGC(t, cams, reward, store.dino(), {"reward": 2.5, "semantic": 4.0})(frame)
-    assert out["semantic"].item() == pytest.approx(0.0, abs=1e-8)
-    expected = -2.5 * reward(grid2x2(t.image.permute(0, 3, 1, 2))).mean()
-    assert out["reward"].item() == pytest.approx(expected.item(), rel=1e-5)
-    (out["reward"] + out["semantic"]).backward()
-    assert frame.image.grad.abs().sum() > 0
+    reward, dino = store.reward("a red chair"), store.dino()
+    sgc = SGC(t, cams, reward, dino, _cfg(reward=2.5, semantic=4.0, reward_margin=1e3))
+    assert sgc(Frame(t.image, t.mask[..., None]), None, 0, 1)["semantic"].item() == pytest.approx(0.0, abs=1e-8)
+    other = torch.rand_like(t.image)
+    frame = Frame(other.clone().requires_grad_(), t.mask[..., None])
+    out = sgc(frame, None, 0, 1)
+    # Eq. 12: ||D(S) - D(M)||^2 summed over the feature dimension, averaged over the 4 views
+    f_s, f_m = dino(other.permute(0, 3, 1, 2)), dino(t.image.permute(0, 3, 1, 2))
+    assert out["semantic"].item() == pytest.approx(4.0 * ((f_s - f_m) ** 2).sum(-1).mean().item(), rel=1e-5)
+    # phi(r) = max(0, margin - r): below the margin it is margin - r ...
+    r = reward(grid2x2(other.permute(0, 3, 1, 2))).mean()
+    assert out["reward"].item() == pytest.approx(2.5 * (1e3 - r.item()), rel=1e-5)
+    out["reward"].backward()
+    # ... whose gradient is -2.5 dR/dS
+    probe = other.clone().requires_grad_()
+    reward(grid2x2(probe.permute(0, 3, 1, 2))).mean().backward()
+    assert torch.allclose(frame.image.grad, -2.5 * probe.grad, atol=1e-6)
+    # above the margin the loss is 0 and pushes no further
+    capped = SGC(t, cams, reward, None, _cfg(reward=2.5, reward_margin=float(r) - 1.0))
+    assert capped(Frame(other, t.mask[..., None]), None, 0, 1)["reward"].item() == 0.0
 
 
 def test_sgc_gradient_moves_rendered_depth_toward_target_correlation():
     t, depth = _targets()
     cams = _cams()
     rendered = (torch.rand(4, 16, 16) + 2.0).requires_grad_()
-    sgc = SGC(t, cams, None, None, {"depth": 1.0})
+    sgc = SGC(t, cams, None, None, _cfg(depth=1.0))
     before = sgc(Frame(t.image, t.mask[..., None], (rendered * t.mask)[..., None],
-                       torch.zeros(4, 16, 16, 3) + torch.tensor([0.0, 0.0, 1.0])))["depth"]
+                       torch.zeros(4, 16, 16, 3) + torch.tensor([0.0, 0.0, 1.0])), None, 0, 1)["depth"]
     before.backward()
     with torch.no_grad():
         stepped = rendered - 0.05 * rendered.grad / rendered.grad.abs().max()
     after = sgc(Frame(t.image, t.mask[..., None], (stepped * t.mask)[..., None],
-                      torch.zeros(4, 16, 16, 3) + torch.tensor([0.0, 0.0, 1.0])))["depth"]
+                      torch.zeros(4, 16, 16, 3) + torch.tensor([0.0, 0.0, 1.0])), None, 0, 1)["depth"]
     assert after < before
 
 

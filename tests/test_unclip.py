@@ -4,6 +4,7 @@ from backend.guidance.base import SDS, TimestepSchedule
 from backend.guidance.diffusion import SDDenoiser
 from backend.models.registry import ModelStore
 from backend.models.tiny import build_tiny
+from backend.render.shading import Frame
 
 
 def test_unclip_conditions_on_image_embeds(tmp_path):
@@ -18,12 +19,34 @@ def test_unclip_conditions_on_image_embeds(tmp_path):
     ub, cb = b.branches(z, t)
     assert torch.allclose(ua, ub, atol=1e-6)  # unconditional: zero image embeds either way
     assert not torch.allclose(ca, cb, atol=1e-5)  # conditional follows C_m
-    images = torch.rand(1, 32, 32, 3, requires_grad=True)
-    out = SDS(a, TimestepSchedule(), image_weight=0.1)(images, None, 0, 1)
-    (out["sds"] + out["sds_image"]).backward()
-    assert images.grad.abs().sum() > 0
-    # Renders smaller than the denoiser's resolution (the standard preset: 128 vs 768).
+    # the class labels are diffusers' StableUnCLIPPipeline.noise_image_embeddings with zero noise
+    from types import SimpleNamespace
+
+    from diffusers import StableUnCLIPPipeline
+
+    from backend.guidance.diffusion import unclip_class_labels
+
+    pipe = SimpleNamespace(image_normalizer=sd.image_normalizer, image_noising_scheduler=sd.image_noising_scheduler)
+    for level in (0, 250):
+        ref = StableUnCLIPPipeline.noise_image_embeddings(pipe, c_m, level, noise=torch.zeros_like(c_m))
+        assert torch.allclose(unclip_class_labels(sd, c_m, level), ref, atol=1e-6)
+    # Aug-SDS's image term on renders smaller than the denoiser's resolution (standard: 128
+    # vs 768): x̂ decoded at 32² and resized to the render's 24², grad_x = w ω (x - x̂) / B.
     small = torch.rand(2, 24, 24, 3, requires_grad=True)
-    out = SDS(a, TimestepSchedule(), image_weight=0.1)(small, None, 0, 1)
+    schedule = TimestepSchedule(0.3, 0.5)
+    torch.manual_seed(5)  # the VAE samples its latent from the global generator
+    out = SDS(a, schedule, "sds", 0.1, 3)(Frame(small, torch.ones_like(small[..., :1])), None, 0, 1)
     out["sds_image"].backward()
-    assert small.grad.abs().sum() > 0
+    gen = torch.Generator().manual_seed(3)
+    t = schedule.sample(2, 0, 1, 1000, gen)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        z = a.encode(small.detach())
+        noise = torch.randn(z.shape, generator=gen)
+        ac = a.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        z_t = ac.sqrt() * z + (1 - ac).sqrt() * noise
+        eps = a.predict_noise(z_t, t, None)
+        x_hat = a.decode((z_t - (1 - ac).sqrt() * eps) / ac.sqrt())
+        x_hat = torch.nn.functional.interpolate(x_hat, (24, 24), mode="bilinear", align_corners=False, antialias=True)
+    expected = (1 - ac) * 0.1 * (small.detach().permute(0, 3, 1, 2) - x_hat) / 2
+    assert torch.allclose(small.grad, expected.permute(0, 2, 3, 1), atol=1e-5)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from ..geometry.mesh import Mesh
-from ..guidance.oracle import mesh_material
+from ..render.mesh_material import mesh_material
 from ..render.camera import orbit_cameras
 from ..render.mesh_renderer import render_mesh
 from ..render.raster import Rasterizer

@@ -1,7 +1,7 @@
 """From optimised geometry + texture field to a UV-mapped, textured GLB.
 
-cleanup (pymeshlab): merge duplicate vertices, drop small components, decimate to a
-face budget; unwrap (xatlas) with padding; bake: rasterise the mesh in UV space, query
+cleanup (geometry/cleanup.py): duplicates, small components, decimation to the face
+budget; unwrap (xatlas) with padding; bake: rasterise the mesh in UV space, query
 the texture field at each texel's surface point, dilate across seams; write GLB with a
 PBR base-colour texture (trimesh). UVs follow glTF (v = 0 at the image's top row).
 """
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
+from ..geometry.cleanup import cleanup
 from ..geometry.mesh import Mesh
 from ..render.raster import Rasterizer
 
@@ -25,35 +26,6 @@ def init_meshlab() -> None:
     import pymeshlab
 
     pymeshlab.MeshSet()
-
-
-def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, min_component_fraction: float,
-            colors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """-> cleaned verts [V,3], faces [F,3], vertex colours [V,3] when given (CPU)."""
-    import pymeshlab
-
-    ms = pymeshlab.MeshSet()
-    v, f = verts.detach().cpu().double().numpy(), faces.cpu().numpy().astype(np.int32)
-    if colors is None:
-        ms.add_mesh(pymeshlab.Mesh(v, f))
-    else:
-        rgba = np.concatenate([colors.detach().cpu().double().numpy(), np.ones((len(v), 1))], 1)
-        ms.add_mesh(pymeshlab.Mesh(v, f, v_color_matrix=rgba))
-    ms.meshing_remove_duplicate_vertices()
-    ms.meshing_remove_duplicate_faces()
-    ms.meshing_remove_null_faces()
-    if min_component_fraction > 0:
-        diag = ms.current_mesh().bounding_box().diagonal()
-        ms.meshing_remove_connected_component_by_diameter(
-            mincomponentdiag=pymeshlab.PureValue(min_component_fraction * diag))
-    ms.meshing_remove_unreferenced_vertices()
-    if ms.current_mesh().face_number() > max_faces:
-        ms.meshing_decimation_quadric_edge_collapse(targetfacenum=max_faces, preservenormal=True,
-                                                    preservetopology=True, optimalplacement=True)
-    m = ms.current_mesh()
-    out_colors = None if colors is None else torch.tensor(m.vertex_color_matrix()[:, :3], dtype=torch.float32)
-    return (torch.tensor(m.vertex_matrix(), dtype=torch.float32),
-            torch.tensor(m.face_matrix(), dtype=torch.long), out_colors)
 
 
 def unwrap(verts: torch.Tensor, faces: torch.Tensor, resolution: int, padding: int

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..geometry.mesh import Mesh
-from ..guidance.oracle import render_target
+from ..render.mesh_material import render_target
 from ..render.camera import orbit_cameras
 from ..render.raster import Rasterizer
 from ..render.shading import fixed_views

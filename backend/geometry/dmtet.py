@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cleanup import cleanup
 from .tets import marching_tets, tet_grid
 
 
@@ -183,7 +184,6 @@ def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: f
     side (room for the edit to grow), with the mesh's signed distance (geometry/mesh_sdf.py).
     The inside/outside sign uses the winding number of a copy decimated to `sign_faces` (its cost is points x faces); distances come from dense
     samples of the full mesh, so only the sign near the surface can lose detail."""
-    from ..export.mesh_export import cleanup
     from .mesh_sdf import mesh_sdf
 
     lo, hi = verts.min(0).values, verts.max(0).values

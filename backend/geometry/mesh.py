@@ -61,14 +61,23 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(vn, dim=-1, eps=1e-12)
 
 
+def uv_lookup(tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear texture lookup, edges clamped. tex: [B,Ht,Wt,C] (or [1,...] shared); uv:
+    [B,H,W,2] in [0,1] with v = 0 at the image's first (top) row, as glTF stores it ->
+    [B,H,W,C]."""
+    if tex.shape[0] == 1 and uv.shape[0] > 1:
+        tex = tex.expand(uv.shape[0], -1, -1, -1)
+    out = torch.nn.functional.grid_sample(tex.permute(0, 3, 1, 2), uv * 2 - 1, mode="bilinear",
+                                          padding_mode="border", align_corners=False)
+    return out.permute(0, 2, 3, 1)
+
+
 def sample_colors(mesh: Mesh, uv: torch.Tensor | None, colors: torch.Tensor | None) -> torch.Tensor:
     """Albedo of interpolated attributes: uv [...,2] -> texture lookup, else colours [...,3],
     else mid grey."""
     if uv is not None and mesh.texture is not None:
-        from ..render.raster_torch import texture
-
         flat = uv.reshape(1, -1, 1, 2)
-        return texture(mesh.texture[None], flat).reshape(*uv.shape[:-1], mesh.texture.shape[-1])
+        return uv_lookup(mesh.texture[None], flat).reshape(*uv.shape[:-1], mesh.texture.shape[-1])
     if colors is not None:
         return colors
     raise MeshError("mesh has neither a texture nor vertex colours")

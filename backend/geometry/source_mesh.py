@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .cleanup import cleanup
 from .mesh import Mesh, MeshError, Normalization, load_mesh, normalization_for, sample_colors
 from .mesh_sdf import sample_surface
 
@@ -45,7 +46,6 @@ def vertex_colors(mesh: Mesh) -> torch.Tensor | None:
 
 
 def prepare_source(path: str | Path, max_faces: int) -> SourceMesh:
-    from ..export.mesh_export import cleanup
 
     mesh = load_mesh(path)
     name = Path(path).name

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
-from ..render.shading import Views
+from ..render.camera import Cameras
+from ..render.shading import Frame, Views
 
 
 def ddpm_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
@@ -34,9 +35,35 @@ class Denoiser(Protocol):
 
 
 class Guidance(Protocol):
-    """A loss on rendered views. `step`/`total` drive timestep annealing."""
+    """A loss on rendered views. `step`/`total` drive timestep annealing.
 
-    def __call__(self, images: torch.Tensor, views: Views, step: int, total: int) -> dict[str, torch.Tensor]: ...
+    cameras: None to see the phase's sampled batch; else the fixed cameras it renders
+    itself (the phase renders them in its preview shading). needs_geometry: the frame must
+    carry depth and normals."""
+
+    cameras: Cameras | None
+    needs_geometry: bool
+
+    def __call__(self, frame: Frame, views: Views, step: int, total: int) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """One entry of a phase's losses table: its weight, and in subclasses the loss's own
+    parameters (each default defined here, once). kind: "guidance" (built into a Guidance),
+    "anchor" (rendered by the phase at its own cameras) or "regularizer"."""
+
+    kind: ClassVar[str] = "regularizer"
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class AugSDSConfig(LossConfig):
+    """XBind's augmented 2D SDS (Eq. 4-8) on Stable unCLIP conditioned on C_m."""
+
+    kind: ClassVar[str] = "guidance"
+    guidance_scale: float = 7.5
+    image_weight: float = 0.0  # ω_img of the image-space term (HiFA); 0 = plain SDS
 
 
 def inject_gradient(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -80,16 +107,20 @@ class TimestepSchedule:
 
 class SDS:
     """Score distillation: grad_z = w(t) (ε̂(z_t, t) - ε), injected through z = encode(x).
-    With image_weight > 0 it adds HiFA's image-space term (XBind Eq. 4-8):
-    x̂ = decode((z_t - √(1-ᾱ) ε̂) / √ᾱ), loss image_weight * w(t) ||x - sg(x̂)||^2."""
+    With image_weight ω_img > 0 it adds HiFA's image-space term (XBind Eq. 5):
+    x̂ = decode((z_t - √(1-ᾱ) ε̂) / √ᾱ), grad_x = w(t) ω_img (x - x̂), x the render in [0,1]."""
 
-    def __init__(self, denoiser: Denoiser, schedule: TimestepSchedule, weighting: str = "sds",
-                 image_weight: float = 0.0, seed: int = 0) -> None:
+    cameras: Cameras | None = None
+    needs_geometry = False
+
+    def __init__(self, denoiser: Denoiser, schedule: TimestepSchedule, weighting: str,
+                 image_weight: float, seed: int) -> None:
         self.denoiser, self.schedule, self.weighting, self.image_weight = denoiser, schedule, weighting, image_weight
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, images: torch.Tensor, views: Views, step: int, total: int) -> dict[str, torch.Tensor]:
+    def __call__(self, frame: Frame, views: Views, step: int, total: int) -> dict[str, torch.Tensor]:
         d = self.denoiser
+        images = frame.image
         z = d.encode(images)
         b = z.shape[0]
         t = self.schedule.sample(b, step, total, d.alphas_cumprod.shape[0], self.generator).to(z.device)
@@ -108,6 +139,6 @@ class SDS:
                 # The denoiser decodes at its own resolution; compare at the render's.
                 x_hat = torch.nn.functional.interpolate(x_hat.float(), images.shape[1:3], mode="bilinear",
                                                         align_corners=False, antialias=True)
-            per = ((images.permute(0, 3, 1, 2) - x_hat) ** 2).sum(dim=(1, 2, 3))
-            losses["sds_image"] = self.image_weight * (w.reshape(b) * per).sum() / b
+            x = images.permute(0, 3, 1, 2)
+            losses["sds_image"] = inject_gradient(x, self.image_weight * w * (x.detach() - x_hat.to(x)))
         return losses

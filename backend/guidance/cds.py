@@ -2,53 +2,70 @@
 
 One fixed noise ε* for the whole run. In the variance-exploding view z_t = z + σ_t ε*
 with σ_t = √((1-ᾱ_t)/ᾱ_t) (the UNet sees √ᾱ_t z_t). One Euler step of the probability-flow
-ODE goes from t to t' < t: z_t' = z_t + (σ_t' - σ_t) ε̂_t, and the gradient is
-w(t) (ε̂_t - ε̂_t'): the model's consistency between the two points of one trajectory.
-t' is sqrt-annealed from t_start to t_end and t = t' + U[gap_min, gap_max).
+ODE goes from t1 to t2 < t1: z_t2 = z_t1 + (σ_t2 - σ_t1) ε̂_t1, and the gradient is
+λ(t2) (ε̂_t1 - ε̂_t2), the weight taken at the less noisy t2 as in Eq. 3: the model's
+consistency between two points of one trajectory. t2 is sqrt-annealed over the phase's
+timestep window, from t_max to t_min (SPEC Sec. 12: 300 -> 20 in a refine stage), and
+t1 = t2 + U[gap).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ..render.shading import Views
-from .base import Denoiser, inject_gradient, sds_weight
+from ..render.camera import Cameras
+from ..render.shading import Frame, Views
+from .base import Denoiser, LossConfig, TimestepSchedule, inject_gradient, sds_weight
+
+
+@dataclass(frozen=True)
+class CDSConfig(LossConfig):
+    kind: ClassVar[str] = "guidance"
+    guidance_scale: float = 7.5
+    gap: tuple[int, int] = (100, 300)  # t1 - t2 drawn from [lo, hi)
 
 
 class CDS:
-    def __init__(self, denoiser: Denoiser, t_start: int = 700, t_end: int = 100, gap: tuple[int, int] = (100, 300),
-                 weighting: str = "sds", seed: int = 0) -> None:
-        self.denoiser, self.t_start, self.t_end, self.gap, self.weighting = denoiser, t_start, t_end, gap, weighting
+    cameras: Cameras | None = None
+    needs_geometry = False
+
+    def __init__(self, denoiser: Denoiser, cfg: CDSConfig, schedule: TimestepSchedule, weighting: str,
+                 seed: int) -> None:
+        self.denoiser, self.gap, self.schedule, self.weighting = denoiser, cfg.gap, schedule, weighting
         self.generator = torch.Generator().manual_seed(seed)
         self.fixed_noise: torch.Tensor | None = None
 
     def timesteps(self, step: int, total: int) -> tuple[int, int]:
+        """-> (t1, t2), t1 > t2."""
+        num_train = self.denoiser.alphas_cumprod.shape[0]
+        hi, lo = int(self.schedule.t_max * num_train), int(self.schedule.t_min * num_train)
         frac = math.sqrt(min(step / max(total, 1), 1.0))
-        t_prev = int(round(self.t_start + (self.t_end - self.t_start) * frac))
+        t2 = int(round(hi + (lo - hi) * frac))
         gap = int(torch.randint(self.gap[0], self.gap[1], (1,), generator=self.generator))
-        t = min(t_prev + gap, self.denoiser.alphas_cumprod.shape[0] - 1)
-        return t, t_prev
+        return min(t2 + gap, num_train - 1), t2
 
     def noise_for(self, z: torch.Tensor) -> torch.Tensor:
         if self.fixed_noise is None or self.fixed_noise.shape != z.shape:
             self.fixed_noise = torch.randn(z.shape, generator=self.generator).to(z)
         return self.fixed_noise
 
-    def __call__(self, images: torch.Tensor, views: Views, step: int, total: int) -> dict[str, torch.Tensor]:
+    def __call__(self, frame: Frame, views: Views, step: int, total: int) -> dict[str, torch.Tensor]:
         d = self.denoiser
-        z = d.encode(images)
+        z = d.encode(frame.image)
         b = z.shape[0]
-        t_int, tp_int = self.timesteps(step, total)
+        t1_int, t2_int = self.timesteps(step, total)
         ac = d.alphas_cumprod.to(z)
-        a_t, a_p = ac[t_int], ac[tp_int]
-        sigma_t, sigma_p = ((1 - a_t) / a_t).sqrt(), ((1 - a_p) / a_p).sqrt()
-        t = torch.full((b,), t_int, device=z.device, dtype=torch.long)
-        tp = torch.full((b,), tp_int, device=z.device, dtype=torch.long)
+        a1, a2 = ac[t1_int], ac[t2_int]
+        sigma1, sigma2 = ((1 - a1) / a1).sqrt(), ((1 - a2) / a2).sqrt()
+        t1 = torch.full((b,), t1_int, device=z.device, dtype=torch.long)
+        t2 = torch.full((b,), t2_int, device=z.device, dtype=torch.long)
         with torch.no_grad():
-            z_t = z.detach() + sigma_t * self.noise_for(z)
-            eps_t = d.predict_noise(a_t.sqrt() * z_t, t, views)
-            z_p = z_t + (sigma_p - sigma_t) * eps_t
-            eps_p = d.predict_noise(a_p.sqrt() * z_p, tp, views)
-        w = sds_weight(d.alphas_cumprod, t, self.weighting).to(z).reshape(-1, 1, 1, 1)
-        return {"cds": inject_gradient(z, w * (eps_t - eps_p))}
+            z1 = z.detach() + sigma1 * self.noise_for(z)
+            eps1 = d.predict_noise(a1.sqrt() * z1, t1, views)
+            z2 = z1 + (sigma2 - sigma1) * eps1
+            eps2 = d.predict_noise(a2.sqrt() * z2, t2, views)
+        w = sds_weight(d.alphas_cumprod, t2, self.weighting).to(z).reshape(-1, 1, 1, 1)
+        return {"cds": inject_gradient(z, w * (eps1 - eps2))}

@@ -10,12 +10,13 @@ third of the iterations (the paper's warm-up W), then stays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import torch
 
-from ..render.shading import Views
-from .base import inject_gradient, sds_weight
+from ..render.camera import Cameras
+from ..render.shading import Frame, Views
+from .base import LossConfig, inject_gradient, sds_weight
 
 NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -24,8 +25,10 @@ class BranchedDenoiser(Protocol):
     alphas_cumprod: torch.Tensor
 
     def encode(self, images: torch.Tensor) -> torch.Tensor: ...
-    def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
-    def branches(self, z_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor: ...
+    def branches(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None,
+                 perturbed: bool = False) -> tuple[torch.Tensor, ...]:
+        """(ε_u, ε_c), or with perturbed (ε_u, ε_c, ε_PAG)."""
 
 
 def inversion_timesteps(t: int, delta: int) -> list[int]:
@@ -86,11 +89,21 @@ class WindowSchedule:
         return (num_train * (lo + (hi - lo) * u)).long().clamp(1, num_train - 1)
 
 
+@dataclass(frozen=True)
+class CSMConfig(LossConfig):
+    kind: ClassVar[str] = "guidance"
+    scale: float = 7.5  # λ, the classifier-free guidance scale
+    delta_t: int = 50  # DDIM inversion step
+    warmup: float = 1 / 3  # fraction of the iterations the timestep window slides over
+
+
 class CSM:
-    def __init__(self, denoiser: BranchedDenoiser, schedule: WindowSchedule | None = None, delta_t: int = 50,
-                 scale: float = 7.5, weighting: str = "sds", seed: int = 0) -> None:
-        self.denoiser, self.delta_t, self.scale, self.weighting = denoiser, delta_t, scale, weighting
-        self.schedule = schedule or WindowSchedule()
+    cameras: Cameras | None = None
+    needs_geometry = False
+
+    def __init__(self, denoiser: BranchedDenoiser, cfg: CSMConfig, weighting: str, seed: int) -> None:
+        self.denoiser, self.delta_t, self.scale, self.weighting = denoiser, cfg.delta_t, cfg.scale, weighting
+        self.schedule = WindowSchedule(warmup=cfg.warmup)
         self.generator = torch.Generator().manual_seed(seed)
 
     def timestep(self, step: int, total: int) -> int:
@@ -99,7 +112,7 @@ class CSM:
 
     def delta(self, z_inv: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor:
         """λ (ε_c - ε_u) at the inverted latent; VPCSM overrides this."""
-        eps_u, eps_c = self.denoiser.branches(z_inv, t)
+        eps_u, eps_c = self.denoiser.branches(z_inv, t, views)
         return self.scale * (eps_c - eps_u)
 
     @torch.no_grad()
@@ -108,11 +121,11 @@ class CSM:
         d = self.denoiser
         t_int = self.timestep(step, total)
         t = torch.full((z.shape[0],), t_int, device=z.device, dtype=torch.long)
-        z_inv = ddim_invert(d.uncond_noise, d.alphas_cumprod, z, t_int, self.delta_t)
+        z_inv = ddim_invert(lambda x, s: d.uncond_noise(x, s, views), d.alphas_cumprod, z, t_int, self.delta_t)
         w = sds_weight(d.alphas_cumprod, t, self.weighting).to(z).reshape(-1, 1, 1, 1)
         return w * self.delta(z_inv, t, views), t_int
 
-    def __call__(self, images: torch.Tensor, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
-        z = self.denoiser.encode(images)
+    def __call__(self, frame: Frame, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
+        z = self.denoiser.encode(frame.image)
         grad, _ = self.latent_gradient(z.detach(), views, step, total)
         return {"csm": inject_gradient(z, grad)}

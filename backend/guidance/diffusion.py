@@ -9,13 +9,15 @@ text through the adapter's attention (scale τ); the unconditional branch gets z
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import torch
 
 from ..models.registry import SDComponents
 from ..render.shading import Views
+
+PAG_LAYERS = ("mid_block",)  # the PAG paper's choice for SD: the middle block's self-attention
 
 
 def vae_encode(vae, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (diffusers AutoencoderKL)
@@ -37,11 +39,11 @@ def encode_prompt(sd: SDComponents, texts: list[str]) -> torch.Tensor:
 class SDDenoiser:
     def __init__(self, sd: SDComponents, prompt: str, negative: str = "", guidance_scale: float = 7.5,
                  resolution: int = 512, visual_prompt: torch.Tensor | None = None, ip_scale: float = 0.5,
-                 image_embeds: torch.Tensor | None = None) -> None:
+                 image_embeds: torch.Tensor | None = None, pag_layers: tuple[str, ...] = PAG_LAYERS) -> None:
         """visual_prompt: [1,D] IP-Adapter image embedding (needs the adapter loaded in sd.unet).
         image_embeds: [1,D] Stable unCLIP conditioning (e.g. C_m), required by unCLIP models."""
         self.sd, self.guidance_scale, self.resolution = sd, guidance_scale, resolution
-        self.visual, self.ip_scale = visual_prompt, ip_scale
+        self.visual, self.ip_scale, self.pag_layers = visual_prompt, ip_scale, pag_layers
         self.class_cond = self.class_uncond = None
         if sd.image_normalizer is not None:
             if image_embeds is None:
@@ -92,16 +94,19 @@ class SDDenoiser:
             out = a.sqrt() * out + (1 - a).sqrt() * z_t
         return out
 
-    def branches(self, z_t: torch.Tensor, t: torch.Tensor, perturbed: bool = False) -> tuple[torch.Tensor, ...]:
+    def branches(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None = None,
+                 perturbed: bool = False) -> tuple[torch.Tensor, ...]:
         """(ε_uncond, ε_cond[, ε_perturbed]) [B,C,h,w] each, from one batched forward. The
-        perturbed branch is the conditional one run through the PAG processors (see pag())."""
+        perturbed branch is the conditional one with self-attention in `pag_layers`
+        replaced by the identity map (PAG, see pag()). Text-only: views are not read."""
         b = z_t.shape[0]
         n = 3 if perturbed else 2
         embeds = torch.cat([self.uncond.expand(b, -1, -1)] + [self.cond.expand(b, -1, -1)] * (n - 1))
-        eps = self._eps(z_t.repeat(n, 1, 1, 1), t.repeat(n), embeds, [False] + [True] * (n - 1))
+        with pag(self.sd.unet, self.pag_layers) if perturbed else nullcontext():
+            eps = self._eps(z_t.repeat(n, 1, 1, 1), t.repeat(n), embeds, [False] + [True] * (n - 1))
         return tuple(eps.chunk(n))
 
-    def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None = None) -> torch.Tensor:
         return self._eps(z_t, t, self.uncond.expand(z_t.shape[0], -1, -1), [False])
 
     def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor:
@@ -137,9 +142,6 @@ def set_ip_scale(unet, scale: float) -> None:  # noqa: ANN001 (diffusers UNet)
     for proc in unet.attn_processors.values():
         if hasattr(proc, "scale") and isinstance(proc.scale, list):
             proc.scale = [scale] * len(proc.scale)
-
-
-PAG_LAYERS = ("mid_block",)  # the PAG paper's choice for SD: the middle block's self-attention
 
 
 @contextmanager

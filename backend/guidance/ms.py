@@ -1,18 +1,25 @@
 """Modality Similarity loss (XBind Eq. 2).
 
 The rendered views pass through three augmentations, global G (random perspective), local
-L (random crop, then perspective) and plain normalisation Z, into the CLIP image encoder;
-the loss is the weighted mean of 1 - cos(C_m, embedding) with weights ω_g, ω_l, ω_z.
-Cosine similarity makes it invariant to the scale of either embedding.
+L (random crop, then perspective) and plain normalisation Z, into the CLIP image encoder:
+    L_MS = ω_g L_ms-g + ω_l L_ms-l + ω_z L_ms-z,  L_ms-a = Σ_{i=1..n} W_i E[1 - S(C_m, E(a_i(x)))]
+with n augmentations a_i drawn per iteration, W_i their weights and E[.] the mean over the
+rendered views. The paper writes the similarity S itself; as a loss to minimise it is
+1 - S (the same gradient as -S, and 0 at a perfect match). Z is deterministic, so its n
+terms are one term weighted Σ W_i. Cosine similarity makes the loss invariant to the
+scale of either embedding.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..render.shading import Views
+from ..render.camera import Cameras
+from ..render.shading import Frame, Views
+from .base import LossConfig
 
 # images [B,3,S,S] in [0,1] at the encoder's input size -> embeddings [B,D]
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -59,32 +66,48 @@ def random_crop(x: torch.Tensor, scale: tuple[float, float], size: int, generato
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+@dataclass(frozen=True)
+class MSConfig(LossConfig):
+    kind: ClassVar[str] = "guidance"
+    omega_g: float = 1.0  # global augmentation
+    omega_l: float = 1.0  # local augmentation
+    omega_z: float = 1.0  # normalisation only
+    aug_weights: tuple[float, ...] = (1.0,)  # W_i; n = its length
+    distortion: float = 0.5  # perspective: corner moves as a fraction of the half-size
+    crop_scale: tuple[float, float] = (0.5, 0.9)  # local crops: fraction of the side
+
+    def __post_init__(self) -> None:
+        if not self.aug_weights:
+            raise ValueError("aug_weights: give at least one augmentation weight")
+
+
 class MSLoss:
-    def __init__(self, encoder: ImageEncoder, target: torch.Tensor, input_size: int = 224,
-                 weights: tuple[float, float, float] = (1.0, 1.0, 1.0), distortion: float = 0.5,
-                 crop_scale: tuple[float, float] = (0.5, 0.9), seed: int = 0) -> None:
+    cameras: Cameras | None = None
+    needs_geometry = False
+
+    def __init__(self, encoder: ImageEncoder, target: torch.Tensor, input_size: int, cfg: MSConfig, seed: int) -> None:
         """target: C_m [D] (any scale)."""
-        self.encoder, self.size = encoder, input_size
+        self.encoder, self.size, self.cfg = encoder, input_size, cfg
         self.target = torch.nn.functional.normalize(target.reshape(1, -1).float(), dim=-1)
-        self.w_g, self.w_l, self.w_z = weights
-        self.distortion, self.crop_scale = distortion, crop_scale
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, images: torch.Tensor, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
-        x = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), (self.size, self.size), mode="bilinear",
-                                            align_corners=False)
-        batches, weights = [x], [self.w_z]  # augmentations drawn in a fixed order: G, then L's crop and warp
-        if self.w_g:
-            batches.append(random_perspective(x, self.distortion, self.generator))
-            weights.append(self.w_g)
-        if self.w_l:
-            crop = random_crop(x, self.crop_scale, self.size, self.generator)
-            batches.append(random_perspective(crop, self.distortion, self.generator))
-            weights.append(self.w_l)
+    def __call__(self, frame: Frame, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        x = torch.nn.functional.interpolate(frame.image.permute(0, 3, 1, 2), (self.size, self.size),
+                                            mode="bilinear", align_corners=False)
+        # Augmentations drawn in a fixed order: for each i, G's warp, then L's crop and warp.
+        batches, weights = [x], [c.omega_z * sum(c.aug_weights)]
+        for w_i in c.aug_weights:
+            if c.omega_g:
+                batches.append(random_perspective(x, c.distortion, self.generator))
+                weights.append(c.omega_g * w_i)
+            if c.omega_l:
+                crop = random_crop(x, c.crop_scale, self.size, self.generator)
+                batches.append(random_perspective(crop, c.distortion, self.generator))
+                weights.append(c.omega_l * w_i)
         # One encoder call for all augmentations; checkpointed, so backward recomputes the
         # ViT instead of keeping its activations through the rest of the step.
         emb = checkpoint(self.encoder, torch.cat(batches), use_reentrant=False)
         emb = torch.nn.functional.normalize(emb.float(), dim=-1)
-        per = (1 - emb @ self.target.to(emb).T)[:, 0].reshape(len(batches), -1).mean(1)
-        loss = sum(w * p for w, p in zip(weights, per))
-        return {"ms": loss / (self.w_g + self.w_l + self.w_z)}
+        per = (1 - emb @ self.target.to(emb).T)[:, 0].reshape(len(batches), -1).mean(1)  # E[1 - S] per batch
+        return {"ms": sum(w * p for w, p in zip(weights, per))}

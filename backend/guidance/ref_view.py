@@ -13,6 +13,7 @@ import torch
 
 from ..geometry.mesh import Mesh
 from ..render.camera import orbit_cameras
+from ..render.mesh_material import render_target  # the same rendering the oracle uses for its targets
 from ..render.raster import Rasterizer
 from ..render.shading import Views, fixed_views
 
@@ -62,8 +63,6 @@ def identity_views(raster: Rasterizer, mesh: Mesh, count: int, resolution: int, 
                    elevation: float = 15.0) -> RefView:
     """The original mesh seen from `count` azimuths around it, in a phase's shading (albedo
     for texture phases, normal maps for geometry), as a K-view RefView ("identity")."""
-    from .oracle import render_target  # the same rendering the oracle uses for its targets
-
     azimuths = [360.0 * i / count for i in range(count)]
     views = fixed_views(orbit_cameras(elevation, torch.tensor(azimuths), 2.5, 40.0, resolution), shading, "white")
     device = mesh.verts.device

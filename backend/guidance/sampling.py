@@ -6,17 +6,18 @@ from __future__ import annotations
 import torch
 
 from ..render.shading import Views
+from .base import Denoiser
 from .csm import ddim_step
 
 
 @torch.no_grad()
-def ddim_generate(denoiser, latent_shape: tuple[int, ...], steps: int = 30,  # noqa: ANN001 (a Denoiser)
+def ddim_generate(denoiser: Denoiser, latent_shape: tuple[int, ...], device: torch.device, steps: int = 30,
                   generator: torch.Generator | None = None, views: Views | None = None) -> torch.Tensor:
-    """-> images [B,H,W,3] in [0,1] decoded from latents of latent_shape [B,C,h,w];
-    `views` (B of them) for view-conditioned denoisers."""
+    """-> images [B,H,W,3] in [0,1] decoded from latents of latent_shape [B,C,h,w], drawn on
+    the CPU generator and moved to the denoiser's device; `views` (B of them) for
+    view-conditioned denoisers. Timesteps T-1 -> 0 in `steps` even steps."""
     ac = denoiser.alphas_cumprod
     ts = torch.linspace(ac.shape[0] - 1, 0, steps + 1).round().long()
-    device = denoiser.sd.unet.device if hasattr(denoiser, "sd") else denoiser.c.device
     x = torch.randn(latent_shape, generator=generator).to(device)
     for t, t_next in zip(ts[:-1], ts[1:]):
         eps = denoiser.predict_noise(x, t.reshape(1).to(device).expand(x.shape[0]), views)

@@ -4,9 +4,12 @@ Four renders S at front / right / back / left are compared with four multi-view 
 that Zero-1-to-3 synthesises once from the guidance image (the reference view):
 
 - reward    λ_i · ϕ(R(grid(S), y)): a human-preference reward of the 2x2 grid of S for
-            the text y; ϕ(r) = -r (rewards differ in scale between models, so no margin);
-- semantic  λ_2 · mean_v ‖D(S_v) - D(M_v)‖² / dim: DINO features (global token), per dim
-            so the weight does not depend on the feature width;
+            the text y, through ReFL's bounded map ϕ(r) = max(0, margin - r): the loss
+            stops at the margin instead of rewarding ever higher scores (which a
+            differentiable reward lets an optimiser reach by exploiting the reward model);
+            the margin is in the reward's own units (PickScore: 100 · cos);
+- semantic  λ_2 · mean_v ‖D(S_v) - D(M_v)‖² (Eq. 12): DINO features (global token),
+            summed over the feature dimension, averaged over the four views;
 - depth     λ_1 · -Pearson(ϖ(M_v), 1/depth(S_v)) over the pixels both call foreground:
             the estimate ϖ is relative inverse depth, so the render's depth enters as
             disparity; Pearson ignores the unknown scale and shift;
@@ -21,12 +24,13 @@ its preset keeps only depth and normal; phase III has frozen geometry: reward, s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
 from ..render.camera import Cameras, normals_from_depth, world_to_camera_dirs
-from ..render.shading import Frame
+from ..render.shading import Frame, Views
+from .base import LossConfig
 
 # images [B,3,H,W] in [0,1] -> features [B,D]
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -34,6 +38,22 @@ FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 RewardFn = Callable[[torch.Tensor], torch.Tensor]
 
 SGC_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)  # front, right, back, left
+PARTS = ("reward", "semantic", "depth", "normal")
+
+
+@dataclass(frozen=True)
+class SGCConfig(LossConfig):
+    """TV-3DG's λ per part (λ_1 for depth and normal); a part at 0 is not computed."""
+
+    kind: ClassVar[str] = "guidance"
+    reward: float = 2.5
+    semantic: float = 4.0
+    depth: float = 1.0
+    normal: float = 1.0
+    reward_margin: float = 25.0  # ϕ's margin, PickScore units
+    resolution: int = 256  # of the four renders and targets
+    guidance_scale: float = 3.0  # Zero-1-to-3 when synthesising the targets
+    steps: int = 30  # DDIM steps of that synthesis
 
 
 @dataclass
@@ -76,34 +96,30 @@ def grid2x2(images: torch.Tensor) -> torch.Tensor:
 
 
 class SGC:
-    def __init__(self, targets: SGCTargets, cams: Cameras, reward: RewardFn | None, dino: FeatureFn | None,
-                 weights: dict[str, float]) -> None:
-        """weights: reward (λ_i), semantic (λ_2), depth and normal (λ_1); cams: the four
-        SGC cameras the targets were made for."""
-        self.t, self.cams, self.reward, self.dino = targets, cams, reward, dino
-        self.w = {k: float(weights.get(k, 0.0)) for k in ("reward", "semantic", "depth", "normal")}
+    def __init__(self, targets: SGCTargets, cameras: Cameras, reward: RewardFn | None, dino: FeatureFn | None,
+                 cfg: SGCConfig) -> None:
+        """cameras: the four SGC cameras the targets were made for (the phase renders them)."""
+        self.t, self.cameras, self.reward, self.dino, self.margin = targets, cameras, reward, dino, cfg.reward_margin
+        self.w = {k: float(getattr(cfg, k)) for k in PARTS}
         if self.w["semantic"] > 0 and dino is None or self.w["reward"] > 0 and reward is None:
             raise ValueError("SGC: the semantic part needs a DINO model and the reward part a reward model")
+        self.needs_geometry = self.w["depth"] > 0 or self.w["normal"] > 0
         self._target_features = None
 
-    @property
-    def needs_geometry(self) -> bool:
-        return self.w["depth"] > 0 or self.w["normal"] > 0
-
-    def __call__(self, frame: Frame) -> dict[str, torch.Tensor]:
+    def __call__(self, frame: Frame, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         x = frame.image.permute(0, 3, 1, 2)
         if self.w["reward"] > 0:
-            out["reward"] = -self.w["reward"] * self.reward(grid2x2(x)).mean()
+            out["reward"] = self.w["reward"] * torch.relu(self.margin - self.reward(grid2x2(x))).mean()
         if self.w["semantic"] > 0:
             if self._target_features is None:
                 with torch.no_grad():
                     self._target_features = self.dino(self.t.image.permute(0, 3, 1, 2).to(x))
             f = self.dino(x)
-            out["semantic"] = self.w["semantic"] * ((f - self._target_features.to(f)) ** 2).mean()
+            out["semantic"] = self.w["semantic"] * ((f - self._target_features.to(f)) ** 2).sum(-1).mean()
         if self.needs_geometry:
             both = (self.t.mask.to(x) > 0.5) & (frame.opacity[..., 0] > 0.5) & (frame.depth[..., 0] > 0)
-            n_cam = world_to_camera_dirs(frame.normal, self.cams.c2w.to(x))
+            n_cam = world_to_camera_dirs(frame.normal, self.cameras.c2w.to(x))
             depth_terms, normal_terms = [], []
             for v in range(x.shape[0]):
                 m = both[v]

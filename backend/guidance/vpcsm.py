@@ -5,27 +5,36 @@ fusion (scale τ), plus Perturbed-Attention Guidance on the inverted latent:
     grad_z = w(t) [λ (ε(x, y, v) - ε(x, ∅)) + s (ε(x, y, v) - ε_PSA(x, y, v))],
 where ε_PSA replaces the self-attention map by the identity in the PAG layers. The three
 branches run as one batch [uncond, cond, perturbed]. DDIM inversion uses the plain
-unconditional branch, as in CSM.
+unconditional branch, as in CSM. In the texture phase it sees the four fixed views
+(front, right, back, left) every step, as SGC does, when `fixed_views` is on.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..render.camera import Cameras
 from ..render.shading import Views
-from .csm import CSM, WindowSchedule
-from .diffusion import PAG_LAYERS, SDDenoiser, pag
+from .csm import CSM, BranchedDenoiser, CSMConfig
+
+
+@dataclass(frozen=True)
+class VPCSMConfig(CSMConfig):
+    ip_scale: float = 0.5  # τ, IP-Adapter attention fusion
+    pag_scale: float = 1.0  # s
+    fixed_views: bool = True  # front/right/back/left each step instead of the sampled batch
 
 
 class VPCSM(CSM):
-    def __init__(self, denoiser: SDDenoiser, schedule: WindowSchedule | None = None, delta_t: int = 50,
-                 scale: float = 7.5, pag_scale: float = 1.0, pag_layers: tuple[str, ...] = PAG_LAYERS,
-                 weighting: str = "sds", seed: int = 0) -> None:
-        super().__init__(denoiser, schedule, delta_t, scale, weighting, seed)
-        self.pag_scale, self.pag_layers = pag_scale, pag_layers
+    def __init__(self, denoiser: BranchedDenoiser, cfg: VPCSMConfig, weighting: str, seed: int,
+                 cameras: Cameras | None = None) -> None:
+        """denoiser: its conditional branch sees the text and the visual prompt."""
+        super().__init__(denoiser, cfg, weighting, seed)
+        self.pag_scale, self.cameras = cfg.pag_scale, cameras
 
     def delta(self, z_inv: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor:
         if self.pag_scale == 0:
             return super().delta(z_inv, t, views)
-        with pag(self.denoiser.sd.unet, self.pag_layers):
-            eps_u, eps_c, eps_p = self.denoiser.branches(z_inv, t, perturbed=True)
+        eps_u, eps_c, eps_p = self.denoiser.branches(z_inv, t, views, perturbed=True)
         return self.scale * (eps_c - eps_u) + self.pag_scale * (eps_c - eps_p)

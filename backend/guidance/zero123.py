@@ -9,17 +9,27 @@ concatenated to the noisy latent on channels (8 in). The unconditional branch ze
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from ..models.registry import Zero123Components
 from ..render.camera import relative_pose
 from ..render.shading import Views
+from .base import LossConfig
 from .diffusion import vae_encode
+
+
+@dataclass(frozen=True)
+class Zero123SDSConfig(LossConfig):
+    kind: ClassVar[str] = "guidance"
+    guidance_scale: float = 3.0  # Zero-1-to-3's usual 3-5
 
 
 class Zero123Denoiser:
     def __init__(self, comps: Zero123Components, reference: torch.Tensor, ref_elevation: float = 0.0,
-                 ref_azimuth: float = 0.0, ref_radius: float = 2.5, guidance_scale: float = 3.0,
+                 ref_azimuth: float = 0.0, ref_radius: float = 2.5, *, guidance_scale: float,
                  resolution: int = 256) -> None:
         """reference: [H,W,3] in [0,1] (background already removed and composited)."""
         self.c, self.guidance_scale, self.resolution = comps, guidance_scale, resolution

@@ -2,7 +2,7 @@
 preset, with the paper's networks at their real sizes and random weights (SPEC Sec. 10).
 
 The models come from RandomStore (perf/networks.py): the registry's own code paths
-(PaperGuidance, the denoisers, the phases), with each part built from its published
+(JobConditioning and the loss factory, the denoisers, the phases), with each part built from its published
 configuration instead of read from disk. `--size tiny` uses the tiny models instead (a
 quick check of the bench). `--estimate` (perf/estimate.py) needs no GPU.
 """
@@ -36,7 +36,7 @@ def bench_job(scratch: Path) -> dict:
             "style_image": None}
 
 
-def bench_phases(cfg: dict, ctx: Any, paper: Any, field_mode: Any = None,
+def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
                  build_mode: Callable[[str], Any] | None = None) -> Iterator[tuple[str, Any]]:
     """The three phases as bench and estimate run them, each built when the previous one is
     done: phase II starts from a sphere (a known surface), phase III textures its mesh.
@@ -49,7 +49,7 @@ def bench_phases(cfg: dict, ctx: Any, paper: Any, field_mode: Any = None,
 
     def terms(key: str) -> list:
         with build_mode(key) if build_mode else nullcontext():
-            return build_terms(cfg[key], "paper", ctx.raster, 0, lambda m: None, paper=paper)
+            return build_terms(cfg[key], "paper", ctx.raster, 0, lambda m: None, cond=cond)
 
     t1 = terms("phase1")
     with field_mode or nullcontext():
@@ -122,7 +122,7 @@ def bench(preset: str = "standard", device: str = "auto", size: str = "full", it
 def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict | None, profile: str | None,
            scratch: Path) -> dict:
     from ..pipeline.config import resolve
-    from ..pipeline.paper import PaperGuidance
+    from ..pipeline.job_conditioning import JobConditioning
     from ..pipeline.phases import PhaseContext
     from ..pipeline.runner import resolve_device
     from ..render.raster import make_rasterizer
@@ -130,9 +130,9 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
     dev = resolve_device(device)
     cfg = resolve(preset, overrides or {})
     store = RandomStore(dev, scratch) if size == "full" else ModelStore(str(build_tiny(scratch / "tiny")), device=dev)
-    paper = PaperGuidance(bench_job(scratch), store, lambda m: None)
+    cond = JobConditioning(bench_job(scratch), store, lambda m: None)
     raster = make_rasterizer(cfg["render"]["rasterizer"], dev)
-    ctx = PhaseContext(raster, dev, 0, cfg["render"]["bound"], paper.ref_view())
+    ctx = PhaseContext(raster, dev, 0, cfg["render"]["bound"], cond.ref_view())
     report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "preset": preset,
                     "size": size, "phases": {}}
 
@@ -152,7 +152,7 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
         report["phases"][key] = {"s_per_it": round(dt, 4), "peak_mem_gb": None if peak is None else round(peak, 2),
                                  "iterations": int(cfg[key]["iterations"])}
 
-    for key, phase in bench_phases(cfg, ctx, paper):
+    for key, phase in bench_phases(cfg, ctx, cond):
         run(key, phase)
     report["estimate_s"] = round(sum(p["s_per_it"] * p["iterations"] for p in report["phases"].values()), 1)
     if dev.type == "cuda":

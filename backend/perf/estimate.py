@@ -1,7 +1,7 @@
 """`python -m backend bench --estimate`: per-phase peak GPU memory, FLOPs, kernel launches,
 bytes moved and an estimated time, on any machine (no GPU needed).
 
-One training step of each phase runs through the real code (PaperGuidance, the phases,
+One training step of each phase runs through the real code (JobConditioning and the loss factory, the phases,
 Phase.step) with the papers' networks at real size as fake tensors in fp16 (perf/networks.py)
 and the renderers real where they are cheap (DMTet extraction, rasterisation: data
 dependent) or fake with worst-case masks where they are not (the NeRF: see tracker.py).
@@ -106,7 +106,7 @@ def estimate(preset: str = "standard", overrides: dict | None = None, size: str 
 
 def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> dict:
     from ..pipeline.config import resolve
-    from ..pipeline.paper import PaperGuidance
+    from ..pipeline.job_conditioning import JobConditioning
     from ..pipeline.phases import PhaseContext
     from ..render.raster import TorchRasterizer
     from .bench import bench_job, bench_phases
@@ -121,8 +121,8 @@ def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> 
         from ..models.tiny import build_tiny
 
         store = ModelStore(str(build_tiny(scratch / "tiny")), device=cpu)
-    paper = PaperGuidance(bench_job(scratch), store, lambda m: None)
-    ctx = PhaseContext(TorchRasterizer(), cpu, 0, cfg["render"]["bound"], paper.ref_view())
+    cond = JobConditioning(bench_job(scratch), store, lambda m: None)
+    ctx = PhaseContext(TorchRasterizer(), cpu, 0, cfg["render"]["bound"], cond.ref_view())
     phases: dict[str, dict] = {}
 
     builds: dict[str, Tracker] = {}
@@ -131,7 +131,7 @@ def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> 
         builds[key] = Tracker()
         return builds[key]
 
-    for key, phase in bench_phases(cfg, ctx, paper, fake, build_mode):
+    for key, phase in bench_phases(cfg, ctx, cond, fake, build_mode):
         phases[key] = measure_step(phase, store)
         phases[key]["conditioning_peak_gb"] = round((builds[key].peak + store.resident_bytes()) / GB, 2)
     for key, figures in phases.items():
@@ -161,8 +161,8 @@ def format_estimate(report: dict) -> str:
 
 
 def record(report: dict) -> None:
-    """Keep a full-size estimate of a preset (no overrides) in the table budget.py reads."""
-    from .budget import TABLE, recorded
+    """Keep a full-size estimate of a preset (no overrides) in the table pipeline/memory_budget.py reads."""
+    from ..pipeline.memory_budget import TABLE, recorded
 
     if report["size"] != "full" or report.get("overrides"):
         raise ValueError("only full-size estimates of a preset without overrides are recorded")

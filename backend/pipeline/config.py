@@ -13,19 +13,10 @@ from typing import Any
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
+from .errors import ConfigError
+from .losses import LOSSES, parse_losses
 
-# Diffusion / conditioning terms (guidance/) and regularisers (geometry/regularizers.py).
-GUIDANCE_LOSSES = ("aug_sds", "cds", "csm", "vpcsm", "zero123_sds", "ref_view", "ms", "sgc")
-# Rendered by the phase itself: the reference view, and (stylize / edit) the original's views.
-ANCHOR_LOSSES = ("ref_view", "identity")
-REGULARIZERS = ("z_variance", "orientation", "normal_consistency", "laplacian", "sdf_entropy", "tie")
-KNOWN_LOSSES = GUIDANCE_LOSSES + ("identity",) + REGULARIZERS
-
-
-class ConfigError(ValueError):
-    def __init__(self, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field  # the dotted key at fault, when one is
+PHASES = ("phase1", "phase2", "phase3")
 
 
 # Ranges of the numeric keys, by the key's own name wherever it stands (checked after the
@@ -92,44 +83,39 @@ def _compatible(old: Any, new: Any) -> bool:
         return isinstance(old, float) or isinstance(new, int)
     if isinstance(old, (list, *number)) and isinstance(new, (list, *number)) and not isinstance(old, dict):
         return True  # a fixed value and a [lo, hi] range are interchangeable
-    if isinstance(old, dict) and isinstance(new, (int, float)):
-        return "weight" in old  # a loss given as {"weight": ...} may be set by its weight
     return type(old) is type(new)
 
 
 def apply_overrides(preset: dict, overrides: dict[str, Any]) -> dict:
+    """Dotted keys set on a copy of the preset. Inside a losses table the entries and their
+    parameters are left to the loss configs (losses.py) to check, after all overrides: a
+    loss given as a weight may become {"weight": ..., <parameter>: ...} and back."""
     cfg = copy.deepcopy(preset)
     for key, value in overrides.items():
         parts = key.split(".")
         node = cfg
         for i, part in enumerate(parts[:-1]):
+            in_losses = i > 0 and parts[i - 1] == "losses"
+            if in_losses and isinstance(node, dict) and isinstance(node.get(part, 0), (int, float)):
+                node[part] = {"weight": float(node.get(part, 0))}  # a parameter of a loss named by its weight
             if not isinstance(node, dict) or part not in node:
                 raise ConfigError(f"override {key!r}: unknown key {'.'.join(parts[:i + 1])!r}", key)
             node = node[part]
         leaf = parts[-1]
         losses_table = parts[-2:-1] == ["losses"]
-        if not isinstance(node, dict) or (leaf not in node and not losses_table):
+        loss_entry = parts[-3:-2] == ["losses"]
+        if not isinstance(node, dict) or (leaf not in node and not (losses_table or loss_entry)):
             raise ConfigError(f"override {key!r}: unknown key", key)
-        if leaf in node and not _compatible(node[leaf], value):
+        if losses_table:
+            if leaf not in LOSSES:
+                raise ConfigError(f"override {key!r}: unknown loss {leaf!r}; known: {', '.join(LOSSES)}", key)
+            if isinstance(node.get(leaf), dict) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = {**node[leaf], "weight": float(value)}
+        elif not loss_entry and leaf in node and not _compatible(node[leaf], value):
             raise ConfigError(f"override {key!r}: expected {type(node[leaf]).__name__}, got {type(value).__name__}",
                               key)
-        if losses_table and leaf not in KNOWN_LOSSES:
-            raise ConfigError(f"override {key!r}: unknown loss {leaf!r}; known: {', '.join(KNOWN_LOSSES)}", key)
-        if losses_table and not isinstance(value, (int, float, dict)):
-            raise ConfigError(f"override {key!r}: a loss weight must be a number", key)
-        if isinstance(node.get(leaf), dict) and isinstance(value, (int, float)):
-            node[leaf] = {**node[leaf], "weight": float(value)}
-        else:
-            node[leaf] = value
+        node[leaf] = value
     return cfg
-
-
-def loss_weight(entry: float | dict) -> float:
-    return float(entry["weight"]) if isinstance(entry, dict) else float(entry)
-
-
-def loss_params(entry: float | dict) -> dict:
-    return {k: v for k, v in entry.items() if k != "weight"} if isinstance(entry, dict) else {}
 
 
 def with_mode(cfg: dict, mode: str) -> dict:
@@ -155,4 +141,6 @@ def with_mode(cfg: dict, mode: str) -> dict:
 def resolve(preset: str, overrides: dict[str, Any] | None = None, mode: str = "generate") -> dict:
     cfg = apply_overrides(with_mode(load_preset(preset), mode), overrides or {})
     check_ranges(cfg)
+    for phase in PHASES:
+        parse_losses(cfg[phase]["losses"], f"{phase}.losses")  # an unknown key or a typo fails here
     return cfg

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from ..protocol import job_inputs
+from .config import PHASES
 
 CHECKPOINT_VERSION = 2  # bump when a phase's state changes layout or meaning
-PHASES = ("phase1", "phase2", "phase3")
 
 
 def _hash(value: object) -> str:

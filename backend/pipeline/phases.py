@@ -18,11 +18,10 @@ from ..guidance.ref_view import RefView
 from ..render.camera import CameraRange, orbit_cameras
 from ..render.mesh_renderer import render_mesh
 from ..render.raster import Rasterizer
-from ..guidance.sgc import SGC
 from ..render.shading import Frame, Views, fixed_views, sample_views
 from ..render.volume import render_volume
-from .config import loss_weight
 from .guidance_terms import Term
+from .losses import parse_losses
 from .optim import make_optimizer
 
 
@@ -78,7 +77,7 @@ class Phase:
         self.cfg, self.ctx, self.terms = cfg, ctx, terms
         self.iterations = int(cfg["iterations"])
         self.generator = torch.Generator().manual_seed(ctx.seed * 10 + self.seed_offset)
-        self.weights = {k: loss_weight(v) for k, v in cfg["losses"].items()}
+        self.weights = {k: c.weight for k, c in parse_losses(cfg["losses"], f"{self.key}.losses").items()}
         self.optimizer: torch.optim.Optimizer | None = None
 
     preview_shading = "albedo"
@@ -98,16 +97,21 @@ class Phase:
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def guidance_losses(self, images: torch.Tensor, views: Views, step: int) -> dict[str, torch.Tensor]:
-        """The preset's guidance terms on the rendered views, plus the anchors the phase
-        renders itself: the reference-view loss (a reference image) and the identity loss
-        (stylize / edit: views of the original)."""
+    def guidance_losses(self, frame: Frame, views: Views, step: int) -> dict[str, torch.Tensor]:
+        """The preset's guidance terms on the rendered batch `frame` of `views` (or on the
+        fixed cameras a term asks for), plus the anchors the phase renders itself: the
+        reference-view loss (a reference image) and the identity loss (stylize / edit:
+        views of the original)."""
         losses: dict[str, torch.Tensor] = {}
         for term in self.terms:
-            if isinstance(term.guidance, SGC):  # renders its own four fixed views
-                _add_parts(term.name, term.weight, term.guidance(self.sgc_frame(term.guidance)), losses)
+            g = term.guidance
+            if g.cameras is None:
+                parts = g(frame, views, step, self.iterations)
             else:
-                _add_parts(term.name, term.weight, term.guidance(images, views, step, self.iterations), losses)
+                fixed = fixed_views(g.cameras, self.preview_shading, self.cfg.get("background", "white"))
+                fixed = fixed.to(self.ctx.device)
+                parts = g(self.frame(fixed, geometry=g.needs_geometry), fixed, step, self.iterations)
+            _add_parts(term.name, term.weight, parts, losses)
         identity = (self.ctx.identity or {}).get(self.preview_shading)
         for name, anchor in (("ref_view", self.ctx.ref_view), ("identity", identity)):
             weight = self.weights.get(name, 0)
@@ -118,11 +122,6 @@ class Phase:
                 for key, value in anchor(image, opacity, anchor_views).items():
                     losses[key] = weight * value
         return losses
-
-    def sgc_frame(self, sgc: SGC) -> Frame:
-        """The four SGC views (front, right, back, left) in the phase's preview shading."""
-        views = fixed_views(sgc.cams, self.preview_shading, self.cfg.get("background", "white"))
-        return self.frame(views.to(self.ctx.device), geometry=sgc.needs_geometry)
 
     @torch.no_grad()
     def preview(self, resolution: int = 128) -> torch.Tensor:
@@ -178,7 +177,7 @@ class NeRFPhase(Phase):
         views = _views(self.cfg, self.generator, self.ctx.device)
         need_normals = self.weights.get("orientation", 0) > 0
         out = render_volume(self.field, views, self.cfg["samples"], self.generator, self.ctx.bound, need_normals)
-        losses = self.guidance_losses(out.image, views, step)
+        losses = self.guidance_losses(Frame(out.image, out.opacity), views, step)
         if self.weights.get("z_variance", 0) > 0:
             losses["z_variance"] = self.weights["z_variance"] * reg.z_variance(out.weights, out.t_vals)
         if need_normals:
@@ -222,7 +221,7 @@ class GeometryPhase(Phase):
         views = _views(self.cfg, self.generator, self.ctx.device)
         verts, faces = self.mesh()
         out = render_mesh(self.ctx.raster, verts, faces, views)
-        losses = self.guidance_losses(out.image, views, step)
+        losses = self.guidance_losses(Frame(out.image, out.alpha), views, step)
         w = self.weights
         if w.get("normal_consistency", 0) > 0:
             losses["normal_consistency"] = w["normal_consistency"] * reg.normal_consistency(verts, faces)
@@ -301,8 +300,7 @@ class TexturePhase(Phase):
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         views = _views(self.cfg, self.generator, self.ctx.device)
-        image, _ = self.render(views)
-        return self.guidance_losses(image, views, step)
+        return self.guidance_losses(self.frame(views), views, step)
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         out = render_mesh(self.ctx.raster, self.verts, self.faces, views, self._material)

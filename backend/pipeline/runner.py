@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 
 from ..atomic import DiskFull, atomic_path, is_disk_full, remove_partials
-from ..eval.oracle_report import oracle_report
 from ..export.mesh_export import bake, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
@@ -21,12 +20,13 @@ from ..geometry.fields import TextureField
 from ..geometry.mesh import Mesh, load_mesh, normalized
 from ..geometry.source_mesh import SourceMesh, colored_samples, prepare_source
 from ..guidance.ref_view import identity_views
-from ..render.raster import make_rasterizer
+from ..render.raster import Rasterizer, make_rasterizer
 from ..models.registry import ModelStore
-from .config import loss_weight
-from .fingerprint import PHASES, changed_parts, phase_fingerprints
-from .guidance_terms import build_terms
-from .paper import PaperGuidance
+from .config import PHASES
+from .fingerprint import changed_parts, phase_fingerprints
+from .guidance_terms import build_terms, required_roles
+from .losses import loss_weight
+from .job_conditioning import JobConditioning
 from .phases import GeometryPhase, NeRFPhase, OutOfGPUMemory, Phase, PhaseContext, SurfacePhase, TexturePhase
 
 Emit = Callable[[dict], None]
@@ -67,19 +67,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# (rasterizer, target mesh, result mesh, albedo or None) -> metrics: eval/oracle_report.py
+Measure = Callable[[Rasterizer, Mesh, Mesh, Callable | None], dict]
+
+
 class Runner:
     def __init__(self, job: dict, cfg: dict, out_dir: Path, emit: Emit,
-                 should_cancel: Callable[[], bool] = lambda: False, stores: dict | None = None) -> None:
-        """stores: (models, device, downloads) -> ModelStore, shared by a server's jobs."""
+                 should_cancel: Callable[[], bool] = lambda: False, stores: dict | None = None,
+                 measure: Measure | None = None) -> None:
+        """stores: (models, device, downloads) -> ModelStore, shared by a server's jobs.
+        measure: oracle runs' held-out-view metrics after each phase (the caller's, so the
+        pipeline does not depend on the evaluation package)."""
         self.job, self.cfg, self.out = job, cfg, Path(out_dir)
-        self.emit, self.should_cancel = emit, should_cancel
+        self.emit, self.should_cancel, self.measure = emit, should_cancel, measure
         self.ckpt = self.out / "checkpoints"
         self.ckpt.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(job.get("device", "auto"))
         self.raster = make_rasterizer(cfg["render"]["rasterizer"], self.device)
         self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"])
         self.target: Mesh | None = None
-        self.paper: PaperGuidance | None = None
+        self.cond: JobConditioning | None = None
         self.source: SourceMesh | None = None
         if job.get("mode", "generate") != "generate":
             self.source = prepare_source(job["mesh"], int(cfg["source"]["max_faces"]))
@@ -94,11 +101,11 @@ class Runner:
             if key not in stores:
                 stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device)
             store = stores[key]
-            self.paper = PaperGuidance(job, store, self.log, self.ctx.seed)
+            self.cond = JobConditioning(job, store, self.log, self.ctx.seed)
             used = PHASES if self.source is None else PHASES[1:]  # stylize / edit start at phase II
-            store.check_available(self.paper.required_roles([cfg[p] for p in used]))
-            if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"].get("ref_view", 0)) > 0 for p in PHASES):
-                self.ctx.ref_view = self.paper.ref_view()
+            store.check_available(required_roles(self.cond, [cfg[p] for p in used]))
+            if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"], "ref_view") > 0 for p in PHASES):
+                self.ctx.ref_view = self.cond.ref_view()
         self.fingerprints = phase_fingerprints(job, cfg)
         for stale in remove_partials(self.out):
             self.log(f"removed {stale.relative_to(self.out)} (a write that was interrupted)")
@@ -132,7 +139,7 @@ class Runner:
 
     def _terms(self, key: str):  # noqa: ANN202
         return build_terms(self.cfg[key], self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
-                           self.paper)
+                           self.cond)
 
     def _run_phase(self, key: str, phase: Phase) -> None:
         done, fp = self.ckpt / f"{key}.pt", self.fingerprints[key]
@@ -181,9 +188,9 @@ class Runner:
 
     def check_memory(self) -> None:
         """On CUDA, before any work: the preset's recorded estimate against free memory."""
-        if self.device.type != "cuda" or self.paper is None:
+        if self.device.type != "cuda" or self.cond is None:
             return
-        from ..perf.budget import shortfall
+        from .memory_budget import shortfall
 
         free, _ = torch.cuda.mem_get_info(self.device)
         short = shortfall(self.job.get("preset", "standard"), free / 2 ** 30)
@@ -214,7 +221,7 @@ class Runner:
         mesh, scfg, mode = src.mesh.to(self.device), self.cfg["source"], self.job["mode"]
         if "input" not in self.metrics:
             self._measure("input", mesh)
-        if any(loss_weight(self.cfg[p]["losses"].get("identity", 0)) > 0 for p in PHASES):
+        if any(loss_weight(self.cfg[p]["losses"], "identity") > 0 for p in PHASES):
             res = int(scfg.get("identity_resolution", 128))
             self.ctx.identity = {shading: identity_views(self.raster, mesh, scfg["identity_views"], res, shading)
                                  for shading in ("albedo", "normal")}
@@ -259,11 +266,11 @@ class Runner:
 
     def _measure(self, key: str, mesh: Mesh, albedo: torch.nn.Module | None = None) -> None:
         """Oracle runs only: held-out-view metrics after each phase, kept in metrics.json."""
-        if self.target is None:
+        if self.target is None or self.measure is None:
             return
         with torch.no_grad():
             albedo_fn = None if albedo is None else albedo.to(self.device)
-            self.metrics[key] = oracle_report(self.raster, self.target, mesh.to(self.device), albedo_fn)
+            self.metrics[key] = self.measure(self.raster, self.target, mesh.to(self.device), albedo_fn)
         (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
         self.log(f"{key} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics[key].items()))
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from ..geometry.mesh import uv_lookup
+
 _MAX_PAIRS = 1 << 23  # candidate (pixel, triangle) pairs per chunk: bounds peak memory
 _DEPTH_BITS = 31
 
@@ -134,14 +136,8 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
 
 
 def texture(tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear lookup. tex: [B,Ht,Wt,C] (or [1,...] shared); uv: [B,H,W,2] in [0,1] with
-    v = 0 at the image's first (top) row, as glTF stores it -> [B,H,W,C]."""
-    if tex.shape[0] == 1 and uv.shape[0] > 1:
-        tex = tex.expand(uv.shape[0], -1, -1, -1)
-    grid = uv * 2 - 1
-    out = torch.nn.functional.grid_sample(tex.permute(0, 3, 1, 2), grid, mode="bilinear",
-                                          padding_mode="border", align_corners=False)
-    return out.permute(0, 2, 3, 1)
+    """Bilinear lookup (nvdiffrast's texture op, linear filter, clamp): geometry's uv_lookup."""
+    return uv_lookup(tex, uv)
 
 
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,

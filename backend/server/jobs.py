@@ -85,7 +85,10 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
     from ..pipeline.runner import Cancelled, Runner
 
     try:
-        result = Runner(job, cfg, out_dir, emit, should_cancel, stores).run()
+        measure = None
+        if job["guidance"] == "oracle":
+            from ..eval.oracle_report import oracle_report as measure
+        result = Runner(job, cfg, out_dir, emit, should_cancel, stores, measure).run()
     except ModelNotAvailable as exc:
         emit(error_event(exc, "model_missing", exc.hint))
         return None

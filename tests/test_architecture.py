@@ -1,0 +1,41 @@
+"""The backend's packages depend on each other in one direction only: the graph of
+`from ..<package>` imports (module level and inside functions alike) has no cycle."""
+import ast
+from pathlib import Path
+
+BACKEND = Path(__file__).resolve().parents[1] / "backend"
+
+
+def _package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in BACKEND.rglob("*.py"):
+        rel = path.relative_to(BACKEND).parts
+        if len(rel) < 2:  # top-level modules (protocol, atomic, CLI) are not packages
+            continue
+        package = rel[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                target = node.module.split(".")[0]
+                if (BACKEND / target).is_dir() and target != package:
+                    graph.setdefault(package, set()).add(target)
+    return graph
+
+
+def test_no_cycles_between_backend_packages():
+    graph = _package_graph()
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            assert state.get(nxt) != "open", " -> ".join(path + [node, nxt])
+            if nxt not in state:
+                visit(nxt, path + [node])
+        state[node] = "done"
+
+    for package in sorted(graph):
+        if package not in state:
+            visit(package, [])
+    # the layering the README describes, bottom first
+    assert "eval" not in graph["pipeline"] and "perf" not in graph["pipeline"]
+    assert graph.get("geometry", set()) == set()
