@@ -1,4 +1,7 @@
 """Shared test inputs: a few-second oracle job on the blocks target."""
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 from backend.eval.targets import write_target
@@ -14,3 +17,23 @@ def oracle_job(folder: Path, **extra) -> dict:
     if not (folder / "blocks.glb").exists():
         write_target("blocks", folder)
     return {"version": 1, "guidance": "oracle", "oracle": {"target_mesh": "blocks.glb"}, **extra}
+
+
+VALIDATOR = ROOT / "tools" / "gltf"
+
+
+def gltf_report(path: Path) -> dict | None:
+    """The Khronos glTF validator's counts and messages for a GLB; None when node or the
+    validator (make test installs it with npm) is missing."""
+    if shutil.which("node") is None or not (VALIDATOR / "node_modules" / "gltf-validator").is_dir():
+        return None
+    out = subprocess.run(["node", str(VALIDATOR / "validate.mjs"), str(path)], capture_output=True, text=True,
+                         timeout=120, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def assert_clean_gltf(path: Path) -> None:
+    """No errors and no warnings from the validator (hints and infos allowed), when it is there."""
+    report = gltf_report(path)
+    if report is not None:
+        assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"]

@@ -1,10 +1,11 @@
+import numpy as np
+import pytest
 import torch
 import trimesh
 
 from backend.export.mesh_export import bake, build_textured_mesh, dilate, unwrap, write_glb
 from backend.geometry.cleanup import cleanup
-from backend.geometry.mesh import Mesh, load_mesh, MeshError
-import pytest
+from backend.geometry.mesh import Mesh, MeshError, load_mesh
 
 
 def _albedo(x: torch.Tensor) -> torch.Tensor:
@@ -50,11 +51,52 @@ def test_glb_round_trip_positions_uvs_texture(tmp_path, raster):
     v, f = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
     mesh = build_textured_mesh(raster, v, f, _albedo, {"max_faces": 5000, "min_component_fraction": 0.0,
                                                        "texture_size": 128, "uv_padding": 2})
-    write_glb(mesh, tmp_path / "r.glb")
+    write_glb(mesh, tmp_path / "r.glb", 60.0, 0.0, 0.9)
     back = load_mesh(tmp_path / "r.glb")
-    assert torch.allclose(back.verts, mesh.verts, atol=1e-6)
-    assert torch.allclose(back.uv, mesh.uv, atol=1e-6)
+    # vertices come back as written: the mesh's own, split further only where normals differ
+    # (a sphere has no crease, so not at all)
+    assert back.verts.shape == mesh.verts.shape
+    order = torch.argsort(back.verts[:, 0] * 1e4 + back.verts[:, 1] * 1e2 + back.verts[:, 2] + back.uv[:, 0] * 1e-3)
+    ref = torch.argsort(mesh.verts[:, 0] * 1e4 + mesh.verts[:, 1] * 1e2 + mesh.verts[:, 2] + mesh.uv[:, 0] * 1e-3)
+    assert torch.allclose(back.verts[order], mesh.verts[ref], atol=1e-6)
+    assert torch.allclose(back.uv[order], mesh.uv[ref], atol=1e-6)
     assert (back.texture - mesh.texture).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_creased_normals_are_smooth_on_a_sphere_and_split_on_a_cube():
+    from backend.geometry.mesh import creased_normals
+
+    sphere = trimesh.creation.icosphere(3, 1.0)
+    v, f = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
+    n = creased_normals(v, f, 60.0)
+    radial = torch.nn.functional.normalize(v[f], dim=-1)
+    assert (n * radial).sum(-1).min() > 0.9995  # within 1.8 degrees of the exact normal
+    box = trimesh.creation.box([1.0, 1.0, 1.0])
+    v, f = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
+    n = creased_normals(v, f, 60.0)
+    face_n = torch.nn.functional.normalize(torch.linalg.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), dim=-1)
+    assert torch.allclose(n, face_n[:, None].expand(-1, 3, -1), atol=1e-6)  # 90-degree edges stay sharp
+    # above the crease angle the cube's corners average their three faces: (±1, ±1, ±1) / √3
+    n = creased_normals(v, f, 100.0)
+    assert torch.allclose(n.abs(), torch.full_like(n, 1 / 3 ** 0.5), atol=1e-6)
+
+
+def test_glb_normals_are_split_at_creases_and_across_uv_seams(tmp_path, raster):
+    from backend.export.mesh_export import smooth_split
+
+    box = trimesh.creation.box([1.0, 1.0, 1.0]).subdivide()
+    v, f = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
+    mesh = build_textured_mesh(raster, v, f, _albedo, {"max_faces": 5000, "min_component_fraction": 0.0,
+                                                       "texture_size": 64, "uv_padding": 2})
+    out, normals = smooth_split(mesh, 60.0)
+    # every vertex's normal is its faces' normal: axis-aligned, one of the six directions
+    assert torch.allclose(normals.abs().max(-1).values, torch.ones(len(normals)), atol=1e-6)
+    write_glb(mesh, tmp_path / "b.glb", 60.0, 0.25, 0.6)
+    scene = trimesh.load(tmp_path / "b.glb")
+    tm = next(iter(scene.geometry.values()))
+    assert np.allclose(np.abs(tm.vertex_normals).max(-1), 1.0, atol=1e-6) and len(tm.vertices) == len(out.verts)
+    material = tm.visual.material
+    assert material.metallicFactor == pytest.approx(0.25) and material.roughnessFactor == pytest.approx(0.6)
 
 
 def test_load_mesh_errors(tmp_path):

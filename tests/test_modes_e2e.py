@@ -9,6 +9,8 @@ import trimesh
 from backend.geometry.mesh import load_mesh
 from backend.server.jobs import run_job
 
+from .helpers import assert_clean_gltf
+
 pytestmark = pytest.mark.slow
 
 
@@ -25,6 +27,7 @@ def _run(tmp_path: Path, mode: str, overrides: dict) -> tuple[dict, list[dict]]:
     events: list[dict] = []
     result = run_job(job, tmp_path, tmp_path / "out", events.append)
     assert result is not None, [e for e in events if e["type"] == "error"]
+    assert_clean_gltf(result["glb"])
     return json.loads((tmp_path / "out" / "metrics.json").read_text()), events
 
 

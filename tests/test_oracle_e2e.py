@@ -8,6 +8,8 @@ import pytest
 from backend.eval.targets import write_target
 from backend.server.jobs import run_job
 
+from .helpers import assert_clean_gltf
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ring", "table", "blocks"])
@@ -16,6 +18,7 @@ def test_oracle_reconstruction(tmp_path: Path, name: str):
     out = tmp_path / "out"
     result = run_job(json.loads(job_path.read_text()), tmp_path, out)
     assert result is not None, (out / "events.jsonl").read_text()[-2000:]
+    assert_clean_gltf(result["glb"])
     m = json.loads((out / "metrics.json").read_text())
     final = m["final"]
     assert final["chamfer_rel"] < 0.02

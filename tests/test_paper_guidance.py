@@ -20,6 +20,8 @@ from backend.pipeline.job_conditioning import JobConditioning
 from backend.pipeline.phases import GeometryPhase, NeRFPhase, PhaseContext, TexturePhase
 from backend.render.raster import TorchRasterizer
 
+from .helpers import assert_clean_gltf
+
 LOSSES = ["aug_sds", "cds", "csm", "vpcsm", "zero123_sds", "ms", "ref_view", "sgc"]
 
 
@@ -110,6 +112,7 @@ def test_text_image_audio_job_writes_a_textured_glb(tmp_path):
     events: list[dict] = []
     result = run_job(job, tmp_path, tmp_path / "out", events.append)
     assert result is not None, [e for e in events if e["type"] == "error"]
+    assert_clean_gltf(result["glb"])
     mesh = load_mesh(result["glb"])
     assert mesh.uv is not None and mesh.texture is not None and mesh.faces.shape[0] > 0
     seen = {k for e in events if e["type"] == "progress" for k in e["losses"]}

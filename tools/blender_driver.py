@@ -39,6 +39,8 @@ def report_object(name: str) -> dict:
               for n in s.material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image]
     return {"name": obj.name, "uv_layers": len(obj.data.uv_layers), "faces": len(obj.data.polygons),
             "images": len(images), "packed": all(i.packed_file is not None for i in images),
+            "smooth": sum(p.use_smooth for p in obj.data.polygons) / max(len(obj.data.polygons), 1),
+            "custom_normals": obj.data.has_custom_normals,
             "image_size": list(images[0].size) if images else None,
             "collection": [c.name for c in obj.users_collection],
             "matrix": [list(r) for r in obj.matrix_world], "job": obj.get("conjure_job", "")}

@@ -7,6 +7,7 @@ PBR base-colour texture (trimesh). UVs follow glTF (v = 0 at the image's top row
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..geometry.cleanup import cleanup
-from ..geometry.mesh import Mesh
+from ..geometry.mesh import Mesh, creased_normals, weld
 from ..render.raster import Rasterizer
 
 
@@ -86,24 +87,40 @@ def build_textured_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Te
     return Mesh(v, f, uv=uv, texture=tex)
 
 
-def write_glb(mesh: Mesh, path: str | Path) -> None:
-    """GLB with one PBR material whose base colour is the mesh's texture (or vertex colours)."""
+def smooth_split(mesh: Mesh, crease_deg: float) -> tuple[Mesh, torch.Tensor]:
+    """The mesh with a normal per vertex: creased normals (geometry/mesh.py) computed across
+    UV seams, vertices split where their corners' normals differ. -> (mesh, normals [V',3])."""
+    welded = weld(mesh.verts)
+    corner = creased_normals(mesh.verts, welded[mesh.faces], crease_deg).reshape(-1, 3)
+    key = torch.cat([mesh.faces.reshape(-1, 1).double(), corner.double().round(decimals=6)], 1)
+    unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+    index = unique[:, 0].long()
+    pick = lambda t: None if t is None else t[index]  # noqa: E731
+    out = replace(mesh, verts=mesh.verts[index], faces=inverse.reshape(-1, 3), uv=pick(mesh.uv),
+                  colors=pick(mesh.colors))
+    return out, torch.nn.functional.normalize(unique[:, 1:].float(), dim=-1)
+
+
+def write_glb(mesh: Mesh, path: str | Path, crease_deg: float, metallic: float, roughness: float) -> None:
+    """GLB with smooth normals split at creases (NORMAL) and one PBR material: base colour
+    from the mesh's texture (or vertex colours), constant metallic and roughness factors."""
     import trimesh
     from PIL import Image
 
-    verts, faces = mesh.verts.detach().cpu().numpy(), mesh.faces.cpu().numpy()
+    mesh, normals = smooth_split(mesh.to("cpu"), crease_deg)
+    verts, faces = mesh.verts.detach().numpy(), mesh.faces.numpy()
     if mesh.uv is not None and mesh.texture is not None:
-        image = Image.fromarray((mesh.texture.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8))
-        material = trimesh.visual.material.PBRMaterial(baseColorTexture=image, metallicFactor=0.0,
-                                                        roughnessFactor=0.9, doubleSided=False)
-        uv = mesh.uv.cpu().numpy().copy()
+        image = Image.fromarray((mesh.texture.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
+        material = trimesh.visual.material.PBRMaterial(baseColorTexture=image, metallicFactor=metallic,
+                                                        roughnessFactor=roughness, doubleSided=False)
+        uv = mesh.uv.numpy().copy()
         uv[:, 1] = 1.0 - uv[:, 1]  # trimesh expects OpenGL-style v and flips it back on export
         visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
     elif mesh.colors is not None:
-        visual = trimesh.visual.ColorVisuals(vertex_colors=(mesh.colors.cpu().numpy() * 255).astype(np.uint8))
+        visual = trimesh.visual.ColorVisuals(vertex_colors=(mesh.colors.numpy() * 255).astype(np.uint8))
     else:
         visual = None
-    tm = trimesh.Trimesh(verts, faces, visual=visual, process=False)
+    tm = trimesh.Trimesh(verts, faces, vertex_normals=normals.numpy(), visual=visual, process=False)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tm.export(str(tmp), file_type="glb")
+        tm.export(str(tmp), file_type="glb", include_normals=True)

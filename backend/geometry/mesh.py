@@ -5,6 +5,7 @@ Coordinates are the world frame of render/camera.py (glTF: +Y up). UVs follow gl
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -59,6 +60,39 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     fn = face_normals(verts, faces, normalize=False)
     vn = torch.zeros_like(verts).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, dim=0))
     return torch.nn.functional.normalize(vn, dim=-1, eps=1e-12)
+
+
+def creased_normals(verts: torch.Tensor, faces: torch.Tensor, crease_deg: float) -> torch.Tensor:
+    """Per-corner normals [F,3,3]: at each corner, the angle-weighted mean of the normals of
+    the faces around its vertex that turn less than crease_deg from this corner's face (the
+    rule of three.js's toCreasedNormals; Blender's auto smooth draws the same line at sharp
+    edges). Smooth where the surface is smooth, split at creases. Faces meet at a vertex
+    only through shared indices: weld positions first where UV seams split them."""
+    fn = face_normals(verts, faces)
+    corners = verts[faces]  # [F,3,3]
+    e1 = torch.nn.functional.normalize(corners.roll(-1, 1) - corners, dim=-1)
+    e2 = torch.nn.functional.normalize(corners.roll(1, 1) - corners, dim=-1)
+    angle = torch.acos((e1 * e2).sum(-1).clamp(-1, 1)).reshape(-1)  # [3F] corner angles
+    vid = faces.reshape(-1)
+    order = torch.argsort(vid, stable=True)
+    counts = torch.bincount(vid, minlength=verts.shape[0])
+    starts = torch.cumsum(counts, 0) - counts
+    deg = counts[vid]  # corners sharing each corner's vertex
+    src = torch.arange(vid.shape[0]).repeat_interleave(deg)
+    offset = torch.arange(src.shape[0]) - (torch.cumsum(deg, 0) - deg).repeat_interleave(deg)
+    dst = order[starts[vid[src]] + offset]
+    n_src, n_dst = fn[src // 3], fn[dst // 3]
+    keep = (n_src * n_dst).sum(-1) >= math.cos(math.radians(crease_deg)) - 1e-6
+    acc = torch.zeros(vid.shape[0], 3, dtype=verts.dtype).index_add(
+        0, src[keep], angle[dst[keep], None] * n_dst[keep])
+    return torch.nn.functional.normalize(acc, dim=-1, eps=1e-12).reshape(-1, 3, 3)
+
+
+def weld(verts: torch.Tensor) -> torch.Tensor:
+    """[V] index of each vertex's first twin at the same position (UV seams split vertices)."""
+    _, inverse = torch.unique(verts, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), verts.shape[0], dtype=torch.long)
+    return first.scatter_reduce(0, inverse, torch.arange(verts.shape[0]), "amin")[inverse]
 
 
 def uv_lookup(tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

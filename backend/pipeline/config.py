@@ -31,7 +31,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "radius": (0.1, 100.0, False), "fov": (1.0, 170.0, False), "elevation": (-90.0, 90.0, False),
     "azimuth": (-720.0, 720.0, False), "t_min": (0.0, 1.0, False), "t_max": (0.0, 1.0, False),
     "levels": (1, 32, True), "log2_table": (8, 26, True), "base_res": (2, 4096, True), "max_res": (2, 65536, True),
-    "hidden": (1, 1024, True), "bound": (0.1, 100.0, False),
+    "hidden": (1, 1024, True), "bound": (0.1, 100.0, False), "crease_angle": (0.0, 180.0, False),
+    "metallic": (0.0, 1.0, False), "roughness": (0.0, 1.0, False),
 }
 
 

@@ -292,7 +292,7 @@ class Runner:
                 self._measure("final", mesh)  # in the unit frame, like the target
             mesh = replace(mesh, verts=src.norm.undo(mesh.verts))
         glb = self.out / "result.glb"
-        write_glb(mesh, glb)
+        write_glb(mesh, glb, ecfg["crease_angle"], ecfg["metallic"], ecfg["roughness"])
         write_previews(self.raster, mesh.to(self.device), self.out, ecfg["preview_resolution"])
         result = {"glb": str(glb), "preview": str(self.out / "preview.png"),
                   "turntable": str(self.out / "turntable.png"),
