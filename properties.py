@@ -29,6 +29,13 @@ class ConjureSettings(bpy.types.PropertyGroup):
     preset: bpy.props.EnumProperty(name="Preset", items=[("DEFAULT", "Default", "The preferences' default preset")]
                                    + PRESETS)
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    max_faces: bpy.props.IntProperty(name="Faces", default=0, min=0, soft_max=200_000,
+                                     description="Face budget of the result (0: the preset's)")
+    texture_size: bpy.props.EnumProperty(name="Texture", default="0", description="Texture size of the result",
+                                         items=[("0", "Preset", "The preset's texture size"), ("1024", "1K", ""),
+                                                ("2048", "2K", ""), ("4096", "4K", "")])
+    quads: bpy.props.BoolProperty(name="Quads", default=False,
+                                  description="Join the result's triangles into quads after import (Tris to Quads)")
 
 
 class ConjureState(bpy.types.PropertyGroup):

@@ -78,6 +78,9 @@ class JobOperator:
     models: bpy.props.StringProperty(name="Models", description="default, tiny, a folder or a manifest")
     overrides: bpy.props.StringProperty(name="Overrides", description="JSON object of dotted preset keys")
     seed: bpy.props.IntProperty(name="Seed", min=0)
+    max_faces: bpy.props.IntProperty(name="Faces", min=0, description="Face budget (0: the preset's)")
+    texture_size: bpy.props.IntProperty(name="Texture", min=0, description="Texture size (0: the preset's)")
+    quads: bpy.props.BoolProperty(name="Quads", description="Join triangles into quads after import")
     wait: bpy.props.BoolProperty(name="Wait", description="Run to the end before returning (headless default)")
 
     _timer = None
@@ -106,6 +109,12 @@ class JobOperator:
             overrides = json.loads(self.overrides) if self.overrides.strip() else {}
         except json.JSONDecodeError as exc:
             raise RuntimeError(f"overrides must be a JSON object ({exc})") from exc
+        # The panel's sizes are export overrides; explicit overrides win.
+        faces, size = self._value("max_faces", s.max_faces), int(self._value("texture_size", int(s.texture_size)))
+        if faces > 0:
+            overrides.setdefault("export.max_faces", faces)
+        if size > 0:
+            overrides.setdefault("export.texture_size", size)
         prompt: dict = {"weights": dict(zip(WEIGHT_KEYS, map(float, weights)))}
         if text:
             prompt["text"] = text
@@ -138,8 +147,10 @@ class JobOperator:
             folder = _new_job_dir(text, self.mode)
             job, target = self.build_job(context, folder)
             (folder / "job_request.json").write_text(json.dumps(job, indent=2))
-            (folder / "addon.json").write_text(json.dumps({"mode": self.mode, "prompt": text, "target": target}))
-            submit_in(folder, job, self.mode, text, target)
+            quads = bool(self._value("quads", context.scene.conjure.quads))
+            (folder / "addon.json").write_text(json.dumps({"mode": self.mode, "prompt": text, "target": target,
+                                                           "quads": quads}))
+            submit_in(folder, job, self.mode, text, target, quads)
         except Exception as exc:  # noqa: BLE001 (shown to the user, Blender goes on)
             return _refused(self, context, exc)
         return self.follow(context)
@@ -182,11 +193,11 @@ class JobOperator:
         return {"CANCELLED"}
 
 
-def submit_in(folder: Path, job: dict, mode: str, text: str, target: str) -> None:
+def submit_in(folder: Path, job: dict, mode: str, text: str, target: str, quads: bool = False) -> None:
     """Submit a job in its folder; its result is imported when it arrives (bpy.context at
     that time, not the operator's: the operator may be long gone)."""
     def on_result(msg: dict) -> None:
-        obj = import_result(msg["glb"], folder, text, mode, target)
+        obj = import_result(msg["glb"], folder, text, mode, target, quads)
         bpy.context.window_manager.conjure.result_object = obj.name
 
     SESSION.submit(job, folder, mode, text, target, on_result)
@@ -216,7 +227,7 @@ class CONJURE_OT_resume(JobOperator, bpy.types.Operator):
         try:
             job = json.loads((folder / "job_request.json").read_text())
             meta = json.loads((folder / "addon.json").read_text())
-            submit_in(folder, job, meta["mode"], meta["prompt"], meta["target"])
+            submit_in(folder, job, meta["mode"], meta["prompt"], meta["target"], meta.get("quads", False))
         except Exception as exc:  # noqa: BLE001 (shown to the user, Blender goes on)
             return _refused(self, context, exc)
         return self.follow(context)

@@ -7,6 +7,8 @@ job folder stored as the custom property "conjure_job" and the baked texture pac
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import bpy
@@ -55,8 +57,26 @@ def _name(prompt: str, mode: str) -> str:
     return f"Conjure_{words}"[:60]
 
 
-def import_result(glb: str, job_dir: Path, prompt: str, mode: str, target: str = "") -> bpy.types.Object:
-    """Import result.glb; -> the new mesh object."""
+def to_quads(obj: bpy.types.Object) -> None:
+    """Blender's Tris to Quads (bmesh join_triangles at its 40-degree defaults) on the mesh;
+    UVs, the material and the custom normals of the kept corners stay."""
+    import bmesh
+
+    bm = bmesh.new()
+    bm.from_mesh(obj.data)
+    limit = math.radians(40.0)
+    bmesh.ops.join_triangles(bm, faces=bm.faces[:], angle_face_threshold=limit, angle_shape_threshold=limit,
+                             cmp_uvs=True, cmp_materials=True)
+    for face in bm.faces:  # as imported: smooth everywhere, the custom normals shape the shading
+        face.smooth = True
+    bm.to_mesh(obj.data)
+    bm.free()
+    obj.data.update()
+
+
+def import_result(glb: str, job_dir: Path, prompt: str, mode: str, target: str = "",
+                  quads: bool = False) -> bpy.types.Object:
+    """Import result.glb (quads: then Tris to Quads); -> the new mesh object."""
     scene = bpy.context.scene
     before = set(bpy.data.objects)
     bpy.ops.import_scene.gltf(filepath=glb)
@@ -73,6 +93,8 @@ def import_result(glb: str, job_dir: Path, prompt: str, mode: str, target: str =
         c.objects.unlink(obj)
     coll.objects.link(obj)
     obj.name = _name(prompt, mode)
+    if quads:
+        to_quads(obj)
     original = bpy.data.objects.get(target) if target else None
     if original is not None:
         obj.matrix_world = original.matrix_world.copy()

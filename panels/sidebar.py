@@ -62,6 +62,10 @@ class CONJURE_PT_main(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "preset")
         row.prop(s, "seed")
+        row = layout.row(align=True)
+        row.prop(s, "max_faces")
+        row.prop(s, "texture_size", text="")
+        row.prop(s, "quads", toggle=True)
         preset = prefs().default_preset if s.preset == "DEFAULT" else s.preset
         need = estimated_peak_gb(preset)
         if need is not None:  # the estimator's figure, for a GPU backend

@@ -55,6 +55,19 @@ def test_generate_from_a_script_imports_a_textured_object_at_the_cursor(extensio
     assert r["state"]["preview"] and Path(r["state"]["preview"]).is_file()
 
 
+def test_panel_sizes_become_export_overrides_and_quads_join_the_triangles(extension, tmp_path):
+    fast = {k: v for k, v in FAST.items() if k != "export.texture_size"}
+    r = drive(extension, "generate", tmp_path, {"op": {"prompt": "a red box", "overrides": json.dumps(fast),
+                                                       "max_faces": 300, "texture_size": 128, "quads": True}})
+    assert r["op"] == ["FINISHED"], r["state"]
+    obj = r["object"]
+    sent = json.loads((Path(obj["job"]) / "job_request.json").read_text())["overrides"]
+    assert sent["export.max_faces"] == 300 and sent["export.texture_size"] == 128
+    assert obj["image_size"] == [128, 128]
+    # Tris to Quads: the triangles (at most 300) joined pairwise wherever it may
+    assert obj["quads"] > 0 and obj["faces"] < 300 and obj["smooth"] == 1.0
+
+
 def test_cancel_stops_a_running_job_within_one_step(extension, tmp_path):
     slow = {**FAST, "phase1.iterations": 400}
     r = drive(extension, "cancel", tmp_path, {"op": {"prompt": "a red box", "overrides": json.dumps(slow)}})

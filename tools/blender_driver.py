@@ -41,6 +41,7 @@ def report_object(name: str) -> dict:
             "images": len(images), "packed": all(i.packed_file is not None for i in images),
             "smooth": sum(p.use_smooth for p in obj.data.polygons) / max(len(obj.data.polygons), 1),
             "custom_normals": obj.data.has_custom_normals,
+            "quads": sum(len(p.vertices) == 4 for p in obj.data.polygons),
             "image_size": list(images[0].size) if images else None,
             "collection": [c.name for c in obj.users_collection],
             "matrix": [list(r) for r in obj.matrix_world], "job": obj.get("conjure_job", "")}
