@@ -53,6 +53,12 @@ def _frame(x: torch.Tensor) -> Frame:
     return Frame(x, torch.ones_like(x[..., :1]))
 
 
+def _image_grad(grad_z: torch.Tensor) -> torch.Tensor:
+    """The render's gradient [B,H,W,3] for a latent gradient [B,3,H,W] injected as the
+    per-sample mean (/ B) through z = 2x - 1."""
+    return (2 * grad_z / grad_z.shape[0]).permute(0, 2, 3, 1)
+
+
 def test_gaussian_branch_is_the_posterior_mean_of_the_noise():
     # Monte Carlo: x0 ~ N(m, s^2), z_t = √ᾱ x0 + √(1-ᾱ) ε; regress ε on z_t.
     from backend.guidance.oracle import gaussian_eps
@@ -91,8 +97,7 @@ def test_sds_with_cfg_and_image_term_is_eq5(oracle, views):
         grads_x.append(w * omega * (x.detach().permute(0, 3, 1, 2)[i] - x_hat.clamp(0, 1)))
     gz, gx = torch.stack(grads_z), torch.stack(grads_x)
     out["sds"].backward(retain_graph=True)
-    # z = 2x - 1: dL/dx = 2 dL/dz; the injected gradient is per-sample mean (/ B)
-    assert torch.allclose(x.grad, (2 * gz / 2).permute(0, 2, 3, 1), atol=1e-5)
+    assert torch.allclose(x.grad, _image_grad(gz), atol=1e-5)
     x.grad = None
     out["sds_image"].backward()
     assert torch.allclose(x.grad, (gx / 2).permute(0, 2, 3, 1), atol=1e-5)
@@ -116,7 +121,7 @@ def test_cds_is_eq3_with_lambda_at_t2(oracle, views):
     d = x.detach().permute(0, 3, 1, 2) * 2 - 1 - x_star
     delta = (d + s1 * fixed) * s * s * (s1 - s2) / ((s * s + s1 * s1) * (s * s + s2 * s2))
     expected = (1 - float(AC[t2])) * delta  # λ(t2), the "sds" weighting 1 - ᾱ
-    assert torch.allclose(x.grad, (2 * expected / 2).permute(0, 2, 3, 1), atol=1e-5)
+    assert torch.allclose(x.grad, _image_grad(expected), atol=1e-5)
 
 
 def test_cds_vanishes_on_a_single_image(views):
@@ -145,32 +150,33 @@ def _single_step_inversion(z: torch.Tensor, t: int, flat: torch.Tensor) -> torch
     return math.sqrt(at) * x0 + math.sqrt(1 - at) * e
 
 
+def _inverted_run(loss, oracle, views, seed: int) -> tuple[torch.Tensor, int, tuple, torch.Tensor]:  # noqa: ANN001
+    """Runs a CSM-family loss (δt > t: one inversion step) on random renders; -> (the
+    renders' gradient, the replayed t, the branch means, the inverted latent)."""
+    x = torch.rand(2, 16, 16, 3, requires_grad=True)
+    loss(_frame(x), views, 0, 9)["csm"].backward()
+    t = int(WindowSchedule().sample(1, 0, 9, 1000, torch.Generator().manual_seed(seed))[0])
+    means = _means(oracle, views)
+    return x.grad, t, means, _single_step_inversion(x.detach().permute(0, 3, 1, 2) * 2 - 1, t, means[1])
+
+
 def test_csm_is_the_cfg_direction_at_the_ddim_inverted_latent(oracle, views):
     """TV-3DG Eq. 9: grad_z = w(t) λ (ε_c - ε_u)(x_t^inv), x_t^inv by DDIM inversion with ε_u."""
-    cfg = CSMConfig(scale=7.5, delta_t=1000)  # t < δt: one inversion step, written out below
-    csm = CSM(oracle, cfg, "sds", 3)
-    x = torch.rand(2, 16, 16, 3, requires_grad=True)
-    csm(_frame(x), views, 0, 9)["csm"].backward()
-    t = int(WindowSchedule().sample(1, 0, 9, 1000, torch.Generator().manual_seed(3))[0])
-    x_star, flat, _ = _means(oracle, views)
-    z_inv = _single_step_inversion(x.detach().permute(0, 3, 1, 2) * 2 - 1, t, flat)
+    csm = CSM(oracle, CSMConfig(scale=7.5, delta_t=1000), "sds", 3)
+    grad, t, (x_star, flat, _), z_inv = _inverted_run(csm, oracle, views, 3)
     expected = (1 - float(AC[t])) * 7.5 * (_eps(z_inv, t, x_star, 0.2) - _eps(z_inv, t, flat, 1.0))
-    assert torch.allclose(x.grad, (2 * expected / 2).permute(0, 2, 3, 1), atol=1e-5)
+    assert torch.allclose(grad, _image_grad(expected), atol=1e-5)
 
 
 def test_vpcsm_adds_the_pag_direction(oracle, views):
     """TV-3DG Eq. 15-18: grad_z = w(t)[λ(ε_c - ε_u) + s(ε_c - ε_PAG)] at the inverted latent;
     on the oracle the visual prompt's branch is the conditional one and PAG's aims at x* blurred."""
-    cfg = VPCSMConfig(scale=5.0, pag_scale=2.0, delta_t=1000)
-    vpcsm = VPCSM(oracle, cfg, "sds", 4)
-    x = torch.rand(2, 16, 16, 3, requires_grad=True)
-    vpcsm(_frame(x), views, 0, 9)["csm"].backward()
-    t = int(WindowSchedule().sample(1, 0, 9, 1000, torch.Generator().manual_seed(4))[0])
-    x_star, flat, blurred = _means(oracle, views)
-    z_inv = _single_step_inversion(x.detach().permute(0, 3, 1, 2) * 2 - 1, t, flat)
+    vpcsm = VPCSM(oracle, VPCSMConfig(scale=5.0, pag_scale=2.0, delta_t=1000), "sds", 4)
+    grad, t, (x_star, flat, blurred), z_inv = _inverted_run(vpcsm, oracle, views, 4)
     e_c = _eps(z_inv, t, x_star, 0.2)
-    expected = (1 - float(AC[t])) * (5.0 * (e_c - _eps(z_inv, t, flat, 1.0)) + 2.0 * (e_c - _eps(z_inv, t, blurred, 0.2)))
-    assert torch.allclose(x.grad, (2 * expected / 2).permute(0, 2, 3, 1), atol=1e-5)
+    cfg_part, pag_part = e_c - _eps(z_inv, t, flat, 1.0), e_c - _eps(z_inv, t, blurred, 0.2)
+    expected = (1 - float(AC[t])) * (5.0 * cfg_part + 2.0 * pag_part)
+    assert torch.allclose(grad, _image_grad(expected), atol=1e-5)
 
 
 def test_vpcsm_sees_front_right_back_left_in_the_texture_phase(tmp_path, raster):
