@@ -50,6 +50,7 @@ def test_generate_from_a_script_imports_a_textured_object_at_the_cursor(extensio
     obj = r["object"]
     assert obj["uv_layers"] >= 1 and obj["images"] >= 1 and obj["packed"] and obj["faces"] > 0
     assert obj["smooth"] == 1.0 and obj["custom_normals"]  # the GLB's normals: smooth, split at creases
+    assert obj["normal_map"]  # the baked normal map, wired by Blender's glTF importer
     assert obj["collection"] == ["Conjure"] and Path(obj["job"]).is_dir()
     assert [row[3] for row in obj["matrix"][:3]] == pytest.approx([1.0, 2.0, 0.5])
     assert r["state"]["preview"] and Path(r["state"]["preview"]).is_file()

@@ -3,7 +3,8 @@ import pytest
 import torch
 import trimesh
 
-from backend.export.mesh_export import bake, build_textured_mesh, dilate, unwrap, write_glb
+from backend.export.bake import bake, dilate
+from backend.export.mesh_export import build_textured_mesh, unwrap, write_glb
 from backend.geometry.cleanup import cleanup
 from backend.geometry.mesh import Mesh, MeshError, load_mesh
 
@@ -50,7 +51,8 @@ def test_glb_round_trip_positions_uvs_texture(tmp_path, raster):
     sphere = trimesh.creation.icosphere(2, 0.6)
     v, f = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
     mesh = build_textured_mesh(raster, v, f, _albedo, {"max_faces": 5000, "min_component_fraction": 0.0,
-                                                       "texture_size": 128, "uv_padding": 2})
+                                                       "texture_size": 128, "uv_padding": 2,
+                                                       "normal_map": False, "crease_angle": 60.0})
     write_glb(mesh, tmp_path / "r.glb", 60.0, 0.0, 0.9)
     back = load_mesh(tmp_path / "r.glb")
     # vertices come back as written: the mesh's own, split further only where normals differ
@@ -87,7 +89,8 @@ def test_glb_normals_are_split_at_creases_and_across_uv_seams(tmp_path, raster):
     box = trimesh.creation.box([1.0, 1.0, 1.0]).subdivide()
     v, f = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
     mesh = build_textured_mesh(raster, v, f, _albedo, {"max_faces": 5000, "min_component_fraction": 0.0,
-                                                       "texture_size": 64, "uv_padding": 2})
+                                                       "texture_size": 64, "uv_padding": 2,
+                                                       "normal_map": False, "crease_angle": 60.0})
     out, normals = smooth_split(mesh, 60.0)
     # every vertex's normal is its faces' normal: axis-aligned, one of the six directions
     assert torch.allclose(normals.abs().max(-1).values, torch.ones(len(normals)), atol=1e-6)

@@ -17,11 +17,13 @@ def _require_validator(path) -> dict:
     return report
 
 
-def test_textured_mesh_with_creases_is_valid(tmp_path, raster):
+def test_textured_mesh_with_creases_and_a_normal_map_is_valid(tmp_path, raster):
     box = trimesh.creation.box([1.0, 0.6, 0.8]).subdivide()
     mesh = build_textured_mesh(raster, torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces),
                                lambda x: (x * 0.5 + 0.5).clamp(0, 1),
-                               {"max_faces": 5000, "min_component_fraction": 0.0, "texture_size": 64, "uv_padding": 2})
+                               {"max_faces": 5000, "min_component_fraction": 0.0, "texture_size": 64, "uv_padding": 2,
+                                "normal_map": True, "crease_angle": 60.0})
+    assert mesh.normal_map is not None
     write_glb(mesh, tmp_path / "box.glb", 60.0, 0.0, 0.9)
     report = _require_validator(tmp_path / "box.glb")
     assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"]

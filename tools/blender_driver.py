@@ -42,6 +42,8 @@ def report_object(name: str) -> dict:
             "smooth": sum(p.use_smooth for p in obj.data.polygons) / max(len(obj.data.polygons), 1),
             "custom_normals": obj.data.has_custom_normals,
             "quads": sum(len(p.vertices) == 4 for p in obj.data.polygons),
+            "normal_map": any(n.type == "NORMAL_MAP" for s in obj.material_slots if s.material and s.material.use_nodes
+                              for n in s.material.node_tree.nodes),
             "image_size": list(images[0].size) if images else None,
             "collection": [c.name for c in obj.users_collection],
             "matrix": [list(r) for r in obj.matrix_world], "job": obj.get("conjure_job", "")}

@@ -18,6 +18,8 @@ from ..atomic import atomic_path
 from ..geometry.cleanup import cleanup
 from ..geometry.mesh import Mesh, creased_normals, weld
 from ..render.raster import Rasterizer
+from .bake import bake
+from .normal_map import bake_normal_map, vertex_tangents
 
 
 def init_meshlab() -> None:
@@ -44,47 +46,22 @@ def unwrap(verts: torch.Tensor, faces: torch.Tensor, resolution: int, padding: i
             torch.from_numpy(uvs.astype(np.float32)))
 
 
-def dilate(image: torch.Tensor, filled: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Grow filled texels into empty ones (mean of filled 3x3 neighbours) so bilinear
-    lookups and mip-maps at chart borders never read the empty background."""
-    img = image.permute(2, 0, 1)[None]
-    m = filled[None, None].float()
-    kernel = torch.ones(1, 1, 3, 3)
-    for _ in range(iterations):
-        if bool(m.min() > 0):
-            break
-        num = torch.nn.functional.conv2d(img * m, kernel.expand(img.shape[1], 1, 3, 3), padding=1, groups=img.shape[1])
-        den = torch.nn.functional.conv2d(m, kernel, padding=1)
-        grow = (den > 0) & (m == 0)
-        img = torch.where(grow, num / den.clamp(min=1), img)
-        m = torch.where(grow, torch.ones_like(m), m)
-    return img[0].permute(1, 2, 0)
-
-
-def bake(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
-         albedo_fn: Callable[[torch.Tensor], torch.Tensor], size: int, dilation: int = 16) -> torch.Tensor:
-    """Texture [size,size,3] in [0,1]: each texel gets the albedo of its surface point."""
-    # UV space as clip space: u -> x, v (down) -> -y, so the image's top row is v = 0.
-    clip = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2, torch.zeros_like(uv[:, 0]), torch.ones_like(uv[:, 0])], -1)
-    rast = raster.rasterize(clip[None], faces.int(), (size, size))
-    xyz = raster.interpolate(verts[None], rast, faces.int())[0]
-    filled = rast[0, ..., 3] > 0
-    tex = torch.zeros(size, size, 3)
-    if filled.any():
-        with torch.no_grad():
-            tex[filled] = torch.cat([albedo_fn(p).float().cpu() for p in xyz[filled].split(1 << 16)])
-    return dilate(tex, filled.cpu(), dilation)
-
-
 def build_textured_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor,
                         albedo_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: dict) -> Mesh:
+    """The dense surface (verts, faces) cleaned, decimated to the face budget, unwrapped and
+    baked: base colour, and with export.normal_map the dense surface's normals in the
+    exported normals' tangent frames (the same smooth_split write_glb makes)."""
     v, f, _ = cleanup(verts, faces, export_cfg["max_faces"], export_cfg["min_component_fraction"])
     if f.shape[0] == 0:
         raise ValueError("nothing left after cleanup: the surface is empty or made of specks")
     size = export_cfg["texture_size"]
     v, f, uv = unwrap(v, f, size, export_cfg["uv_padding"])
-    tex = bake(raster, v, f, uv, albedo_fn, size)
-    return Mesh(v, f, uv=uv, texture=tex)
+    mesh = Mesh(v, f, uv=uv, texture=bake(raster, v, f, uv, albedo_fn, size))
+    if export_cfg["normal_map"]:
+        split, normals = smooth_split(mesh, export_cfg["crease_angle"])
+        mesh = replace(mesh, normal_map=bake_normal_map(raster, split.verts, split.faces, split.uv, normals,
+                                                        verts.cpu(), faces.cpu(), size))
+    return mesh
 
 
 def smooth_split(mesh: Mesh, crease_deg: float) -> tuple[Mesh, torch.Tensor]:
@@ -103,15 +80,23 @@ def smooth_split(mesh: Mesh, crease_deg: float) -> tuple[Mesh, torch.Tensor]:
 
 def write_glb(mesh: Mesh, path: str | Path, crease_deg: float, metallic: float, roughness: float) -> None:
     """GLB with smooth normals split at creases (NORMAL) and one PBR material: base colour
-    from the mesh's texture (or vertex colours), constant metallic and roughness factors."""
+    from the mesh's texture (or vertex colours), constant metallic and roughness factors,
+    and the mesh's normal map with the TANGENT frames it was baked in (export/normal_map.py;
+    importers that recompute MikkTSpace tangents see nearly the same frames)."""
     import trimesh
     from PIL import Image
 
     mesh, normals = smooth_split(mesh.to("cpu"), crease_deg)
     verts, faces = mesh.verts.detach().numpy(), mesh.faces.numpy()
+    attributes = {}
+    to_image = lambda t: Image.fromarray((t.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))  # noqa: E731
     if mesh.uv is not None and mesh.texture is not None:
-        image = Image.fromarray((mesh.texture.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
-        material = trimesh.visual.material.PBRMaterial(baseColorTexture=image, metallicFactor=metallic,
+        normal_map = None
+        if mesh.normal_map is not None:
+            normal_map = to_image(mesh.normal_map)
+            attributes["_TANGENT"] = vertex_tangents(mesh.verts, mesh.faces, mesh.uv, normals).numpy()
+        material = trimesh.visual.material.PBRMaterial(baseColorTexture=to_image(mesh.texture),
+                                                        normalTexture=normal_map, metallicFactor=metallic,
                                                         roughnessFactor=roughness, doubleSided=False)
         uv = mesh.uv.numpy().copy()
         uv[:, 1] = 1.0 - uv[:, 1]  # trimesh expects OpenGL-style v and flips it back on export
@@ -120,7 +105,15 @@ def write_glb(mesh: Mesh, path: str | Path, crease_deg: float, metallic: float, 
         visual = trimesh.visual.ColorVisuals(vertex_colors=(mesh.colors.numpy() * 255).astype(np.uint8))
     else:
         visual = None
-    tm = trimesh.Trimesh(verts, faces, vertex_normals=normals.numpy(), visual=visual, process=False)
+    tm = trimesh.Trimesh(verts, faces, vertex_normals=normals.numpy(), visual=visual, process=False,
+                         vertex_attributes=attributes)
+
+    def standard_tangents(tree: dict) -> None:  # trimesh writes custom attributes as "_NAME"
+        for m in tree.get("meshes", []):
+            for prim in m["primitives"]:
+                if "_TANGENT" in prim["attributes"]:
+                    prim["attributes"]["TANGENT"] = prim["attributes"].pop("_TANGENT")
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tm.export(str(tmp), file_type="glb", include_normals=True)
+        tm.export(str(tmp), file_type="glb", include_normals=True, tree_postprocessor=standard_tangents)

@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 
 from ..atomic import DiskFull, atomic_path, is_disk_full, remove_partials
-from ..export.mesh_export import bake, build_textured_mesh, write_glb
+from ..export.bake import bake
+from ..export.mesh_export import build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
