@@ -17,6 +17,14 @@ def test_every_preset_and_mode_parses():
                     assert isinstance(c, LOSSES[name])
 
 
+def test_a_list_of_weights_is_not_mistaken_for_a_range():
+    cfg = resolve("standard", {"phase1.losses.ms": {"weight": 1.0, "aug_weights": [0.7, 0.3]}})
+    assert parse_loss("ms", cfg["phase1"]["losses"]["ms"], "p.ms").aug_weights == (0.7, 0.3)
+    with pytest.raises(ConfigError) as err:
+        resolve("standard", {"phase2.losses.cds": {"weight": 1.0, "gap": [300, 100]}})
+    assert err.value.field == "phase2.losses.cds.gap"
+
+
 def test_numbers_and_objects_become_configs_with_the_defaults_of_the_class():
     assert parse_loss("cds", 2, "p.cds") == CDSConfig(weight=2.0)
     ms = parse_loss("ms", {"weight": 0.5, "omega_l": 0, "aug_weights": [0.6, 0.4]}, "p.ms")

@@ -36,6 +36,11 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 
+# Keys whose [lo, hi] pair is a range to sample from (other number lists, like the MS loss's
+# aug_weights, are values).
+RANGE_PAIRS = frozenset({"elevation", "azimuth", "radius", "fov", "gap", "crop_scale"})
+
+
 def check_ranges(node: Any, path: str = "") -> None:
     """Every number finite, the keys of RANGES within theirs, losses and their parameters
     >= 0: ConfigError naming the dotted key otherwise."""
@@ -61,7 +66,7 @@ def check_ranges(node: Any, path: str = "") -> None:
                 raise ConfigError(f"{path}: expected a whole number, got {v}", path)
             if not lo <= v <= hi:
                 raise ConfigError(f"{path}: {v} is outside [{lo:g}, {hi:g}]", path)
-    if isinstance(node, list) and len(node) == 2 and all(isinstance(v, (int, float)) for v in node) and node[0] > node[1]:
+    if name in RANGE_PAIRS and isinstance(node, list) and len(node) == 2 and node[0] > node[1]:
         raise ConfigError(f"{path}: a range [lo, hi] needs lo <= hi, got {node}", path)
 
 
