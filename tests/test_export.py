@@ -83,6 +83,20 @@ def test_creased_normals_are_smooth_on_a_sphere_and_split_on_a_cube():
     assert torch.allclose(n.abs(), torch.full_like(n, 1 / 3 ** 0.5), atol=1e-6)
 
 
+def test_corners_of_zero_area_faces_still_get_unit_normals():
+    from backend.geometry.mesh import creased_normals
+
+    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 0, 0], [5, 5, 5]])
+    # a proper triangle, a zero-area one sharing its edge (vertex 3 is on the x axis), and a
+    # face collapsed onto one point: no corner may come out as a zero vector
+    f = torch.tensor([[0, 1, 2], [0, 1, 3], [4, 4, 4]])
+    n = creased_normals(v, f, 60.0)
+    assert torch.allclose(n.norm(dim=-1), torch.ones(3, 3), atol=1e-6)
+    assert torch.allclose(n[0], torch.tensor([0.0, 0.0, 1.0]).expand(3, 3), atol=1e-6)
+    assert torch.allclose(n[1, 2], torch.tensor([0.0, 1.0, 0.0]))  # vertex 3: zero-area faces only
+    assert torch.allclose(n[2], torch.tensor([0.0, 1.0, 0.0]).expand(3, 3))
+
+
 def test_glb_normals_are_split_at_creases_and_across_uv_seams(tmp_path, raster):
     from backend.export.mesh_export import smooth_split
 

@@ -87,7 +87,16 @@ def creased_normals(verts: torch.Tensor, faces: torch.Tensor, crease_deg: float)
     keep = (n_src * n_dst).sum(-1) >= math.cos(math.radians(crease_deg)) - 1e-6
     acc = torch.zeros(vid.shape[0], 3, dtype=verts.dtype).index_add(
         0, src[keep], angle[dst[keep], None] * n_dst[keep])
-    return torch.nn.functional.normalize(acc, dim=-1, eps=1e-12).reshape(-1, 3, 3)
+    out = torch.nn.functional.normalize(acc, dim=-1, eps=1e-12)
+    # A corner of zero-area faces only has no normal of its own: its vertex's area-weighted
+    # normal, else +Y (glTF wants unit normals everywhere).
+    lost = out.norm(dim=-1) < 0.5
+    if lost.any():
+        fallback = vertex_normals(verts, faces)[vid]
+        up = torch.tensor([0.0, 1.0, 0.0], dtype=verts.dtype).expand_as(fallback)
+        fallback = torch.where(fallback.norm(dim=-1, keepdim=True) > 0.5, fallback, up)
+        out = torch.where(lost[:, None], fallback, out)
+    return out.reshape(-1, 3, 3)
 
 
 def weld(verts: torch.Tensor) -> torch.Tensor:
