@@ -5,8 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from backend.conditioning.audio import (AudioError, SAMPLE_RATE, audio_clips, kaldi_fbank, mel_filterbank,
-                                        read_audio)
+from backend.conditioning.audio import AudioError, SAMPLE_RATE, kaldi_fbank, mel_filterbank, read_audio
 
 
 def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
