@@ -40,20 +40,23 @@ def vertex_tangents(verts: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor, 
     return torch.cat([tan, w[:, None]], -1)
 
 
-def to_tangent_space(n: torch.Tensor, normal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
-    """World normals n [...,3] in the frame (normal [...,3], tangent [...,4]) -> [...,3] unit."""
+def _frame(normal: torch.Tensor, tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, B) of an interpolated frame: T re-orthogonalised against N, B = w (N x T)."""
     t = torch.nn.functional.normalize(tangent[..., :3] - normal * (normal * tangent[..., :3]).sum(-1, keepdim=True),
                                       dim=-1)
-    b = tangent[..., 3:] * torch.linalg.cross(normal, t)
+    return t, tangent[..., 3:] * torch.linalg.cross(normal, t)
+
+
+def to_tangent_space(n: torch.Tensor, normal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    """World normals n [...,3] in the frame (normal [...,3], tangent [...,4]) -> [...,3] unit."""
+    t, b = _frame(normal, tangent)
     local = torch.stack([(n * t).sum(-1), (n * b).sum(-1), (n * normal).sum(-1)], -1)
     return torch.nn.functional.normalize(local, dim=-1)
 
 
 def from_tangent_space(local: torch.Tensor, normal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
     """The inverse: tangent-space normals [...,3] -> world [...,3] unit (what a viewer shades)."""
-    t = torch.nn.functional.normalize(tangent[..., :3] - normal * (normal * tangent[..., :3]).sum(-1, keepdim=True),
-                                      dim=-1)
-    b = tangent[..., 3:] * torch.linalg.cross(normal, t)
+    t, b = _frame(normal, tangent)
     world = local[..., :1] * t + local[..., 1:2] * b + local[..., 2:] * normal
     return torch.nn.functional.normalize(world, dim=-1)
 
