@@ -20,3 +20,12 @@ def raster():
     from backend.render.raster import TorchRasterizer
 
     return TorchRasterizer()
+
+
+@pytest.fixture
+def deterministic():
+    """Deterministic kernels: on CPU the backward of x[index] sums duplicate indices in
+    thread order, so two identical runs differ in the last bits without it."""
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)

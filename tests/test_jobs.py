@@ -118,6 +118,33 @@ def test_cancel_then_resume_finishes(target_dir, tmp_path):
     assert stored["oracle"]["target_mesh"].startswith("inputs/") and (out / stored["oracle"]["target_mesh"]).exists()
 
 
+def _tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            out.update(_tensors(value, f"{prefix}{key}."))
+        elif torch.is_tensor(value):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(target_dir, tmp_path, deterministic):
+    """A checkpoint holds the parameters, the optimiser and every random stream (the phase's
+    cameras, each guidance term's timesteps and noise)."""
+    run_job(_oracle(overrides=TINY), target_dir, tmp_path / "whole")
+    steps = iter(range(10_000))
+    cut = tmp_path / "cut"
+    assert run_job(_oracle(overrides=TINY), target_dir, cut, lambda e: None, lambda: next(steps) >= 12 + 6) is None
+    events: list[dict] = []
+    assert run_job(_oracle(overrides=TINY), target_dir, cut, events.append) is not None
+    assert any("phase2: resuming at step" in e.get("message", "") for e in events)
+    for phase in ("phase2", "phase3"):
+        whole = _tensors(torch.load(tmp_path / "whole" / "checkpoints" / f"{phase}.pt", weights_only=False)["state"])
+        resumed = _tensors(torch.load(cut / "checkpoints" / f"{phase}.pt", weights_only=False)["state"])
+        assert whole.keys() == resumed.keys()
+        assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == [], phase
+
+
 @pytest.mark.slow
 def test_killed_process_resumes(target_dir, tmp_path):
     import signal

@@ -39,10 +39,13 @@ class Guidance(Protocol):
 
     cameras: None to see the phase's sampled batch; else the fixed cameras it renders
     itself (the phase renders them in its preview shading). needs_geometry: the frame must
-    carry depth and normals."""
+    carry depth and normals. generator: the CPU generator of its random draws (timesteps,
+    noise, augmentations), checkpointed with the phase so that a resumed run draws what an
+    uninterrupted one would; None for a loss that draws nothing."""
 
     cameras: Cameras | None
     needs_geometry: bool
+    generator: torch.Generator | None
 
     def __call__(self, frame: Frame, views: Views, step: int, total: int) -> dict[str, torch.Tensor]: ...
 

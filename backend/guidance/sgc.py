@@ -104,6 +104,7 @@ class SGC:
         if self.w["semantic"] > 0 and dino is None or self.w["reward"] > 0 and reward is None:
             raise ValueError("SGC: the semantic part needs a DINO model and the reward part a reward model")
         self.needs_geometry = self.w["depth"] > 0 or self.w["normal"] > 0
+        self.generator = None  # deterministic: nothing to checkpoint
         self._target_features = None
 
     def __call__(self, frame: Frame, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:

@@ -146,14 +146,25 @@ class Phase:
         return values
 
     def state(self) -> dict:
+        """Parameters, optimiser and every random stream (the phase's cameras, each guidance
+        term's draws): a run resumed from it goes on exactly as an uninterrupted one."""
         return {"modules": {k: m.state_dict() for k, m in self.modules().items()},
-                "optimizer": self.optimizer.state_dict(), "rng": self.generator.get_state()}
+                "optimizer": self.optimizer.state_dict(), "rng": self.generator.get_state(),
+                "guidance_rng": {t.name: t.guidance.generator.get_state() for t in self.terms
+                                 if t.guidance.generator is not None}}
 
     def load(self, state: dict) -> None:
         for k, m in self.modules().items():
             m.load_state_dict(state["modules"][k])
+        self._load_progress(state)
+
+    def _load_progress(self, state: dict) -> None:
+        """The optimiser and the random streams of a state()."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["rng"])
+        for t in self.terms:
+            if t.name in state["guidance_rng"]:
+                t.guidance.generator.set_state(state["guidance_rng"][t.name])
 
 
 class NeRFPhase(Phase):
@@ -241,8 +252,7 @@ class GeometryPhase(Phase):
 
     def load(self, state: dict) -> None:
         self._use(DMTet.from_state(state["modules"]["dmtet"]))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["rng"])
+        self._load_progress(state)
 
     def state(self) -> dict:
         s = super().state()
