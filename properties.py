@@ -36,6 +36,9 @@ class ConjureSettings(bpy.types.PropertyGroup):
                                                 ("2048", "2K", ""), ("4096", "4K", "")])
     quads: bpy.props.BoolProperty(name="Quads", default=False,
                                   description="Join the result's triangles into quads after import (Tris to Quads)")
+    pbr: bpy.props.BoolProperty(name="PBR", default=False,
+                                description="Learn roughness and metallic maps along with the colours (from lit "
+                                            "views); off: the preset's constant roughness and metallic")
 
 
 class ConjureState(bpy.types.PropertyGroup):

@@ -20,6 +20,9 @@ from .result_import import export_selected_mesh, import_result
 from .session import SESSION
 
 WEIGHT_KEYS = ("text", "images", "audio")
+# PBR: the share of phase III's views lit (roughness and metallic only show under light;
+# the other half stay unlit, where the base colour is seen as it is)
+PBR_LIT_SHARE = 0.5
 
 
 def _jobs_root() -> Path:
@@ -81,6 +84,7 @@ class JobOperator:
     max_faces: bpy.props.IntProperty(name="Faces", min=0, description="Face budget (0: the preset's)")
     texture_size: bpy.props.IntProperty(name="Texture", min=0, description="Texture size (0: the preset's)")
     quads: bpy.props.BoolProperty(name="Quads", description="Join triangles into quads after import")
+    pbr: bpy.props.BoolProperty(name="PBR", description="Learn roughness and metallic maps in phase III")
     wait: bpy.props.BoolProperty(name="Wait", description="Run to the end before returning (headless default)")
 
     _timer = None
@@ -115,6 +119,9 @@ class JobOperator:
             overrides.setdefault("export.max_faces", faces)
         if size > 0:
             overrides.setdefault("export.texture_size", size)
+        if self._value("pbr", s.pbr):
+            overrides.setdefault("phase3.material", "pbr")
+            overrides.setdefault("phase3.shading.lambertian", PBR_LIT_SHARE)
         prompt: dict = {"weights": dict(zip(WEIGHT_KEYS, map(float, weights)))}
         if text:
             prompt["text"] = text

@@ -66,6 +66,7 @@ class CONJURE_PT_main(bpy.types.Panel):
         row.prop(s, "max_faces")
         row.prop(s, "texture_size", text="")
         row.prop(s, "quads", toggle=True)
+        row.prop(s, "pbr", toggle=True)
         preset = prefs().default_preset if s.preset == "DEFAULT" else s.preset
         need = estimated_peak_gb(preset)
         if need is not None:  # the estimator's figure, for a GPU backend

@@ -51,6 +51,8 @@ def test_generate_from_a_script_imports_a_textured_object_at_the_cursor(extensio
     assert obj["uv_layers"] >= 1 and obj["images"] >= 1 and obj["packed"] and obj["faces"] > 0
     assert obj["smooth"] == 1.0 and obj["custom_normals"]  # the GLB's normals: smooth, split at creases
     assert obj["normal_map"]  # the baked normal map, wired by Blender's glTF importer
+    # the whole material reaches the shader: colour, roughness and metallic textures, normal map
+    assert {"Base Color", "Roughness", "Metallic", "Normal"} <= set(obj["bsdf_linked"])
     assert obj["collection"] == ["Conjure"] and Path(obj["job"]).is_dir()
     assert [row[3] for row in obj["matrix"][:3]] == pytest.approx([1.0, 2.0, 0.5])
     assert r["state"]["preview"] and Path(r["state"]["preview"]).is_file()
@@ -59,11 +61,13 @@ def test_generate_from_a_script_imports_a_textured_object_at_the_cursor(extensio
 def test_panel_sizes_become_export_overrides_and_quads_join_the_triangles(extension, tmp_path):
     fast = {k: v for k, v in FAST.items() if k != "export.texture_size"}
     r = drive(extension, "generate", tmp_path, {"op": {"prompt": "a red box", "overrides": json.dumps(fast),
-                                                       "max_faces": 300, "texture_size": 128, "quads": True}})
+                                                       "max_faces": 300, "texture_size": 128, "quads": True,
+                                                       "pbr": True}})
     assert r["op"] == ["FINISHED"], r["state"]
     obj = r["object"]
     sent = json.loads((Path(obj["job"]) / "job_request.json").read_text())["overrides"]
     assert sent["export.max_faces"] == 300 and sent["export.texture_size"] == 128
+    assert sent["phase3.material"] == "pbr" and sent["phase3.shading.lambertian"] == 0.5
     assert obj["image_size"] == [128, 128]
     # Tris to Quads: the triangles (at most 300) joined pairwise wherever it may
     assert obj["quads"] > 0 and obj["faces"] < 300 and obj["smooth"] == 1.0

@@ -112,8 +112,13 @@ def test_glb_normals_are_split_at_creases_and_across_uv_seams(tmp_path, raster):
     scene = trimesh.load(tmp_path / "b.glb")
     tm = next(iter(scene.geometry.values()))
     assert np.allclose(np.abs(tm.vertex_normals).max(-1), 1.0, atol=1e-6) and len(tm.vertices) == len(out.verts)
+    # the constants travel in a metallicRoughnessTexture (glTF: G roughness, B metallic) the
+    # size of the base colour, the factors at 1 multiply it unchanged
     material = tm.visual.material
-    assert material.metallicFactor == pytest.approx(0.25) and material.roughnessFactor == pytest.approx(0.6)
+    assert material.metallicFactor == 1.0 and material.roughnessFactor == 1.0
+    mr = np.asarray(material.metallicRoughnessTexture.convert("RGB"))
+    assert mr.shape == (64, 64, 3)
+    assert (mr[..., 1] == round(0.6 * 255)).all() and (mr[..., 2] == round(0.25 * 255)).all()
 
 
 def test_load_mesh_errors(tmp_path):

@@ -45,6 +45,9 @@ def report_object(name: str) -> dict:
             "normal_map": any(n.type == "NORMAL_MAP" for s in obj.material_slots if s.material and s.material.use_nodes
                               for n in s.material.node_tree.nodes),
             "image_size": list(images[0].size) if images else None,
+            "bsdf_linked": sorted({i.name for s in obj.material_slots if s.material and s.material.use_nodes
+                                   for n in s.material.node_tree.nodes if n.type == "BSDF_PRINCIPLED"
+                                   for i in n.inputs if i.is_linked}),
             "collection": [c.name for c in obj.users_collection],
             "matrix": [list(r) for r in obj.matrix_world], "job": obj.get("conjure_job", "")}
 

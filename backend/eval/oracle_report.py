@@ -37,13 +37,17 @@ def _render(raster: Rasterizer, mesh: Mesh, views: Views, material: Callable | N
 @torch.no_grad()
 def oracle_report(raster: Rasterizer, target: Mesh, result: Mesh,
                   albedo_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, resolution: int = 128) -> dict:
-    """Chamfer (relative to the target's bbox diagonal), silhouette IoU, texture PSNR and
-    normal-map PSNR. albedo_fn colours an untextured result (e.g. a texture field)."""
+    """Chamfer (relative to the target's bbox diagonal), silhouette IoU, texture PSNR,
+    normal-map PSNR and lit PSNR (the "lambertian" mode, light from the camera: a PBR
+    material's roughness and metallic show there). albedo_fn colours an untextured result
+    (e.g. a texture field; [N,3], or [N,5] with roughness and metallic)."""
     material = (lambda xyz, ex: albedo_fn(xyz)) if albedo_fn is not None else None
     device = target.verts.device
     rgb_views, nrm_views = held_out_views(resolution).to(device), held_out_views(resolution, "normal").to(device)
     t_rgb, r_rgb = _render(raster, target, rgb_views, None), _render(raster, result, rgb_views, material)
     t_nrm, r_nrm = _render(raster, target, nrm_views, None), _render(raster, result, nrm_views, None)
+    lit_views = held_out_views(resolution, "lambertian").to(device)
+    t_lit, r_lit = _render(raster, target, lit_views, None), _render(raster, result, lit_views, material)
     both = t_rgb.mask * r_rgb.mask
     interior = -torch.nn.functional.max_pool2d(-both.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1)
     return {
@@ -51,5 +55,6 @@ def oracle_report(raster: Rasterizer, target: Mesh, result: Mesh,
         "iou": iou(t_rgb.mask, r_rgb.mask),
         "texture_psnr": psnr(r_rgb.image, t_rgb.image, interior),
         "normal_psnr": psnr(r_nrm.image, t_nrm.image, interior),
+        "lit_psnr": psnr(r_lit.image, t_lit.image, interior),
         "image_psnr": psnr(r_rgb.image, t_rgb.image),
     }

@@ -37,11 +37,13 @@ def dilate(image: torch.Tensor, filled: torch.Tensor, iterations: int) -> torch.
 
 
 def bake(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
-         albedo_fn: Callable[[torch.Tensor], torch.Tensor], size: int, dilation: int = 16) -> torch.Tensor:
-    """Texture [size,size,3] in [0,1]: each texel gets the albedo of its surface point."""
+         material_fn: Callable[[torch.Tensor], torch.Tensor], size: int, dilation: int = 16) -> torch.Tensor:
+    """[size,size,C] in [0,1]: each texel gets material_fn of its surface point ([N,3] -> [N,C]:
+    albedo, or a PBR field's albedo, roughness, metallic)."""
     xyz, filled = uv_gbuffer(raster, verts, faces, uv, size)
-    tex = torch.zeros(size, size, 3)
-    if filled.any():
-        with torch.no_grad():
-            tex[filled] = torch.cat([albedo_fn(p).float().cpu() for p in xyz[filled].split(1 << 16)])
+    with torch.no_grad():
+        channels = material_fn(verts[:1]).shape[-1]
+        tex = torch.zeros(size, size, channels)
+        if filled.any():
+            tex[filled] = torch.cat([material_fn(p).float().cpu() for p in xyz[filled].split(1 << 16)])
     return dilate(tex, filled.cpu(), dilation)

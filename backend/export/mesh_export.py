@@ -3,7 +3,8 @@
 cleanup (geometry/cleanup.py): duplicates, small components, decimation to the face
 budget; unwrap (xatlas) with padding; bake: rasterise the mesh in UV space, query
 the texture field at each texel's surface point, dilate across seams; write GLB with a
-PBR base-colour texture (trimesh). UVs follow glTF (v = 0 at the image's top row).
+PBR material: base colour, metallic-roughness and normal textures (trimesh). UVs follow
+glTF (v = 0 at the image's top row).
 """
 from __future__ import annotations
 
@@ -46,17 +47,27 @@ def unwrap(verts: torch.Tensor, faces: torch.Tensor, resolution: int, padding: i
             torch.from_numpy(uvs.astype(np.float32)))
 
 
+def baked_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
+               material_fn: Callable[[torch.Tensor], torch.Tensor], size: int) -> Mesh:
+    """The mesh with material_fn (albedo [N,3], or a PBR field's [N,5]) baked into its UVs:
+    texture, and roughness_metallic for a PBR material."""
+    maps = bake(raster, verts, faces, uv, material_fn, size)
+    return Mesh(verts, faces, uv=uv, texture=maps[..., :3],
+                roughness_metallic=maps[..., 3:5] if maps.shape[-1] == 5 else None)
+
+
 def build_textured_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor,
-                        albedo_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: dict) -> Mesh:
+                        material_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: dict) -> Mesh:
     """The dense surface (verts, faces) cleaned, decimated to the face budget, unwrapped and
-    baked: base colour, and with export.normal_map the dense surface's normals in the
-    exported normals' tangent frames (the same smooth_split write_glb makes)."""
+    baked: base colour (and roughness, metallic for a PBR material_fn), and with
+    export.normal_map the dense surface's normals in the exported normals' tangent frames
+    (the same smooth_split write_glb makes)."""
     v, f, _ = cleanup(verts, faces, export_cfg["max_faces"], export_cfg["min_component_fraction"])
     if f.shape[0] == 0:
         raise ValueError("nothing left after cleanup: the surface is empty or made of specks")
     size = export_cfg["texture_size"]
     v, f, uv = unwrap(v, f, size, export_cfg["uv_padding"])
-    mesh = Mesh(v, f, uv=uv, texture=bake(raster, v, f, uv, albedo_fn, size))
+    mesh = baked_mesh(raster, v, f, uv, material_fn, size)
     if export_cfg["normal_map"]:
         split, normals = smooth_split(mesh, export_cfg["crease_angle"])
         mesh = replace(mesh, normal_map=bake_normal_map(raster, split.verts, split.faces, split.uv, normals,
@@ -78,11 +89,26 @@ def smooth_split(mesh: Mesh, crease_deg: float) -> tuple[Mesh, torch.Tensor]:
     return out, torch.nn.functional.normalize(unique[:, 1:].float(), dim=-1)
 
 
+def metallic_roughness_image(mesh: Mesh, metallic: float, roughness: float) -> np.ndarray:
+    """[H,W,3] uint8 in glTF's packing (G roughness, B metallic; R is occlusion's channel,
+    left at 255 = unoccluded): the mesh's maps, else the constants at the base colour's size
+    (a texture an artist can paint into)."""
+    h, w = mesh.texture.shape[:2]
+    if mesh.roughness_metallic is not None:
+        rm = mesh.roughness_metallic.detach().float().clamp(0, 1).numpy()
+    else:
+        rm = np.broadcast_to(np.array([roughness, metallic], np.float32), (h, w, 2))
+    out = np.full((*rm.shape[:2], 3), 255, np.uint8)
+    out[..., 1:] = (rm * 255 + 0.5).astype(np.uint8)
+    return out
+
+
 def write_glb(mesh: Mesh, path: str | Path, crease_deg: float, metallic: float, roughness: float) -> None:
     """GLB with smooth normals split at creases (NORMAL) and one PBR material: base colour
-    from the mesh's texture (or vertex colours), constant metallic and roughness factors,
-    and the mesh's normal map with the TANGENT frames it was baked in (export/normal_map.py;
-    importers that recompute MikkTSpace tangents see nearly the same frames)."""
+    from the mesh's texture (or vertex colours), a metallicRoughnessTexture (the mesh's
+    maps, else the constant metallic and roughness), and the mesh's normal map with the
+    TANGENT frames it was baked in (export/normal_map.py; importers that recompute
+    MikkTSpace tangents see nearly the same frames)."""
     import trimesh
     from PIL import Image
 
@@ -95,9 +121,10 @@ def write_glb(mesh: Mesh, path: str | Path, crease_deg: float, metallic: float, 
         if mesh.normal_map is not None:
             normal_map = to_image(mesh.normal_map)
             attributes["_TANGENT"] = vertex_tangents(mesh.verts, mesh.faces, mesh.uv, normals).numpy()
-        material = trimesh.visual.material.PBRMaterial(baseColorTexture=to_image(mesh.texture),
-                                                        normalTexture=normal_map, metallicFactor=metallic,
-                                                        roughnessFactor=roughness, doubleSided=False)
+        material = trimesh.visual.material.PBRMaterial(
+            baseColorTexture=to_image(mesh.texture), normalTexture=normal_map,
+            metallicRoughnessTexture=Image.fromarray(metallic_roughness_image(mesh, metallic, roughness)),
+            metallicFactor=1.0, roughnessFactor=1.0, doubleSided=False)
         uv = mesh.uv.numpy().copy()
         uv[:, 1] = 1.0 - uv[:, 1]  # trimesh expects OpenGL-style v and flips it back on export
         visual = trimesh.visual.TextureVisuals(uv=uv, material=material)

@@ -1,8 +1,10 @@
 """Neural fields on the hash grid: the phase-I NeRF (density + albedo) and the phase-III
-texture field (albedo only), which starts as a copy of the NeRF's albedo branch.
+texture field (albedo, and with a PBR head roughness and metallic), which starts as a copy
+of the NeRF's albedo branch.
 
 Points [N,3] in [-bound, bound]^3; density [N] >= 0 (softplus, plus a Gaussian blob bias
-so optimisation starts from a centred blob); albedo [N,3] in [0,1].
+so optimisation starts from a centred blob); albedo [N,3] in [0,1]; a PBR texture field
+gives [N,5]: albedo, roughness, metallic in [0,1] (render/mesh_renderer.Material).
 """
 from __future__ import annotations
 
@@ -24,13 +26,29 @@ class TextureField(nn.Module):
         super().__init__()
         self.encoding = encoding
         self.albedo_net = mlp(encoding.out_dim, 3, hidden, 2)
+        self.material_net: nn.Sequential | None = None
 
     @staticmethod
     def from_config(cfg: dict, bound: float = 1.0) -> "TextureField":
         return TextureField(_grid(cfg, bound), cfg.get("hidden", 64))
 
+    def add_material(self, roughness: float, metallic: float) -> None:
+        """Give the field a roughness/metallic head that starts at these values everywhere
+        (last layer zero, its bias their logits: the albedo it already has is kept)."""
+        ref = self.albedo_net[0]
+        net = mlp(self.encoding.out_dim, 2, ref.out_features, 2).to(ref.weight.device)
+        start = torch.tensor([roughness, metallic]).clamp(0.02, 0.98)
+        with torch.no_grad():
+            net[-1].weight.zero_()
+            net[-1].bias.copy_(torch.log(start / (1 - start)))
+        self.material_net = net
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.albedo_net(self.encoding(x)))
+        h = self.encoding(x)
+        albedo = torch.sigmoid(self.albedo_net(h))
+        if self.material_net is None:
+            return albedo
+        return torch.cat([albedo, torch.sigmoid(self.material_net(h))], -1)
 
     def fit(self, points: torch.Tensor, colors: torch.Tensor, steps: int, lr: float = 1e-2,
             batch: int = 1 << 14, seed: int = 0) -> float:
@@ -42,7 +60,7 @@ class TextureField(nn.Module):
         loss = torch.zeros(())
         for _ in range(steps):
             idx = torch.randint(0, points.shape[0], (min(batch, points.shape[0]),), generator=g)
-            loss = torch.nn.functional.mse_loss(self(points[idx].to(device)), colors[idx].to(device))
+            loss = torch.nn.functional.mse_loss(self(points[idx].to(device))[:, :3], colors[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

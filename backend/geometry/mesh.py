@@ -21,7 +21,8 @@ class MeshError(ValueError):
 class Mesh:
     """verts [V,3] float, faces [F,3] long; optional uv [V,2], texture [H,W,3] in [0,1],
     colors [V,3] in [0,1] (vertex colours, used when there is no texture), normal_map
-    [H,W,3] in [0,1] (tangent space, glTF convention: export/normal_map.py)."""
+    [H,W,3] in [0,1] (tangent space, glTF convention: export/normal_map.py),
+    roughness_metallic [H,W,2] in [0,1] (a PBR material's maps, through the same UVs)."""
 
     verts: torch.Tensor
     faces: torch.Tensor
@@ -29,12 +30,14 @@ class Mesh:
     texture: torch.Tensor | None = None
     colors: torch.Tensor | None = None
     normal_map: torch.Tensor | None = None
+    roughness_metallic: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "Mesh":
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, verts=self.verts.to(device), faces=self.faces.to(device), uv=mv(self.uv),
-                       texture=mv(self.texture), colors=mv(self.colors), normal_map=mv(self.normal_map))
+                       texture=mv(self.texture), colors=mv(self.colors), normal_map=mv(self.normal_map),
+                       roughness_metallic=mv(self.roughness_metallic))
 
     @property
     def has_color(self) -> bool:

@@ -144,9 +144,23 @@ def with_mode(cfg: dict, mode: str) -> dict:
     return out
 
 
+MATERIALS = ("diffuse", "pbr")
+
+
+def check_material(phase3: dict) -> None:
+    """phase3.material names a known material; a PBR one is only seen (and learnt) in lit views."""
+    material = phase3["material"]
+    if material not in MATERIALS:
+        raise ConfigError(f"phase3.material: {material!r} is not one of {', '.join(MATERIALS)}", "phase3.material")
+    if material == "pbr" and phase3["shading"].get("lambertian", 0) <= 0:
+        raise ConfigError("phase3.material: a PBR material learns roughness and metallic from lit views; give "
+                          "phase3.shading.lambertian a probability > 0 (e.g. 0.5)", "phase3.shading.lambertian")
+
+
 def resolve(preset: str, overrides: dict[str, Any] | None = None, mode: str = "generate") -> dict:
     cfg = apply_overrides(with_mode(load_preset(preset), mode), overrides or {})
     check_ranges(cfg)
+    check_material(cfg["phase3"])
     for phase in PHASES:
         parse_losses(cfg[phase]["losses"], f"{phase}.losses")  # an unknown key or a typo fails here
     return cfg

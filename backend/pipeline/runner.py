@@ -13,8 +13,7 @@ from typing import Callable
 import torch
 
 from ..atomic import DiskFull, atomic_path, is_disk_full, remove_partials
-from ..export.bake import bake
-from ..export.mesh_export import build_textured_mesh, write_glb
+from ..export.mesh_export import baked_mesh, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
@@ -211,7 +210,8 @@ class Runner:
         verts, faces = p2.mesh()
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts, faces), p1.field.texture_field())
-        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces, p1.field.texture_field())
+        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces,
+                          self._phase3_field(p1.field.texture_field()))
         self._run_phase("phase3", p3)
         return self.export(p3)
 
@@ -241,10 +241,18 @@ class Runner:
         verts, faces = p2.mesh()
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts.detach(), faces), texture)
-        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces, texture)
+        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces,
+                          self._phase3_field(texture))
         self._run_phase("phase3", p3)
         keep_uvs = mode == "stylize" and scfg["keep_uvs"] and src.uv_valid
         return self.export(p3, src, src.mesh.uv if keep_uvs else None)
+
+    def _phase3_field(self, texture: TextureField) -> TextureField:
+        """Phase III's field; a PBR material also learns roughness and metallic, starting
+        from the preset's constants (export.roughness, export.metallic)."""
+        if self.cfg["phase3"]["material"] == "pbr":
+            texture.add_material(self.cfg["export"]["roughness"], self.cfg["export"]["metallic"])
+        return texture
 
     def _geometry_phase(self, make: Callable[[], DMTet]) -> GeometryPhase:
         if (self.ckpt / "phase2.pt").exists() or self._current_phase() == "phase2":
@@ -280,14 +288,13 @@ class Runner:
         frame; with `uv` (the user's, stylize) the texture is baked into them, topology kept."""
         self.emit({"type": "progress", "phase": "export", "step": 0, "total": 1, "losses": {}, "eta_s": 0})
         ecfg = self.cfg["export"]
-        albedo = lambda x: p3.texture(x.to(self.device))  # noqa: E731
+        material = lambda x: p3.texture(x.to(self.device))  # noqa: E731
         with torch.no_grad():
             verts, faces = p3.verts.cpu(), p3.faces.cpu()
             if uv is not None:
-                mesh = Mesh(verts, faces, uv=uv.cpu(), texture=bake(self.raster, verts, faces, uv.cpu(), albedo,
-                                                                     ecfg["texture_size"]))
+                mesh = baked_mesh(self.raster, verts, faces, uv.cpu(), material, ecfg["texture_size"])
             else:
-                mesh = build_textured_mesh(self.raster, verts, faces, albedo, ecfg)
+                mesh = build_textured_mesh(self.raster, verts, faces, material, ecfg)
         if src is not None:
             if self.target is not None:
                 self._measure("final", mesh)  # in the unit frame, like the target

@@ -3,7 +3,8 @@
 Outputs are [B,H,W,C] float: image in [0,1] composited over the views' background,
 mask in {0,1} (before antialiasing), alpha (the antialiased mask: coverage with silhouette
 gradients), world normals (unit), view depth (distance along the
-camera axis, 0 on background), world positions.
+camera axis, 0 on background), world positions, albedo, and for PBR materials roughness
+and metallic.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .raster import Rasterizer
 from .shading import Views, composite, shade
 
 # A material maps visible surface points [N,3] and their interpolated extra attributes
-# (dict of [N,C]) to albedo [N,3] in [0,1].
+# (dict of [N,C]) to albedo [N,3] in [0,1], or for a PBR material to [N,5]: albedo,
+# roughness, metallic (glTF's metallic-roughness model, all in [0,1]).
 Material = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -30,6 +32,7 @@ class MeshRender:
     depth: torch.Tensor
     xyz: torch.Tensor
     albedo: torch.Tensor
+    surface: torch.Tensor | None = None  # [B,H,W,2] roughness, metallic of a PBR material
 
 
 def clip_positions(verts: torch.Tensor, mvp: torch.Tensor) -> torch.Tensor:
@@ -58,12 +61,18 @@ def render_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, vi
         width = extras[n].shape[-1]
         extra_maps[n] = gbuf[..., c:c + width]
         c += width
-    albedo = torch.full_like(xyz, 0.5)
+    albedo, surface = torch.full_like(xyz, 0.5), None
     sel = mask[..., 0] > 0
     if material is not None and sel.any():
-        albedo = albedo.index_put(torch.nonzero(sel, as_tuple=True),
-                                  material(xyz[sel], {n: m[sel] for n, m in extra_maps.items()}))
-    color = shade(albedo, normal, views) * mask
+        where = torch.nonzero(sel, as_tuple=True)
+        values = material(xyz[sel], {n: m[sel] for n, m in extra_maps.items()})
+        albedo = albedo.index_put(where, values[:, :3])
+        if values.shape[-1] == 5:
+            surface = xyz.new_zeros(*xyz.shape[:-1], 2).index_put(where, values[:, 3:])
+    to_viewer = None
+    if surface is not None:
+        to_viewer = torch.nn.functional.normalize(cams.position.to(verts)[:, None, None, :] - xyz, dim=-1)
+    color = shade(albedo, normal, views, surface, to_viewer) * mask
     image = composite(color, mask, views.background.to(verts))
     alpha = mask
     if antialias:
@@ -71,4 +80,4 @@ def render_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, vi
         image, alpha = both[..., :-1], both[..., -1:]
     w2c = cams.w2c.to(verts)
     depth = -(torch.einsum("bij,bhwj->bhwi", w2c[:, :3, :3], xyz) + w2c[:, None, None, :3, 3])[..., 2:3] * mask
-    return MeshRender(image, mask, alpha, normal * mask, depth, xyz, albedo)
+    return MeshRender(image, mask, alpha, normal * mask, depth, xyz, albedo, surface)

@@ -1,8 +1,10 @@
 """View batches (cameras + light + background + shading mode) and shading functions.
 
 All images are [B,H,W,C] float in [0,1]; normals are world-space unit vectors.
-Shading modes: "albedo" (unlit colour), "lambertian" (colour under a point-at-infinity light
-plus ambient), "textureless" (white under the same light), "normal" (normal map (n+1)/2).
+Shading modes: "albedo" (unlit colour), "lambertian" (the lit mode: colour under a
+point-at-infinity light plus ambient; a material with roughness and metallic is lit by the
+glTF BRDF of brdf.py instead), "textureless" (white under the same light, Lambertian),
+"normal" (normal map (n+1)/2).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .brdf import ambient_reflectance, metallic_roughness
 from .camera import CameraRange, Cameras
 
 SHADING_MODES = ("albedo", "lambertian", "textureless", "normal")
@@ -59,7 +62,8 @@ def sample_views(cam_range: CameraRange, batch: int, resolution: int, generator:
     to_cam = torch.nn.functional.normalize(cams.position, dim=-1)
     jitter = torch.randn(batch, 3, generator=generator) * 0.5
     light = torch.nn.functional.normalize(to_cam + jitter, dim=-1)
-    modes, probs = zip(*sorted(shading_probs.items()))
+    # modes given probability 0 are left out: they would change the generator's stream
+    modes, probs = zip(*sorted((m, p) for m, p in shading_probs.items() if p > 0))
     mode = modes[int(torch.multinomial(torch.tensor(probs, dtype=torch.float), 1, generator=generator))]
     return Views(cams, light, background_colors(background, batch, generator), mode, ambient)
 
@@ -79,14 +83,21 @@ def background_colors(spec: list[float] | str, batch: int, generator: torch.Gene
     return torch.tensor(color, dtype=torch.float32).expand(batch, 3).clone()
 
 
-def shade(albedo: torch.Tensor, normal: torch.Tensor, views: Views) -> torch.Tensor:
-    """albedo [...,3] in [0,1], normal [...,3] unit, with a leading batch dim B -> colour [...,3].
-    The light of batch item b applies to albedo[b]."""
+def shade(albedo: torch.Tensor, normal: torch.Tensor, views: Views, surface: torch.Tensor | None = None,
+          to_viewer: torch.Tensor | None = None) -> torch.Tensor:
+    """albedo [...,3] in [0,1], normal [...,3] unit, with a leading batch dim B -> colour
+    [...,3] in [0,1]. The light of batch item b applies to albedo[b]. With `surface`
+    ([...,2] roughness, metallic in [0,1]) and `to_viewer` ([...,3] unit, surface to
+    camera) the lit mode uses the glTF metallic-roughness BRDF."""
     if views.shading == "normal":
         return normal * 0.5 + 0.5
     if views.shading == "albedo":
         return albedo
-    light = views.light_dir.reshape(views.light_dir.shape[0], *([1] * (normal.dim() - 2)), 3)
+    light = views.light_dir.reshape(views.light_dir.shape[0], *([1] * (normal.dim() - 2)), 3).to(normal)
+    if views.shading == "lambertian" and surface is not None:
+        roughness, metallic = surface[..., :1], surface[..., 1:2]
+        direct = metallic_roughness(albedo, roughness, metallic, normal, light.expand_as(normal), to_viewer)
+        return (views.ambient * ambient_reflectance(albedo, metallic) + (1 - views.ambient) * direct).clamp(0, 1)
     diffuse = (normal * light).sum(-1, keepdim=True).clamp(min=0)
     lit = views.ambient + (1 - views.ambient) * diffuse
     base = torch.ones_like(albedo) if views.shading == "textureless" else albedo
