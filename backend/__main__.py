@@ -1,4 +1,4 @@
-"""Command line: python -m backend {run, serve, bench, doctor, models build-tiny}."""
+"""Command line: python -m backend {run, serve, bench, doctor, models {status, download, build-tiny}}."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,9 @@ import json
 import platform
 import sys
 from pathlib import Path
+
+from .models_cli import add_parser as add_models_parser
+from .models_cli import main as models_main
 
 
 def _print_event(event: dict) -> None:
@@ -117,12 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="on the bench's device: a torch.profiler Chrome trace per phase and a per-component "
                             "table (module, calls, time, memory) in DIR")
     sub.add_parser("doctor", help="environment report (JSON)")
-    models = sub.add_parser("models", help="model folders")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    tiny = models_sub.add_parser("build-tiny", help="write tiny random models in the real on-disk formats")
-    tiny.add_argument("--out", required=True)
-    status = models_sub.add_parser("status", help="which roles have weights on this machine (JSON)")
-    status.add_argument("--models", default="default", help="default, tiny, a folder or a manifest")
+    add_models_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
@@ -138,18 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         from .server.http import serve_http
 
         return serve_http(args.http, args.jobs_dir, args.token, args.tls_cert, args.tls_key)
-    if args.command == "models" and args.models_command == "status":
-        from .models.registry import DEFAULT_IDS, ModelStore
-
-        store = ModelStore(args.models)
-        print(json.dumps({role: store.available(role) for role in DEFAULT_IDS if role != "imagebind_tokenizer"},
-                         indent=2))
-        return 0
     if args.command == "models":
-        from .models.tiny import build_tiny
-
-        print(build_tiny(args.out))
-        return 0
+        return models_main(args)
     print(json.dumps(doctor(), indent=2))
     return 0
 

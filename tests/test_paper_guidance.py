@@ -140,14 +140,14 @@ def test_a_job_names_every_missing_model_role_at_once(tmp_path):
     store = ModelStore(str(manifest))
     cfg = resolve("standard")
     text_only = JobConditioning({"prompt": {"text": "a chair"}, "style_image": None}, store, lambda m: None)
-    roles = required_roles(text_only, [cfg[p] for p in ("phase1", "phase2", "phase3")])
+    roles = required_roles(text_only.has_reference_image, [cfg[p] for p in ("phase1", "phase2", "phase3")])
     assert roles == {"unclip", "imagebind", "zero123", "clip"}  # ms, aug_sds, cds, zero123_sds, reference from C_m
     with pytest.raises(ModelNotAvailable) as err:
         store.check_available(roles)
     assert err.value.role == "clip, imagebind, unclip, zero123"
     assert str(tmp_path / "none" / "zero123") in err.value.where
     high = resolve("high")
-    assert {"depth"} <= required_roles(text_only, [high["phase2"]])  # SGC's depth / normal parts
+    assert {"depth"} <= required_roles(text_only.has_reference_image, [high["phase2"]])  # SGC's depth / normal parts
     vp = resolve("draft", {"phase3.losses.vpcsm": 1.0})
-    assert {"sd", "ip_adapter"} <= required_roles(text_only, [vp["phase3"]])
+    assert {"sd", "ip_adapter"} <= required_roles(text_only.has_reference_image, [vp["phase3"]])
     store.check_available(set())  # nothing needed: nothing missing

@@ -33,11 +33,12 @@ DEFAULT_IDS = {
     "dino": "facebook/dino-vitb16",
     "depth": "Intel/dpt-hybrid-midas",
     "reward": "yuvalkirstain/PickScore_v1",
+    # The reward's tokenizer ships apart from PickScore's weights.
+    "reward_tokenizer": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     # Text-prompted foreground masks for reference images without alpha (CLIPSeg).
     "segmenter": "CIDAS/clipseg-rd64-refined",
 }
-# The reward's tokenizer ships apart from PickScore's weights.
-REWARD_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+REWARD_TOKENIZER = DEFAULT_IDS["reward_tokenizer"]
 IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
 # Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
 DEFAULT_SUBFOLDERS = {"clip": "image_encoder", "ip_adapter": "models"}
@@ -122,25 +123,26 @@ class ModelStore:
             return True
         if Path(where).is_absolute() or where.count("/") != 1:  # a folder that is not there, not a hub id
             return False
-        from huggingface_hub import try_to_load_from_cache
+        from .download import complete  # a hub copy: every file group its loader reads is cached
 
-        probe = {"ip_adapter": f"{DEFAULT_SUBFOLDERS['ip_adapter']}/{IP_ADAPTER_WEIGHTS}",
-                 "clip": "image_encoder/config.json"}.get(role, "config.json")
-        if role in ("sd", "unclip", "zero123"):
-            probe = "model_index.json"
-        return isinstance(try_to_load_from_cache(where, probe), str)
+        return complete(role)
 
     def check_available(self, roles: set[str]) -> None:
         """Before any work: every role a job needs is on this machine, or one error names
         all that are missing (tiny models are built on demand; downloads fetch the rest)."""
         if self.source == "tiny" or self.allow_download:
             return
+        if self.source == "default":
+            from .catalog import with_companions  # the tokenizers shipped apart from their models
+
+            roles = set(with_companions(roles))
         missing = sorted(r for r in roles if not self.available(r))
         if missing:
             raise ModelNotAvailable(", ".join(missing), "; ".join(f"{r}: {self.location(r)}" for r in missing),
-                                    "download them once (`huggingface-cli download <id>` for each hub id, the "
-                                    "official imagebind_huge.pth for imagebind) or allow downloads in the job / "
-                                    "preferences, or point a models manifest at local folders")
+                                    "download them once: `python -m backend models download --for-job JOB.json` "
+                                    "(or the roles by name), or the add-on's Models box (Download what this job "
+                                    "needs); or allow downloads in the job / preferences, or point a models "
+                                    "manifest at local folders")
 
     def location(self, role: str) -> str:
         """Local folder or hub id for a role."""

@@ -20,6 +20,7 @@ from ..guidance.vpcsm import VPCSM, VPCSMConfig
 from ..guidance.zero123 import Zero123SDSConfig
 from ..render.camera import Cameras, CameraRange, orbit_cameras
 from ..render.raster import Rasterizer
+from .config import PHASES
 from .errors import ConfigError
 from .job_conditioning import JobConditioning, sd_resolution
 from .losses import parse_losses
@@ -130,9 +131,10 @@ def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: 
     return terms
 
 
-def required_roles(cond: JobConditioning, phase_cfgs: list[dict]) -> set[str]:
+def required_roles(has_reference_image: bool, phase_cfgs: list[dict]) -> set[str]:
     """The model roles the phases' losses will load (the segmenter is optional: without it
-    masks come from the border flood fill)."""
+    masks come from the border flood fill); without a reference image the reference view
+    is synthesised from C_m."""
     roles: set[str] = set()
     wants_reference = False
     for phase_cfg in phase_cfgs:
@@ -145,6 +147,14 @@ def required_roles(cond: JobConditioning, phase_cfgs: list[dict]) -> set[str]:
             if isinstance(cfg, SGCConfig):
                 roles |= {SGC_PART_ROLES[k] for k in PARTS if getattr(cfg, k) > 0}
             wants_reference |= name in NEEDS_REFERENCE
-    if wants_reference and not cond.has_reference_image:
-        roles |= {"unclip", "imagebind"}  # the reference view is synthesised from C_m
+    if wants_reference and not has_reference_image:
+        roles |= {"unclip", "imagebind"}
     return roles
+
+
+def job_roles(job: dict, cfg: dict) -> set[str]:
+    """The roles a job (its mode, prompt and resolved config) will load: stylize and edit
+    start at phase II."""
+    used = PHASES if job.get("mode", "generate") == "generate" else PHASES[1:]
+    reference = bool((job.get("prompt") or {}).get("images") or job.get("style_image"))
+    return required_roles(reference, [cfg[p] for p in used])

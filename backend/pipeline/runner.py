@@ -24,7 +24,7 @@ from ..render.raster import Rasterizer, make_rasterizer
 from ..models.registry import ModelStore
 from .config import PHASES
 from .fingerprint import changed_parts, phase_fingerprints
-from .guidance_terms import build_terms, required_roles
+from .guidance_terms import build_terms, job_roles
 from .losses import loss_weight
 from .job_conditioning import JobConditioning
 from .phases import GeometryPhase, NeRFPhase, OutOfGPUMemory, Phase, PhaseContext, SurfacePhase, TexturePhase
@@ -102,8 +102,7 @@ class Runner:
                 stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device)
             store = stores[key]
             self.cond = JobConditioning(job, store, self.log, self.ctx.seed)
-            used = PHASES if self.source is None else PHASES[1:]  # stylize / edit start at phase II
-            store.check_available(required_roles(self.cond, [cfg[p] for p in used]))
+            store.check_available(job_roles(job, cfg))
             if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"], "ref_view") > 0 for p in PHASES):
                 self.ctx.ref_view = self.cond.ref_view()
         self.fingerprints = phase_fingerprints(job, cfg)

@@ -1,0 +1,140 @@
+"""Where each model role's weights come from, which of their files the loaders read, and
+under which licence: the data `models status` and `models download` work from.
+
+A hub role lists groups of file globs (relative to its repository); a download fetches the
+files matching any glob, a cached copy is complete when every group matches at least one
+file. Within one folder, safetensors weights make the .bin ones redundant (both loaders
+prefer safetensors); weight variants (`*.fp16.safetensors`, `*.non_ema.bin`) are not
+read by the loaders and are never fetched. ImageBind is not on the hub: one checkpoint
+from its official address.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .registry import DEFAULT_IDS, REWARD_TOKENIZER, IP_ADAPTER_WEIGHTS
+
+IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+# Upstream publishes no checksum for imagebind_huge.pth; with none pinned here the download
+# records the SHA-256 it computed beside the file (imagebind_huge.pth.sha256) and the
+# environment variable CONJURE_IMAGEBIND_SHA256 pins one to check against.
+IMAGEBIND_SHA256: str | None = None
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
+
+
+@dataclass(frozen=True)
+class Licence:
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A role's files in a hub repository: groups of alternative globs, each group needed."""
+
+    repo: str
+    groups: tuple[tuple[str, ...], ...]
+    licence: Licence
+
+    def wants(self, path: str) -> bool:
+        return any(fnmatch.fnmatch(path, g) for group in self.groups for g in group) and not _is_variant(path)
+
+
+@dataclass(frozen=True)
+class URLSource:
+    url: str
+    filename: str
+    licence: Licence
+
+
+def _weights(folder: str, stem: str) -> tuple[str, ...]:
+    prefix = f"{folder}/" if folder else ""
+    return tuple(f"{prefix}{stem}{suffix}" for suffix in (".safetensors", ".bin"))
+
+
+def _diffusers(folder: str) -> tuple[tuple[str, ...], ...]:
+    return ((f"{folder}/config.json",), _weights(folder, "diffusion_pytorch_model"))
+
+
+def _transformers(folder: str = "") -> tuple[tuple[str, ...], ...]:
+    prefix = f"{folder}/" if folder else ""
+    return ((f"{prefix}config.json",), (f"{prefix}model.safetensors", f"{prefix}pytorch_model.bin"))
+
+
+_TOKENIZER = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_SD = (("model_index.json",), ("scheduler/scheduler_config.json",), ("tokenizer/*",),
+       *_transformers("text_encoder"), *_diffusers("unet"), *_diffusers("vae"))
+_OPENRAIL = Licence("CreativeML OpenRAIL-M",
+                    "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/blob/main/LICENSE.md")
+_OPENRAIL_PP = Licence("CreativeML OpenRAIL++-M",
+                       "https://huggingface.co/stabilityai/stable-diffusion-2-1-unclip/blob/main/LICENSE.md")
+_APACHE = "Apache-2.0"
+_MIT = "MIT"
+
+
+def _card(repo: str, name: str) -> Licence:
+    return Licence(name, f"https://huggingface.co/{repo}")
+
+
+SOURCES: dict[str, HubSource | URLSource] = {
+    "sd": HubSource(DEFAULT_IDS["sd"], _SD, _OPENRAIL),
+    "unclip": HubSource(DEFAULT_IDS["unclip"], _SD + (*_diffusers("image_normalizer"),
+                                                      ("image_noising_scheduler/scheduler_config.json",)),
+                        _OPENRAIL_PP),
+    "clip": HubSource(DEFAULT_IDS["clip"], _transformers("image_encoder"), _OPENRAIL_PP),
+    "zero123": HubSource(DEFAULT_IDS["zero123"], (("model_index.json",), ("scheduler/scheduler_config.json",),
+                                                  *_diffusers("unet"), *_diffusers("vae"),
+                                                  *_diffusers("cc_projection"), *_transformers("image_encoder")),
+                         _card(DEFAULT_IDS["zero123"], f"{_MIT} (Zero-1-to-3 XL; model card)")),
+    "ip_adapter": HubSource(DEFAULT_IDS["ip_adapter"], ((f"models/{IP_ADAPTER_WEIGHTS}",),
+                                                        *_transformers("models/image_encoder")),
+                            _card(DEFAULT_IDS["ip_adapter"], _APACHE)),
+    "imagebind": URLSource(IMAGEBIND_URL, "imagebind_huge.pth",
+                           Licence("CC-BY-NC 4.0 (non-commercial use only)",
+                                   "https://github.com/facebookresearch/ImageBind/blob/main/LICENSE")),
+    "imagebind_tokenizer": HubSource(DEFAULT_IDS["imagebind_tokenizer"], (_TOKENIZER,),
+                                     _card(DEFAULT_IDS["imagebind_tokenizer"], f"{_MIT} (OpenAI CLIP)")),
+    "dino": HubSource(DEFAULT_IDS["dino"], _transformers(), _card(DEFAULT_IDS["dino"], _APACHE)),
+    "depth": HubSource(DEFAULT_IDS["depth"], _transformers(), _card(DEFAULT_IDS["depth"], _APACHE)),
+    "reward": HubSource(DEFAULT_IDS["reward"], _transformers(), _card(DEFAULT_IDS["reward"], "PickScore (model card)")),
+    "reward_tokenizer": HubSource(REWARD_TOKENIZER, (_TOKENIZER,), _card(REWARD_TOKENIZER, _MIT)),
+    "segmenter": HubSource(DEFAULT_IDS["segmenter"], (*_transformers(), _TOKENIZER),
+                           _card(DEFAULT_IDS["segmenter"], _APACHE)),
+}
+# Roles that load a second source of their own (tokenizers shipped apart from the weights).
+COMPANIONS = {"imagebind": ("imagebind_tokenizer",), "reward": ("reward_tokenizer",)}
+
+
+def with_companions(roles: set[str] | list[str]) -> list[str]:
+    """The roles and the sources they also read, in catalog order."""
+    wanted = set(roles) | {c for r in roles for c in COMPANIONS.get(r, ())}
+    unknown = sorted(wanted - set(SOURCES))
+    if unknown:
+        raise KeyError(f"unknown model role {unknown[0]!r}; known: {', '.join(SOURCES)}")
+    return [r for r in SOURCES if r in wanted]
+
+
+def _is_variant(path: str) -> bool:
+    """`name.fp16.safetensors`-style weights (a second suffix before the weight suffix)."""
+    p = PurePosixPath(path)
+    return p.suffix in WEIGHT_SUFFIXES and "." in p.stem and p.stem.split(".", 1)[0] in (
+        "diffusion_pytorch_model", "model", "pytorch_model")
+
+
+def select_files(source: HubSource, files: list[str]) -> list[str]:
+    """The repository files (posix paths) the loaders of a role read."""
+    chosen = [f for f in files if source.wants(f)]
+    with_safetensors = {str(PurePosixPath(f).parent) for f in chosen if f.endswith(".safetensors")}
+    return sorted(f for f in chosen if not (f.endswith(".bin") and str(PurePosixPath(f).parent) in with_safetensors))
+
+
+def missing_groups(source: HubSource, files: list[str]) -> list[str]:
+    """The groups (first glob of each) no file matches: [] when a copy is complete."""
+    return [group[0] for group in source.groups if not any(fnmatch.fnmatch(f, g) for f in files for g in group)]
+
+
+def imagebind_sha256() -> str | None:
+    return os.environ.get("CONJURE_IMAGEBIND_SHA256", IMAGEBIND_SHA256)

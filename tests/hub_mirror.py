@@ -1,0 +1,122 @@
+"""A model hub on 127.0.0.1 for download tests: the endpoints huggingface_hub uses
+(`/api/models/<repo>` listing with sizes, `/<repo>/resolve/<rev>/<path>` with HEAD
+metadata and Range requests) over files held in memory, and plain files at other paths
+(the ImageBind stand-in). Every request is logged with its Range header."""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LFS_SUFFIXES = (".safetensors", ".bin", ".pth")
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def etag(path: str, data: bytes) -> str:
+    """The hub's: the SHA-256 for LFS files, else the git blob id."""
+    return hashlib.sha256(data).hexdigest() if path.endswith(LFS_SUFFIXES) else git_blob_id(data)
+
+
+def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
+    return {prefix + p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class HubMirror:
+    def __init__(self, repos: dict[str, dict[str, bytes]], files: dict[str, bytes] | None = None) -> None:
+        self.repos, self.files = repos, files or {}
+        self.log: list[tuple[str, str, str | None]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "HubMirror":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _lookup(self, path: str) -> tuple[str, bytes] | None:
+        if path in self.files:
+            return path, self.files[path]
+        for repo, content in self.repos.items():
+            head = f"/{repo}/resolve/"
+            if path.startswith(head):
+                name = path[len(head):].split("/", 1)[1]
+                if name in content:
+                    return name, content[name]
+        return None
+
+    def _listing(self, path: str) -> dict | None:
+        for repo, content in self.repos.items():
+            if path == f"/api/models/{repo}" or path.startswith(f"/api/models/{repo}/revision/"):
+                siblings = []
+                for name, data in sorted(content.items()):
+                    entry = {"rfilename": name, "size": len(data), "blobId": git_blob_id(data)}
+                    if name.endswith(LFS_SUFFIXES):
+                        entry["lfs"] = {"sha256": etag(name, data), "size": len(data), "pointerSize": 134}
+                    siblings.append(entry)
+                return {"id": repo, "modelId": repo, "sha": COMMIT, "siblings": siblings, "private": False}
+        return None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        mirror = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, head_only: bool) -> None:
+                path = self.path.split("?", 1)[0]
+                mirror.log.append((self.command, path, self.headers.get("Range")))
+                listing = mirror._listing(path)
+                if listing is not None:
+                    body = json.dumps(listing).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                found = mirror._lookup(path)
+                if found is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.end_headers()
+                    return
+                name, data = found
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    start = int(rng[6:].split("-", 1)[0] or 0)
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(data) - start))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", f'"{etag(name, data)}"')
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.end_headers()
+                if not head_only:
+                    self.wfile.write(data[start:])
+
+            def do_HEAD(self) -> None:  # noqa: N802 (http.server's names)
+                self._send(True)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(False)
+
+        return Handler

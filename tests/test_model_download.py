@@ -1,0 +1,194 @@
+"""Model downloads against a hub on 127.0.0.1 (tests/hub_mirror.py) serving the tiny models
+in the hub's file layout, plus a stand-in ImageBind checkpoint at its own address: only
+the files the loaders read are fetched, with progress; a cancelled download resumes with a
+Range request; a checksum mismatch or too little free space is refused with nothing half
+written; licences are asked once; afterwards a job runs with downloads switched off."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.models import download as dl
+from backend.models.catalog import SOURCES, select_files
+from backend.models.registry import DEFAULT_IDS, ModelNotAvailable, ModelStore
+from backend.models.tiny import build_tiny
+
+from .helpers import ROOT
+from .hub_mirror import HubMirror, folder_files
+
+STANDIN = "/fbaipublicfiles/imagebind/imagebind_huge.pth"
+# What the draft preset's text-to-3D job loads: Stable unCLIP and ImageBind (+ its tokenizer).
+JOB_ROLES = ["imagebind", "imagebind_tokenizer", "unclip"]
+FAST = {"phase1.iterations": 2, "phase2.iterations": 2, "phase3.iterations": 2, "phase1.resolution": 32,
+        "phase1.samples": 16, "phase2.resolution": 32, "phase3.resolution": 32, "phase2.batch": 1,
+        "phase3.batch": 1, "phase2.tet_res": 16, "phase2.density_threshold": 5.0, "export.texture_size": 64,
+        "export.preview_resolution": 64}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny"), ["unclip", "imagebind", "dino"])
+
+
+@pytest.fixture
+def hub(tiny):
+    unclip = folder_files(tiny / "unclip")
+    # files the loaders never read: a half-precision variant and a .bin beside safetensors
+    unclip["unet/diffusion_pytorch_model.fp16.safetensors"] = b"variant" * 100
+    unclip["unet/diffusion_pytorch_model.bin"] = b"pickle" * 100
+    unclip["README.md"] = b"# card"
+    repos = {DEFAULT_IDS["unclip"]: unclip, DEFAULT_IDS["dino"]: folder_files(tiny / "dino"),
+             DEFAULT_IDS["imagebind_tokenizer"]: folder_files(tiny / "imagebind" / "tokenizer")}
+    with HubMirror(repos, {STANDIN: (tiny / "imagebind" / "imagebind_huge.pth").read_bytes()}) as mirror:
+        yield mirror
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path, hub, tiny):
+    """In-process: downloads on (the suite runs with HF_HUB_OFFLINE=1), the caches in tmp_path."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("CONJURE_CACHE", str(tmp_path / "conjure"))
+    monkeypatch.setenv("CONJURE_IMAGEBIND_URL", hub.url + STANDIN)
+    monkeypatch.setenv("CONJURE_IMAGEBIND_SHA256", _sha(tiny / "imagebind" / "imagebind_huge.pth"))
+    return hub
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fetched(hub: HubMirror) -> list[str]:
+    return [path for method, path, _ in hub.log if method == "GET" and "/api/" not in path]
+
+
+def _env(tmp_path: Path, hub: HubMirror, tiny: Path, offline: bool) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1" if offline else "0", "HF_ENDPOINT": hub.url,
+            "HF_HUB_CACHE": str(tmp_path / "hub"), "CONJURE_CACHE": str(tmp_path / "conjure"),
+            "CONJURE_IMAGEBIND_URL": hub.url + STANDIN,
+            "CONJURE_IMAGEBIND_SHA256": _sha(tiny / "imagebind" / "imagebind_huge.pth")}
+
+
+def test_loaders_files_only(tiny):
+    files = list(folder_files(tiny / "unclip")) + ["unet/diffusion_pytorch_model.fp16.safetensors",
+                                                   "unet/diffusion_pytorch_model.bin", "README.md"]
+    chosen = select_files(SOURCES["unclip"], files)
+    assert chosen == sorted(folder_files(tiny / "unclip"))  # all the tiny files: the loaders read each
+    # a .bin is taken only where a folder has no safetensors
+    assert select_files(SOURCES["dino"], ["config.json", "pytorch_model.bin"]) == ["config.json", "pytorch_model.bin"]
+
+
+def test_download_for_a_job_then_the_job_runs_offline(tmp_path, hub, tiny):
+    job = {"version": 1, "prompt": {"text": "a red chair"}, "preset": "draft", "overrides": FAST, "device": "cpu"}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    cli = [sys.executable, "-m", "backend", "models"]
+    # a fresh machine: the job is refused before work, every missing role named at once
+    proc = subprocess.run([sys.executable, "-m", "backend", "run", str(tmp_path / "job.json"), "--out",
+                           str(tmp_path / "before")], cwd=ROOT, env=_env(tmp_path, hub, tiny, True),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "imagebind, imagebind_tokenizer, unclip" in proc.stdout + proc.stderr
+    proc = subprocess.run(cli + ["download", "--for-job", str(tmp_path / "job.json"), "--accept-licences", "--json"],
+                          cwd=ROOT, env=_env(tmp_path, hub, tiny, False), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    done = [e["bytes_done"] for e in events]
+    total = sum(len(v) for k, v in folder_files(tiny / "unclip").items()) \
+        + sum(len(v) for v in folder_files(tiny / "imagebind" / "tokenizer").values()) \
+        + (tiny / "imagebind" / "imagebind_huge.pth").stat().st_size
+    assert done == sorted(done) and done[-1] == total and all(e["bytes_total"] == total for e in events)
+    fetched = _fetched(hub)
+    assert not any(p.endswith((".fp16.safetensors", ".bin", "README.md")) for p in fetched)
+    assert len(fetched) == len(folder_files(tiny / "unclip")) + 2 + 1  # unclip, tokenizer files, checkpoint
+    # the stand-in is the tiny model, not the huge one: its config goes beside it
+    (tmp_path / "conjure" / "imagebind" / "config.json").write_text((tiny / "imagebind" / "config.json").read_text())
+    status = subprocess.run(cli + ["status", "--json"], cwd=ROOT, env=_env(tmp_path, hub, tiny, True),
+                            capture_output=True, text=True, timeout=600)
+    rows = {r["role"]: r for r in json.loads(status.stdout)}
+    assert all(rows[r]["present"] for r in JOB_ROLES) and not rows["sd"]["present"]
+    assert rows["unclip"]["size_bytes"] == sum(len(v) for v in folder_files(tiny / "unclip").values())
+    assert rows["imagebind"]["licence"].startswith("CC-BY-NC 4.0")
+    n = len(hub.log)
+    proc = subprocess.run([sys.executable, "-m", "backend", "run", str(tmp_path / "job.json"), "--out",
+                           str(tmp_path / "out")], cwd=ROOT, env=_env(tmp_path, hub, tiny, True),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out" / "result.glb").is_file() and len(hub.log) == n  # offline: nothing asked of the hub
+
+
+def test_cancelled_download_resumes_with_a_range_request(online, tiny):
+    p = dl.plan(["unclip"])
+
+    def cancel() -> bool:  # once a file has its first 1 MiB chunk: the UNet's weights (3.2 MB)
+        return any(part.stat().st_size >= 1 << 20 for part in Path(dl.hub_cache()).rglob("*.part"))
+
+    with pytest.raises(dl.DownloadCancelled, match="unet/diffusion_pytorch_model.safetensors"):
+        dl.download(p, lambda e: None, cancel)
+    again = dl.plan(["unclip"])
+    partial = [t for t in again.tasks if t.done]
+    assert len(partial) == 1 and 0 < partial[0].done < partial[0].size
+    n = len(online.log)
+    events: list[dict] = []
+    dl.download(again, events.append)
+    resumed = [(path, rng) for method, path, rng in online.log[n:] if path.endswith(partial[0].name)]
+    assert resumed[-1][1] == f"bytes={partial[0].done}-"
+    assert events[-1]["bytes_done"] == events[-1]["bytes_total"] == again.total
+    cached = Path(dl.role_status("unclip")["where"]) / partial[0].name
+    assert cached.read_bytes() == (tiny / "unclip" / partial[0].name).read_bytes()
+    assert not list(Path(dl.hub_cache()).rglob("*.part"))
+
+
+def test_checksum_mismatch_is_refused_and_nothing_is_left_half_written(online, monkeypatch):
+    monkeypatch.setenv("CONJURE_IMAGEBIND_SHA256", "0" * 64)
+    p = dl.plan(["imagebind"])
+    with pytest.raises(dl.DownloadError, match="SHA-256"):
+        dl.download(p, lambda e: None)
+    folder = dl.imagebind_folder()
+    assert not (folder / "imagebind_huge.pth").exists() and not (folder / "imagebind_huge.pth.part").exists()
+
+
+def test_too_little_free_space_is_refused_before_any_download(online, monkeypatch):
+    p = dl.plan(["unclip"])
+    monkeypatch.setattr(dl, "free_bytes", lambda folder: 1000)
+    with pytest.raises(dl.DownloadError, match="not enough free space") as err:
+        dl.check_space(p)
+    assert "GB free" in str(err.value) and "model folder" in err.value.hint
+    assert _fetched(online) == []
+
+
+def test_licences_are_asked_once(tmp_path, hub, tiny):
+    cli = [sys.executable, "-m", "backend", "models", "download", "dino"]
+    env = _env(tmp_path, hub, tiny, False)
+    refused = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 3 and "dino: Apache-2.0" in refused.stderr and _fetched(hub) == []
+    assert subprocess.run(cli + ["--accept-licences"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600).returncode == 0
+    (tmp_path / "hub" / f"models--{DEFAULT_IDS['dino'].replace('/', '--')}").rename(tmp_path / "gone")
+    again = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0 and "licences" not in again.stderr  # accepted once, on this machine
+
+
+def test_a_partial_copy_counts_as_missing(online):
+    dl.download(dl.plan(["dino"]), lambda e: None)
+    assert dl.complete("dino")
+    weights = next(Path(dl.role_status("dino")["where"]).glob("model.*"))
+    weights.unlink()
+    status = dl.role_status("dino")
+    assert not status["present"] and status["missing"] == ["model.safetensors"]
+    with pytest.raises(ModelNotAvailable, match="dino") as err:
+        ModelStore("default").check_available({"dino"})
+    assert "models download --for-job" in err.value.hint
+
+
+def test_downloads_switched_off_are_an_error_naming_the_switch(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(dl.DownloadError, match="HF_HUB_OFFLINE"):
+        dl.plan(["dino"])
