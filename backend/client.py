@@ -89,6 +89,12 @@ class Backend:
     def free(self) -> None:
         raise NotImplementedError
 
+    def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
+               accept_licences: bool = False) -> None:
+        """Model status, download or cancel (protocol.MODEL_ACTIONS); the answers arrive as
+        messages (models, download, models_done, error)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -185,6 +191,11 @@ class StdioBackend(Backend):
 
     def free(self) -> None:
         self._send({"type": "free"})
+
+    def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
+               accept_licences: bool = False) -> None:
+        self._send({"type": "models", "action": action, "roles": list(roles or []), "job": job,
+                    "accept_licences": accept_licences})
 
     @property
     def alive(self) -> bool:
@@ -324,6 +335,14 @@ class HttpBackend(Backend):
 
     def free(self) -> None:
         self._request("POST", "/free", {})
+
+    def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
+               accept_licences: bool = False) -> None:
+        if action == "status":
+            self._arrived(self._request("GET", "/models"))
+            return
+        self._arrived(_error("download", "models are downloaded on the server machine",
+                             "run `python -m backend models download --for-job JOB.json` there"))
 
     @property
     def alive(self) -> bool:

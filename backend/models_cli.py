@@ -21,26 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("roles", nargs="*", help="roles by name (see `models status`)")
     dl.add_argument("--for-job", metavar="JOB.json", help="every role this job needs")
     dl.add_argument("--mode", choices=MODES, help="every role a job of this mode needs (with --preset)")
-    dl.add_argument("--preset", default="standard", help="with --mode (default: standard)")
+    dl.add_argument("--preset", help="with --mode (default: a job's default preset)")
     dl.add_argument("--accept-licences", action="store_true", help="accept the roles' licences without asking")
     dl.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
 
 
-def roles_for(job: dict) -> set[str]:
-    """The roles a job needs under its preset, overrides and mode."""
-    from .pipeline.config import resolve
-    from .pipeline.guidance_terms import job_roles
-
-    mode = job.get("mode", "generate")
-    return job_roles(job, resolve(job.get("preset", "standard"), job.get("overrides"), mode))
-
-
 def _wanted(args: argparse.Namespace) -> list[str]:
+    from .pipeline.guidance_terms import needed_roles
+
     roles = set(args.roles)
     if args.for_job:
-        roles |= roles_for(json.loads(Path(args.for_job).read_text()))
+        roles |= needed_roles(json.loads(Path(args.for_job).read_text()))
     if args.mode:
-        roles |= roles_for({"mode": args.mode, "preset": args.preset, "prompt": {}})
+        roles |= needed_roles({"mode": args.mode, **({"preset": args.preset} if args.preset else {})})
     if not roles:
         raise SystemExit("name roles, --for-job JOB.json or --mode MODE [--preset P]")
     return sorted(roles)

@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tga", ".tif", ".ti
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
-_DEFAULTS: dict[str, Any] = {
+JOB_DEFAULTS: dict[str, Any] = {
     "version": JOB_VERSION, "mode": "generate", "prompt": {}, "style_image": None, "mesh": None,
     "preset": "draft", "models": "default", "guidance": "paper", "oracle": None, "seed": 0,
     "device": "auto", "overrides": {}, "allow_downloads": False,
@@ -72,10 +72,10 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
     base = Path(base_dir)
     if not isinstance(raw, dict):
         raise JobError("job", f"expected a JSON object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_DEFAULTS))
+    unknown = sorted(set(raw) - set(JOB_DEFAULTS))
     if unknown:
-        raise JobError(unknown[0], f"unknown key; allowed: {', '.join(_DEFAULTS)}")
-    job = {**copy.deepcopy(_DEFAULTS), **copy.deepcopy(raw)}
+        raise JobError(unknown[0], f"unknown key; allowed: {', '.join(JOB_DEFAULTS)}")
+    job = {**copy.deepcopy(JOB_DEFAULTS), **copy.deepcopy(raw)}
     if job["version"] != JOB_VERSION:
         raise JobError("version", f"unsupported job version {job['version']!r}; this backend reads {JOB_VERSION}")
     for key, choices in (("mode", MODES), ("guidance", GUIDANCE)):
@@ -169,18 +169,22 @@ def set_input(job: dict, field: str, value: str) -> None:
 
 # --- Wire protocol (serve --stdio / --http) ------------------------------------------------
 # One JSON object per line, UTF-8, each with "v": PROTOCOL_VERSION and a "type".
-#   client -> server: submit {id, job, base_dir, out_dir}, cancel {id}, free, ping, shutdown
+#   client -> server: submit {id, job, base_dir, out_dir}, cancel {id}, free, ping, shutdown,
+#                     models {action: status | download | cancel, roles, job, accept_licences}
 #   server -> client: hello {capabilities}, queued {id, position}, accepted, progress, log,
 #                     result, done, cancelled, error {code, message, hint, traceback}, pong,
-#                     freed; job events carry the job's "id".
+#                     freed; job events carry the job's "id". models_status {roles, cache,
+#                     free_bytes}, download {progress}, models_done {status}
+#                     (server/model_service.py).
 PROTOCOL_VERSION = 1
 MAX_LINE = 1 << 20  # bytes; a longer line is a protocol error (jobs and events are small)
-CLIENT_TYPES = ("submit", "cancel", "free", "ping", "shutdown")
+CLIENT_TYPES = ("submit", "cancel", "free", "ping", "shutdown", "models")
 SERVER_TYPES = ("hello", "queued", "accepted", "progress", "log", "result", "done", "cancelled", "error",
-                "pong", "freed")
+                "pong", "freed", "models_status", "download", "models_done")
+MODEL_ACTIONS = ("status", "download", "cancel")
 # Error codes a client may see; "backend_died" and "protocol" are raised on the client side.
 ERROR_CODES = ("invalid_job", "invalid_input", "model_missing", "pipeline", "out_of_memory", "internal", "protocol",
-               "backend_died", "busy", "disk_full")
+               "backend_died", "busy", "disk_full", "download", "licence")
 
 
 class ProtocolError(ValueError):
@@ -216,6 +220,14 @@ def decode(line: str | bytes, expected: tuple[str, ...]) -> dict:
         raise ProtocolError(f"unknown message type {msg.get('type')!r}; expected one of {', '.join(expected)}")
     if msg["type"] in ("submit", "cancel") and not isinstance(msg.get("id"), str):
         raise ProtocolError(f"{msg['type']} needs a string \"id\"")
+    if msg["type"] == "models":
+        if msg.get("action") not in MODEL_ACTIONS:
+            raise ProtocolError(f"models needs an \"action\": one of {', '.join(MODEL_ACTIONS)}")
+        roles = msg.get("roles", [])
+        if not (isinstance(roles, list) and all(isinstance(r, str) for r in roles)):
+            raise ProtocolError("models' \"roles\" must be a list of role names")
+        if not isinstance(msg.get("job", {}), (dict, type(None))):
+            raise ProtocolError("models' \"job\" must be a job object")
     if msg["type"] == "submit":
         if not (isinstance(msg.get("job"), dict) and isinstance(msg.get("out_dir"), str) and msg["out_dir"].strip()):
             raise ProtocolError("submit needs \"job\" (an object) and \"out_dir\" (a non-empty path)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,8 +29,10 @@ def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
 
 
 class HubMirror:
-    def __init__(self, repos: dict[str, dict[str, bytes]], files: dict[str, bytes] | None = None) -> None:
-        self.repos, self.files = repos, files or {}
+    def __init__(self, repos: dict[str, dict[str, bytes]], files: dict[str, bytes] | None = None,
+                 throttle_s: float = 0.0) -> None:
+        """throttle_s: a pause after every 64 KiB sent (a slow line, to cancel mid-file)."""
+        self.repos, self.files, self.throttle_s = repos, files or {}, throttle_s
         self.log: list[tuple[str, str, str | None]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -111,7 +114,9 @@ class HubMirror:
                 self.send_header("X-Repo-Commit", COMMIT)
                 self.end_headers()
                 if not head_only:
-                    self.wfile.write(data[start:])
+                    for at in range(start, len(data), 1 << 16):
+                        self.wfile.write(data[at:at + (1 << 16)])
+                        time.sleep(mirror.throttle_s)
 
             def do_HEAD(self) -> None:  # noqa: N802 (http.server's names)
                 self._send(True)

@@ -34,16 +34,19 @@ def tiny(tmp_path_factory) -> Path:
     return build_tiny(tmp_path_factory.mktemp("tiny"), ["unclip", "imagebind", "dino"])
 
 
-@pytest.fixture
-def hub(tiny):
+def _repos(tiny: Path) -> dict[str, dict[str, bytes]]:
     unclip = folder_files(tiny / "unclip")
     # files the loaders never read: a half-precision variant and a .bin beside safetensors
     unclip["unet/diffusion_pytorch_model.fp16.safetensors"] = b"variant" * 100
     unclip["unet/diffusion_pytorch_model.bin"] = b"pickle" * 100
     unclip["README.md"] = b"# card"
-    repos = {DEFAULT_IDS["unclip"]: unclip, DEFAULT_IDS["dino"]: folder_files(tiny / "dino"),
-             DEFAULT_IDS["imagebind_tokenizer"]: folder_files(tiny / "imagebind" / "tokenizer")}
-    with HubMirror(repos, {STANDIN: (tiny / "imagebind" / "imagebind_huge.pth").read_bytes()}) as mirror:
+    return {DEFAULT_IDS["unclip"]: unclip, DEFAULT_IDS["dino"]: folder_files(tiny / "dino"),
+            DEFAULT_IDS["imagebind_tokenizer"]: folder_files(tiny / "imagebind" / "tokenizer")}
+
+
+@pytest.fixture
+def hub(tiny):
+    with HubMirror(_repos(tiny), {STANDIN: (tiny / "imagebind" / "imagebind_huge.pth").read_bytes()}) as mirror:
         yield mirror
 
 
@@ -192,3 +195,68 @@ def test_downloads_switched_off_are_an_error_naming_the_switch(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(dl.DownloadError, match="HF_HUB_OFFLINE"):
         dl.plan(["dino"])
+
+
+def _until(backend, done, timeout: float = 60.0) -> list[dict]:  # noqa: ANN001
+    import time
+
+    got, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got += backend.poll()
+        if got and done(got[-1]):
+            return got
+        time.sleep(0.05)
+    raise TimeoutError(got[-5:])
+
+
+def _stdio_backend(tmp_path: Path, hub: HubMirror, tiny: Path):  # noqa: ANN202
+    from backend.client import StdioBackend
+
+    env = {**_env(tmp_path, hub, tiny, True), "PYTHONPATH": str(ROOT)}  # jobs offline; the download goes online
+    backend = StdioBackend(sys.executable, tmp_path / "backend.log", cwd=ROOT, env=env)
+    backend.wait_hello(120)
+    return backend
+
+
+def test_protocol_models_status_and_download(tmp_path, hub, tiny):
+    """The add-on's path: a real stdio backend answers models status, refuses a download
+    whose licences were not accepted, then downloads with progress events."""
+    backend = _stdio_backend(tmp_path, hub, tiny)
+    try:
+        backend.models("status")
+        status = _until(backend, lambda m: m["type"] == "models_status")[-1]
+        rows = {r["role"]: r for r in status["roles"]}
+        assert not rows["dino"]["present"] and status["free_bytes"] > 0
+        assert status["cache"] == str(tmp_path / "hub")
+        backend.models("download", ["dino"])
+        refused = _until(backend, lambda m: m["type"] == "error")[-1]
+        assert refused["code"] == "licence" and refused["licences"] == [f"dino: Apache-2.0 (https://huggingface.co/"
+                                                                        f"{DEFAULT_IDS['dino']})"]
+        backend.models("download", ["dino"], accept_licences=True)
+        msgs = _until(backend, lambda m: m["type"] == "models_status")
+        progress = [m for m in msgs if m["type"] == "download"]
+        assert progress and progress[-1]["bytes_done"] == progress[-1]["bytes_total"] > 0
+        assert [m["status"] for m in msgs if m["type"] == "models_done"] == ["done"]
+        assert {r["role"]: r for r in msgs[-1]["roles"]}["dino"]["present"]
+    finally:
+        backend.close()
+
+
+def test_protocol_cancel_stops_a_download_that_the_next_one_resumes(tmp_path, tiny):
+    with HubMirror(_repos(tiny), throttle_s=0.02) as slow:  # about 1.5 s for unclip's 4 MB
+        backend = _stdio_backend(tmp_path, slow, tiny)
+        try:
+            backend.models("download", ["unclip"], accept_licences=True)
+            _until(backend, lambda m: m["type"] == "download" and m["bytes_done"] > 1 << 20)
+            backend.models("cancel")
+            msgs = _until(backend, lambda m: m["type"] == "models_status")
+            assert [m["status"] for m in msgs if m["type"] == "models_done"] == ["cancelled"]
+            assert not {r["role"]: r for r in msgs[-1]["roles"]}["unclip"]["present"]
+            n = len(slow.log)
+            backend.models("download", ["unclip"])  # accepted once: no need to say it again
+            msgs = _until(backend, lambda m: m["type"] == "models_status")
+            assert [m["status"] for m in msgs if m["type"] == "models_done"] == ["done"]
+            assert any(rng for method, _, rng in slow.log[n:] if method == "GET")  # resumed from its part
+            assert {r["role"]: r for r in msgs[-1]["roles"]}["unclip"]["present"]
+        finally:
+            backend.close()

@@ -152,6 +152,15 @@ def required_roles(has_reference_image: bool, phase_cfgs: list[dict]) -> set[str
     return roles
 
 
+def needed_roles(job: dict) -> set[str]:
+    """The roles a job dict (unvalidated: mode, preset, overrides, prompt) will load."""
+    from ..protocol import JOB_DEFAULTS
+    from .config import resolve
+
+    job = {**JOB_DEFAULTS, **job}
+    return job_roles(job, resolve(job["preset"], job["overrides"], job["mode"]))
+
+
 def job_roles(job: dict, cfg: dict) -> set[str]:
     """The roles a job (its mode, prompt and resolved config) will load: stylize and edit
     start at phase II."""

@@ -4,6 +4,7 @@ The add-on uploads a job's input files with the job (base64, small images / audi
 mesh), follows that job's events by long-polling, and downloads its outputs.
 
   GET  /hello                              -> hello message
+  GET  /models                             -> models_status message (every role's status on the server)
   POST /jobs        {id, job, files: {name: base64}} -> {id, key}
   GET  /jobs/<id>/events?after=N&wait=S    -> {events: [...], next: M} (waits up to S s for news)
   GET  /jobs/<id>/files/<name>             -> an output (result.glb, preview.png, turntable.png, events.jsonl)
@@ -36,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from .. import protocol
+from .model_service import status_message
 from .service import JobService, capabilities
 
 OUTPUT_FILES = ("result.glb", "preview.png", "turntable.png", "events.jsonl")
@@ -175,6 +177,8 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
             if path == "/hello":
                 return self._reply(200, {"v": protocol.PROTOCOL_VERSION, "type": "hello",
                                          "capabilities": capabilities()})
+            if path == "/models":  # status only: downloads on the server machine are its admin's
+                return self._reply(200, status_message())
             if m := re.fullmatch(r"/jobs/([^/]+)/events", path):
                 job_id = self._job(m.group(1))
                 try:

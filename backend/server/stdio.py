@@ -12,6 +12,7 @@ import threading
 from typing import IO
 
 from .. import protocol
+from .model_service import ModelService
 from .service import JobService, capabilities
 
 
@@ -22,13 +23,14 @@ def _protocol_stream() -> IO[str]:
     return out
 
 
-def _watch_parent(service: JobService, gone: threading.Event, every: float = 0.5) -> None:
-    """When the parent process dies (Blender killed), cancel the jobs (each checkpoints at
-    its next step) and exit."""
+def _watch_parent(service: JobService, models: ModelService, gone: threading.Event, every: float = 0.5) -> None:
+    """When the parent process dies (Blender killed), stop a download, cancel the jobs
+    (each checkpoints at its next step) and exit."""
     parent = os.getppid()
     while not gone.wait(every):
         if os.getppid() != parent:
             gone.set()
+            models.close()
             service.close(wait=True)
             os._exit(0)
 
@@ -55,8 +57,9 @@ def serve_stdio(stdin: IO[bytes] | None = None, stdout: IO[str] | None = None) -
                 service.close(wait=False)
 
     service = JobService(send)
+    models = ModelService(send)
     if stdin is None:  # a real process: leave when the parent dies, even if the pipe lingers
-        threading.Thread(target=_watch_parent, args=(service, gone), name="conjure-parent-watch",
+        threading.Thread(target=_watch_parent, args=(service, models, gone), name="conjure-parent-watch",
                          daemon=True).start()
     send({"type": "hello", "capabilities": capabilities()})
     while True:
@@ -87,9 +90,12 @@ def serve_stdio(stdin: IO[bytes] | None = None, stdout: IO[str] | None = None) -
                       "hint": "it may have finished already", "traceback": ""})
         elif kind == "free":
             service.free()
+        elif kind == "models":
+            models.handle(msg)
         elif kind == "ping":
             send({"type": "pong"})
         elif kind == "shutdown":
             break
+    models.close()
     service.close()
     return 0
