@@ -45,6 +45,10 @@ class ConjurePreferences(bpy.types.AddonPreferences):
                                          description="http://host:port of `python -m backend serve --http`; "
                                                      "empty: run the backend on this computer")
     remote_token: bpy.props.StringProperty(name="Token", subtype="PASSWORD")
+    wheels_dir: bpy.props.StringProperty(
+        name="Wheel folder", subtype="DIR_PATH",
+        description="Install the backend offline from this folder of wheels (pip download -r "
+                    "requirements/backend.txt -d DIR on a connected machine); empty: from the network")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -53,6 +57,12 @@ class ConjurePreferences(bpy.types.AddonPreferences):
         row = col.row()
         row.operator("conjure.install_backend", icon="IMPORT")
         row.label(text=f"Environment: {venv_dir()}")
+        col.prop(self, "wheels_dir")
+        state = context.window_manager.conjure
+        if state.install_status:
+            col.progress(factor=state.install_progress, type="BAR", text=state.install_status)
+        if state.doctor:
+            col.label(text=state.doctor, icon="CHECKMARK")
         col.prop(self, "models")
         col.prop(self, "hf_home")
         sub = col.row()
@@ -63,10 +73,44 @@ class ConjurePreferences(bpy.types.AddonPreferences):
         col.prop(self, "device")
         col.prop(self, "default_preset")
         col.prop(self, "jobs_dir")
+        draw_models(layout.box(), context.window_manager.conjure.models)
         box = layout.box()
         box.label(text="Remote backend")
         box.prop(self, "remote_url")
         box.prop(self, "remote_token")
+
+
+def draw_models(box: bpy.types.UILayout, m: bpy.types.PropertyGroup) -> None:
+    """The Models box: each role with its state and size, the cache and its free space, a
+    download's progress, licences waiting to be accepted."""
+    row = box.row()
+    row.label(text="Models", icon="FILE_3D")
+    row.operator("conjure.models_status", icon="FILE_REFRESH")
+    if m.cache:
+        box.label(text=f"{m.cache}: {m.free_gb:.1f} GB free")
+    col = box.column(align=True)
+    for r in m.roles:
+        line = col.row()
+        line.label(text=r.role, icon="CHECKMARK" if r.present else "X")
+        line.label(text=f"{r.size_gb:.2f} GB" if r.present else "missing")
+        line.label(text=r.licence)
+    if m.downloading:
+        box.progress(factor=m.progress, type="BAR",
+                     text=f"{m.file}  {m.done_gb:.2f}/{m.total_gb:.2f} GB  {m.rate_mbps:.1f} MB/s  "
+                          f"ETA {int(m.eta_s) // 60}:{int(m.eta_s) % 60:02d}")
+        box.operator("conjure.models_cancel", icon="CANCEL")
+    else:
+        sub = box.row()
+        sub.enabled = bpy.app.online_access and any(not r.present for r in m.roles)
+        sub.operator("conjure.models_download", text="Download Missing", icon="IMPORT")
+    if m.licences:
+        for line in m.licences.splitlines():
+            box.label(text=line, icon="INFO")
+        box.operator("conjure.models_accept", icon="CHECKMARK")
+    if m.error and not m.licences:
+        box.label(text=m.error, icon="ERROR")
+        if m.hint:
+            box.label(text=m.hint)
 
 
 def prefs(context: bpy.types.Context | None = None) -> ConjurePreferences:

@@ -41,6 +41,36 @@ class ConjureSettings(bpy.types.PropertyGroup):
                                             "views); off: the preset's constant roughness and metallic")
 
 
+class ConjureModelRole(bpy.types.PropertyGroup):
+    """One model role as the backend's last `models_status` described it."""
+
+    role: bpy.props.StringProperty()
+    present: bpy.props.BoolProperty()
+    size_gb: bpy.props.FloatProperty()
+    licence: bpy.props.StringProperty()
+    where: bpy.props.StringProperty()
+
+
+class ConjureModels(bpy.types.PropertyGroup):
+    """The Models box: every role, the cache and its free space, a download's progress."""
+
+    roles: bpy.props.CollectionProperty(type=ConjureModelRole)
+    cache: bpy.props.StringProperty()
+    free_gb: bpy.props.FloatProperty()
+    downloading: bpy.props.BoolProperty()
+    status: bpy.props.StringProperty(default="unknown")  # unknown, asking, downloading, done, cancelled, error
+    file: bpy.props.StringProperty()
+    progress: bpy.props.FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
+    done_gb: bpy.props.FloatProperty()
+    total_gb: bpy.props.FloatProperty()
+    rate_mbps: bpy.props.FloatProperty()
+    eta_s: bpy.props.FloatProperty()
+    error: bpy.props.StringProperty()
+    hint: bpy.props.StringProperty()
+    licences: bpy.props.StringProperty(description="Licences waiting to be accepted, one per line")
+    request: bpy.props.StringProperty(description="The refused download (JSON), to repeat once accepted")
+
+
 class ConjureState(bpy.types.PropertyGroup):
     running: bpy.props.BoolProperty()
     status: bpy.props.StringProperty(default="idle")
@@ -51,12 +81,17 @@ class ConjureState(bpy.types.PropertyGroup):
     eta_s: bpy.props.FloatProperty()
     preview: bpy.props.StringProperty(subtype="FILE_PATH")
     error: bpy.props.StringProperty()
+    error_code: bpy.props.StringProperty()
     hint: bpy.props.StringProperty()
     job_dir: bpy.props.StringProperty(subtype="DIR_PATH")
     result_object: bpy.props.StringProperty()
+    models: bpy.props.PointerProperty(type=ConjureModels)
+    install_status: bpy.props.StringProperty()  # Install Backend: the torch build picked, then pip's step
+    install_progress: bpy.props.FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
+    doctor: bpy.props.StringProperty()  # `backend doctor` after the install, in one line
 
 
-CLASSES = (ConjureImageItem, ConjureSettings, ConjureState)
+CLASSES = (ConjureImageItem, ConjureSettings, ConjureModelRole, ConjureModels, ConjureState)
 
 
 def register() -> None:

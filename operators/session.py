@@ -92,7 +92,7 @@ class Session:
         job_id = backend.submit(job, job_dir, job_dir / "out")
         self.job = Job(job_id, mode, prompt, job_dir, target, on_result)
         self.last = None
-        state.running, state.status, state.error, state.hint = True, "queued", "", ""
+        state.running, state.status, state.error, state.hint, state.error_code = True, "queued", "", "", ""
         state.phase, state.step, state.total, state.progress, state.eta_s = "", 0, 0, 0.0, 0.0
         state.job_dir, state.preview = str(job_dir), ""
         return self.job
@@ -113,6 +113,17 @@ class Session:
             self._apply(msg)
         return self.job is not None
 
+    def wait_models(self, timeout: float = 3600.0) -> bool:
+        """Headless: pump until no model request is pending. -> False on timeout."""
+        deadline = time.monotonic() + timeout
+        m = bpy.context.window_manager.conjure.models
+        while time.monotonic() < deadline:
+            self.pump()
+            if m.status not in ("asking", "downloading", "refreshing"):
+                return True
+            time.sleep(0.05)
+        return False
+
     def wait(self, until: str = "end", timeout: float = 3600.0) -> bool:
         """Headless: pump until the job ends (or, with until="progress", its first progress).
         -> False on timeout."""
@@ -125,7 +136,41 @@ class Session:
             time.sleep(0.05)
         return False
 
+    def models(self, action: str, **kw: object) -> None:
+        """Ask the backend about models (protocol `models`); answers land in state.models."""
+        self.ensure_backend().models(action, **kw)
+        m = bpy.context.window_manager.conjure.models
+        m.status = {"download": "asking", "status": "refreshing"}.get(action, m.status)
+        if not bpy.app.timers.is_registered(_pump_when_idle):
+            bpy.app.timers.register(_pump_when_idle, first_interval=0.2)
+
+    def _apply_models(self, msg: dict) -> None:
+        m = bpy.context.window_manager.conjure.models
+        kind = msg["type"]
+        if kind == "models_status":
+            m.roles.clear()
+            for row in msg["roles"]:
+                item = m.roles.add()
+                item.role, item.present, item.where = row["role"], row["present"], row["where"]
+                item.size_gb, item.licence = row.get("size_bytes", 0) / 1e9, row.get("licence", "")
+            m.cache, m.free_gb, m.downloading = msg["cache"], msg["free_bytes"] / 1e9, msg["downloading"]
+            if m.status in ("unknown", "refreshing"):
+                m.status = "ready"
+        elif kind == "download":
+            m.status, m.downloading, m.file = "downloading", True, f"{msg['role']}: {msg['file']}"
+            m.done_gb, m.total_gb = msg["bytes_done"] / 1e9, msg["bytes_total"] / 1e9
+            m.progress = msg["bytes_done"] / max(msg["bytes_total"], 1)
+            m.rate_mbps, m.eta_s = msg["rate_bps"] / 1e6, msg["eta_s"] or 0.0
+        elif kind == "models_done":
+            m.status, m.downloading, m.error, m.hint, m.licences = msg["status"], False, "", "", ""
+        else:  # error: download or licence
+            m.status, m.downloading, m.error, m.hint = "error", False, msg["message"], msg.get("hint", "")
+            m.licences = "\n".join(msg.get("licences", []))
+
     def _apply(self, msg: dict) -> None:
+        if msg["type"] in MODEL_MESSAGES or msg.get("code") in ("download", "licence"):
+            self._apply_models(msg)
+            return
         state = bpy.context.window_manager.conjure
         job = self.job
         if job is None or msg.get("id") not in (None, job.id):
@@ -158,7 +203,7 @@ class Session:
             if msg.get("id") is None and msg.get("code") == "protocol":
                 print(f"[conjure] {msg['message']}", file=sys.stderr)
                 return
-            self._end("error", msg.get("message", "error"), msg.get("hint", ""))
+            self._end("error", msg.get("message", "error"), msg.get("hint", ""), msg.get("code", ""))
 
     def reset(self) -> None:
         """A new .blend was loaded: the running job (if any) is cancelled, which checkpoints
@@ -169,8 +214,9 @@ class Session:
             self.last = self.job
         self.job = None
 
-    def _end(self, status: str, error: str = "", hint: str = "") -> None:
+    def _end(self, status: str, error: str = "", hint: str = "", code: str = "") -> None:
         state = bpy.context.window_manager.conjure
+        state.error_code = code
         if status in ("error", "cancelled") and self.job is not None:
             self.last = self.job  # unfinished: Resume re-submits it in the same folder
         state.running, state.status = False, status
@@ -195,6 +241,17 @@ def _show_preview(path: str) -> None:
 
 
 SESSION = Session()
+MODEL_MESSAGES = ("models_status", "download", "models_done")
+
+
+def _pump_when_idle() -> float | None:
+    """A timer while a model request is pending and no job's modal timer pumps."""
+    if SESSION.backend is None:
+        return None
+    if SESSION.job is None:
+        SESSION.pump()
+    m = bpy.context.window_manager.conjure.models
+    return 0.25 if m.status in ("asking", "downloading", "refreshing") else None
 
 
 @bpy.app.handlers.persistent

@@ -4,7 +4,7 @@ from __future__ import annotations
 import bpy
 
 from ..backend.pipeline.memory_budget import estimated_peak_gb
-from ..preferences import prefs
+from ..preferences import draw_models, prefs
 
 
 class CONJURE_UL_images(bpy.types.UIList):
@@ -95,6 +95,14 @@ class CONJURE_PT_main(bpy.types.Panel):
             box.label(text=state.error, icon="ERROR")
             if state.hint:
                 box.label(text=state.hint)
+            if state.error_code == "model_missing":
+                row = box.row()
+                row.enabled = bpy.app.online_access  # else the hint: allow it in Preferences > System
+                row.operator("conjure.models_download", text="Download What This Job Needs",
+                             icon="IMPORT").for_job = True
+        m = context.window_manager.conjure.models
+        if m.downloading or m.licences or m.status == "error":
+            draw_models(layout.box(), m)  # the download it started, its licences, its error
 
 
 CLASSES = (CONJURE_UL_images, CONJURE_OT_image_slot, CONJURE_PT_main)

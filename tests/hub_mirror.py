@@ -1,7 +1,8 @@
 """A model hub on 127.0.0.1 for download tests: the endpoints huggingface_hub uses
 (`/api/models/<repo>` listing with sizes, `/<repo>/resolve/<rev>/<path>` with HEAD
 metadata and Range requests) over files held in memory, and plain files at other paths
-(the ImageBind stand-in). Every request is logged with its Range header."""
+(the ImageBind stand-in). Every request is logged with its Range header. tiny_mirror()
+serves the tiny models under their real hub ids; download_env() points a process at it."""
 from __future__ import annotations
 
 import hashlib
@@ -125,3 +126,36 @@ class HubMirror:
                 self._send(False)
 
         return Handler
+
+
+STANDIN = "/fbaipublicfiles/imagebind/imagebind_huge.pth"
+
+
+def tiny_repos(tiny: Path) -> dict[str, dict[str, bytes]]:
+    """Stable unCLIP, DINO and ImageBind's tokenizer under their hub ids; unCLIP also holds
+    files the loaders never read (a half-precision variant, a .bin beside safetensors, a card)."""
+    from backend.models.registry import DEFAULT_IDS
+
+    unclip = folder_files(tiny / "unclip")
+    unclip["unet/diffusion_pytorch_model.fp16.safetensors"] = b"variant" * 100
+    unclip["unet/diffusion_pytorch_model.bin"] = b"pickle" * 100
+    unclip["README.md"] = b"# card"
+    return {DEFAULT_IDS["unclip"]: unclip, DEFAULT_IDS["dino"]: folder_files(tiny / "dino"),
+            DEFAULT_IDS["imagebind_tokenizer"]: folder_files(tiny / "imagebind" / "tokenizer")}
+
+
+def tiny_mirror(tiny: Path, throttle_s: float = 0.0) -> HubMirror:
+    return HubMirror(tiny_repos(tiny), {STANDIN: (tiny / "imagebind" / "imagebind_huge.pth").read_bytes()},
+                     throttle_s)
+
+
+def download_env(tmp_path: Path, mirror: HubMirror, tiny: Path, offline: bool) -> dict[str, str]:
+    """A process's environment: the mirror as the hub, the caches in tmp_path, the stand-in
+    ImageBind's address and checksum; HF_HUB_OFFLINE as asked."""
+    import os
+
+    return {**os.environ, "HF_HUB_OFFLINE": "1" if offline else "0", "HF_ENDPOINT": mirror.url,
+            "HF_HUB_CACHE": str(tmp_path / "hub"), "CONJURE_CACHE": str(tmp_path / "conjure"),
+            "CONJURE_IMAGEBIND_URL": mirror.url + STANDIN,
+            "CONJURE_IMAGEBIND_SHA256": hashlib.sha256((tiny / "imagebind" / "imagebind_huge.pth").read_bytes())
+            .hexdigest()}

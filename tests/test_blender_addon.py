@@ -28,8 +28,9 @@ def extension(tmp_path_factory) -> Path:
     return next(out.glob("conjure-*.zip"))
 
 
-def drive(extension: Path, scenario: str, work: Path, args: dict | None = None, timeout: float = 900) -> dict:
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(work / "blender_user"), "HF_HUB_OFFLINE": "1"}
+def drive(extension: Path, scenario: str, work: Path, args: dict | None = None, timeout: float = 900,
+          env: dict | None = None) -> dict:
+    env = {**(env or os.environ), "BLENDER_USER_RESOURCES": str(work / "blender_user"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "blender_driver.py"), str(extension), scenario,
                            str(work), json.dumps(args or {})], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=work)
@@ -131,3 +132,24 @@ def test_loading_a_new_file_resets_the_session(extension, tmp_path):
                                             "fast": {"prompt": "a blue box", "overrides": json.dumps(FAST)}})
     assert not r["job_after_load"] and not r["state_after_load"]["running"]
     assert r["next"] == ["FINISHED"] and r["state"]["status"] == "done"
+
+
+def test_models_box_downloads_what_a_failed_job_needs_then_the_job_runs(extension, tmp_path):
+    from backend.models.tiny import build_tiny
+
+    from .hub_mirror import download_env, tiny_mirror
+
+    tiny = build_tiny(tmp_path / "tiny", ["unclip", "imagebind", "dino"])
+    fast = {**FAST, "phase1.batch": 1}
+    with tiny_mirror(tiny) as hub:
+        r = drive(extension, "models", tmp_path, {
+            "models": "default", "op": {"prompt": "a red box", "preset": "draft", "overrides": json.dumps(fast)},
+            "imagebind_config": str(tiny / "imagebind" / "config.json"),
+            "imagebind_folder": str(tmp_path / "conjure" / "imagebind")}, env=download_env(tmp_path, hub, tiny, True))
+    assert r["first_state"]["status"] == "error" and r["error_code"] == "model_missing"
+    assert "imagebind: CC-BY-NC 4.0" in r["licences"]  # asked before anything moved
+    assert r["after"]["status"] == "done", r["after"]
+    assert r["after"]["done_gb"] == r["after"]["total_gb"] > 0
+    assert all(r["present"][role] for role in ("unclip", "imagebind", "imagebind_tokenizer"))
+    assert not r["present"]["sd"] and r["free_gb"] > 0 and r["cache"] == str(tmp_path / "hub")
+    assert r["second"] == ["FINISHED"] and r["second_state"]["status"] == "done", r["second_state"]

@@ -5,7 +5,6 @@ Range request; a checksum mismatch or too little free space is refused with noth
 written; licences are asked once; afterwards a job runs with downloads switched off."""
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +17,8 @@ from backend.models.registry import DEFAULT_IDS, ModelNotAvailable, ModelStore
 from backend.models.tiny import build_tiny
 
 from .helpers import ROOT
-from .hub_mirror import HubMirror, folder_files
+from .hub_mirror import STANDIN, HubMirror, download_env, folder_files, tiny_mirror
 
-STANDIN = "/fbaipublicfiles/imagebind/imagebind_huge.pth"
 # What the draft preset's text-to-3D job loads: Stable unCLIP and ImageBind (+ its tokenizer).
 JOB_ROLES = ["imagebind", "imagebind_tokenizer", "unclip"]
 FAST = {"phase1.iterations": 2, "phase2.iterations": 2, "phase3.iterations": 2, "phase1.resolution": 32,
@@ -34,19 +32,9 @@ def tiny(tmp_path_factory) -> Path:
     return build_tiny(tmp_path_factory.mktemp("tiny"), ["unclip", "imagebind", "dino"])
 
 
-def _repos(tiny: Path) -> dict[str, dict[str, bytes]]:
-    unclip = folder_files(tiny / "unclip")
-    # files the loaders never read: a half-precision variant and a .bin beside safetensors
-    unclip["unet/diffusion_pytorch_model.fp16.safetensors"] = b"variant" * 100
-    unclip["unet/diffusion_pytorch_model.bin"] = b"pickle" * 100
-    unclip["README.md"] = b"# card"
-    return {DEFAULT_IDS["unclip"]: unclip, DEFAULT_IDS["dino"]: folder_files(tiny / "dino"),
-            DEFAULT_IDS["imagebind_tokenizer"]: folder_files(tiny / "imagebind" / "tokenizer")}
-
-
 @pytest.fixture
 def hub(tiny):
-    with HubMirror(_repos(tiny), {STANDIN: (tiny / "imagebind" / "imagebind_huge.pth").read_bytes()}) as mirror:
+    with tiny_mirror(tiny) as mirror:
         yield mirror
 
 
@@ -73,10 +61,7 @@ def _fetched(hub: HubMirror) -> list[str]:
 
 
 def _env(tmp_path: Path, hub: HubMirror, tiny: Path, offline: bool) -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1" if offline else "0", "HF_ENDPOINT": hub.url,
-            "HF_HUB_CACHE": str(tmp_path / "hub"), "CONJURE_CACHE": str(tmp_path / "conjure"),
-            "CONJURE_IMAGEBIND_URL": hub.url + STANDIN,
-            "CONJURE_IMAGEBIND_SHA256": _sha(tiny / "imagebind" / "imagebind_huge.pth")}
+    return download_env(tmp_path, hub, tiny, offline)
 
 
 def test_loaders_files_only(tiny):
@@ -243,7 +228,7 @@ def test_protocol_models_status_and_download(tmp_path, hub, tiny):
 
 
 def test_protocol_cancel_stops_a_download_that_the_next_one_resumes(tmp_path, tiny):
-    with HubMirror(_repos(tiny), throttle_s=0.02) as slow:  # about 1.5 s for unclip's 4 MB
+    with tiny_mirror(tiny, throttle_s=0.02) as slow:  # about 1.5 s for unclip's 4 MB
         backend = _stdio_backend(tmp_path, slow, tiny)
         try:
             backend.models("download", ["unclip"], accept_licences=True)

@@ -175,6 +175,33 @@ def scenario_load(work: Path, args: dict) -> dict:
     return out
 
 
+def scenario_models(work: Path, args: dict) -> dict:
+    """A fresh machine: the job fails for missing models, the panel's "Download what this
+    job needs" asks for the licences, accepting downloads them, the job then runs offline."""
+    import shutil
+
+    bpy.context.preferences.system.use_online_access = True
+    wm = bpy.context.window_manager.conjure
+    m = wm.models
+    try:  # headless, an operator that reports an error raises
+        out = {"first": sorted(bpy.ops.conjure.generate(**args["op"]))}
+    except RuntimeError as exc:
+        out = {"first": str(exc)[:300]}
+    out.update(first_state=state(), error_code=wm.error_code)
+    out["download"] = sorted(bpy.ops.conjure.models_download(for_job=True))
+    out["licences"] = m.licences
+    out["accept"] = sorted(bpy.ops.conjure.models_accept())
+    out["after"] = {"status": m.status, "done_gb": m.done_gb, "total_gb": m.total_gb, "error": m.error,
+                    "hint": m.hint}
+    bpy.ops.conjure.models_status()
+    out["present"] = {r.role: r.present for r in m.roles}
+    out["free_gb"], out["cache"] = m.free_gb, m.cache
+    shutil.copy(args["imagebind_config"], Path(args["imagebind_folder"]) / "config.json")  # the stand-in is tiny
+    out["second"] = sorted(bpy.ops.conjure.generate(**args["op"]))
+    out["second_state"] = state()
+    return out
+
+
 def main() -> None:
     zip_path, name, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     args = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
