@@ -31,8 +31,9 @@ class ConjurePreferences(bpy.types.AddonPreferences):
         name="Models", default="default",
         description="default (hub ids from the local cache), tiny (built-in random test models), "
                     "a models folder or a manifest file")
-    hf_home: bpy.props.StringProperty(name="Hugging Face cache", subtype="DIR_PATH",
-                                      description="HF_HOME for the backend; empty: the usual cache")
+    hf_home: bpy.props.StringProperty(name="Model folder", subtype="DIR_PATH",
+                                      description="Where model weights go and are read from (the backend's "
+                                                  "HF_HOME and CONJURE_CACHE); empty: the usual caches")
     allow_downloads: bpy.props.BoolProperty(
         name="Allow model downloads", default=False,
         description="Let the backend download missing models (only when Blender allows online access)")

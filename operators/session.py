@@ -65,8 +65,8 @@ class Session:
             self.backend = HttpBackend(url, p.remote_token)
             return self.backend
         env = {"PYTHONUNBUFFERED": "1"}
-        if p.hf_home:
-            env["HF_HOME"] = bpy.path.abspath(p.hf_home)
+        if p.hf_home:  # the model folder: the hub cache and ImageBind's checkpoint
+            env["HF_HOME"] = env["CONJURE_CACHE"] = bpy.path.abspath(p.hf_home)
         if not (p.allow_downloads and bpy.app.online_access):
             env["HF_HUB_OFFLINE"] = "1"
         # Kept in the extension's user folder (Blender's temp folder is deleted at exit).

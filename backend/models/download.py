@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..atomic import atomic_path
 from .catalog import SOURCES, HubSource, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
-from .registry import tiny_cache_dir
+from .registry import DEFAULT_IDS, ModelStore, conjure_cache
 
 Progress = Callable[[dict], None]
 SPACE_MARGIN = 1.05  # free space wanted beyond the bytes still to fetch (file system slack)
@@ -46,10 +46,6 @@ class DownloadCancelled(DownloadError):
     pass
 
 
-def conjure_cache() -> Path:
-    return tiny_cache_dir().parent
-
-
 def hub_cache(cache_dir: str | Path | None = None) -> Path:
     from huggingface_hub import constants
 
@@ -57,7 +53,8 @@ def hub_cache(cache_dir: str | Path | None = None) -> Path:
 
 
 def imagebind_folder() -> Path:
-    return conjure_cache() / "imagebind"
+    """Where the default "imagebind" role is read from (registry.ModelStore)."""
+    return ModelStore._imagebind_folder(DEFAULT_IDS["imagebind"])
 
 
 # ---- what is here -----------------------------------------------------------------------

@@ -57,11 +57,15 @@ class ModelNotAvailable(RuntimeError):
         self.role, self.where, self.hint = role, where, hint
 
 
+def conjure_cache() -> Path:
+    """$CONJURE_CACHE (~/.cache/conjure): tiny models, ImageBind's folder, accepted licences."""
+    return Path(os.environ.get("CONJURE_CACHE", Path.home() / ".cache" / "conjure"))
+
+
 def tiny_cache_dir() -> Path:
-    base = Path(os.environ.get("CONJURE_CACHE", Path.home() / ".cache" / "conjure"))
     from .tiny import TINY_VERSION
 
-    return base / f"tiny-v{TINY_VERSION}"
+    return conjure_cache() / f"tiny-v{TINY_VERSION}"
 
 
 @dataclass
@@ -342,7 +346,7 @@ class ModelStore:
 
     @staticmethod
     def _imagebind_folder(where: str) -> Path:
-        return Path(where) if Path(where).is_absolute() or Path(where).exists() else tiny_cache_dir().parent / where
+        return Path(where) if Path(where).is_absolute() or Path(where).exists() else conjure_cache() / where
 
     def clip_image_encoder(self, role: str = "clip", where: str | None = None, sub: str = ""
                            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
