@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import atomic_path
-from .catalog import SOURCES, HubSource, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
+from .catalog import SOURCES, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
 from .registry import DEFAULT_IDS, ModelStore, conjure_cache
 
 Progress = Callable[[dict], None]
@@ -61,7 +61,7 @@ def imagebind_folder() -> Path:
 
 def _snapshot(repo: str, cache_dir: Path) -> Path | None:
     """The cached snapshot folder of a repository's main revision, if any."""
-    root = cache_dir / f"models--{repo.replace('/', '--')}"
+    root = _repo_root(cache_dir, repo)
     ref = root / "refs" / "main"
     if not ref.is_file():
         return None
