@@ -15,7 +15,7 @@ from backend.geometry.mesh import Mesh, uv_lookup
 from backend.pipeline.config import resolve
 from backend.pipeline.errors import ConfigError
 from backend.pipeline.guidance_terms import build_terms
-from backend.pipeline.phases import PhaseContext, TexturePhase
+from backend.pipeline.phases import PhaseContext, TexturePhase, phase3_field
 from backend.render.brdf import ambient_reflectance, metallic_roughness
 from backend.render.camera import orbit_cameras
 from backend.render.raster import TorchRasterizer
@@ -134,9 +134,7 @@ def _regions_target(size: int = 64) -> Mesh:
 def _phase3(target: Mesh, overrides: dict) -> TexturePhase:
     cfg = resolve("draft", {"phase3.iterations": 600, "phase3.resolution": 64, **overrides})
     raster = TorchRasterizer()
-    field = TextureField.from_config(cfg["phase1"]["field"])
-    if cfg["phase3"]["material"] == "pbr":
-        field.add_material(cfg["export"]["roughness"], cfg["export"]["metallic"])
+    field = phase3_field(TextureField.from_config(cfg["phase1"]["field"]), cfg)
     c3 = cfg["phase3"]
     p3 = TexturePhase(c3, PhaseContext(raster, torch.device("cpu"), 0, 1.0),
                       build_terms(c3, "oracle", raster, 0, print, oracle_target=target), target.verts, target.faces,

@@ -36,8 +36,9 @@ class TextureField(nn.Module):
         """Give the field a roughness/metallic head that starts at these values everywhere
         (last layer zero, its bias their logits: the albedo it already has is kept)."""
         ref = self.albedo_net[0]
-        net = mlp(self.encoding.out_dim, 2, ref.out_features, 2).to(ref.weight.device)
-        start = torch.tensor([roughness, metallic]).clamp(0.02, 0.98)
+        with torch.device(ref.weight.device):  # made where the field is (also the estimator's fake device)
+            net = mlp(self.encoding.out_dim, 2, ref.out_features, 2)
+            start = torch.tensor([roughness, metallic]).clamp(0.02, 0.98)
         with torch.no_grad():
             net[-1].weight.zero_()
             net[-1].bias.copy_(torch.log(start / (1 - start)))

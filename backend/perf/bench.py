@@ -45,7 +45,7 @@ def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
     from ..geometry.dmtet import dmtet_from_density
     from ..geometry.fields import TextureField
     from ..pipeline.guidance_terms import build_terms
-    from ..pipeline.phases import GeometryPhase, NeRFPhase, TexturePhase
+    from ..pipeline.phases import GeometryPhase, NeRFPhase, TexturePhase, phase3_field
 
     def terms(key: str) -> list:
         with build_mode(key) if build_mode else nullcontext():
@@ -61,7 +61,7 @@ def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
     yield "phase2", p2
     verts, faces = (t.detach() for t in p2.mesh())
     with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied
-        texture = TextureField.from_config(cfg["phase1"]["field"], cfg["render"]["bound"])
+        texture = phase3_field(TextureField.from_config(cfg["phase1"]["field"], cfg["render"]["bound"]), cfg)
     yield "phase3", TexturePhase(cfg["phase3"], ctx, terms("phase3"), verts, faces, texture)
 
 

@@ -289,6 +289,14 @@ class SurfacePhase(GeometryPhase):
         return Phase.state(self)
 
 
+def phase3_field(texture: TextureField, cfg: dict) -> TextureField:
+    """Phase III's field; a PBR material (phase3.material "pbr") also learns roughness and
+    metallic, starting from the preset's constants (export.roughness, export.metallic)."""
+    if cfg["phase3"]["material"] == "pbr":
+        texture.add_material(cfg["export"]["roughness"], cfg["export"]["metallic"])
+    return texture
+
+
 class TexturePhase(Phase):
     """Phase III: geometry frozen, a texture field queried at visible surface points."""
 

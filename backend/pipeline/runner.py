@@ -27,7 +27,8 @@ from .fingerprint import changed_parts, phase_fingerprints
 from .guidance_terms import build_terms, job_roles
 from .losses import loss_weight
 from .job_conditioning import JobConditioning
-from .phases import GeometryPhase, NeRFPhase, OutOfGPUMemory, Phase, PhaseContext, SurfacePhase, TexturePhase
+from .phases import (GeometryPhase, NeRFPhase, OutOfGPUMemory, Phase, PhaseContext, SurfacePhase, TexturePhase,
+                     phase3_field)
 
 Emit = Callable[[dict], None]
 
@@ -210,7 +211,7 @@ class Runner:
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts, faces), p1.field.texture_field())
         p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces,
-                          self._phase3_field(p1.field.texture_field()))
+                          phase3_field(p1.field.texture_field(), self.cfg))
         self._run_phase("phase3", p3)
         return self.export(p3)
 
@@ -241,17 +242,10 @@ class Runner:
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts.detach(), faces), texture)
         p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces,
-                          self._phase3_field(texture))
+                          phase3_field(texture, self.cfg))
         self._run_phase("phase3", p3)
         keep_uvs = mode == "stylize" and scfg["keep_uvs"] and src.uv_valid
         return self.export(p3, src, src.mesh.uv if keep_uvs else None)
-
-    def _phase3_field(self, texture: TextureField) -> TextureField:
-        """Phase III's field; a PBR material also learns roughness and metallic, starting
-        from the preset's constants (export.roughness, export.metallic)."""
-        if self.cfg["phase3"]["material"] == "pbr":
-            texture.add_material(self.cfg["export"]["roughness"], self.cfg["export"]["metallic"])
-        return texture
 
     def _geometry_phase(self, make: Callable[[], DMTet]) -> GeometryPhase:
         if (self.ckpt / "phase2.pt").exists() or self._current_phase() == "phase2":
