@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..atomic import atomic_path
 from .catalog import SOURCES, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
-from .registry import DEFAULT_IDS, ModelStore, conjure_cache
+from .registry import DEFAULT_IDS, conjure_cache, imagebind_dir
 
 Progress = Callable[[dict], None]
 SPACE_MARGIN = 1.05  # free space wanted beyond the bytes still to fetch (file system slack)
@@ -54,7 +54,7 @@ def hub_cache(cache_dir: str | Path | None = None) -> Path:
 
 def imagebind_folder() -> Path:
     """Where the default "imagebind" role is read from (registry.ModelStore)."""
-    return ModelStore._imagebind_folder(DEFAULT_IDS["imagebind"])
+    return imagebind_dir(DEFAULT_IDS["imagebind"])
 
 
 # ---- what is here -----------------------------------------------------------------------

@@ -62,6 +62,12 @@ def conjure_cache() -> Path:
     return Path(os.environ.get("CONJURE_CACHE", Path.home() / ".cache" / "conjure"))
 
 
+def imagebind_dir(where: str) -> Path:
+    """An "imagebind" location as a folder: a path as given, else a name under the Conjure
+    cache (the default, "imagebind": $CONJURE_CACHE/imagebind)."""
+    return Path(where) if Path(where).is_absolute() or Path(where).exists() else conjure_cache() / where
+
+
 def tiny_cache_dir() -> Path:
     from .tiny import TINY_VERSION
 
@@ -122,7 +128,7 @@ class ModelStore:
         if role == "imagebind":
             from .imagebind import CHECKPOINT
 
-            return (self._imagebind_folder(where) / CHECKPOINT).exists()
+            return (imagebind_dir(where) / CHECKPOINT).exists()
         if Path(where).exists():
             return True
         if Path(where).is_absolute() or where.count("/") != 1:  # a folder that is not there, not a hub id
@@ -278,7 +284,7 @@ class ModelStore:
 
         from .imagebind import CHECKPOINT, load_imagebind
 
-        folder = self._imagebind_folder(self.location(role))
+        folder = imagebind_dir(self.location(role))
         try:
             model = load_imagebind(folder, self.device)
         except FileNotFoundError as exc:
@@ -343,10 +349,6 @@ class ModelStore:
             return ((x - m.to(x.device)) / s.to(x.device)).to(self.dtype)
 
         return prep
-
-    @staticmethod
-    def _imagebind_folder(where: str) -> Path:
-        return Path(where) if Path(where).is_absolute() or Path(where).exists() else conjure_cache() / where
 
     def clip_image_encoder(self, role: str = "clip", where: str | None = None, sub: str = ""
                            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
