@@ -119,7 +119,7 @@ class Session:
         m = bpy.context.window_manager.conjure.models
         while time.monotonic() < deadline:
             self.pump()
-            if m.status not in ("asking", "downloading", "refreshing"):
+            if m.status not in MODELS_PENDING:
                 return True
             time.sleep(0.05)
         return False
@@ -171,6 +171,8 @@ class Session:
         if msg["type"] in MODEL_MESSAGES or msg.get("code") in ("download", "licence"):
             self._apply_models(msg)
             return
+        if msg.get("code") == "backend_died" and bpy.context.window_manager.conjure.models.status in MODELS_PENDING:
+            self._apply_models(msg)  # the model request dies with it; a job it ran ends below
         state = bpy.context.window_manager.conjure
         job = self.job
         if job is None or msg.get("id") not in (None, job.id):
@@ -242,6 +244,7 @@ def _show_preview(path: str) -> None:
 
 SESSION = Session()
 MODEL_MESSAGES = ("models_status", "download", "models_done")
+MODELS_PENDING = ("asking", "downloading", "refreshing")  # a model request waiting for its answer
 
 
 def _pump_when_idle() -> float | None:
@@ -251,7 +254,7 @@ def _pump_when_idle() -> float | None:
     if SESSION.job is None:
         SESSION.pump()
     m = bpy.context.window_manager.conjure.models
-    return 0.25 if m.status in ("asking", "downloading", "refreshing") else None
+    return 0.25 if m.status in MODELS_PENDING else None
 
 
 @bpy.app.handlers.persistent
