@@ -40,11 +40,13 @@ def _wanted(args: argparse.Namespace) -> list[str]:
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1000
-    return f"{n:.1f} GB"
+        if n < 1000 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def _bar(event: dict) -> None:
@@ -56,7 +58,7 @@ def _bar(event: dict) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
-    from .models.catalog import SOURCES
+    from .models.catalog import COMPANIONS, SOURCES
     from .models.download import role_status
     from .models.registry import ModelStore
 
@@ -64,8 +66,9 @@ def status(args: argparse.Namespace) -> int:
         rows = [role_status(r) for r in SOURCES]
     else:
         store = ModelStore(args.models)
+        companions = {c for cs in COMPANIONS.values() for c in cs}  # read from the folder's own roles
         rows = [{"role": r, "present": store.available(r), "where": store.location(r)} for r in SOURCES
-                if r not in ("imagebind_tokenizer", "reward_tokenizer")]
+                if r not in companions]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
