@@ -9,7 +9,7 @@ NODE_STAMP := tools/gltf/node_modules/.installed
 
 .PHONY: demo demo-oracle test test-fast doctor clean
 
-$(STAMP): requirements/backend.txt requirements/blender.txt requirements/test.txt
+$(STAMP): requirements/backend.txt requirements/blender.txt requirements/cluster.txt requirements/test.txt
 	@test -x $(PY) || { test -n "$(PYTHON)" && $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; } \
 	  || { echo "error: Python 3.11 is needed (bpy 4.5 wheels are cp311): install python3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -7,6 +7,7 @@ import json
 import platform
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .models_cli import add_parser as add_models_parser
 from .models_cli import main as models_main
@@ -103,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
                                        "non-loopback address")
     serve.add_argument("--tls-cert", help="--http: serve HTTPS with this certificate (PEM)")
     serve.add_argument("--tls-key", help="--http: the certificate's private key (PEM)")
+    serve.add_argument("--users", metavar="FILE", help="--http: JSON {\"user\": \"token\", ...}: one token per "
+                                                      "artist (a farm shares its GPUs fairly between them)")
+    farm = serve.add_argument_group("studio farm (README, Studio)")
+    farm.add_argument("--ray", metavar="ADDRESS", help="--http: run the jobs on a Ray cluster's GPUs (auto, "
+                                                       "HEAD:6379 or ray://HEAD:10001)")
+    farm.add_argument("--workers", type=int, help="--ray: worker actors (default: one per GPU in the cluster)")
+    farm.add_argument("--worker-resource", default="GPU", metavar="NAME",
+                      help="--ray: what one worker takes (default GPU; a custom resource for CPU-only test clusters)")
+    farm.add_argument("--max-running-per-user", type=int, default=1, metavar="N",
+                      help="--ray: jobs one user may have running at once (default 1)")
+    farm.add_argument("--shared-dir", metavar="DIR",
+                      help="--ray: job folders in DIR, mounted at the same path on every node (workers write "
+                           "checkpoints and outputs in place instead of sending them to the front)")
     bench = sub.add_parser("bench", help="per-phase seconds per iteration and peak memory (JSON)")
     bench.add_argument("--preset", default="standard")
     bench.add_argument("--device", default="auto")
@@ -135,7 +149,23 @@ def main(argv: list[str] | None = None) -> int:
             return serve_stdio()
         from .server.http import serve_http
 
-        return serve_http(args.http, args.jobs_dir, args.token, args.tls_cert, args.tls_key)
+        if args.ray is None:
+            if args.shared_dir or args.workers is not None:
+                return _fail("--shared-dir and --workers are for a farm: add --ray ADDRESS")
+            return serve_http(args.http, args.jobs_dir, args.token, args.tls_cert, args.tls_key,
+                              users_file=args.users)
+        if args.max_running_per_user < 1 or (args.workers is not None and args.workers < 1):
+            return _fail("--workers and --max-running-per-user must be at least 1")
+        if args.shared_dir and args.jobs_dir:
+            return _fail("--shared-dir is where the job folders go: leave --jobs-dir out")
+        from .farm.front import Farm
+
+        def farm(emit: Callable[[dict], None]) -> Farm:
+            return Farm(emit, args.ray, args.workers, args.worker_resource, args.max_running_per_user,
+                        shared=bool(args.shared_dir))
+
+        return serve_http(args.http, args.shared_dir or args.jobs_dir, args.token, args.tls_cert, args.tls_key,
+                          farm, args.users)
     if args.command == "models":
         return models_main(args)
     print(json.dumps(doctor(), indent=2))

@@ -10,6 +10,10 @@ mesh), follows that job's events by long-polling, and downloads its outputs.
   GET  /jobs/<id>/files/<name>             -> an output (result.glb, preview.png, turntable.png, events.jsonl)
   POST /jobs/<id>/cancel                   -> {}
   POST /free                               -> {}
+  GET  /status                             -> a farm's workers, queue and per-user counts (--ray)
+
+POST /jobs may carry "priority": low | normal | high on a farm (serve --ray, backend/farm),
+which serves users fairly: each token is a user (--users), round robin between them.
 
 Trust (README "Security"): with a token every request needs `Authorization: Bearer
 <token>`; a server on a non-loopback address refuses to start without one. A job reads only
@@ -35,10 +39,11 @@ import threading
 from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, Callable
 
 from .. import protocol
 from .model_service import status_message
-from .service import JobService, capabilities
+from .service import Emit, JobService, capabilities
 
 OUTPUT_FILES = ("result.glb", "preview.png", "turntable.png", "events.jsonl")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -101,10 +106,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def load_users(path: str) -> dict[str, str]:
+    """A users file, JSON {"user name": "token", ...} -> token -> user name."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--users {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) and len(v) >= 16
+                                            for k, v in raw.items()):
+        raise ValueError(f"--users {path}: expected {{\"user name\": \"token of 16+ characters\", ...}}")
+    tokens = {v: k for k, v in raw.items()}
+    if len(tokens) < len(raw):
+        raise ValueError(f"--users {path}: two users share a token")
+    return tokens
+
+
 def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
-                tls: tuple[str, str] | None = None) -> ThreadingHTTPServer:
+                tls: tuple[str, str] | None = None, service_factory: Callable[[Emit], Any] = JobService,
+                users: dict[str, str] | None = None) -> ThreadingHTTPServer:
+    """service_factory: JobService (one machine) or a farm's front (backend/farm); users:
+    token -> user name (several artists, each their own token); else `token` is everyone's."""
     events = JobEvents()
-    service = JobService(events)
+    service = service_factory(events)
+    tokens = dict(users or {}) or ({token: "default"} if token else {})
     keys: dict[str, str] = {}  # job id -> its key
     keys_lock = threading.Lock()
 
@@ -124,13 +148,17 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
             self._reply(status, {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": "protocol",
                                  "message": message, "hint": hint, "traceback": ""})
 
-        def _check_token(self) -> None:
-            if not token:
-                return
+        def _check_token(self) -> str:
+            """-> the user the request's token belongs to ("local" on a server without tokens)."""
+            if not tokens:
+                return "local"
             given = self.headers.get("Authorization", "")
-            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode())):
-                raise BadRequest(401, "missing or wrong token", "set the remote token in the add-on preferences "
-                                 "(sent as 'Authorization: Bearer <token>')")
+            if given.startswith("Bearer "):
+                for known, user in tokens.items():
+                    if hmac.compare_digest(given[7:].strip().encode(), known.encode()):
+                        return user
+            raise BadRequest(401, "missing or wrong token", "set the remote token in the add-on preferences "
+                             "(sent as 'Authorization: Bearer <token>')")
 
         def _job(self, job_id: str) -> str:
             """The job named in the path, if this request holds its key."""
@@ -159,7 +187,7 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
 
         def _handle(self, method: str) -> None:
             try:
-                self._check_token()
+                self.user = self._check_token()
                 path, _, query = self.path.partition("?")
                 route = getattr(self, f"_{method}")
                 route(path, dict(p.split("=", 1) for p in query.split("&") if "=" in p))
@@ -179,6 +207,11 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                                          "capabilities": capabilities()})
             if path == "/models":  # status only: downloads on the server machine are its admin's
                 return self._reply(200, status_message())
+            if path == "/status":
+                if not service.shared_between_users:
+                    raise BadRequest(404, "this server runs one job at a time; it has no farm status",
+                                     "a farm is started with serve --http ... --ray ADDRESS")
+                return self._reply(200, service.status(self.user))
             if m := re.fullmatch(r"/jobs/([^/]+)/events", path):
                 job_id = self._job(m.group(1))
                 try:
@@ -215,6 +248,11 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                 raise BadRequest(400, "job must be a JSON object")
             if not isinstance(files, dict):
                 raise BadRequest(400, "files must map file names to base64 strings")
+            priority = body.get("priority", "normal")
+            if priority not in protocol.PRIORITIES:
+                raise BadRequest(400, f"priority {priority!r} is not one of {', '.join(protocol.PRIORITIES)}")
+            if priority != "normal" and not service.shared_between_users:
+                raise BadRequest(400, "priorities need a farm (serve --ray): this server runs jobs in order")
             decoded = {}
             for name, data in files.items():
                 if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
@@ -233,7 +271,8 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
             for name, data in decoded.items():
                 (upload / name).write_bytes(data)
             events.open(job_id)
-            service.submit(job_id, job, str(upload), str(jobs_dir / job_id / "out"), confined=True)
+            ticket = {"user": self.user, "priority": protocol.PRIORITIES[priority]} if service.shared_between_users else {}
+            service.submit(job_id, job, str(upload), str(jobs_dir / job_id / "out"), confined=True, **ticket)
             return {"id": job_id, "key": key}
 
     server = _Server((host, port), Handler)
@@ -246,13 +285,23 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
 
 
 def serve_http(address: str, jobs_dir: str | None = None, token: str | None = None,
-               tls_cert: str | None = None, tls_key: str | None = None) -> int:
+               tls_cert: str | None = None, tls_key: str | None = None,
+               service_factory: Callable[[Emit], Any] = JobService, users_file: str | None = None) -> int:
     host, _, port = address.rpartition(":")
     host = host or "127.0.0.1"
     token = token or os.environ.get("CONJURE_TOKEN")
     if not port.isdigit():
         print(f"error: {address!r} is not HOST:PORT", file=sys.stderr)
         return 2
+    try:
+        users = load_users(users_file) if users_file else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if users and token:
+        print("error: --users gives every user a token; leave --token (and CONJURE_TOKEN) out", file=sys.stderr)
+        return 2
+    token = token or (next(iter(users)) if users else None)  # "has a token" for the checks below
     if (tls_cert is None) != (tls_key is None):
         print("error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -266,7 +315,12 @@ def serve_http(address: str, jobs_dir: str | None = None, token: str | None = No
         print("warning: plain HTTP sends the token in clear; use --tls-cert/--tls-key", file=sys.stderr)
     root = Path(jobs_dir or Path.home() / ".cache" / "conjure" / "jobs")
     root.mkdir(parents=True, exist_ok=True)
-    server = make_server(host, int(port), root, token, (tls_cert, tls_key) if tls_cert else None)
+    try:
+        server = make_server(host, int(port), root, token, (tls_cert, tls_key) if tls_cert else None,
+                             service_factory, users)
+    except RuntimeError as exc:  # a farm that cannot start (no cluster, no workers) says why
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     scheme = "https" if tls_cert else "http"
     print(f"conjure backend serving on {scheme}://{host}:{server.server_address[1]} (jobs in {root})", flush=True)
     try:

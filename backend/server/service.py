@@ -32,7 +32,22 @@ def capabilities() -> dict:
     return caps
 
 
+def release_models(stores: dict) -> None:
+    """Drop a process's cached model stores and give their GPU memory back."""
+    stores.clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
 class JobService:
+    shared_between_users = False  # one queue, first come first served (the farm's front is fair)
+
     def __init__(self, emit: Emit) -> None:
         """Call on the main thread (native libraries initialise here, see init_meshlab)."""
         from ..export.mesh_export import init_meshlab
@@ -78,15 +93,7 @@ class JobService:
 
     def free(self) -> None:
         """Drop every cached model (the next job loads what it needs again)."""
-        self.stores.clear()
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        release_models(self.stores)
         self.emit({"type": "freed"})
 
     def close(self, wait: bool = True) -> None:
