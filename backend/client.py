@@ -336,6 +336,11 @@ class HttpBackend(Backend):
     def free(self) -> None:
         self._request("POST", "/free", {})
 
+    def status(self) -> dict:
+        """A farm's workers, queue (this client's user sees its own job ids) and per-user
+        counts; RuntimeError (HTTP 404) from a one-machine server."""
+        return self._request("GET", "/status")
+
     def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
                accept_licences: bool = False) -> None:
         if action == "status":

@@ -67,6 +67,20 @@ def _death_errors() -> tuple[type[BaseException], ...]:
     return (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.LocalRayletDiedError)
 
 
+def connect(address: str | None, **local: Any) -> None:
+    """ray.init for a front: address of a running cluster, or "local" with `local` (resources,
+    num_cpus, ...) to start one in this process. The front's own backend code is shipped
+    to the workers, so every node runs the version the front runs."""
+    import ray
+
+    try:
+        ray.init(address=address, logging_level="WARNING", namespace="conjure", include_dashboard=False,
+                 runtime_env={"py_modules": [str(BACKEND_DIR)], "excludes": ["__pycache__"]}, **local)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise FarmError(f"cannot reach the Ray cluster at {address!r}: {exc}; start it with `ray start "
+                        "--head` (README, Studio) or give --ray the head's address") from exc
+
+
 class Farm:
     shared_between_users = True
 
@@ -81,12 +95,7 @@ class Farm:
         self.emit, self.shared, self.max_attempts = emit, shared, max_attempts
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            try:  # the front's own code runs on the workers: no version skew across nodes
-                ray.init(address=address, logging_level="WARNING", namespace="conjure",
-                         runtime_env={"py_modules": [str(BACKEND_DIR)], "excludes": ["__pycache__"]})
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise FarmError(f"cannot reach the Ray cluster at {address!r}: {exc}; start it with `ray start "
-                                "--head` (README, Studio) or give --ray the head's address") from exc
+            connect(address)
         have = int(ray.cluster_resources().get(resource, 0))
         workers = have if workers is None else workers
         if workers < 1:
