@@ -46,6 +46,13 @@ class ConjurePreferences(bpy.types.AddonPreferences):
                                          description="http://host:port of `python -m backend serve --http`; "
                                                      "empty: run the backend on this computer")
     remote_token: bpy.props.StringProperty(name="Token", subtype="PASSWORD")
+    remote_priority: bpy.props.EnumProperty(
+        name="Priority", default="NORMAL",
+        items=[("LOW", "Low", "Behind everyone's normal jobs (background work)"),
+               ("NORMAL", "Normal", "Your turn among the artists sharing the farm"),
+               ("HIGH", "High", "Ahead of normal jobs (a studio farm only)")],
+        description="Where your jobs go in a studio farm's queue (serve --ray); a one-machine server takes "
+                    "normal only")
     wheels_dir: bpy.props.StringProperty(
         name="Wheel folder", subtype="DIR_PATH",
         description="Install the backend offline from this folder of wheels (pip download -r "
@@ -79,6 +86,7 @@ class ConjurePreferences(bpy.types.AddonPreferences):
         box.label(text="Remote backend")
         box.prop(self, "remote_url")
         box.prop(self, "remote_token")
+        box.prop(self, "remote_priority")
 
 
 def draw_models(box: bpy.types.UILayout, m: bpy.types.PropertyGroup) -> None:

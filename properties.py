@@ -79,6 +79,8 @@ class ConjureState(bpy.types.PropertyGroup):
     total: bpy.props.IntProperty()
     progress: bpy.props.FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
     eta_s: bpy.props.FloatProperty()
+    queue_position: bpy.props.IntProperty(default=-1)  # jobs ahead while queued; -1 once it runs
+    farm: bpy.props.StringProperty()  # a farm's load while queued ("2/2 GPUs busy, 5 waiting")
     preview: bpy.props.StringProperty(subtype="FILE_PATH")
     error: bpy.props.StringProperty()
     error_code: bpy.props.StringProperty()

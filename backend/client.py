@@ -222,11 +222,15 @@ class HttpBackend(Backend):
     """A remote `serve --http` backend: inputs are uploaded, outputs downloaded into the
     local job folder, so the add-on sees the same files either way."""
 
-    def __init__(self, url: str, token: str = "", poll_wait: float = 10.0, cafile: str | None = None) -> None:
+    def __init__(self, url: str, token: str = "", poll_wait: float = 10.0, cafile: str | None = None,
+                 priority: str = "normal") -> None:
         """cafile: a PEM bundle that signs the server's certificate (an https URL with a
-        self-signed certificate); without it the system's trust store decides."""
+        self-signed certificate); without it the system's trust store decides. priority:
+        its jobs' place on a farm (protocol.PRIORITIES)."""
         super().__init__()
-        self.url, self.token, self.poll_wait = url.rstrip("/"), token, poll_wait
+        if priority not in protocol.PRIORITIES:
+            raise ValueError(f"priority {priority!r} is not one of {', '.join(protocol.PRIORITIES)}")
+        self.url, self.token, self.poll_wait, self.priority = url.rstrip("/"), token, poll_wait, priority
         self._tls = ssl.create_default_context(cafile=cafile) if self.url.startswith("https") else None
         self.out_dirs: dict[str, Path] = {}
         self.keys: dict[str, str] = {}  # job id -> the key the server gave it
@@ -321,7 +325,10 @@ class HttpBackend(Backend):
         def upload() -> None:
             try:
                 files = {name: base64.b64encode(Path(path).read_bytes()).decode() for name, path in inputs}
-                reply = self._request("POST", "/jobs", {"id": job_id, "job": remote, "files": files}, timeout=300)
+                body = {"id": job_id, "job": remote, "files": files}
+                if self.priority != "normal":  # a one-machine server refuses priorities
+                    body["priority"] = self.priority
+                reply = self._request("POST", "/jobs", body, timeout=300)
                 self.keys[job_id] = reply["key"]
             except (RuntimeError, OSError, KeyError) as exc:
                 self._arrived(_error("protocol", f"the job could not be sent: {exc}",

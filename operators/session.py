@@ -62,7 +62,7 @@ class Session:
             if not bpy.app.online_access and host not in ("127.0.0.1", "localhost", "::1"):
                 raise RuntimeError("online access is off (Preferences > System > Network): a remote backend on "
                                    "another machine needs it")
-            self.backend = HttpBackend(url, p.remote_token)
+            self.backend = HttpBackend(url, p.remote_token, priority=p.remote_priority.lower())
             return self.backend
         env = {"PYTHONUNBUFFERED": "1"}
         if p.hf_home:  # the model folder: the hub cache and ImageBind's checkpoint
@@ -94,6 +94,7 @@ class Session:
         self.last = None
         state.running, state.status, state.error, state.hint, state.error_code = True, "queued", "", "", ""
         state.phase, state.step, state.total, state.progress, state.eta_s = "", 0, 0, 0.0, 0.0
+        state.queue_position, state.farm = -1, ""
         state.job_dir, state.preview = str(job_dir), ""
         return self.job
 
@@ -179,8 +180,14 @@ class Session:
             return
         job.messages.append(msg)
         kind = msg["type"]
-        if kind == "progress":
-            state.status, state.phase = "running", msg["phase"]
+        if kind == "queued":
+            state.status, state.queue_position = "queued", int(msg.get("position", 0))
+            farm = msg.get("farm")
+            if isinstance(farm, dict):
+                state.farm = f"farm: {farm.get('busy', 0)}/{farm.get('workers', 0)} GPUs busy, " \
+                             f"{farm.get('queued', 0)} jobs waiting"
+        elif kind == "progress":
+            state.status, state.phase, state.queue_position = "running", msg["phase"], -1
             state.step, state.total = msg["step"], msg["total"]
             state.progress = msg["step"] / max(msg["total"], 1)
             state.eta_s = msg.get("eta_s", 0.0)

@@ -85,6 +85,10 @@ class CONJURE_PT_main(bpy.types.Panel):
             box = layout.box()
             eta = f", ETA {state.eta_s:.0f}s" if state.running and state.eta_s else ""
             box.label(text=f"{state.status} {state.phase} {state.step}/{state.total}{eta}".strip())
+            if state.status == "queued" and state.queue_position >= 0:
+                box.label(text=f"{state.queue_position} job(s) ahead of yours", icon="SORTTIME")
+            if state.status == "queued" and state.farm:
+                box.label(text=state.farm)
             box.progress(factor=state.progress, type="BAR", text=f"{state.progress:.0%}")
         img = bpy.data.images.get("Conjure Preview")
         if img is not None and img.preview is not None:

@@ -3,12 +3,15 @@ installed from the zip, registered; the operators drive a real backend subproces
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from .farm_cluster import needs_ray
 from .helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
@@ -153,3 +156,52 @@ def test_models_box_downloads_what_a_failed_job_needs_then_the_job_runs(extensio
     assert all(r["present"][role] for role in ("unclip", "imagebind", "imagebind_tokenizer"))
     assert not r["present"]["sd"] and r["free_gb"] > 0 and r["cache"] == str(tmp_path / "hub")
     assert r["second"] == ["FINISHED"] and r["second_state"]["status"] == "done", r["second_state"]
+
+
+@needs_ray
+def test_the_add_on_runs_a_generate_on_a_ray_farm_unchanged(extension, tmp_path):
+    """serve --http --ray with one worker, busy with another artist's job and one more of
+    theirs waiting: Blender's high-priority job shows its place and the farm's load, then
+    runs on the farm and is imported like any result."""
+    import socket
+
+    from backend.client import HttpBackend
+
+    from .farm_cluster import RESOURCE, local_cluster
+    from .helpers import TINY, oracle_job
+
+    tokens = {"artist": "t" * 24, "other": "o" * 24}
+    (tmp_path / "users.json").write_text(json.dumps(tokens))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with local_cluster(extra_nodes=1) as cluster:
+        front = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--http", f"127.0.0.1:{port}", "--users",
+                                  str(tmp_path / "users.json"), "--ray", cluster.address, "--worker-resource", RESOURCE,
+                                  "--workers", "1", "--jobs-dir", str(tmp_path / "front")], cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        try:
+            assert "serving on" in front.stdout.readline()
+            other = HttpBackend(f"http://127.0.0.1:{port}", tokens["other"], poll_wait=1.0)
+            local = tmp_path / "other"
+            local.mkdir()
+            first = other.submit(oracle_job(local, overrides=TINY), local, local / "o1")
+            end = time.monotonic() + 120
+            while not any(w["job"] == first for w in other.status()["workers"]):
+                assert time.monotonic() < end
+                time.sleep(0.2)
+            other.submit(oracle_job(local, overrides=TINY), local, local / "o2")
+            (tmp_path / "blender").mkdir()
+            r = drive(extension, "farm", tmp_path / "blender", {
+                "url": f"http://127.0.0.1:{port}", "token": tokens["artist"],
+                "op": {"prompt": "a red box", "overrides": json.dumps(FAST)}})
+            other.close()
+        finally:
+            front.send_signal(signal.SIGINT)  # the front's Ctrl-C: it stops its workers
+            front.wait(timeout=60)
+    # ahead of the other artist's waiting job (high priority), behind the running one
+    assert r["queued"] and r["queued"][0] == [0, "farm: 1/1 GPUs busy, 2 jobs waiting"]
+    assert r["state"]["status"] == "done", r["state"]
+    obj = r["object"]
+    assert obj["uv_layers"] >= 1 and obj["images"] >= 1 and obj["faces"] > 0
+    assert {"Base Color", "Roughness", "Metallic"} <= set(obj["bsdf_linked"])

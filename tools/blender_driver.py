@@ -202,6 +202,26 @@ def scenario_models(work: Path, args: dict) -> dict:
     return out
 
 
+def scenario_farm(work: Path, args: dict) -> dict:
+    """The add-on unchanged against a studio farm (serve --http --ray): queued behind
+    another artist's job, the panel's queue position and farm load, then the result."""
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.remote_url, prefs.remote_token, prefs.remote_priority = args["url"], args["token"], "HIGH"
+    s = bpy.context.window_manager.conjure
+    assert bpy.ops.conjure.generate(wait=False, **args["op"]) == {"FINISHED"}
+    seen, end = [], time.monotonic() + 600
+    while s.running and s.step == 0 and time.monotonic() < end:
+        session().pump()
+        if s.status == "queued" and s.queue_position >= 0 and (s.queue_position, s.farm) not in seen:
+            seen.append((s.queue_position, s.farm))
+        time.sleep(0.05)
+    bpy.ops.conjure.wait(until="end", timeout=600)
+    out = {"queued": seen, "state": state()}
+    if out["state"]["result"]:
+        out["object"] = report_object(out["state"]["result"])
+    return out
+
+
 def main() -> None:
     zip_path, name, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     args = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
