@@ -1,15 +1,19 @@
-"""Command line: python -m backend {run, serve, bench, doctor, models {status, download, build-tiny}}."""
+"""Command line: python -m backend {run, serve, submit, status, bench, doctor, models {status, download,
+build-tiny}}."""
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
 import json
+import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 from .models_cli import add_parser as add_models_parser
+from .protocol import PRIORITIES
 from .models_cli import main as models_main
 
 
@@ -26,6 +30,10 @@ def _print_event(event: dict) -> None:
         print(event["message"], flush=True)
     elif kind == "result":
         print(f"result: {event['glb']}", flush=True)
+    elif kind == "queued":
+        farm = event.get("farm")
+        load = f" (farm: {farm['busy']}/{farm['workers']} busy, {farm['queued']} waiting)" if farm else ""
+        print(f"queued: {event['position']} job(s) ahead{load}", flush=True)
 
 
 def _fail(message: str) -> int:
@@ -33,36 +41,97 @@ def _fail(message: str) -> int:
     return 2
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .server.jobs import run_job
+class _Refused(Exception):
+    """A command-line input that cannot be used; the text says why."""
 
-    path = Path(args.job)
+
+def _job_and_out(job: str, out_arg: str | None) -> tuple[Path, dict, Path]:
+    """The job file read and the output folder made writable, or _Refused naming the cause."""
+    path = Path(job)
     try:
         raw = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        return _fail(f"job file not found: {path}")
+        raise _Refused(f"job file not found: {path}") from None
     except IsADirectoryError:
-        return _fail(f"{path} is a folder; give the job's .json file")
+        raise _Refused(f"{path} is a folder; give the job's .json file") from None
     except UnicodeDecodeError:
-        return _fail(f"{path} is not UTF-8 text")
+        raise _Refused(f"{path} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        return _fail(f"{path} is not valid JSON ({exc})")
+        raise _Refused(f"{path} is not valid JSON ({exc})") from None
     except RecursionError:
-        return _fail(f"{path} is nested too deeply to be a job")
+        raise _Refused(f"{path} is nested too deeply to be a job") from None
     except OSError as exc:
-        return _fail(f"cannot read {path}: {exc.strerror or exc}")
-    out = Path(args.out) if args.out else path.parent / (path.stem + "_out")
+        raise _Refused(f"cannot read {path}: {exc.strerror or exc}") from None
+    out = Path(out_arg) if out_arg else path.parent / (path.stem + "_out")
     if out.exists() and not out.is_dir():
-        return _fail(f"--out {out} is a file, not a folder")
+        raise _Refused(f"--out {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".conjure-write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        return _fail(f"cannot write to --out {out}: {exc.strerror or exc}")
+        raise _Refused(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return path, raw, out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .server.jobs import run_job
+
+    try:
+        path, raw, out = _job_and_out(args.job, args.out)
+    except _Refused as exc:
+        return _fail(str(exc))
     result = run_job(raw, path.parent, out, _print_event, restart=args.restart)
     return 0 if result is not None else 1
+
+
+def _remote(args: argparse.Namespace, priority: str = "normal"):  # noqa: ANN202 (client.HttpBackend)
+    from .client import HttpBackend
+
+    return HttpBackend(args.url, args.token or os.environ.get("CONJURE_TOKEN", ""), poll_wait=5.0,
+                       cafile=args.cafile, priority=priority)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """A job to a remote server or farm, followed to its end; outputs land in --out.
+    Ctrl-C cancels it there (its folder on the server keeps the checkpoints)."""
+    try:
+        path, raw, out = _job_and_out(args.job, args.out)
+        client = _remote(args, args.priority)
+    except _Refused as exc:
+        return _fail(str(exc))
+    except RuntimeError as exc:  # unreachable server, wrong token
+        return _fail(str(exc))
+    try:
+        job_id = client.submit(raw, path.parent, out)
+    except ValueError as exc:  # protocol.JobError: checked here before anything is uploaded
+        client.close()
+        return _fail(f"invalid job: {exc}")
+    try:
+        while True:
+            try:
+                for msg in client.poll():
+                    if msg.get("id") == job_id:
+                        _print_event(msg)
+                        if msg["type"] in ("done", "cancelled", "error"):
+                            return 0 if msg["type"] == "done" else 1
+                time.sleep(0.1)
+            except KeyboardInterrupt:
+                print("cancelling (Ctrl-C again leaves it running on the server)", file=sys.stderr, flush=True)
+                client.cancel(job_id)
+    finally:
+        client.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        client = _remote(args)
+        print(json.dumps(client.status(), indent=2))
+        client.close()
+    except RuntimeError as exc:
+        return _fail(str(exc))
+    return 0
 
 
 def doctor() -> dict:
@@ -117,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     farm.add_argument("--shared-dir", metavar="DIR",
                       help="--ray: job folders in DIR, mounted at the same path on every node (workers write "
                            "checkpoints and outputs in place instead of sending them to the front)")
+    for name, what in (("submit", "send a job to a remote server or farm and follow it"),
+                       ("status", "a farm's workers, queue and per-user counts (JSON)")):
+        remote = sub.add_parser(name, help=what)
+        if name == "submit":
+            remote.add_argument("job", help="JOB.json (paths inside are relative to it; those files are uploaded)")
+            remote.add_argument("--out", help="where the outputs go (default: JOB_out beside the job)")
+            remote.add_argument("--priority", choices=list(PRIORITIES), default="normal",
+                                help="its place in a farm's queue")
+        remote.add_argument("--url", required=True, help="http(s)://HOST:PORT of serve --http")
+        remote.add_argument("--token", help="your token (default: $CONJURE_TOKEN)")
+        remote.add_argument("--cafile", help="a PEM bundle that signs a self-signed server certificate")
     bench = sub.add_parser("bench", help="per-phase seconds per iteration and peak memory (JSON)")
     bench.add_argument("--preset", default="standard")
     bench.add_argument("--device", default="auto")
@@ -168,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                           farm, args.users)
     if args.command == "models":
         return models_main(args)
+    if args.command == "submit":
+        return cmd_submit(args)
+    if args.command == "status":
+        return cmd_status(args)
     print(json.dumps(doctor(), indent=2))
     return 0
 

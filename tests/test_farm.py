@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import trimesh
 from backend.client import HttpBackend
 
 from .farm_cluster import RESOURCE, local_cluster, needs_ray
-from .helpers import TINY, assert_clean_gltf, oracle_job
+from .helpers import ROOT, TINY, assert_clean_gltf, oracle_job
 
 pytestmark = [pytest.mark.slow, needs_ray]
 # Long enough in phase I to be killed mid-phase, checkpointed every 4 steps.
@@ -172,10 +174,27 @@ def test_a_job_survives_the_death_of_its_worker_process(cluster, tmp_path):
         first_after = next(e for e in ev[died:] if e["type"] == "progress")
         assert (first_after["phase"], first_after["step"]) == ("phase1", resumed + 1)
         assert sum(e["type"] == "log" and e["message"].startswith("running on") for e in ev) == 2
+        # paths in events name the front's folder, not the worker's scratch copy
+        assert {e["job"] for e in ev if e["type"] == "accepted"} == {str(out)}
         _textured(out / "result.glb")
         workers = farm.status()["workers"]  # the dead worker was replaced
         assert farm.wait_ready(120) and victim["pid"] not in [w.get("pid") for w in farm.status()["workers"]]
         assert len(workers) == 2
+    finally:
+        farm.close()
+
+
+def test_with_a_shared_folder_the_worker_writes_in_place(cluster, tmp_path):
+    events = Events()
+    farm = _farm(cluster, events, shared=True)
+    try:
+        out = _submit(farm, tmp_path, "shared", "alice")
+        assert events.end("shared") == "done"
+        accepted = next(e for e in events.by_job["shared"] if e["type"] == "accepted")
+        assert accepted["job"] == str(out)  # the worker ran in the front's folder itself
+        _textured(out / "result.glb")
+        logged = [json.loads(line)["type"] for line in (out / "events.jsonl").read_text().splitlines()]
+        assert logged[0] == "accepted" and logged[-2:] == ["result", "done"]  # the worker's own log
     finally:
         farm.close()
 
@@ -257,3 +276,19 @@ def test_scheduling_simulation_1000_jobs_50_users_8_workers():
     # served (user after user) waits (20 u + k) / r: spread 980 / 499.5 = 1.96.
     assert report["wait_mean_s_per_user"]["spread"] < 0.15
     assert report["fifo_wait_mean_s_per_user"]["spread"] > 1.5
+
+
+def test_the_readme_studio_steps_run_on_one_machine(tmp_path):
+    """tools/studio_trial.sh: README's Studio steps with `ray start`, the front, a job from
+    the command line with an artist's token, the farm's status as another artist."""
+    work = tmp_path / "trial"
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "studio_trial.sh"), str(work)], cwd=ROOT, text=True,
+                          capture_output=True, timeout=900, env={**os.environ, "PY": sys.executable})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"result: {work / 'result' / 'result.glb'}" in proc.stdout
+    _textured(work / "result" / "result.glb")
+    status = json.loads((work / "status.json").read_text())
+    assert [w["state"] for w in status["workers"]] == ["idle", "idle"]
+    assert status["queue"] == [] and status["users"] == {}
+    (job_dir,) = (work / "jobs").iterdir()  # the front's copy of the job, checkpoints included
+    assert (job_dir / "out" / "result.glb").is_file() and (job_dir / "out" / "checkpoints" / "phase3.pt").is_file()
