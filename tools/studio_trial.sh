@@ -13,12 +13,16 @@ HTTP_PORT=${HTTP_PORT:-8766}
 STANDIN=(--num-cpus 1 --resources '{"conjure_gpu": 1}')  # on a GPU node: nothing (Ray counts the GPUs)
 FRONT=""
 stop() {
-  [ -n "$FRONT" ] && kill -INT "$FRONT" 2>/dev/null && wait "$FRONT" || true
+  [ -n "$FRONT" ] && kill -TERM "$FRONT" 2>/dev/null && wait "$FRONT" || true
   "$RAY" stop --force >/dev/null 2>&1 || true
 }
 trap stop EXIT
 mkdir -p "$WORK"
 
+echo "== 0. the cluster's token (the head's \`ray get-auth-token --generate\`, here kept out of ~/.ray)"
+export RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
+export RAY_AUTH_TOKEN
 echo "== 1. the head node"
 "$RAY" start --head --port "$RAY_PORT" "${STANDIN[@]}" --include-dashboard=false --disable-usage-stats
 echo "== 2. a GPU node joins"

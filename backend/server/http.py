@@ -33,6 +33,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import ssl
 import sys
 import threading
@@ -284,6 +285,10 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
     return server
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_http(address: str, jobs_dir: str | None = None, token: str | None = None,
                tls_cert: str | None = None, tls_key: str | None = None,
                service_factory: Callable[[Emit], Any] = JobService, users_file: str | None = None) -> int:
@@ -321,6 +326,9 @@ def serve_http(address: str, jobs_dir: str | None = None, token: str | None = No
     except RuntimeError as exc:  # a farm that cannot start (no cluster, no workers) says why
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # SIGTERM (systemd, kill, a script's background job) stops it as Ctrl-C does: jobs are
+    # cancelled at a checkpoint and a farm's workers stop.
+    signal.signal(signal.SIGTERM, _interrupt)
     scheme = "https" if tls_cert else "http"
     print(f"conjure backend serving on {scheme}://{host}:{server.server_address[1]} (jobs in {root})", flush=True)
     try:
