@@ -272,10 +272,11 @@ def test_scheduling_simulation_1000_jobs_50_users_8_workers():
     # round robin: user u's k-th job is dispatched in round k (ranks 50k .. 50k+49)
     assert report["served_in_rounds"]
     # Spread of the per-user mean waits, (max - min) / mean. At a steady rate r, in rounds user
-    # u waits (50 (k) + u) / r for its k-th job: spread 49 / 499.5 = 0.098; first come, first
-    # served (user after user) waits (20 u + k) / r: spread 980 / 499.5 = 1.96.
+    # u waits (50 k + u) / r for its k-th job: spread 49 / 499.5 = 0.098; first come, first
+    # served (user after user) at the same instants, (20 u + k) / r: 980 / 499.5 = 1.96, 20x.
+    # The rate is not steady on 2 busy cores (measured: 0.071-0.091 against 1.36-1.74).
     assert report["wait_mean_s_per_user"]["spread"] < 0.15
-    assert report["fifo_wait_mean_s_per_user"]["spread"] > 1.5
+    assert report["wait_mean_s_per_user"]["spread"] < report["fifo_wait_mean_s_per_user"]["spread"] / 10
 
 
 def test_the_readme_studio_steps_run_on_one_machine(tmp_path):
