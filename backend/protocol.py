@@ -171,7 +171,8 @@ def set_input(job: dict, field: str, value: str) -> None:
 # One JSON object per line, UTF-8, each with "v": PROTOCOL_VERSION and a "type".
 #   client -> server: submit {id, job, base_dir, out_dir}, cancel {id}, free, ping, shutdown,
 #                     models {action: status | download | cancel, roles, job, accept_licences}
-#   server -> client: hello {capabilities}, queued {id, position}, accepted, progress, log,
+#   server -> client: hello {capabilities}, queued {id, position, farm?: {workers, busy,
+#                     queued}} (again whenever its place changes on a farm), accepted, progress, log,
 #                     result, done, cancelled, error {code, message, hint, traceback}, pong,
 #                     freed; job events carry the job's "id". models_status {roles, cache,
 #                     free_bytes}, download {progress}, models_done {status}

@@ -250,3 +250,35 @@ def test_https_with_a_self_signed_certificate(tmp_path):
         srv.shutdown()
         srv.server_close()
         srv.service.close(wait=False)
+
+
+def test_a_users_file_gives_each_artist_a_token(tmp_path):
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps({"alice": "a" * 16, "bob": "b" * 20}))
+    assert server_http.load_users(str(users)) == {"a" * 16: "alice", "b" * 20: "bob"}
+    for bad, message in (('{"alice": "short"}', "16\\+ characters"), ('{"a": "' + "x" * 16 + '", "b": "' + "x" * 16
+                                                                       + '"}', "share a token"),
+                         ("[1]", "16\\+ characters"), ("{", "cannot read it as JSON")):
+        users.write_text(bad)
+        with pytest.raises(ValueError, match=message):
+            server_http.load_users(str(users))
+    srv = server_http.make_server("127.0.0.1", 0, tmp_path / "jobs", None, users={"a" * 16: "alice"})
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        assert _call(srv, "GET", "/hello", headers={"Authorization": "Bearer " + "a" * 16})[0] == 200
+        assert _call(srv, "GET", "/hello", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 401
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        srv.service.close(wait=False)
+
+
+def test_a_one_machine_server_has_no_farm_status_and_takes_no_priorities(server):
+    srv, jobs = server
+    status, reply = _call(srv, "GET", "/status")
+    assert status == 404 and "--ray" in reply["hint"]
+    status, reply = _call(srv, "POST", "/jobs", {"id": "p1", "job": {}, "files": {}, "priority": "high"})
+    assert status == 400 and "priorities need a farm" in reply["message"]
+    status, reply = _call(srv, "POST", "/jobs", {"id": "p2", "job": {}, "files": {}, "priority": "urgent"})
+    assert status == 400 and "'urgent' is not one of low, normal, high" in reply["message"]
+    assert not jobs.exists() or not list(jobs.iterdir())  # refused before any folder was made
