@@ -1,9 +1,14 @@
 import os
+import secrets
 import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Ray clusters the farm tests start use a token of this run's (Ray's default writes one to
+# ~/.ray); set before Ray is imported, which caches its auth settings.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytest  # noqa: E402

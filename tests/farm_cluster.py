@@ -19,7 +19,8 @@ FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500
 
 @contextlib.contextmanager
 def local_cluster(extra_nodes: int = 1) -> Iterator[object]:
-    """-> a ray.cluster_utils.Cluster with 1 + extra_nodes nodes, one worker slot each."""
+    """-> a ray.cluster_utils.Cluster with 1 + extra_nodes nodes, one worker slot each; its
+    token comes from conftest.py (the processes started meanwhile inherit it)."""
     from ray.cluster_utils import Cluster
 
     node = {"num_cpus": 1, "resources": {RESOURCE: 1}, "object_store_memory": 128 << 20}
