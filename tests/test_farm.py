@@ -69,7 +69,6 @@ def _submit(farm, folder: Path, job_id: str, user: str, overrides: dict = TINY) 
     """A Conjure job the way the HTTP server hands it over: upload/ and out/ side by side."""
     upload, out = folder / job_id / "upload", folder / job_id / "out"
     upload.mkdir(parents=True)
-    oracle_job(upload, overrides=overrides)
     farm.submit(job_id, oracle_job(upload, overrides=overrides), str(upload), str(out), confined=True, user=user)
     return out
 
