@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,9 +30,12 @@ def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
 
 class HubMirror:
     def __init__(self, repos: dict[str, dict[str, bytes]], files: dict[str, bytes] | None = None,
-                 throttle_s: float = 0.0) -> None:
-        """throttle_s: a pause after every 64 KiB sent (a slow line, to cancel mid-file)."""
-        self.repos, self.files, self.throttle_s = repos, files or {}, throttle_s
+                 hold_at: int | None = None) -> None:
+        """hold_at: the first GET of a file larger than that stops after sending hold_at
+        bytes (`held` is set) until release(): a download is then mid-file for certain,
+        whatever the machine's speed."""
+        self.repos, self.files, self.hold_at = repos, files or {}, hold_at
+        self.held, self._released = threading.Event(), threading.Event()
         self.log: list[tuple[str, str, str | None]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -47,8 +49,17 @@ class HubMirror:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _hold(self, sent: int, size: int) -> None:
+        if self.hold_at is not None and sent == self.hold_at < size and not self.held.is_set():
+            self.held.set()
+            self._released.wait(60)
 
     def _lookup(self, path: str) -> tuple[str, bytes] | None:
         if path in self.files:
@@ -116,8 +127,8 @@ class HubMirror:
                 self.end_headers()
                 if not head_only:
                     for at in range(start, len(data), 1 << 16):
+                        mirror._hold(at, len(data))
                         self.wfile.write(data[at:at + (1 << 16)])
-                        time.sleep(mirror.throttle_s)
 
             def do_HEAD(self) -> None:  # noqa: N802 (http.server's names)
                 self._send(True)
@@ -144,9 +155,9 @@ def tiny_repos(tiny: Path) -> dict[str, dict[str, bytes]]:
             DEFAULT_IDS["imagebind_tokenizer"]: folder_files(tiny / "imagebind" / "tokenizer")}
 
 
-def tiny_mirror(tiny: Path, throttle_s: float = 0.0) -> HubMirror:
+def tiny_mirror(tiny: Path, hold_at: int | None = None) -> HubMirror:
     return HubMirror(tiny_repos(tiny), {STANDIN: (tiny / "imagebind" / "imagebind_huge.pth").read_bytes()},
-                     throttle_s)
+                     hold_at)
 
 
 def download_env(tmp_path: Path, mirror: HubMirror, tiny: Path, offline: bool) -> dict[str, str]:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -228,20 +229,30 @@ def test_protocol_models_status_and_download(tmp_path, hub, tiny):
 
 
 def test_protocol_cancel_stops_a_download_that_the_next_one_resumes(tmp_path, tiny):
-    with tiny_mirror(tiny, throttle_s=0.02) as slow:  # about 1.5 s for unclip's 4 MB
-        backend = _stdio_backend(tmp_path, slow, tiny)
+    # The mirror holds the UNet's weights (3.3 MB) after 1.5 MB: the child has written its
+    # first 1 MiB chunk and waits for the second when the cancel comes, on any machine (a
+    # cancel timed by progress events could land between two files, with nothing to resume).
+    with tiny_mirror(tiny, hold_at=24 << 16) as held:
+        backend = _stdio_backend(tmp_path, held, tiny)
         try:
             backend.models("download", ["unclip"], accept_licences=True)
-            _until(backend, lambda m: m["type"] == "download" and m["bytes_done"] > 1 << 20)
+            assert held.held.wait(60)
+            parts = lambda: list((tmp_path / "hub").rglob("*.part"))  # noqa: E731
+            deadline = time.monotonic() + 30
+            while not any(p.stat().st_size >= 1 << 20 for p in parts()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [p.stat().st_size for p in parts()] == [1 << 20]
             backend.models("cancel")
             msgs = _until(backend, lambda m: m["type"] == "models_status")
+            held.release()
             assert [m["status"] for m in msgs if m["type"] == "models_done"] == ["cancelled"]
             assert not {r["role"]: r for r in msgs[-1]["roles"]}["unclip"]["present"]
-            n = len(slow.log)
+            n = len(held.log)
             backend.models("download", ["unclip"])  # accepted once: no need to say it again
             msgs = _until(backend, lambda m: m["type"] == "models_status")
             assert [m["status"] for m in msgs if m["type"] == "models_done"] == ["done"]
-            assert any(rng for method, _, rng in slow.log[n:] if method == "GET")  # resumed from its part
+            ranges = [rng for method, _, rng in held.log[n:] if method == "GET" and rng]
+            assert ranges == ["bytes=1048576-"]  # resumed from its part, after the first MiB
             assert {r["role"]: r for r in msgs[-1]["roles"]}["unclip"]["present"]
         finally:
             backend.close()
