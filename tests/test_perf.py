@@ -36,6 +36,22 @@ def test_tracker_counts_live_bytes_peak_and_labels():
     del y
 
 
+def test_tracker_counts_kernels_not_metadata_queries_views_or_aliases():
+    """A batched matmul (mm, then an alias back to 3-D) and a scaled reshape on fake
+    tensors are two kernels; the `.device` reads, which fake tensors dispatch as
+    prim.device, are none (they were 77% of standard's count before)."""
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        x, w = torch.empty(5, 3, 8), torch.empty(8, 4)
+    tr = Tracker()
+    with tr:
+        y = x @ w
+        assert y.device == x.device == torch.device("cpu")
+        z = (y * 2).reshape(15, 4)
+    assert tr.launches == 2 and z.shape == (15, 4)
+    assert tr.bytes_moved == (5 * 3 * 8 + 8 * 4 + 15 * 4) * 4 + 2 * 15 * 4 * 4  # mm in/out, mul in/out
+
+
 def test_tracker_worst_case_for_fake_masks_and_exact_for_real_ones():
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
@@ -53,9 +69,11 @@ def test_time_model_reproduces_the_h100_points_it_was_fitted_to():
     points = json.loads(CALIBRATION.read_text())["points"]
     errors = {(p["preset"], p["phase"]): seconds_per_it(p["launches"], p["tflop"] * 1e12, p["gb_moved"] * 2 ** 30)
               / p["s_per_it"] - 1 for p in points}
-    # Measured residuals of the 3-constant fit: standard within 8%, draft over by up to 60%.
-    assert all(abs(e) < 0.08 for (preset, _), e in errors.items() if preset == "standard")
-    assert all(-0.05 < e < 0.65 for (preset, _), e in errors.items() if preset == "draft")
+    # Measured residuals of the 3-constant fit to the kernel counts of tracker.launches_kernel:
+    # standard within 9.1%, draft over by 28-96% (draft ran at a higher FLOP rate than
+    # standard, which filled 69 of the H100's 80 GB; three constants cannot hold both).
+    assert all(abs(e) < 0.1 for (preset, _), e in errors.items() if preset == "standard")
+    assert all(0.25 < e < 1.0 for (preset, _), e in errors.items() if preset == "draft")
 
 
 def test_estimate_at_tiny_size_through_the_cli_has_every_figure():
