@@ -40,6 +40,8 @@ def test_numbers_and_objects_become_configs_with_the_defaults_of_the_class():
     ({"phase1.losses.ms": {"weight": 1.0, "aug_weights": []}}, "phase1.losses.ms"),
     ({"phase3.losses.vpcsm": {"weight": 1.0, "fixed_views": 1}}, "phase3.losses.vpcsm.fixed_views"),
     ({"phase1.losses.sds": 1.0}, "phase1.losses.sds"),
+    ({"phase1.losses.aug_sds": {"weight": 1.0, "image_decoder": "taesd"}}, "phase1.losses.aug_sds"),
+    ({"phase1.losses.aug_sds": {"weight": 1.0, "image_decoder": 1}}, "phase1.losses.aug_sds.image_decoder"),
 ])
 def test_a_typo_or_a_wrong_value_names_its_key(overrides, field):
     with pytest.raises(ConfigError) as err:

@@ -72,6 +72,10 @@ def test_loaders_files_only(tiny):
     assert chosen == sorted(folder_files(tiny / "unclip"))  # all the tiny files: the loaders read each
     # a .bin is taken only where a folder has no safetensors
     assert select_files(SOURCES["dino"], ["config.json", "pytorch_model.bin"]) == ["config.json", "pytorch_model.bin"]
+    # TAESD's repository also holds the original repo's .pth halves and a .bin copy: only the diffusers files
+    taesd = ["README.md", "config.json", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors",
+             "taesd_decoder.pth", "taesd_encoder.pth"]
+    assert select_files(SOURCES["taesd"], taesd) == ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
 def test_download_for_a_job_then_the_job_runs_offline(tmp_path, hub, tiny):

@@ -141,13 +141,17 @@ def test_a_job_names_every_missing_model_role_at_once(tmp_path):
     cfg = resolve("standard")
     text_only = JobConditioning({"prompt": {"text": "a chair"}, "style_image": None}, store, lambda m: None)
     roles = required_roles(text_only.has_reference_image, [cfg[p] for p in ("phase1", "phase2", "phase3")])
-    assert roles == {"unclip", "imagebind", "zero123", "clip"}  # ms, aug_sds, cds, zero123_sds, reference from C_m
+    # ms, aug_sds (its image term through TAESD), cds, zero123_sds, the reference from C_m
+    assert roles == {"unclip", "imagebind", "zero123", "clip", "taesd"}
     with pytest.raises(ModelNotAvailable) as err:
         store.check_available(roles)
-    assert err.value.role == "clip, imagebind, unclip, zero123"
+    assert err.value.role == "clip, imagebind, taesd, unclip, zero123"
     assert str(tmp_path / "none" / "zero123") in err.value.where
     high = resolve("high")
     assert {"depth"} <= required_roles(text_only.has_reference_image, [high["phase2"]])  # SGC's depth / normal parts
+    for image_term in ({"image_weight": 0.1, "image_decoder": "vae"}, {"image_weight": 0.0}):
+        plain = resolve("standard", {"phase1.losses.aug_sds": image_term})
+        assert "taesd" not in required_roles(text_only.has_reference_image, [plain["phase1"]])
     vp = resolve("draft", {"phase3.losses.vpcsm": 1.0})
     assert {"sd", "ip_adapter"} <= required_roles(text_only.has_reference_image, [vp["phase3"]])
     store.check_available(set())  # nothing needed: nothing missing

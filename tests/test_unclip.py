@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from backend.guidance.base import SDS, TimestepSchedule
@@ -30,23 +31,54 @@ def test_unclip_conditions_on_image_embeds(tmp_path):
     for level in (0, 250):
         ref = StableUnCLIPPipeline.noise_image_embeddings(pipe, c_m, level, noise=torch.zeros_like(c_m))
         assert torch.allclose(unclip_class_labels(sd, c_m, level), ref, atol=1e-6)
-    # Aug-SDS's image term on renders smaller than the denoiser's resolution (standard: 128
-    # vs 768): x̂ decoded at 32² and resized to the render's 24², grad_x = w ω (x - x̂) / B.
+
+
+@pytest.fixture(scope="module")
+def unclip(tmp_path_factory):
+    root = build_tiny(tmp_path_factory.mktemp("tiny"), ["unclip", "taesd"])
+    store = ModelStore(str(root))
+    sd = store.sd("unclip")
+    return root, store, SDDenoiser(sd, "", resolution=32, image_embeds=torch.ones(1, 32) / 32 ** 0.5)
+
+
+def test_taesd_decodes_unet_latents_as_diffusers_pipelines_do(unclip):
+    """A pipeline whose vae is an AutoencoderTiny decodes latents / scaling_factor and
+    postprocesses to [0,1] (VaeImageProcessor); ModelStore.tiny_decoder is that path."""
+    from diffusers import AutoencoderTiny
+    from diffusers.image_processor import VaeImageProcessor
+
+    root, store, _ = unclip
+    z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 2
+    taesd = AutoencoderTiny.from_pretrained(root / "taesd")
+    with torch.no_grad():
+        ref = VaeImageProcessor().postprocess(taesd.decode(z / taesd.config.scaling_factor).sample, output_type="pt")
+    got = store.tiny_decoder()(z)
+    assert got.shape == (2, 3, 32, 32) and torch.allclose(got, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("decoder", ["vae", "tiny"])
+def test_image_term_is_eq5_on_renders_smaller_than_the_denoiser(unclip, decoder):
+    """Aug-SDS's image term on renders smaller than the denoiser's resolution (standard: 128
+    vs 768): x̂ decoded at 32² (by the VAE, or TAESD) and resized to the render's 24²,
+    grad_x = w ω (x - x̂) / B."""
+    _, store, den = unclip
+    decode = store.tiny_decoder() if decoder == "tiny" else den.decode
     small = torch.rand(2, 24, 24, 3, requires_grad=True)
     schedule = TimestepSchedule(0.3, 0.5)
     torch.manual_seed(5)  # the VAE samples its latent from the global generator
-    out = SDS(a, schedule, "sds", 0.1, 3)(Frame(small, torch.ones_like(small[..., :1])), None, 0, 1)
+    sds = SDS(den, schedule, "sds", 0.1, 3, decode if decoder == "tiny" else None)
+    out = sds(Frame(small, torch.ones_like(small[..., :1])), None, 0, 1)
     out["sds_image"].backward()
     gen = torch.Generator().manual_seed(3)
     t = schedule.sample(2, 0, 1, 1000, gen)
     with torch.no_grad():
         torch.manual_seed(5)
-        z = a.encode(small.detach())
+        z = den.encode(small.detach())
         noise = torch.randn(z.shape, generator=gen)
-        ac = a.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        ac = den.alphas_cumprod[t].reshape(-1, 1, 1, 1)
         z_t = ac.sqrt() * z + (1 - ac).sqrt() * noise
-        eps = a.predict_noise(z_t, t, None)
-        x_hat = a.decode((z_t - (1 - ac).sqrt() * eps) / ac.sqrt())
+        eps = den.predict_noise(z_t, t, None)
+        x_hat = decode((z_t - (1 - ac).sqrt() * eps) / ac.sqrt())
         x_hat = torch.nn.functional.interpolate(x_hat, (24, 24), mode="bilinear", align_corners=False, antialias=True)
     expected = (1 - ac) * 0.1 * (small.detach().permute(0, 3, 1, 2) - x_hat) / 2
     assert torch.allclose(small.grad, expected.permute(0, 2, 3, 1), atol=1e-5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import torch
 
@@ -60,6 +60,9 @@ class LossConfig:
     weight: float = 1.0
 
 
+IMAGE_DECODERS = ("tiny", "vae")
+
+
 @dataclass(frozen=True)
 class AugSDSConfig(LossConfig):
     """XBind's augmented 2D SDS (Eq. 4-8) on Stable unCLIP conditioned on C_m."""
@@ -67,6 +70,13 @@ class AugSDSConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
     guidance_scale: float = 7.5
     image_weight: float = 0.0  # ω_img of the image-space term (HiFA); 0 = plain SDS
+    # The image term's target x̂ through TAESD ("tiny": 1.3 instead of 22 TFLOP a step for
+    # four 768² views) or the model's own VAE decoder ("vae", as HiFA does).
+    image_decoder: str = "tiny"
+
+    def __post_init__(self) -> None:
+        if self.image_decoder not in IMAGE_DECODERS:
+            raise ValueError(f"image_decoder: {self.image_decoder!r} is not one of {', '.join(IMAGE_DECODERS)}")
 
 
 def inject_gradient(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -111,14 +121,18 @@ class TimestepSchedule:
 class SDS:
     """Score distillation: grad_z = w(t) (ε̂(z_t, t) - ε), injected through z = encode(x).
     With image_weight ω_img > 0 it adds HiFA's image-space term (XBind Eq. 5):
-    x̂ = decode((z_t - √(1-ᾱ) ε̂) / √ᾱ), grad_x = w(t) ω_img (x - x̂), x the render in [0,1]."""
+    x̂ = decode((z_t - √(1-ᾱ) ε̂) / √ᾱ), grad_x = w(t) ω_img (x - x̂), x the render in [0,1];
+    `decode` is the denoiser's own unless an image_decoder (z [B,C,h,w] -> [B,3,H,W] in
+    [0,1], e.g. ModelStore.tiny_decoder) is given."""
 
     cameras: Cameras | None = None
     needs_geometry = False
 
     def __init__(self, denoiser: Denoiser, schedule: TimestepSchedule, weighting: str,
-                 image_weight: float, seed: int) -> None:
+                 image_weight: float, seed: int,
+                 image_decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.denoiser, self.schedule, self.weighting, self.image_weight = denoiser, schedule, weighting, image_weight
+        self.decode = image_decoder or denoiser.decode
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, frame: Frame, views: Views, step: int, total: int) -> dict[str, torch.Tensor]:
@@ -137,8 +151,8 @@ class SDS:
         if self.image_weight > 0:
             with torch.no_grad():
                 z_hat = (z_t - (1 - a).sqrt() * eps) / a.sqrt()
-                # One view at a time: the decoder's activations at 768² are ~0.85 GB a view.
-                x_hat = torch.cat([d.decode(view) for view in z_hat.split(1)])
+                # One view at a time: the VAE decoder's activations at 768² are ~0.85 GB a view.
+                x_hat = torch.cat([self.decode(view) for view in z_hat.split(1)])
                 # The denoiser decodes at its own resolution; compare at the render's.
                 x_hat = torch.nn.functional.interpolate(x_hat.float(), images.shape[1:3], mode="bilinear",
                                                         align_corners=False, antialias=True)

@@ -103,6 +103,8 @@ SOURCES: dict[str, HubSource | URLSource] = {
     "reward_tokenizer": HubSource(REWARD_TOKENIZER, (_TOKENIZER,), _card(REWARD_TOKENIZER, _MIT)),
     "segmenter": HubSource(DEFAULT_IDS["segmenter"], (*_transformers(), _TOKENIZER),
                            _card(DEFAULT_IDS["segmenter"], _APACHE)),
+    "taesd": HubSource(DEFAULT_IDS["taesd"], (("config.json",), _weights("", "diffusion_pytorch_model")),
+                       _card(DEFAULT_IDS["taesd"], _MIT)),
 }
 # Roles that load a second source of their own (tokenizers shipped apart from the weights).
 COMPANIONS = {"imagebind": ("imagebind_tokenizer",), "reward": ("reward_tokenizer",)}

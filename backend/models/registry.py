@@ -37,6 +37,8 @@ DEFAULT_IDS = {
     "reward_tokenizer": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     # Text-prompted foreground masks for reference images without alpha (CLIPSeg).
     "segmenter": "CIDAS/clipseg-rd64-refined",
+    # Tiny decoder of SD 1.x/2.x latents (TAESD): the HiFA image target of aug_sds.
+    "taesd": "madebyollin/taesd",
 }
 REWARD_TOKENIZER = DEFAULT_IDS["reward_tokenizer"]
 IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
@@ -362,6 +364,21 @@ class ModelStore:
         prep = self._pixels(size, CLIP_MEAN, CLIP_STD)
         # Each call asks for the model again: park() may have moved it off the GPU since.
         return (lambda images: self._ready(role)(pixel_values=prep(images)).image_embeds.float()), size
+
+    def tiny_decoder(self, role: str = "taesd") -> Callable[[torch.Tensor], torch.Tensor]:
+        """TAESD's decoder: latents [B,4,h,w] as the UNet sees them (VAE latents times its
+        scaling factor) -> images [B,3,8h,8w] in [0,1], at about 1/25 of the SD VAE
+        decoder's work (diffusers' AutoencoderTiny; scaling factor 1)."""
+        from diffusers import AutoencoderTiny
+
+        model = self._pretrained(role, AutoencoderTiny)
+        dtype = next(model.parameters()).dtype
+
+        def decode(z: torch.Tensor) -> torch.Tensor:
+            x = model.decode(z.to(dtype) / model.config.scaling_factor).sample.float()
+            return ((x + 1) / 2).clamp(0, 1)
+
+        return decode
 
     def dino(self, role: str = "dino") -> Callable[[torch.Tensor], torch.Tensor]:
         """DINO ViT: images [B,3,H,W] in [0,1] -> global (CLS) features [B,D]."""

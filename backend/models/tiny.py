@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = 1  # bump when a builder changes, so cached folders are rebuilt
+TINY_VERSION = 2  # bump when a builder changes, so cached folders are rebuilt
 
 
 def tiny_tokenizer(out_dir: Path) -> None:
@@ -62,6 +62,14 @@ def tiny_vae(out_dir: Path) -> None:
     AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                   norm_num_groups=16, sample_size=32).save_pretrained(out_dir)
+
+
+def tiny_taesd(out_dir: Path) -> None:
+    """AutoencoderTiny with tiny_vae's 2x latent stride (one upsampling in the decoder)."""
+    from diffusers import AutoencoderTiny
+
+    AutoencoderTiny(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
+                    num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)).save_pretrained(out_dir)
 
 
 def tiny_scheduler(out_dir: Path, prediction_type: str = "epsilon") -> None:
@@ -224,7 +232,7 @@ def tiny_segmenter(out_dir: Path) -> None:
 
 BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "unclip": tiny_unclip, "clip": tiny_clip_vision,
             "zero123": tiny_zero123, "ip_adapter": tiny_ip_adapter, "dino": tiny_dino, "depth": tiny_depth,
-            "reward": tiny_reward, "segmenter": tiny_segmenter}
+            "reward": tiny_reward, "segmenter": tiny_segmenter, "taesd": tiny_taesd}
 
 
 def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 0) -> Path:

@@ -113,7 +113,11 @@ class RandomStore(ModelStore):
         from transformers import (AutoModelForDepthEstimation, CLIPConfig, CLIPModel, CLIPVisionConfig,
                                   CLIPVisionModelWithProjection, DPTConfig, DPTForDepthEstimation, ViTConfig, ViTModel)
 
-        if cls is CLIPVisionModelWithProjection:
+        from diffusers import AutoencoderTiny
+
+        if cls is AutoencoderTiny:  # its defaults are madebyollin/taesd's configuration
+            build = AutoencoderTiny
+        elif cls is CLIPVisionModelWithProjection:
             config = CLIPVisionConfig(**(_VIT_L if role.startswith("zero123") else _VIT_H))
             build = lambda: CLIPVisionModelWithProjection(config)  # noqa: E731
         elif cls is ViTModel:  # DINO ViT-B/16

@@ -50,12 +50,17 @@ def four_views(phase_cfg: dict) -> Cameras:
                          int(phase_cfg["resolution"]))
 
 
+def _tiny_decoder(cfg: AugSDSConfig) -> bool:
+    return cfg.image_weight > 0 and cfg.image_decoder == "tiny"
+
+
 def paper_term(name: str, cfg: LossConfig, phase_cfg: dict, cond: JobConditioning) -> Guidance:
     """The guidance of loss `name` on its models."""
     weighting, seed = phase_cfg.get("weighting", "sds"), cond.seed
     schedule = TimestepSchedule(**phase_cfg["timesteps"])
     if isinstance(cfg, AugSDSConfig):
-        return SDS(cond.unclip(cfg.guidance_scale), schedule, weighting, cfg.image_weight, seed)
+        decoder = cond.store.tiny_decoder() if _tiny_decoder(cfg) else None
+        return SDS(cond.unclip(cfg.guidance_scale), schedule, weighting, cfg.image_weight, seed, decoder)
     if isinstance(cfg, CDSConfig):
         return CDS(cond.unclip(cfg.guidance_scale), cfg, schedule, weighting, seed)
     if isinstance(cfg, VPCSMConfig):
@@ -144,6 +149,8 @@ def required_roles(has_reference_image: bool, phase_cfgs: list[dict]) -> set[str
             if cfg.weight <= 0:
                 continue
             roles |= LOSS_ROLES.get(name, set())
+            if isinstance(cfg, AugSDSConfig) and _tiny_decoder(cfg):
+                roles.add("taesd")
             if isinstance(cfg, SGCConfig):
                 roles |= {SGC_PART_ROLES[k] for k in PARTS if getattr(cfg, k) > 0}
             wants_reference |= name in NEEDS_REFERENCE

@@ -49,6 +49,9 @@ def _value(key: str, default: Any, value: Any) -> Any:
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
     elif isinstance(default, tuple):
         fixed = len(default) if default and not isinstance(default[0], float) or len(default) == 2 else None
         if isinstance(value, (list, tuple)) and (fixed is None or len(value) == fixed):
