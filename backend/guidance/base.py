@@ -151,8 +151,7 @@ class SDS:
         if self.image_weight > 0:
             with torch.no_grad():
                 z_hat = (z_t - (1 - a).sqrt() * eps) / a.sqrt()
-                # One view at a time: the VAE decoder's activations at 768² are ~0.85 GB a view.
-                x_hat = torch.cat([self.decode(view) for view in z_hat.split(1)])
+                x_hat = self.decode(z_hat)
                 # The denoiser decodes at its own resolution; compare at the render's.
                 x_hat = torch.nn.functional.interpolate(x_hat.float(), images.shape[1:3], mode="bilinear",
                                                         align_corners=False, antialias=True)

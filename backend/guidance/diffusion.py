@@ -67,8 +67,10 @@ class SDDenoiser:
         return z.float() * self.scaling
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.sd.vae.decode((z / self.scaling).to(self.dtype)).sample.float()
-        return ((x + 1) / 2).clamp(0, 1)
+        """[B,4,h,w] -> [B,3,H,W] in [0,1], one view at a time: the VAE decoder's activations
+        at 768² are ~0.85 GB a view."""
+        x = torch.cat([self.sd.vae.decode(view).sample for view in (z / self.scaling).to(self.dtype).split(1)])
+        return ((x.float() + 1) / 2).clamp(0, 1)
 
     def _eps(self, z_t: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, visual: list[bool]) -> torch.Tensor:
         """z_t [N,C,h,w] made of len(visual) equal branches; visual[i]: the visual prompt is

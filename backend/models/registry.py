@@ -367,7 +367,7 @@ class ModelStore:
 
     def tiny_decoder(self, role: str = "taesd") -> Callable[[torch.Tensor], torch.Tensor]:
         """TAESD's decoder: latents [B,4,h,w] as the UNet sees them (VAE latents times its
-        scaling factor) -> images [B,3,8h,8w] in [0,1], at about 1/25 of the SD VAE
+        scaling factor) -> images [B,3,8h,8w] in [0,1], at about 1/17 of the SD VAE
         decoder's work (diffusers' AutoencoderTiny; scaling factor 1)."""
         from diffusers import AutoencoderTiny
 
