@@ -102,8 +102,10 @@ class Zero123Components:
 
 class ModelStore:
     def __init__(self, source: str = "default", allow_download: bool = False,
-                 device: torch.device | str = "cpu") -> None:
-        self.source, self.allow_download = source, allow_download
+                 device: torch.device | str = "cpu", compile_networks: bool = False) -> None:
+        """compile_networks: the UNets and decoders run through torch.compile when called
+        without gradient (models/compiled.py)."""
+        self.source, self.allow_download, self.compile_networks = source, allow_download, compile_networks
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self._loaded: dict[str, Any] = {}
@@ -221,6 +223,7 @@ class ModelStore:
         for m in (text_encoder, unet, vae):
             m.requires_grad_(False).eval().to(self.device)
         _checkpoint_blocks(vae)
+        self._compile({f"{role}.unet": unet, f"{role}.vae.decoder": vae.decoder})
         comps = SDComponents(tokenizer, text_encoder, unet, vae, scheduler.alphas_cumprod.float().clone(),
                              scheduler.config.prediction_type, normalizer, noising)
         self._loaded[role] = comps
@@ -243,6 +246,7 @@ class ModelStore:
         for m in (unet, vae, proj):
             m.requires_grad_(False).eval().to(self.device)
         _checkpoint_blocks(vae)
+        self._compile({f"{role}.unet": unet})
         encoder, _ = self.clip_image_encoder(f"{role}/image_encoder", where, "image_encoder")
         comps = Zero123Components(unet, vae, encoder, proj, scheduler.alphas_cumprod.float().clone(), self.device)
         self._loaded[role] = comps
@@ -371,7 +375,10 @@ class ModelStore:
         decoder's work (diffusers' AutoencoderTiny; scaling factor 1)."""
         from diffusers import AutoencoderTiny
 
+        fresh = role not in self._loaded
         model = self._pretrained(role, AutoencoderTiny)
+        if fresh:
+            self._compile({f"{role}.decoder": model.decoder})
         dtype = next(model.parameters()).dtype
 
         def decode(z: torch.Tensor) -> torch.Tensor:
@@ -437,6 +444,13 @@ class ModelStore:
             return torch.sigmoid(up[0, 0]).cpu()
 
         return segment
+
+    def _compile(self, modules: dict[str, torch.nn.Module]) -> None:
+        if self.compile_networks:
+            from .compiled import compile_for_inference
+
+            for name, module in modules.items():
+                compile_for_inference(module, name)
 
     def _ready(self, role: str) -> Any:
         """A loaded role, its modules moved back onto the device if they had been moved off."""

@@ -113,7 +113,7 @@ def profiled(out: str | None, key: str, store: ModelStore, device: torch.device)
 
 def bench(preset: str = "standard", device: str = "auto", size: str = "full", iterations: int = 5,
           overrides: dict | None = None, profile: str | None = None) -> dict:
-    """-> {phase: {s_per_it, peak_mem_gb, iterations}, estimate_s, device}; profile: a folder
+    """-> {phase: {s_per_it, peak_mem_gb, iterations, warmup_s}, estimate_s, device}; profile: a folder
     for traces and component tables (see profiled)."""
     with tempfile.TemporaryDirectory(prefix="conjure-bench-") as scratch:
         return _bench(preset, device, size, iterations, overrides, profile, Path(scratch))
@@ -124,12 +124,14 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
     from ..pipeline.config import resolve
     from ..pipeline.job_conditioning import JobConditioning
     from ..pipeline.phases import PhaseContext
-    from ..pipeline.runner import resolve_device
+    from ..pipeline.runner import networks_compiled, resolve_device
     from ..render.raster import make_rasterizer
 
     dev = resolve_device(device)
     cfg = resolve(preset, overrides or {})
-    store = RandomStore(dev, scratch) if size == "full" else ModelStore(str(build_tiny(scratch / "tiny")), device=dev)
+    compiled = networks_compiled(cfg, dev)
+    store = (RandomStore(dev, scratch, compile_networks=compiled) if size == "full" else
+             ModelStore(str(build_tiny(scratch / "tiny")), device=dev, compile_networks=compiled))
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
     raster = make_rasterizer(cfg["render"]["rasterizer"], dev)
     ctx = PhaseContext(raster, dev, 0, cfg["render"]["bound"], cond.ref_view())
@@ -137,10 +139,12 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
                     "size": size, "phases": {}}
 
     def run(key: str, phase) -> None:  # noqa: ANN001
-        phase.step(0)  # warm-up: lazy loads, kernels, allocator
+        t0 = time.perf_counter()
+        phase.step(0)  # warm-up: lazy loads, kernels, allocator, compiling (runtime.compile)
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        warmup = time.perf_counter() - t0
         with profiled(profile, key, store, dev):
             t0 = time.perf_counter()
             for i in range(1, iterations + 1):
@@ -150,7 +154,7 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
             dt = (time.perf_counter() - t0) / iterations
         peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
         report["phases"][key] = {"s_per_it": round(dt, 4), "peak_mem_gb": None if peak is None else round(peak, 2),
-                                 "iterations": int(cfg[key]["iterations"])}
+                                 "iterations": int(cfg[key]["iterations"]), "warmup_s": round(warmup, 2)}
 
     for key, phase in bench_phases(cfg, ctx, cond):
         run(key, phase)

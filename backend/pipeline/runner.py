@@ -68,6 +68,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def networks_compiled(cfg: dict, device: torch.device) -> bool:
+    """runtime.compile asks for torch.compile of the UNets and decoders; it is used on CUDA
+    only (on the CPU compiling costs more than it saves)."""
+    return bool(cfg["runtime"]["compile"]) and device.type == "cuda"
+
+
 # (rasterizer, target mesh, result mesh, albedo or None) -> metrics: eval/oracle_report.py
 Measure = Callable[[Rasterizer, Mesh, Mesh, Callable | None], dict]
 
@@ -76,7 +82,7 @@ class Runner:
     def __init__(self, job: dict, cfg: dict, out_dir: Path, emit: Emit,
                  should_cancel: Callable[[], bool] = lambda: False, stores: dict | None = None,
                  measure: Measure | None = None) -> None:
-        """stores: (models, device, downloads) -> ModelStore, shared by a server's jobs.
+        """stores: (models, device, downloads, compiled) -> ModelStore, shared by a server's jobs.
         measure: oracle runs' held-out-view metrics after each phase (the caller's, so the
         pipeline does not depend on the evaluation package)."""
         self.job, self.cfg, self.out = job, cfg, Path(out_dir)
@@ -97,10 +103,11 @@ class Runner:
             self.target = (replace(target, verts=self.source.norm.apply(target.verts)) if self.source is not None
                            else normalized(target)[0]).to(self.device)
         else:
-            key = (job.get("models", "default"), str(self.device), bool(job.get("allow_downloads")))
+            key = (job.get("models", "default"), str(self.device), bool(job.get("allow_downloads")),
+                   networks_compiled(cfg, self.device))
             stores = {} if stores is None else stores
             if key not in stores:
-                stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device)
+                stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device, compile_networks=key[3])
             store = stores[key]
             self.cond = JobConditioning(job, store, self.log, self.ctx.seed)
             store.check_available(job_roles(job, cfg))
