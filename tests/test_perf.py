@@ -52,6 +52,23 @@ def test_tracker_counts_kernels_not_metadata_queries_views_or_aliases():
     assert tr.bytes_moved == (5 * 3 * 8 + 8 * 4 + 15 * 4) * 4 + 2 * 15 * 4 * 4  # mm in/out, mul in/out
 
 
+def test_tracker_counts_host_syncs():
+    """A boolean-mask selection, a nonzero, a scalar read and a masked write each make the
+    host wait for the device; arithmetic and integer indexing do not. Fake or real alike."""
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        xf, mf = torch.empty(10, 3), torch.empty(10, dtype=torch.bool)
+    for x, mask in ((torch.rand(10, 3), torch.rand(10) > 0.5), (xf, mf)):
+        tr = Tracker()
+        with tr:
+            y = x[mask] * 2                       # 1
+            torch.nonzero(mask)                   # 2
+            float(x.sum())                        # 3
+            x[torch.tensor([0, 2])] + y.sum()     # integer indexing: none
+            x.clone()[mask] = 0.0                 # 4: index_put with a mask
+        assert tr.syncs == 4
+
+
 def test_tracker_worst_case_for_fake_masks_and_exact_for_real_ones():
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
@@ -82,7 +99,7 @@ def test_estimate_at_tiny_size_through_the_cli_has_every_figure():
     report = json.loads(out.stdout)
     assert set(report["phases"]) == {"phase1", "phase2", "phase3"}
     for p in report["phases"].values():
-        assert {"peak_gb", "tflop", "launches", "est_s_per_it", "breakdown_gb"} <= set(p)
+        assert {"peak_gb", "tflop", "launches", "syncs", "est_s_per_it", "breakdown_gb"} <= set(p)
         assert abs(sum(p["breakdown_gb"].values()) - p["peak_gb"]) < 0.01  # the breakdown is the peak
     assert report["peak_gb"] == max(p["peak_gb"] for p in report["phases"].values())
 

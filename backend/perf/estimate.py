@@ -91,7 +91,7 @@ def measure_step(phase: Any, store: ModelStore, step: int = 1) -> dict:
     breakdown = {**resident, **{f"live: {k}": v for k, v in sorted(r["peak_by_label"].items(), key=lambda kv: -kv[1])}}
     return {"peak_gb": round((sum(resident.values()) + r["peak_bytes"]) / GB, 2),
             "breakdown_gb": {k: round(v / GB, 3) for k, v in breakdown.items()},
-            "tflop": round(r["flops"] / 1e12, 2), "launches": r["launches"],
+            "tflop": round(r["flops"] / 1e12, 2), "launches": r["launches"], "syncs": r["syncs"],
             "gb_moved": round(r["bytes_moved"] / GB, 1),
             "launches_by_label": r["launches_by_label"],
             "tflop_by_label": {k: round(v / 1e12, 3) for k, v in r["flops_by_label"].items()},
@@ -152,12 +152,13 @@ def format_estimate(report: dict) -> str:
     """The estimate as a table for people: per phase the peak and what makes it up."""
     lines = [f"Estimate for preset {report['preset']!r} ({report['size']} networks) on a CUDA GPU; "
              f"{report['note']}.", ""]
-    lines.append(f"{'phase':8} {'peak GB':>8} {'TFLOP':>7} {'launches':>9} {'GB moved':>9} {'est s/it':>9} "
-                 f"{'its':>6} {'est s':>8}")
+    lines.append(f"{'phase':8} {'peak GB':>8} {'TFLOP':>7} {'launches':>9} {'syncs':>6} {'GB moved':>9} "
+                 f"{'est s/it':>9} {'its':>6} {'est s':>8}")
     for key, p in report["phases"].items():
-        lines.append(f"{key:8} {p['peak_gb']:8.2f} {p['tflop']:7.1f} {p['launches']:9d} {p['gb_moved']:9.1f} "
-                     f"{p['est_s_per_it']:9.3f} {p['iterations']:6d} {p['est_s_per_it'] * p['iterations']:8.0f}")
-    lines.append(f"{'total':8} {report['peak_gb']:8.2f} {'':>7} {'':>9} {'':>9} {'':>9} {'':>6} "
+        lines.append(f"{key:8} {p['peak_gb']:8.2f} {p['tflop']:7.1f} {p['launches']:9d} {p['syncs']:6d} "
+                     f"{p['gb_moved']:9.1f} {p['est_s_per_it']:9.3f} {p['iterations']:6d} "
+                     f"{p['est_s_per_it'] * p['iterations']:8.0f}")
+    lines.append(f"{'total':8} {report['peak_gb']:8.2f} {'':>7} {'':>9} {'':>6} {'':>9} {'':>9} {'':>6} "
                  f"{report['estimate_s']:8.0f}")
     for key, p in report["phases"].items():
         lines += ["", f"{key} peak, GB:"] + [f"  {name:32} {gb:8.3f}" for name, gb in p["breakdown_gb"].items()

@@ -8,6 +8,7 @@ through it (forward and backward), so it sees exactly what the GPU would allocat
   storage dies; the peak is kept with its breakdown. Weights and other tensors made before
   the step are not counted here (the estimator adds them).
 - launches: ops that are not views (one kernel each, roughly; eager PyTorch on CUDA);
+- host syncs: ops whose result the host must read back (scalars, data-dependent sizes);
 - FLOPs: matmuls, convolutions and attention by torch's own flop formulas;
 - bytes: tensor inputs + outputs of each launch (what a memory-bound kernel moves).
 
@@ -44,6 +45,22 @@ def launches_kernel(func) -> bool:  # noqa: ANN001 (an OpOverload)
     return func not in _NO_KERNEL and not func.is_view and func.namespace not in _NO_KERNEL_NAMESPACES
 
 
+# Ops whose result size or value the host must read back: on CUDA each waits until the GPU
+# has drained its queue (a host sync), so the launches after it are no longer hidden.
+_SYNCS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.argwhere.default, aten.masked_select.default,
+          aten._unique2.default, aten.unique_dim.default, aten.unique_consecutive.default,
+          aten.repeat_interleave.Tensor}
+_INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
+
+
+def host_sync(func, args: tuple) -> bool:  # noqa: ANN001 (an OpOverload)
+    """Whether the op reads device data on the host: a scalar, a data-dependent size, or
+    indexing by a boolean mask (a nonzero inside)."""
+    if func in _SYNCS:
+        return True
+    return func in _INDEXING and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+
+
 def _tensors(tree: object) -> list[torch.Tensor]:
     return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
 
@@ -58,6 +75,7 @@ class Tracker(TorchDispatchMode):
         self.peak_by_label: dict[str, int] = {}
         self.flops = 0
         self.launches = 0
+        self.syncs = 0
         self.bytes_moved = 0
         self.launches_by_label: Counter = Counter()
         self.flops_by_label: Counter = Counter()
@@ -126,6 +144,7 @@ class Tracker(TorchDispatchMode):
         kwargs = kwargs or {}
         inputs = _tensors((args, kwargs))
         fake = next((t for t in inputs if isinstance(t, FakeTensor)), None)
+        self.syncs += host_sync(func, args)  # before a fake op is rewritten to its worst case
         out = NotImplemented
         if fake is not None:
             func, args, kwargs, out = _worst_case(func, args, kwargs, fake)
@@ -149,7 +168,7 @@ class Tracker(TorchDispatchMode):
 
     def report(self) -> dict:
         return {"peak_bytes": self.peak, "peak_by_label": dict(self.peak_by_label), "flops": self.flops,
-                "launches": self.launches, "bytes_moved": self.bytes_moved,
+                "launches": self.launches, "syncs": self.syncs, "bytes_moved": self.bytes_moved,
                 "launches_by_label": dict(self.launches_by_label), "flops_by_label": dict(self.flops_by_label)}
 
 
