@@ -42,6 +42,8 @@ def test_numbers_and_objects_become_configs_with_the_defaults_of_the_class():
     ({"phase1.losses.sds": 1.0}, "phase1.losses.sds"),
     ({"phase1.losses.aug_sds": {"weight": 1.0, "image_decoder": "taesd"}}, "phase1.losses.aug_sds"),
     ({"phase1.losses.aug_sds": {"weight": 1.0, "image_decoder": 1}}, "phase1.losses.aug_sds.image_decoder"),
+    ({"phase1.losses.aug_sds": {"weight": 1.0, "max_resolution": 4}}, "phase1.losses.aug_sds.max_resolution"),
+    ({"phase2.losses.cds": {"weight": 1.0, "max_resolution": 512.5}}, "phase2.losses.cds.max_resolution"),
 ])
 def test_a_typo_or_a_wrong_value_names_its_key(overrides, field):
     with pytest.raises(ConfigError) as err:

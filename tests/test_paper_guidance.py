@@ -95,6 +95,22 @@ def test_each_loss_reaches_each_phase(cond, loss):
     assert torch.equal(frozen, p3.verts)  # geometry stays frozen in phase III
 
 
+@pytest.mark.parametrize("loss", ["aug_sds", "cds"])
+def test_unclip_losses_encode_at_the_smaller_of_max_resolution_and_the_training_size(cond, loss):
+    """The tiny unCLIP is trained at 32² (sample_size 16, a 2x VAE): a cap above that
+    (the default 512) keeps 32², a cap below it encodes the render at the cap; the
+    reference synthesis always samples at the training size."""
+    raster = TorchRasterizer()
+    for cap, side in ((None, 32), (512, 32), (16, 16)):
+        cfg = _phase_cfg("phase2", loss)
+        if cap is not None:
+            cfg["losses"][loss] = {"weight": 1.0, "max_resolution": cap}
+        (term,) = build_terms(cfg, "paper", raster, 0, print, cond=cond)
+        assert term.guidance.denoiser.resolution == side
+        assert term.guidance.denoiser.encode(torch.rand(1, 40, 40, 3)).shape[-1] == side // 2
+    assert cond.unclip(7.5).resolution == 32
+
+
 @pytest.mark.slow
 def test_text_image_audio_job_writes_a_textured_glb(tmp_path):
     from backend.geometry.mesh import load_mesh

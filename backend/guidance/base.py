@@ -64,11 +64,22 @@ IMAGE_DECODERS = ("tiny", "vae")
 
 
 @dataclass(frozen=True)
-class AugSDSConfig(LossConfig):
-    """XBind's augmented 2D SDS (Eq. 4-8) on Stable unCLIP conditioned on C_m."""
+class UnclipGuidanceConfig(LossConfig):
+    """What the Stable unCLIP losses (augmented SDS, CDS) share."""
 
     kind: ClassVar[str] = "guidance"
     guidance_scale: float = 7.5
+    # Renders are encoded at min(this, the model's training size). 512 as threestudio
+    # (and HiFA's code on it) encode for every Stable Diffusion, the 768² unCLIP included:
+    # phases II/III render at 512², so 768² would only upsample them, and the encoder, the
+    # UNet and the backward through both cost 2.25x (attention more) at 768².
+    max_resolution: int = 512
+
+
+@dataclass(frozen=True)
+class AugSDSConfig(UnclipGuidanceConfig):
+    """XBind's augmented 2D SDS (Eq. 4-8) on Stable unCLIP conditioned on C_m."""
+
     image_weight: float = 0.0  # ω_img of the image-space term (HiFA); 0 = plain SDS
     # The image term's target x̂ through TAESD ("tiny": 1.3 instead of 22 TFLOP a step for
     # four 768² views) or the model's own VAE decoder ("vae", as HiFA does).

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
 from ..render.camera import Cameras
 from ..render.shading import Frame, Views
-from .base import Denoiser, LossConfig, TimestepSchedule, inject_gradient, sds_weight
+from .base import Denoiser, TimestepSchedule, UnclipGuidanceConfig, inject_gradient, sds_weight
 
 
 @dataclass(frozen=True)
-class CDSConfig(LossConfig):
-    kind: ClassVar[str] = "guidance"
-    guidance_scale: float = 7.5
+class CDSConfig(UnclipGuidanceConfig):
     gap: tuple[int, int] = (100, 300)  # t1 - t2 drawn from [lo, hi)
 
 

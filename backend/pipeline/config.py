@@ -23,6 +23,7 @@ PHASES = ("phase1", "phase2", "phase3")
 # overrides, before any work). (low, high, integer); a [lo, hi] pair is checked element-wise.
 RANGES: dict[str, tuple[float, float, bool]] = {
     "iterations": (0, 1_000_000, True), "batch": (1, 64, True), "resolution": (8, 4096, True),
+    "max_resolution": (8, 4096, True),
     "samples": (1, 1024, True), "tet_res": (4, 512, True), "lr": (1e-8, 10.0, False),
     "occupancy_every": (1, 1_000_000, True), "occupancy_threshold": (0, 1e6, False),
     "density_threshold": (1e-6, 1e6, False), "checkpoint_every": (1, 1_000_000, True),

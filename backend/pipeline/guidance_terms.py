@@ -60,9 +60,9 @@ def paper_term(name: str, cfg: LossConfig, phase_cfg: dict, cond: JobConditionin
     schedule = TimestepSchedule(**phase_cfg["timesteps"])
     if isinstance(cfg, AugSDSConfig):
         decoder = cond.store.tiny_decoder() if _tiny_decoder(cfg) else None
-        return SDS(cond.unclip(cfg.guidance_scale), schedule, weighting, cfg.image_weight, seed, decoder)
+        return SDS(cond.unclip(cfg.guidance_scale, cfg.max_resolution), schedule, weighting, cfg.image_weight, seed, decoder)
     if isinstance(cfg, CDSConfig):
-        return CDS(cond.unclip(cfg.guidance_scale), cfg, schedule, weighting, seed)
+        return CDS(cond.unclip(cfg.guidance_scale, cfg.max_resolution), cfg, schedule, weighting, seed)
     if isinstance(cfg, VPCSMConfig):
         sd = cond.store.sd("sd")
         den = SDDenoiser(sd, cond.text, resolution=sd_resolution(sd), visual_prompt=cond.visual_prompt(sd),

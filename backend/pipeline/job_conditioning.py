@@ -57,11 +57,13 @@ class JobConditioning:
             return e
         return self.once("c_m", make)
 
-    def unclip(self, guidance_scale: float) -> SDDenoiser:
-        """Stable unCLIP conditioned on the text and C_m."""
+    def unclip(self, guidance_scale: float, max_resolution: int | None = None) -> SDDenoiser:
+        """Stable unCLIP conditioned on the text and C_m, at its training size or
+        max_resolution if that is smaller."""
         sd = self.store.sd("unclip")
-        return self.once(f"unclip{guidance_scale}", lambda: SDDenoiser(
-            sd, self.text, guidance_scale=guidance_scale, resolution=sd_resolution(sd),
+        resolution = min(sd_resolution(sd), max_resolution or sd_resolution(sd))
+        return self.once(f"unclip{guidance_scale}@{resolution}", lambda: SDDenoiser(
+            sd, self.text, guidance_scale=guidance_scale, resolution=resolution,
             image_embeds=self.c_m().to(sd.unet.device)))
 
     def segmenter(self) -> Segmenter:
