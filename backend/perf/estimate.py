@@ -95,6 +95,7 @@ def measure_step(phase: Any, store: ModelStore, step: int = 1) -> dict:
             "gb_moved": round(r["bytes_moved"] / GB, 1),
             "launches_by_label": r["launches_by_label"],
             "tflop_by_label": {k: round(v / 1e12, 3) for k, v in r["flops_by_label"].items()},
+            "gb_moved_by_label": {k: round(v / GB, 2) for k, v in r["bytes_by_label"].items()},
             "est_s_per_it": round(seconds_per_it(r["launches"], r["flops"], r["bytes_moved"]), 4)}
 
 

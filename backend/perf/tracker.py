@@ -79,6 +79,7 @@ class Tracker(TorchDispatchMode):
         self.bytes_moved = 0
         self.launches_by_label: Counter = Counter()
         self.flops_by_label: Counter = Counter()
+        self.bytes_by_label: Counter = Counter()
         self._labels: dict[int, str] = {}
         self._stack: list[str] = []
         self._hooks: list = []
@@ -156,7 +157,9 @@ class Tracker(TorchDispatchMode):
             outputs = _tensors(out)
             self.launches += 1
             self.launches_by_label[self.label] += 1
-            self.bytes_moved += sum(t.nbytes for t in inputs) + sum(t.nbytes for t in outputs)
+            moved = sum(t.nbytes for t in inputs) + sum(t.nbytes for t in outputs)
+            self.bytes_moved += moved
+            self.bytes_by_label[self.label] += moved
             count = flop_registry.get(func._overloadpacket)
             if count is not None:
                 f = int(count(*args, **kwargs, out_val=out))
@@ -169,7 +172,8 @@ class Tracker(TorchDispatchMode):
     def report(self) -> dict:
         return {"peak_bytes": self.peak, "peak_by_label": dict(self.peak_by_label), "flops": self.flops,
                 "launches": self.launches, "syncs": self.syncs, "bytes_moved": self.bytes_moved,
-                "launches_by_label": dict(self.launches_by_label), "flops_by_label": dict(self.flops_by_label)}
+                "launches_by_label": dict(self.launches_by_label), "flops_by_label": dict(self.flops_by_label),
+                "bytes_by_label": dict(self.bytes_by_label)}
 
 
 def _mask_indices(mask: torch.Tensor, fake: FakeTensor) -> list[torch.Tensor]:
