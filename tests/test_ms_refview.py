@@ -64,6 +64,29 @@ def test_ms_loss_on_tiny_clip_has_the_cosine_gradient(tmp_path):
     assert torch.allclose(images.grad, probe.grad, atol=1e-6) and probe.grad.abs().max() > 0
 
 
+def test_ms_loss_without_recompute_keeps_the_vit_activations_for_the_same_gradient(tmp_path):
+    """recompute: false gives the identical loss and input gradient, and leaves the
+    encoder's activations saved for backward (the Tracker's live bytes after forward)
+    instead of only its input."""
+    from backend.perf.tracker import Tracker
+
+    build_tiny(tmp_path, ["clip"])
+    encode, size = ModelStore(str(tmp_path)).clip_image_encoder()
+    images = torch.rand(2, size, size, 3)
+    target = torch.randn(32)
+    out = {}
+    for recompute in (True, False):
+        x = images.clone().requires_grad_()
+        with Tracker() as tracker:
+            loss = MSLoss(encode, target, size, MSConfig(recompute=recompute), 3)(_frame(x), None, 0, 1)["ms"]
+            live = tracker.current
+        loss.backward()
+        out[recompute] = (loss.detach(), x.grad, live)
+    (l_ck, g_ck, live_ck), (l_keep, g_keep, live_keep) = out[True], out[False]
+    assert torch.equal(l_ck, l_keep) and torch.allclose(g_ck, g_keep, atol=1e-6)
+    assert live_keep > 2 * live_ck
+
+
 def test_ref_view_zero_at_the_reference_and_pulls_towards_it(raster):
     import trimesh
 
