@@ -138,6 +138,22 @@ def test_closed_form_density_gradient_equals_autograd():
     assert torch.allclose(g, reference, rtol=1e-10, atol=1e-12)
 
 
+def test_hash_grid_spatial_vjp_equals_autograd_inside_and_outside_the_box():
+    """Σ_k g_k ∂h_k/∂x for a random cotangent g, against autograd through the encoding;
+    points past the box (clamped) have no spatial gradient, as autograd says too."""
+    grid = _field().encoding
+    x = torch.rand(3000, 3, dtype=torch.float64) * 2.2 - 1.1
+    g = torch.randn(3000, grid.out_dim, dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    reference = torch.autograd.grad((grid(xr) * g).sum(), xr)[0]
+    features, lattice = grid.encode(x)
+    assert torch.equal(features, grid(x))
+    got = grid.spatial_vjp(lattice, g)
+    assert torch.allclose(got, reference, rtol=1e-10, atol=1e-12)
+    outside = x.abs() > 1  # per axis: the clamp stops that component
+    assert outside.sum() > 100 and (got[outside] == 0).all() and (reference[outside] == 0).all()
+
+
 def test_checkpointed_chunks_give_the_double_backward_gradients(monkeypatch):
     """Parameter gradients of a loss on density, albedo and normals: chunked + checkpointed
     closed-form gradients against autograd's double backward on the whole batch."""

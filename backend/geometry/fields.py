@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from .hashgrid import HashGrid, mlp, mlp_with_jacobian
+from .hashgrid import HashGrid, mlp, mlp_input_gradient
 
 
 def _grid(cfg: dict, bound: float) -> HashGrid:
@@ -98,12 +98,13 @@ class NeRFField(nn.Module):
     def with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """density [N], albedo [N,3] and the density's spatial gradient [N,3] in closed form
         (equal to autograd's to float precision; no double backward needed)."""
-        h, jac = self.encoding.encode(x)
-        raw, draw = mlp_with_jacobian(self.density_net, h, jac)
+        h, lattice = self.encoding.encode(x)
+        raw, dh = mlp_input_gradient(self.density_net, h)
+        draw = self.encoding.spatial_vjp(lattice, dh)
         bias = self.density_bias(x)
-        raw = raw[:, 0] + bias - 1.0
+        raw = raw + bias - 1.0
         dbias = bias[:, None] * (-x / self.blob_radius ** 2)
-        grad = torch.sigmoid(raw)[:, None] * (draw[:, 0] + dbias)  # softplus' = sigmoid
+        grad = torch.sigmoid(raw)[:, None] * (draw + dbias)  # softplus' = sigmoid
         return torch.nn.functional.softplus(raw), torch.sigmoid(self.albedo_net(h)), grad
 
     def density(self, x: torch.Tensor) -> torch.Tensor:

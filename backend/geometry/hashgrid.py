@@ -7,6 +7,7 @@ Instant-NGP primes. Deterministic: the same parameters and points give the same 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -37,18 +38,26 @@ class HashGrid(nn.Module):
         return self.levels * self.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x, jacobian=False)[0]
+        return self._interpolate(x)[0]
 
-    def encode(self, x: torch.Tensor, jacobian: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """features [N, L*F] and, with jacobian, their derivative w.r.t. x [N, L*F, 3] in
-        closed form (trilinear weights differentiated per axis), as ordinary ops: the
-        gradient of a field needs no double backward, so it can be checkpointed."""
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, "Lattice"]:
+        """features [N, L*F], and the lattice they were interpolated on (corner features
+        and trilinear weights) for spatial_vjp."""
+        out, feats, wx, raw = self._interpolate(x)
+        # d frac / d x per axis: res / (2 bound) inside the box (clamp passes no gradient outside).
+        inside = ((raw >= 0) & (raw <= 1)).to(x.dtype) / (2 * self.bound)  # [N,3]
+        return out, Lattice(feats, wx, self.res[None, :, None].to(x.dtype) * inside[:, None, :])
+
+    def _interpolate(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """-> features [N, L*F], corner features [N,L,8,F], axis weights [N,L,3,2], x in
+        the unit box [N,3] (before clamping)."""
         raw = (x / self.bound + 1) / 2
         u = raw.clamp(0, 1)  # [N,3] in [0,1]
         pos = u[:, None, :] * self.res[None, :, None].to(u.dtype)  # [N,L,3]
         base = torch.minimum(pos.floor(), (self.res - 1)[None, :, None].to(u.dtype))
         frac = pos - base
-        # Per axis the two lattice coordinates [N,L,3,2]; corners combine by broadcasting.
+        # Per axis the two lattice coordinates [N,L,3,2]; corners combine by broadcasting,
+        # so corner c = 4 i_x + 2 i_y + i_z.
         coord = base.to(torch.int32)[..., None] + self._pair
         nd = self.n_dense  # levels [0, nd) are dense, the rest hashed (resolutions grow)
         res1 = (self.res[:nd] + 1).to(torch.int32)[None, :, None, None, None]
@@ -64,34 +73,55 @@ class HashGrid(nn.Module):
         wx = torch.stack([1 - frac, frac], dim=-1)  # [N,L,3,2]
         w = (wx[:, :, 0, :, None, None] * wx[:, :, 1, None, :, None] * wx[:, :, 2, None, None, :])
         out = (feats * w.reshape(n, self.levels, 8, 1)).sum(2).reshape(n, -1)
-        if not jacobian:
-            return out, None
-        # d frac / d x per axis: res / (2 bound) inside the box (clamp passes no gradient outside).
-        inside = ((raw >= 0) & (raw <= 1)).to(x.dtype) / (2 * self.bound)  # [N,3]
-        dfrac = self.res[None, :, None].to(x.dtype) * inside[:, None, :]  # [N,L,3]
-        dwx = torch.tensor([-1.0, 1.0], dtype=x.dtype, device=x.device)  # d wx / d frac
-        parts = []
-        for axis in range(3):
-            f = [wx[:, :, a] if a != axis else dwx.expand_as(wx[:, :, a]) for a in range(3)]
-            dw = (f[0][:, :, :, None, None] * f[1][:, :, None, :, None] * f[2][:, :, None, None, :])
-            parts.append((feats * dw.reshape(n, self.levels, 8, 1)).sum(2) * dfrac[:, :, axis, None])
-        return out, torch.stack(parts, -1).reshape(n, -1, 3)
+        return out, feats, wx, raw
+
+    @staticmethod
+    def spatial_vjp(lattice: "Lattice", g: torch.Tensor) -> torch.Tensor:
+        """Σ_k g_k ∂h_k/∂x [N,3] for a cotangent g [N, L*F] on the features, in closed form
+        as ordinary ops (a field's normals need no double backward, so they can be
+        checkpointed). Contracting g with the corner features first leaves [N,L,8] to
+        differentiate: the trilinear weight's derivative along an axis is the difference of
+        that axis's two corner faces, weighted bilinearly by the other two axes."""
+        feats, wx, dfrac = lattice
+        n, levels, _, f = feats.shape
+        s = (feats * g.reshape(n, levels, 1, f)).sum(-1).reshape(n, levels, 2, 2, 2)
+        w0, w1, w2 = wx[:, :, 0], wx[:, :, 1], wx[:, :, 2]  # [N,L,2] each
+        d0 = ((s[:, :, 1] - s[:, :, 0]) * w1[..., :, None] * w2[..., None, :]).sum((-1, -2))
+        d1 = ((s[:, :, :, 1] - s[:, :, :, 0]) * w0[..., :, None] * w2[..., None, :]).sum((-1, -2))
+        d2 = ((s[..., 1] - s[..., 0]) * w0[..., :, None] * w1[..., None, :]).sum((-1, -2))
+        return (torch.stack([d0, d1, d2], -1) * dfrac).sum(1)
 
 
-def mlp_with_jacobian(net: nn.Sequential, h: torch.Tensor, jac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An mlp() applied to h [N,D] carrying the input Jacobian jac [N,D,3] along (chain rule
-    through Linear and ReLU) -> (output [N,O], d output / d x [N,O,3])."""
+class Lattice(NamedTuple):
+    """The corner features [N,L,8,F], per-axis trilinear weights [N,L,3,2] (1 - frac,
+    frac) and d frac / d x [N,L,3] of one encode() call."""
+
+    feats: torch.Tensor
+    wx: torch.Tensor
+    dfrac: torch.Tensor
+
+
+def mlp_input_gradient(net: nn.Sequential, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An mlp() with one output applied to h [N,D] -> (output [N], d output / d h [N,D]),
+    the latter by a reverse pass through its Linear and ReLU layers (one [N,width] vector
+    a layer instead of a forward-mode Jacobian [N,width,3])."""
+    masks = []
     for layer in net:
         if isinstance(layer, nn.Linear):
             h = layer(h)
-            jac = torch.einsum("od,ndk->nok", layer.weight, jac)
         elif isinstance(layer, nn.ReLU):
             on = h > 0
             h = torch.where(on, h, torch.zeros_like(h))
-            jac = jac * on[..., None].to(jac.dtype)
+            masks.append(on)
         else:
-            raise TypeError(f"no Jacobian rule for {type(layer).__name__}")
-    return h, jac
+            raise TypeError(f"no gradient rule for {type(layer).__name__}")
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    if linears[-1].out_features != 1:
+        raise ValueError("mlp_input_gradient needs a one-output head")
+    g = linears[-1].weight.expand(h.shape[0], -1)  # [N, width]
+    for layer, on in zip(reversed(linears[:-1]), reversed(masks)):
+        g = (g * on.to(g.dtype)) @ layer.weight
+    return h[:, 0], g
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
