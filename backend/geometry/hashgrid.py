@@ -71,7 +71,10 @@ class HashGrid(nn.Module):
         idx = (idx.reshape(n, self.levels, 8) + self.offsets[None, :, None]).reshape(-1)
         feats = self.embeddings.index_select(0, idx.long()).reshape(n, self.levels, 8, self.features)
         wx = torch.stack([1 - frac, frac], dim=-1)  # [N,L,3,2]
-        w = (wx[:, :, 0, :, None, None] * wx[:, :, 1, None, :, None] * wx[:, :, 2, None, None, :])
+        # unbind, not indexing: its backward stacks the three gradients once, where each
+        # select's backward would write a zero-filled copy of the whole tensor.
+        w0, w1, w2 = wx.unbind(2)
+        w = w0[..., :, None, None] * w1[..., None, :, None] * w2[..., None, None, :]
         out = (feats * w.reshape(n, self.levels, 8, 1)).sum(2).reshape(n, -1)
         return out, feats, wx, raw
 
@@ -85,10 +88,11 @@ class HashGrid(nn.Module):
         feats, wx, dfrac = lattice
         n, levels, _, f = feats.shape
         s = (feats * g.reshape(n, levels, 1, f)).sum(-1).reshape(n, levels, 2, 2, 2)
-        w0, w1, w2 = wx[:, :, 0], wx[:, :, 1], wx[:, :, 2]  # [N,L,2] each
-        d0 = ((s[:, :, 1] - s[:, :, 0]) * w1[..., :, None] * w2[..., None, :]).sum((-1, -2))
-        d1 = ((s[:, :, :, 1] - s[:, :, :, 0]) * w0[..., :, None] * w2[..., None, :]).sum((-1, -2))
-        d2 = ((s[..., 1] - s[..., 0]) * w0[..., :, None] * w1[..., None, :]).sum((-1, -2))
+        w0, w1, w2 = wx.unbind(2)  # [N,L,2] each
+        faces = [s.unbind(axis) for axis in (2, 3, 4)]  # each axis's two faces [N,L,2,2]
+        d0 = ((faces[0][1] - faces[0][0]) * w1[..., :, None] * w2[..., None, :]).sum((-1, -2))
+        d1 = ((faces[1][1] - faces[1][0]) * w0[..., :, None] * w2[..., None, :]).sum((-1, -2))
+        d2 = ((faces[2][1] - faces[2][0]) * w0[..., :, None] * w1[..., None, :]).sum((-1, -2))
         return (torch.stack([d0, d1, d2], -1) * dfrac).sum(1)
 
 
