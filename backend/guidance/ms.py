@@ -76,7 +76,8 @@ class MSConfig(LossConfig):
     distortion: float = 0.5  # perspective: corner moves as a fraction of the half-size
     crop_scale: tuple[float, float] = (0.5, 0.9)  # local crops: fraction of the side
     # Backward recomputes the ViT instead of keeping its activations through the rest of
-    # the step: ~2.4 GB less at the peak for ViT-H on 12 images, one more forward of work.
+    # the step: 2.4 GB of ViT-H activations for 12 images (standard's peak: 1.7 GB), for one
+    # more forward of work.
     recompute: bool = True
 
     def __post_init__(self) -> None:
