@@ -1,8 +1,9 @@
 """ImageBind's input preprocessing against upstream's own `imagebind/data.py`.
 
 tests/fixtures/imagebind_preprocessing/reference.npz holds upstream's outputs for the files
-inputs.py writes, made once with real torchaudio 2.9 / torchvision 0.24 / pytorchvideo
-0.1.5 by make_reference.py (its docstring gives the commands). Audio: 1.3 s (shorter than a
+inputs.py writes, made once by make_reference.py (its docstring gives the commands) with
+ImageBind 53680b02, the pytorchvideo commit its requirements.txt pins (6cdc9293; the
+earlier pin 28fe037d gives identical outputs) and real torchaudio 2.11.1 / torchvision 0.28. Audio: 1.3 s (shorter than a
 clip), 3.33 s, 5 s at 48 kHz, 2.7 s stereo at 44.1 kHz. Images: square, larger, landscape,
 portrait.
 """
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.conditioning.audio import FBANK_MEAN, FBANK_STD, audio_clips, read_audio
+from backend.conditioning.audio import SAMPLE_RATE, FBANK_MEAN, FBANK_STD, audio_clips, clip_bounds, read_audio
 from backend.conditioning.embedding import CLIP_MEAN, CLIP_STD, image_tensor
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imagebind_preprocessing"
@@ -40,6 +41,17 @@ def test_audio_clips_match_upstream(files, reference, name):
     assert ours.shape == ref.shape == (3, 1, 128, 204)
     # float32 fbank and resampler rounding; the stored step adds at most 5e-5
     assert np.abs(ours - ref).max() < 3e-4
+
+
+def test_clips_are_placed_as_the_pinned_pytorchvideo_places_them():
+    # Known answer (pytorchvideo 9368f30, in ImageBind's pinned commits): clip i starts at
+    # i (duration - 2) / (clips - 1), so a 5 s file's clips start at 0, 1.5 and 3 s and the
+    # last ends at the file's end. PyPI's 0.1.5 divides by clips: 0, 1 and 2 s.
+    assert clip_bounds(5 * SAMPLE_RATE) == [(0, 32000), (24000, 56000), (48000, 80000)]
+    # 3.33 s: the latest start 1.33 s (a float duration, exact fractions, int() slicing)
+    assert clip_bounds(53280) == [(0, 32000), (10640, 42640), (21280, 53280)]
+    # shorter than a clip: the whole file three times
+    assert clip_bounds(20800) == [(0, 32000)] * 3
 
 
 def test_short_audio_pads_the_fbank_not_the_waveform(files, reference):

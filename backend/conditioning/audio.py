@@ -9,8 +9,9 @@ resample: torchaudio.functional.resample's default (Hann-windowed sinc, 6 zero c
 kaldi_fbank: Kaldi-compatible log-mel filterbank (25 ms "hanning" window, 10 ms shift,
     pre-emphasis 0.97, DC removal per frame, power spectrum on a 512-point FFT, 128 mel
     bins from 20 Hz to Nyquist, no dither).
-audio_clips: 3 clips of 2 s placed as pytorchvideo's ConstantClipsPerVideoSampler places
-    them (clip_bounds); each clip's fbank zero-padded (or cut) to 204 frames, then normalised by
+audio_clips: 3 clips of 2 s placed as ImageBind's pinned pytorchvideo commit's
+    ConstantClipsPerVideoSampler places them (clip_bounds: the first at the start, the last
+    ending at the file's end; not PyPI's 0.1.5, which predates that fix); each clip's fbank zero-padded (or cut) to 204 frames, then normalised by
     ImageBind's AudioSet statistics: (fbank - mean) / std. Upstream subtracts each clip's
     mean (over all channels) in place from the shared waveform, so a later clip that
     overlaps an earlier one sees a step of the earlier clip's mean where that one ended;
@@ -112,14 +113,19 @@ def kaldi_fbank(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, num_bins: in
 
 
 def clip_bounds(samples: int, clips: int = CLIPS, seconds: int = CLIP_SECONDS) -> list[tuple[int, int]]:
-    """Sample ranges of the clips as pytorchvideo 0.1.5's ConstantClipsPerVideoSampler
-    places them, read through upstream's int(t * rate) slicing: start i is
-    i * max(duration - seconds, 0) / clips in exact fractions of the float duration, so the
-    last clip ends short of the file's end. A file shorter than a clip gives the whole
-    file `clips` times."""
+    """Sample ranges of the clips as ImageBind runs them, read through upstream's
+    int(t * rate) slicing.
+
+    ImageBind's requirements.txt pins pytorchvideo at a git commit (28fe037d until
+    2025-02, 6cdc9293 since; both contain pytorchvideo's 2022-04 "Bug fix in Constant clip
+    sampler", 9368f30), where ConstantClipsPerVideoSampler starts clip i at
+    i * max(duration - seconds, 0) / max(clips - 1, 1), in exact fractions of the float
+    duration: the last clip ends at the file's end. (The PyPI release 0.1.5 predates the
+    fix and divides by `clips`.) A file shorter than a clip gives the whole file `clips`
+    times."""
     duration = samples / SAMPLE_RATE
     latest = Fraction(max(duration - seconds, 0))
-    spacing = latest / clips
+    spacing = latest / max(clips - 1, 1)
     return [(int(spacing * i * SAMPLE_RATE), int((spacing * i + seconds) * SAMPLE_RATE)) for i in range(clips)]
 
 
