@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .models_cli import add_parser as add_models_parser
+from . import protocol
 from .protocol import PRIORITIES
 from .models_cli import main as models_main
 
@@ -49,7 +50,7 @@ def _job_and_out(job: str, out_arg: str | None) -> tuple[Path, dict, Path]:
     """The job file read and the output folder made writable, or _Refused naming the cause."""
     path = Path(job)
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
+        raw = protocol.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise _Refused(f"job file not found: {path}") from None
     except IsADirectoryError:
@@ -58,6 +59,8 @@ def _job_and_out(job: str, out_arg: str | None) -> tuple[Path, dict, Path]:
         raise _Refused(f"{path} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise _Refused(f"{path} is not valid JSON ({exc})") from None
+    except protocol.DuplicateKey as exc:
+        raise _Refused(f"{path}: {exc}") from None
     except RecursionError:
         raise _Refused(f"{path} is nested too deeply to be a job") from None
     except OSError as exc:

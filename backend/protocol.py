@@ -4,12 +4,19 @@ the backend server. Standard library only: the Blender add-on imports this modul
 `validate_job(raw, base_dir)` returns a normalised copy with every path made absolute
 (relative paths are relative to the job file's folder) or raises JobError naming the
 offending field. Nothing is checked lazily: a job that passes can start.
+
+Every JSON that arrives (job files, stdio lines, HTTP bodies) is read by `loads`: Python's
+reader alone accepts NaN / Infinity literals, turns 1e400 into infinity and keeps the last
+of duplicate keys; here a duplicate key is refused, and a non-finite number anywhere in a
+job or a message is refused naming its dotted field (`first_non_finite`; overrides by
+pipeline.config.resolve).
 """
 from __future__ import annotations
 
 import copy
-import re
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ JOB_DEFAULTS: dict[str, Any] = {
 }
 _PROMPT_KEYS = {"text": str, "images": list, "audio": str, "weights": dict}
 _WEIGHT_KEYS = ("text", "images", "audio")
+WEIGHT_RANGE = (0.0, 100.0)  # a modality's relative weight in the Modality Similarity loss
 
 
 class JobError(ValueError):
@@ -35,6 +43,39 @@ class JobError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(f"duplicate key {key!r}: each key may appear once")
+        out[key] = value
+    return out
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON -> Python, refusing duplicate keys (DuplicateKey, a ValueError). NaN, Infinity
+    and overflowing numbers parse to non-finite floats, for first_non_finite to name."""
+    return json.loads(text, object_pairs_hook=_no_duplicates)
+
+
+def first_non_finite(value: Any, where: str = "") -> tuple[str, float] | None:
+    """(dotted field, value) of the first NaN or infinite number in a JSON value
+    (`prompt.weights.text`, `files[0]`), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "value", value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = first_non_finite(item, f"{where}[{key}]" if isinstance(key, int) else
+                                 f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -52,14 +93,35 @@ def _check_type(field: str, value: Any, expected: type | tuple) -> None:
         raise JobError(field, f"expected {_type_name(expected)}, got {type(value).__name__}")
 
 
-def _file(field: str, value: Any, base: Path, suffixes: tuple[str, ...], confined: bool = False) -> str:
+MAX_TEXT = 4000  # characters of a text prompt (the encoders read 77 tokens of it)
+MAX_PATH = 4096  # characters of a path (PATH_MAX on Linux)
+
+
+def _path(field: str, value: Any) -> Path:
+    """A path-valued field as a Path: a non-empty string without NUL bytes (the OS refuses
+    those) and of a length the OS can look up."""
     _check_type(field, value, str)
-    path = Path(value)
+    if not value or "\x00" in value or len(value) > MAX_PATH:
+        raise JobError(field, "not a usable path (empty, a NUL byte, or over 4096 characters)")
+    return Path(value)
+
+
+def _is(check: str, path: Path) -> bool:
+    """path.is_file() / .exists(), False where the OS cannot look the name up (a component
+    over NAME_MAX raises instead of answering)."""
+    try:
+        return getattr(path, check)()
+    except OSError:
+        return False
+
+
+def _file(field: str, value: Any, base: Path, suffixes: tuple[str, ...], confined: bool = False) -> str:
+    path = _path(field, value)
     if confined and (path.is_absolute() or ".." in path.parts or
                      not (base / path).resolve().is_relative_to(base.resolve())):
         raise JobError(field, f"{value!r}: a remote job may only name files uploaded with it")
     path = path if path.is_absolute() else (base / path)
-    if not path.is_file():
+    if not _is("is_file", path):
         raise JobError(field, f"file not found: {path}")
     if path.suffix.lower() not in suffixes:
         raise JobError(field, f"{path.name}: unsupported file type; use one of {', '.join(suffixes)}")
@@ -72,6 +134,10 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
     base = Path(base_dir)
     if not isinstance(raw, dict):
         raise JobError("job", f"expected a JSON object, got {type(raw).__name__}")
+    # overrides are checked key by key against the typed presets (pipeline.config.resolve)
+    bad = first_non_finite({k: v for k, v in raw.items() if k != "overrides"})
+    if bad:
+        raise JobError(bad[0], f"{bad[1]!r} is not a finite number")
     unknown = sorted(set(raw) - set(JOB_DEFAULTS))
     if unknown:
         raise JobError(unknown[0], f"unknown key; allowed: {', '.join(JOB_DEFAULTS)}")
@@ -97,6 +163,8 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
             raise JobError(f"prompt.{key}", f"unknown key; allowed: {', '.join(_PROMPT_KEYS)}")
         _check_type(f"prompt.{key}", value, _PROMPT_KEYS[key])
     if "text" in prompt:
+        if len(prompt["text"]) > MAX_TEXT:
+            raise JobError("prompt.text", f"{len(prompt['text'])} characters; a prompt has at most {MAX_TEXT}")
         prompt["text"] = prompt["text"].strip()
         if not prompt["text"]:
             del prompt["text"]
@@ -109,14 +177,14 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
         if key not in _WEIGHT_KEYS:
             raise JobError(f"prompt.weights.{key}", f"unknown modality; allowed: {', '.join(_WEIGHT_KEYS)}")
         _check_type(f"prompt.weights.{key}", value, (int, float))
-        if value < 0:
-            raise JobError(f"prompt.weights.{key}", "weights must be >= 0")
+        if not WEIGHT_RANGE[0] <= value <= WEIGHT_RANGE[1]:
+            raise JobError(f"prompt.weights.{key}", f"{value!r} is outside [{WEIGHT_RANGE[0]:g}, {WEIGHT_RANGE[1]:g}]")
     if job["models"] not in ("default", "tiny"):
         if confined:
             raise JobError("models", "a remote job uses the server's models: default or tiny")
-        models = Path(job["models"])
+        models = _path("models", job["models"])
         models = models if models.is_absolute() else base / models
-        if not models.exists():
+        if not _is("exists", models):
             raise JobError("models", f"not found: {models}; use default, tiny, a models folder or a manifest file")
         job["models"] = str(models.resolve())
     if job["style_image"] is not None:
@@ -208,13 +276,18 @@ def decode(line: str | bytes, expected: tuple[str, ...]) -> dict:
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"not UTF-8: {exc}") from exc
     try:
-        msg = json.loads(line)
+        msg = loads(line)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON ({exc.msg}): {line[:80]!r}") from exc
+    except DuplicateKey as exc:
+        raise ProtocolError(str(exc)) from None
     except RecursionError:
         raise ProtocolError("JSON nested too deeply") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
+    bad = first_non_finite({k: v for k, v in msg.items() if k != "job"})  # a job: validate_job names its field
+    if bad:
+        raise ProtocolError(f"{bad[0]}: {bad[1]!r} is not a finite number")
     if msg.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {msg.get('v')!r} is not {PROTOCOL_VERSION}: "
                             "the add-on and the backend are from different releases; reinstall the backend")

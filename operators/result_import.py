@@ -102,11 +102,9 @@ def import_result(glb: str, job_dir: Path, prompt: str, mode: str, target: str =
         original.hide_render = True
     else:
         obj.location = scene.cursor.location.copy()
-    for slot in obj.material_slots:
-        if slot.material and slot.material.use_nodes:
-            for node in slot.material.node_tree.nodes:
-                if node.type == "TEX_IMAGE" and node.image is not None and not node.image.packed_file:
-                    node.image.pack()
+    for node in material_nodes(obj):
+        if node.type == "TEX_IMAGE" and node.image is not None and not node.image.packed_file:
+            node.image.pack()
     obj["conjure_job"] = str(job_dir)
     obj["conjure_mode"] = mode
     for o in bpy.context.selected_objects:
@@ -114,3 +112,11 @@ def import_result(glb: str, job_dir: Path, prompt: str, mode: str, target: str =
     obj.select_set(True)
     bpy.context.view_layer.objects.active = obj
     return obj
+
+
+def material_nodes(obj: bpy.types.Object) -> list:
+    """The shader nodes of an object's materials. A material's node tree is read directly:
+    `Material.use_nodes` is deprecated since Blender 5.0 (every material has nodes) and goes
+    in 6.0; in 4.x a material without nodes has no tree."""
+    return [n for s in obj.material_slots if s.material and s.material.node_tree is not None
+            for n in s.material.node_tree.nodes]

@@ -35,19 +35,17 @@ def configure(models: str, work: Path) -> None:
 
 def report_object(name: str) -> dict:
     obj = bpy.data.objects[name]
-    images = [n.image for s in obj.material_slots if s.material and s.material.use_nodes
-              for n in s.material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image]
+    nodes = sys.modules[MODULE + ".operators.result_import"].material_nodes(obj)  # the add-on's own reading
+    images = [n.image for n in nodes if n.type == "TEX_IMAGE" and n.image]
     return {"name": obj.name, "uv_layers": len(obj.data.uv_layers), "faces": len(obj.data.polygons),
             "images": len(images), "packed": all(i.packed_file is not None for i in images),
             "smooth": sum(p.use_smooth for p in obj.data.polygons) / max(len(obj.data.polygons), 1),
             "custom_normals": obj.data.has_custom_normals,
             "quads": sum(len(p.vertices) == 4 for p in obj.data.polygons),
-            "normal_map": any(n.type == "NORMAL_MAP" for s in obj.material_slots if s.material and s.material.use_nodes
-                              for n in s.material.node_tree.nodes),
+            "normal_map": any(n.type == "NORMAL_MAP" for n in nodes),
             "image_size": list(images[0].size) if images else None,
-            "bsdf_linked": sorted({i.name for s in obj.material_slots if s.material and s.material.use_nodes
-                                   for n in s.material.node_tree.nodes if n.type == "BSDF_PRINCIPLED"
-                                   for i in n.inputs if i.is_linked}),
+            "bsdf_linked": sorted({i.name for n in nodes if n.type == "BSDF_PRINCIPLED" for i in n.inputs
+                                   if i.is_linked}),
             "collection": [c.name for c in obj.users_collection],
             "matrix": [list(r) for r in obj.matrix_world], "job": obj.get("conjure_job", "")}
 

@@ -29,7 +29,7 @@ def load_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageInputError(f"could not read {Path(path).name} as an image ({exc}); use PNG or JPEG") from exc
     if rgba.shape[0] < 8 or rgba.shape[1] < 8:
         raise ImageInputError(f"{Path(path).name} is {rgba.shape[1]}x{rgba.shape[0]} pixels: too small")

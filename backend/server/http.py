@@ -30,6 +30,7 @@ import binascii
 import hmac
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -179,7 +180,9 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                 raise BadRequest(413, f"request of {length} bytes is too large",
                                  "reference files must stay under 256 MB together")
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = protocol.loads(self.rfile.read(length) or b"{}")
+            except protocol.DuplicateKey as exc:
+                raise BadRequest(400, f"body: {exc}") from None
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 raise BadRequest(400, f"body is not a JSON object: {type(exc).__name__}") from None
             if not isinstance(body, dict):
@@ -216,9 +219,12 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
             if m := re.fullmatch(r"/jobs/([^/]+)/events", path):
                 job_id = self._job(m.group(1))
                 try:
-                    after, wait = max(int(params.get("after", 0)), 0), min(max(float(params.get("wait", 0)), 0), 30.0)
+                    after, wait = max(int(params.get("after", 0)), 0), float(params.get("wait", 0))
                 except ValueError:
                     raise BadRequest(400, "after and wait must be numbers") from None
+                if not math.isfinite(wait):
+                    raise BadRequest(400, f"wait={wait}: a number of seconds (0 to 30)")
+                wait = min(max(wait, 0.0), 30.0)
                 batch, nxt = events.since(job_id, after, wait)
                 return self._reply(200, {"events": batch, "next": nxt})
             if m := re.fullmatch(r"/jobs/([^/]+)/files/([^/]+)", path):
@@ -250,7 +256,7 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
             if not isinstance(files, dict):
                 raise BadRequest(400, "files must map file names to base64 strings")
             priority = body.get("priority", "normal")
-            if priority not in protocol.PRIORITIES:
+            if not isinstance(priority, str) or priority not in protocol.PRIORITIES:
                 raise BadRequest(400, f"priority {priority!r} is not one of {', '.join(protocol.PRIORITIES)}")
             if priority != "normal" and not service.shared_between_users:
                 raise BadRequest(400, "priorities need a farm (serve --ray): this server runs jobs in order")

@@ -31,9 +31,11 @@ class EventLog:
 
 def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False) -> tuple[dict, dict]:
     """Validate the job and its overrides, copy inputs under out_dir/inputs, write job.json
-    (paths relative to out_dir, so the folder is self-contained) and config.json.
+    (paths relative to out_dir, so the folder is self-contained) and config.json, then read
+    each input once (InputFileError, a JobError, for one that cannot be used).
     -> (job with absolute paths, resolved config). Raises JobError / ConfigError."""
     from ..pipeline.config import ConfigError, resolve
+    from ..pipeline.input_files import check_input_files
 
     job = validate_job(raw, base_dir, confined)
     try:
@@ -53,6 +55,7 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False
         set_input(stored, field, str(dst.relative_to(out_dir)))
     (out_dir / "job.json").write_text(json.dumps(stored, indent=2))
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    check_input_files(job)  # the copies, so a refused file stays with the job for a look
     return job, cfg
 
 
@@ -76,7 +79,11 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
     try:
         job, cfg = prepare_job(raw, base_dir, out_dir, confined)
     except JobError as exc:
-        emit(error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"))
+        from ..pipeline.input_files import InputFileError
+
+        unusable = isinstance(exc, InputFileError)
+        emit(error_event(exc, "invalid_input" if unusable else "invalid_job",
+                         exc.hint if unusable else f"fix the field {exc.field!r} in the job"))
         return None
     emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
     from ..geometry.mesh import MeshError

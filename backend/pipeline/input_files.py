@@ -1,0 +1,33 @@
+"""Every input file a job names, read once before any work: a file that cannot be used
+(zero bytes, truncated, another format behind the extension, a point cloud) is refused as
+an InputFileError naming its field (`prompt.images[1]`), not met phases later."""
+from __future__ import annotations
+
+from ..conditioning.audio import AudioError, read_audio
+from ..conditioning.image import ImageInputError, load_image
+from ..geometry.mesh import MeshError, load_mesh
+from ..protocol import JobError, job_inputs
+
+HINTS = {"image": "give a PNG or JPEG image of at least 8x8 pixels",
+         "audio": "give a WAV, FLAC or OGG file of at least 25 ms",
+         "mesh": "give a surface mesh (GLB, OBJ, PLY or STL) with faces"}
+
+
+class InputFileError(JobError):
+    """A named input file that exists but cannot be used; `hint` says what to give."""
+
+    def __init__(self, field: str, message: str, hint: str) -> None:
+        super().__init__(field, message)
+        self.hint = hint
+
+
+def check_input_files(job: dict) -> None:
+    """job: validated (protocol.validate_job), paths absolute. Images decode to at least
+    8x8 pixels, audio to at least one 25 ms frame, meshes to triangles."""
+    for field, path in job_inputs(job):
+        kind = ("image" if field.startswith("prompt.images") or field == "style_image" else
+                "audio" if field == "prompt.audio" else "mesh")
+        try:
+            {"image": load_image, "audio": read_audio, "mesh": load_mesh}[kind](path)
+        except (ImageInputError, AudioError, MeshError) as exc:
+            raise InputFileError(field, str(exc), HINTS[kind]) from exc
