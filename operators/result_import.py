@@ -116,7 +116,7 @@ def import_result(glb: str, job_dir: Path, prompt: str, mode: str, target: str =
 
 def material_nodes(obj: bpy.types.Object) -> list:
     """The shader nodes of an object's materials. A material's node tree is read directly:
-    `Material.use_nodes` is deprecated since Blender 5.0 (every material has nodes) and goes
-    in 6.0; in 4.x a material without nodes has no tree."""
+    the material's use_nodes flag is deprecated since Blender 5.0 (every material has nodes)
+    and goes in 6.0; in 4.x a material without nodes has no tree."""
     return [n for s in obj.material_slots if s.material and s.material.node_tree is not None
             for n in s.material.node_tree.nodes]

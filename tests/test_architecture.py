@@ -39,3 +39,12 @@ def test_no_cycles_between_backend_packages():
     # the layering the README describes, bottom first
     assert "eval" not in graph["pipeline"] and "perf" not in graph["pipeline"]
     assert graph.get("geometry", set()) == set()
+
+
+def test_the_addon_reads_no_attribute_blender_6_removes():
+    # Material.use_nodes: deprecated since Blender 5.0 (every material has a node tree),
+    # removed in 6.0, where reading it raises.
+    root = Path(__file__).resolve().parents[1]
+    sources = [*root.glob("*.py"), *(root / "operators").glob("*.py"), *(root / "panels").glob("*.py"),
+               root / "tools" / "blender_driver.py"]
+    assert [str(p.relative_to(root)) for p in sources if ".use_nodes" in p.read_text()] == []

@@ -33,7 +33,8 @@ class Licence:
 
 @dataclass(frozen=True)
 class HubSource:
-    """A role's files in a hub repository: groups of alternative globs, each group needed."""
+    """A role's files in a hub repository: groups of alternative globs, each group needed.
+    `repo` is the first of the role's sources (registry.HUB_SOURCES, tried in order)."""
 
     repo: str
     groups: tuple[tuple[str, ...], ...]
@@ -69,8 +70,10 @@ _SD = (("model_index.json",), ("scheduler/scheduler_config.json",), ("tokenizer/
        *_transformers("text_encoder"), *_diffusers("unet"), *_diffusers("vae"))
 _OPENRAIL = Licence("CreativeML OpenRAIL-M",
                     "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/blob/main/LICENSE.md")
+# The licence travels with the community copy (a copy of the removed original, its card and
+# LICENSE.md included).
 _OPENRAIL_PP = Licence("CreativeML OpenRAIL++-M",
-                       "https://huggingface.co/stabilityai/stable-diffusion-2-1-unclip/blob/main/LICENSE.md")
+                       f"https://huggingface.co/{DEFAULT_IDS['unclip']}/blob/main/LICENSE.md")
 _APACHE = "Apache-2.0"
 _MIT = "MIT"
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import atomic_path
-from .catalog import SOURCES, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
-from .registry import DEFAULT_IDS, conjure_cache, imagebind_dir
+from .catalog import SOURCES, HubSource, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
+from .registry import DEFAULT_IDS, HUB_SOURCES, conjure_cache, imagebind_dir, point_elsewhere
 
 Progress = Callable[[dict], None]
 SPACE_MARGIN = 1.05  # free space wanted beyond the bytes still to fetch (file system slack)
@@ -73,22 +73,35 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
+def _cached(source: HubSource, repo: str, cache: Path) -> tuple[Path | None, list[str]]:
+    """A repository's cached snapshot (or None) and the file groups it still lacks."""
+    snap = _snapshot(repo, cache)
+    return snap, missing_groups(source, _files(snap) if snap else [])
+
+
+def answering_source(role: str, cache_dir: str | Path | None = None) -> str:
+    """The first of a role's hub sources whose cached copy is complete, else the first."""
+    cache = hub_cache(cache_dir)
+    source = SOURCES[role]
+    return next((r for r in HUB_SOURCES[role] if not _cached(source, r, cache)[1]), HUB_SOURCES[role][0])
+
+
 def role_status(role: str, cache_dir: str | Path | None = None) -> dict:
-    """One role: present (complete), where it is (or would be), size on disk, source and licence."""
+    """One role: present (complete), where it is (or would be), size on disk, the source
+    that answered (the first whose copy is complete; else the first), every source, licence."""
     source = SOURCES[role]
     entry = {"role": role, "licence": source.licence.name, "licence_url": source.licence.url}
     if isinstance(source, URLSource):
         path = imagebind_folder() / source.filename
         return {**entry, "present": path.is_file(), "where": str(path), "source": source.url,
-                "size_bytes": path.stat().st_size if path.is_file() else 0, "missing": [] if path.is_file()
-                else [source.filename]}
+                "sources": [source.url], "size_bytes": path.stat().st_size if path.is_file() else 0,
+                "missing": [] if path.is_file() else [source.filename]}
     cache = hub_cache(cache_dir)
-    snap = _snapshot(source.repo, cache)
-    files = _files(snap) if snap else []
-    missing = missing_groups(source, files)
-    size = sum((snap / f).stat().st_size for f in select_files(source, files)) if snap else 0
-    return {**entry, "present": not missing, "where": str(snap or _repo_root(cache, source.repo)),
-            "source": source.repo, "size_bytes": size, "missing": missing}
+    repo = answering_source(role, cache)
+    snap, missing = _cached(source, repo, cache)
+    size = sum((snap / f).stat().st_size for f in select_files(source, _files(snap))) if snap else 0
+    return {**entry, "present": not missing, "where": str(snap or _repo_root(cache, repo)),
+            "source": repo, "sources": list(HUB_SOURCES[role]), "size_bytes": size, "missing": missing}
 
 
 def complete(role: str, cache_dir: str | Path | None = None) -> bool:
@@ -103,6 +116,7 @@ class FileTask:
     name: str  # path in the repository, or the URL's file name
     size: int  # bytes; 0 when the server does not say
     done: int = 0  # bytes already there from an interrupted download
+    repo: str = ""  # the hub repository that answered (empty for a URL)
 
 
 @dataclass
@@ -150,23 +164,35 @@ def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: st
                 size = _remote_size(_imagebind_url(source))
                 out.tasks.append(FileTask(role, source.filename, size, part.stat().st_size if part.is_file() else 0))
             continue
-        try:
-            listing = api.model_info(source.repo, files_metadata=True).siblings or []
-        except Exception as exc:  # noqa: BLE001 (hub errors come in many types)
-            raise DownloadError(f"{role}: cannot list {source.repo} ({exc})",
-                                "check the connection (and HF_ENDPOINT, or a token for gated models)") from exc
-        siblings = {s.rfilename: s for s in listing}
-        missing = missing_groups(source, list(siblings))
-        if missing:
-            raise DownloadError(f"{role}: {source.repo} has no file for {', '.join(missing)}",
-                                "the repository changed layout; point a models manifest at a local copy")
+        if not role_status(role, cache)["missing"]:
+            continue
+        repo, siblings = _answering_listing(role, source, api)
         for name in select_files(source, list(siblings)):
-            if isinstance(try_to_load_from_cache(source.repo, name, cache_dir=cache), str):
+            if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache), str):
                 continue
             s = siblings[name]
             etag = s.lfs.sha256 if s.lfs else s.blob_id
-            out.tasks.append(FileTask(role, name, int(s.size or 0), _part_bytes(cache, source.repo, etag)))
+            out.tasks.append(FileTask(role, name, int(s.size or 0), _part_bytes(cache, repo, etag), repo))
     return out
+
+
+def _answering_listing(role: str, source: HubSource, api) -> tuple[str, dict]:  # noqa: ANN001 (HfApi)
+    """The first of the role's sources whose listing has every file group the loaders
+    read -> (repository, {path: sibling}); DownloadError naming each source tried."""
+    tried = []
+    for repo in HUB_SOURCES[role]:
+        try:
+            listing = api.model_info(repo, files_metadata=True).siblings or []
+        except Exception as exc:  # noqa: BLE001 (hub errors come in many types)
+            tried.append(f"{repo} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'})")
+            continue
+        siblings = {s.rfilename: s for s in listing}
+        missing = missing_groups(source, list(siblings))
+        if not missing:
+            return repo, siblings
+        tried.append(f"{repo} (no file for {', '.join(missing)}: the repository changed layout)")
+    raise DownloadError(f"{role}: no source answered; tried {'; '.join(tried)}",
+                        f"check the connection (and HF_ENDPOINT, or a token for gated models), {point_elsewhere(role)}")
 
 
 def _imagebind_url(source: URLSource) -> str:
@@ -272,7 +298,7 @@ def download(p: Plan, progress: Progress, cancelled: Callable[[], bool] = lambda
             _verify(dest, digest, imagebind_sha256(), t.size)
             dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
         else:
-            _fetch_hub_file(source.repo, t.name, hub_cache(cache_dir), meter, endpoint)
+            _fetch_hub_file(t.repo, t.name, hub_cache(cache_dir), meter, endpoint)
     meter.emit()
 
 

@@ -17,12 +17,23 @@ from typing import Any, Callable
 
 import torch
 
-# Role -> default hub id. The tiny builders write each role under <dir>/<role>.
-DEFAULT_IDS = {
-    "sd": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "unclip": "stabilityai/stable-diffusion-2-1-unclip",
+# Stability AI removed its whole stable-diffusion-2-* family from the hub around 2025-11-13;
+# projects moved to the community copies under sd2-community (huggingface/optimum-habana
+# PR 2363, Nerogar/OneTrainer issue 1129, CompVis/cleandift issue 17). The old id stays as a
+# second source: a machine that downloaded it before still holds it in its cache.
+_UNCLIP = ("sd2-community/stable-diffusion-2-1-unclip", "stabilityai/stable-diffusion-2-1-unclip")
+# Role -> hub ids to try, in order (the first is the default). The tiny builders write each
+# role under <dir>/<role>.
+HUB_SOURCES: dict[str, tuple[str, ...]] = {
+    "sd": ("stable-diffusion-v1-5/stable-diffusion-v1-5",),
+    "unclip": _UNCLIP,
     # OpenCLIP ViT-H image tower, as shipped (transformers format) inside Stable unCLIP.
-    "clip": "stabilityai/stable-diffusion-2-1-unclip",
+    "clip": _UNCLIP,
+}
+DEFAULT_IDS = {
+    "sd": HUB_SOURCES["sd"][0],
+    "unclip": HUB_SOURCES["unclip"][0],
+    "clip": HUB_SOURCES["clip"][0],
     "zero123": "ashawkey/zero123-xl-diffusers",
     "ip_adapter": "h94/IP-Adapter",
     # Not on the hub: a folder holding the official imagebind_huge.pth (see imagebind_dir()).
@@ -41,6 +52,8 @@ DEFAULT_IDS = {
     "taesd": "madebyollin/taesd",
 }
 REWARD_TOKENIZER = DEFAULT_IDS["reward_tokenizer"]
+for _role, _id in DEFAULT_IDS.items():
+    HUB_SOURCES.setdefault(_role, (_id,))
 IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
 # Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
 DEFAULT_SUBFOLDERS = {"clip": "image_encoder", "ip_adapter": "models"}
@@ -48,6 +61,12 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def point_elsewhere(role: str) -> str:
+    """How a user points a role at another repository or a folder."""
+    return (f"or point {role!r} elsewhere with a models manifest (the job's \"models\": a JSON file "
+            f"{{\"{role}\": \"owner/name or /a/folder\"}}; the add-on preferences' Models field takes the same file)")
 
 
 class ModelNotAvailable(RuntimeError):
@@ -171,16 +190,23 @@ class ModelStore:
             return str(folder)
         if role not in DEFAULT_IDS:
             raise ModelNotAvailable(role, "the registry", f"unknown role; known roles: {', '.join(DEFAULT_IDS)}")
-        return DEFAULT_IDS[role]
+        if len(HUB_SOURCES[role]) == 1:
+            return DEFAULT_IDS[role]
+        from .download import answering_source  # the first source whose copy is cached, else the first
+
+        return answering_source(role)
 
     def _kwargs(self, where: str) -> dict:
         return {"local_files_only": not self.allow_download and not Path(where).exists(), "torch_dtype": self.dtype}
 
     def _missing(self, role: str, where: str, exc: Exception) -> ModelNotAvailable:
-        hint = (f"download it once (e.g. `huggingface-cli download {where}`) or allow downloads in the job/"
-                "preferences, or point a models manifest at a local folder for this role"
-                if not Path(where).exists() else f"the folder exists but could not be read ({exc})")
-        return ModelNotAvailable(role, where, hint)
+        if Path(where).exists():
+            return ModelNotAvailable(role, where, f"the folder exists but could not be read ({exc})")
+        base = role.split("/")[0]  # "zero123/image_encoder" -> zero123
+        tried = HUB_SOURCES[base] if where in HUB_SOURCES.get(base, ()) else (where,)
+        return ModelNotAvailable(role, where, f"tried {', '.join(tried)}: not in this machine's cache; download it "
+                                 f"once (`python -m backend models download {base}`) or allow downloads in the job/"
+                                 f"preferences; {point_elsewhere(base)}")
 
     def _load_parts(self, role: str, where: str, parts: dict[str, tuple[Any, str, bool]]) -> dict[str, Any]:
         """from_pretrained of each (class, subfolder, has_weights) part; weights in the store's
@@ -256,7 +282,7 @@ class ModelStore:
         """Load IP-Adapter attention layers into sd.unet (once) and return its image encoder
         (images [B,3,H,W] in [0,1] -> [B,D] image embeddings)."""
         where = self.location(role)
-        sub = DEFAULT_SUBFOLDERS[role] if where == DEFAULT_IDS[role] else ""
+        sub = DEFAULT_SUBFOLDERS[role] if where in HUB_SOURCES[role] else ""
         if getattr(sd.unet, "encoder_hid_proj", None) is None:
             from safetensors.torch import load_file
 
@@ -316,7 +342,7 @@ class ModelStore:
             return self._ready(role)
         if where is None:
             where = self.location(role)
-            sub = DEFAULT_SUBFOLDERS.get(role, "") if where == DEFAULT_IDS.get(role) else ""
+            sub = DEFAULT_SUBFOLDERS.get(role, "") if where in HUB_SOURCES.get(role, ()) else ""
         try:
             model = cls.from_pretrained(where, subfolder=sub or "", **self._kwargs(where), **kw)
         except (OSError, ValueError) as exc:
@@ -325,20 +351,26 @@ class ModelStore:
         return self._loaded[role]
 
     def _tokenizer(self, role: str, fallback: str) -> Any:
-        """The CLIP tokenizer in a role's folder (root or tokenizer/), else `fallback`."""
+        """The CLIP tokenizer in a role's folder (root or tokenizer/), else `fallback`; for
+        the role's own hub repository, `fallback` (the catalog fetches a role's tokenizer
+        from there: PickScore's ships apart from its weights, in LAION's CLIP-H repo)."""
         from transformers import CLIPTokenizer
 
         key = f"{role}/tokenizer"
         if key not in self._loaded:
             where = self.location(role)
             sub = "tokenizer" if (Path(where) / "tokenizer").is_dir() else ""
-            if Path(where).is_dir() and not (Path(where) / sub / "vocab.json").exists():
+            has_files = any((Path(where) / sub / f).is_file() for f in ("vocab.json", "tokenizer.json"))
+            if Path(where).is_dir() and not has_files or not Path(where).is_dir() and where in HUB_SOURCES.get(role, ()):
                 where, sub = fallback, ""
             try:
                 tok = CLIPTokenizer.from_pretrained(where, subfolder=sub, local_files_only=not self.allow_download
                                                     and not Path(where).exists())
             except OSError as exc:
                 raise self._missing(key, where, exc) from exc
+            if len(tok) < 100:  # transformers builds a near-empty vocabulary where files are missing
+                raise ModelNotAvailable(key, where, f"tokenizer has only {len(tok)} tokens: missing or broken "
+                                        "tokenizer files")
             self._loaded[key] = tok
         return self._loaded[key]
 
