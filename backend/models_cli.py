@@ -75,6 +75,9 @@ def status(args: argparse.Namespace) -> int:
     for row in rows:
         state = "present" if row["present"] else "missing"
         extra = f"  {_size(row['size_bytes'])}  {row['licence']}" if "licence" in row else ""
+        if len(row.get("sources", ())) > 1:  # which of the role's sources answered
+            extra += (f"  (from {row['source']} of " if row["present"] else "  (sources, in order: ") + \
+                f"{', '.join(row['sources'])})"
         print(f"{row['role']:<20} {state:<8} {row['where']}{extra}")
     return 0
 
