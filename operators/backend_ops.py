@@ -11,7 +11,7 @@ from pathlib import Path
 import bpy
 
 from ..preferences import prefs, venv_dir, venv_python
-from .install_plan import install_commands, pip_status, torch_build
+from .install_plan import install_commands, pinned_torch, pip_status, query_index, torch_build, wheel_platform
 from .session import ADDON_ROOT, SESSION
 
 
@@ -42,8 +42,9 @@ class CONJURE_OT_free_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def machine_torch() -> tuple[str, str | None]:
-    """The torch build for this machine (install_plan.torch_build on what it finds)."""
+def machine_torch(online: bool) -> tuple[str, str | None]:
+    """The torch build for this machine (install_plan.torch_build on what it finds and, when
+    online, on what the PyTorch index has for the pinned torch and this Python)."""
     smi = None
     if shutil.which("nvidia-smi"):
         try:
@@ -51,7 +52,11 @@ def machine_torch() -> tuple[str, str | None]:
         except (OSError, subprocess.SubprocessError):
             smi = None
     rocm = shutil.which("rocminfo") is not None or Path("/opt/rocm").is_dir()
-    return torch_build(platform.system(), smi, rocm)
+    version = pinned_torch(ADDON_ROOT / "requirements" / "backend.txt").split("==", 1)[1]
+    builds = None if not online or platform.system() == "Darwin" else query_index(
+        version, f"cp{sys.version_info.major}{sys.version_info.minor}",
+        wheel_platform(platform.system(), platform.machine()))
+    return torch_build(platform.system(), smi, rocm, builds)
 
 
 def doctor_summary(report: dict) -> str:
@@ -80,7 +85,7 @@ class CONJURE_OT_install_backend(bpy.types.Operator):
             self.report({"ERROR"}, "Blender's online access is off: allow it in Preferences > System, or set a "
                                    "wheel folder to install offline")
             return {"CANCELLED"}
-        label, index = machine_torch()
+        label, index = machine_torch(online=wheels is None)
         self._commands = install_commands(venv_dir(create=True), venv_python(), ADDON_ROOT, sys.executable, index,
                                           wheels)
         logs = Path(bpy.utils.extension_path_user(__package__.rsplit(".", 1)[0], path="logs", create=True))
