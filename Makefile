@@ -6,6 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 NODE_STAMP := tools/gltf/node_modules/.installed
+# The newest bpy (cp313) for the add-on tests on the newest Blender beside 4.5; skipped, saying
+# so, where no Python 3.13 is found (PATH, or pyenv's versions).
+NEWEST_PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo $$p; break; }; done)
+BPY_VENV := .venv-bpy
+BPY_STAMP := $(BPY_VENV)/.installed
 
 .PHONY: demo demo-oracle test test-fast doctor clean
 
@@ -16,6 +21,12 @@ $(STAMP): requirements/backend.txt requirements/blender.txt requirements/cluster
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/test.txt
 	touch $(STAMP)
+
+$(BPY_STAMP): requirements/blender-newest.txt
+	@if [ -n "$(NEWEST_PYTHON)" ]; then \
+	  { test -x $(BPY_VENV)/bin/python || $(NEWEST_PYTHON) -m venv $(BPY_VENV); } && \
+	  $(BPY_VENV)/bin/python -m pip install --quiet -r requirements/blender-newest.txt && touch $(BPY_STAMP); \
+	else echo "Python 3.13 not found: the add-on tests on the newest bpy will be skipped"; fi
 
 # The Khronos glTF validator for the export tests (npm; without npm those tests skip, saying so).
 $(NODE_STAMP): tools/gltf/package-lock.json
@@ -34,11 +45,11 @@ demo-oracle: $(STAMP)
 	@echo "demo-oracle: demo/oracle/out/result.glb, turntable.png, metrics.json"
 
 # Everything, slow tests included (what CI runs).
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 # The quick loop: skips tests marked slow.
-test-fast: $(STAMP) $(NODE_STAMP)
+test-fast: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 
 doctor: $(STAMP)

@@ -1,5 +1,6 @@
 from dataclasses import replace
 
+import pytest
 import torch
 import trimesh
 
@@ -36,3 +37,25 @@ def test_oracle_report_perfect_and_degraded(raster):
     report = oracle_report(raster, target, shrunk)
     assert report["iou"] < 0.95 and report["chamfer_rel"] > 0.01
     assert chamfer(target.verts, target.faces, shrunk.verts, shrunk.faces) > 0
+
+
+@pytest.mark.parametrize("name,inside,sections", [("mug", (0.82, 0.0, 0.0), 12), ("chair", (0.22, -0.3, 0.22), None),
+                                                   ("ring_stick", (0.0, -0.2, 0.0), 24)])
+def test_thin_targets_are_one_closed_surface_with_4mm_parts_on_a_10cm_object(name, inside, sections):
+    """Known answer: at the centre of the handle's tube (12 sections round), a chair leg (a
+    box) and the stick (24 sections), the signed distance is minus half the thin parts'
+    thickness (THIN = 4% of the size), times cos(pi / sections) for a polygonal tube."""
+    import math
+
+    from backend.eval.targets import THIN, make_target
+    from backend.geometry.mesh_sdf import mesh_sdf
+
+    mesh = make_target(name)
+    welded = mesh.copy()
+    welded.merge_vertices()
+    assert welded.is_watertight and welded.is_volume
+    assert mesh.extents.max() == pytest.approx(1.0, abs=0.3)  # about 10 cm: the unit is 10 cm
+    d = mesh_sdf(torch.tensor([inside], dtype=torch.float32), torch.tensor(mesh.vertices, dtype=torch.float32),
+                 torch.tensor(mesh.faces, dtype=torch.long))
+    inscribed = math.cos(math.pi / sections) if sections else 1.0
+    assert float(d[0]) == pytest.approx(-THIN / 2 * inscribed, rel=1e-3)

@@ -6,6 +6,7 @@ one Blender per process); also `make demo`.
     python tools/blender_driver.py ZIP SCENARIO WORKDIR [JSON_ARGS]
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,9 @@ def session():  # noqa: ANN201
 
 def configure(models: str, work: Path) -> None:
     prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.python = sys.executable  # this interpreter has the backend's packages
+    # the backend's interpreter: this one (bpy 4.5 shares the backend's venv), or the one named
+    # (a newer bpy runs on another Python than the backend)
+    prefs.python = os.environ.get("CONJURE_BACKEND_PYTHON", sys.executable)
     prefs.models = models
     prefs.jobs_dir = str(work / "jobs")
     prefs.device = "cpu"

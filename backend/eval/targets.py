@@ -16,23 +16,74 @@ def _colored(mesh, rgb: tuple[float, float, float]):  # noqa: ANN001, ANN202 (tr
     return mesh
 
 
+THIN = 0.04  # 4 mm on a 10 cm object: the thin parts' thickness, in units of the object's size
+
+
+def _tube_ring(major: float, minor: float):  # noqa: ANN202 (trimesh.Trimesh)
+    """A torus in the xy plane, finely sectioned (a thin tube needs many sections round)."""
+    from trimesh import creation
+
+    return creation.torus(major, minor, major_sections=96, minor_sections=12)
+
+
+def _union(parts: list):  # noqa: ANN202 (trimesh objects)
+    """One closed surface (a concatenation would leave hidden inner faces that no view can
+    see, which the Chamfer metric would count as missing)."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.union(p, engine="manifold")
+    return out
+
+
+def _face_colored(mesh, region, palette: list[tuple[int, int, int]]):  # noqa: ANN001, ANN202
+    """Flat colours by region: region(face centres [F,3]) -> palette index per face."""
+    mesh.unmerge_vertices()
+    rgba = np.array([[*c, 255] for c in palette], np.uint8)[region(mesh.triangles_center)]
+    mesh.visual.vertex_colors = np.repeat(rgba, 3, axis=0)
+    return mesh
+
+
 def make_target(name: str):  # noqa: ANN201 (trimesh.Trimesh)
-    """name: "mug" (hole through the handle, open concave cup), "table" (thin legs),
-    "torus_knot"-like "ring" (a torus with a hole), "blocks" (stacked boxes)."""
+    """name: "mug" (a 4 mm handle on a 10 cm cup: a hole through it, an open concave cup),
+    "chair" (4 mm legs and back posts), "ring_stick" (a ring of 4 mm wire on a 4 mm stick
+    in a base), "table" (legs 8% of its width), "ring" (a torus with a hole), "blocks"
+    (stacked boxes)."""
     import trimesh
     from trimesh import creation
 
     if name == "mug":
-        outer = creation.cylinder(0.45, 0.9, sections=48)
-        inner = creation.cylinder(0.36, 0.9, sections=48)
-        inner.apply_translation([0, 0, 0.12])
-        cup = outer.difference(inner, engine="manifold")
-        handle = creation.torus(0.25, 0.07, major_sections=32, minor_sections=12)
+        # 10 cm tall, a handle 4 mm thick (units: 1 = 10 cm): the thin part artists model daily
+        cup = creation.cylinder(0.4, 1.0, sections=64)
+        inner = creation.cylinder(0.36, 1.0, sections=64)
+        inner.apply_translation([0, 0, 0.06])
+        handle = _tube_ring(0.22, THIN / 2)
         handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
-        handle.apply_translation([0.5, 0, 0])
-        parts = [_colored(cup, (0.9, 0.15, 0.1)), _colored(handle, (0.1, 0.3, 0.9))]
-        mesh = trimesh.util.concatenate(parts)
+        handle.apply_translation([0.6, 0, 0])
+        mesh = cup.union(handle, engine="manifold").difference(inner, engine="manifold")
         mesh.apply_transform(trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0]))  # z-up -> y-up
+        mesh = _face_colored(mesh, lambda c: np.where(c[:, 0] > 0.41, 1, 0), [(230, 40, 25), (25, 75, 230)])
+    elif name == "chair":
+        # 10 cm tall; legs and back posts 4 mm thick
+        boxes = [([0.5, THIN * 1.5, 0.5], [0, 0, 0]), ([0.48, 0.08, THIN], [0, 0.46, -0.22])]
+        for x in (-0.22, 0.22):
+            boxes += [([THIN, 0.45, THIN], [x, -0.225, z]) for z in (-0.22, 0.22)]
+            boxes.append(([THIN, 0.5, THIN], [x, 0.25, -0.22]))
+        mesh = _union([creation.box(size, transform=trimesh.transformations.translation_matrix(at))
+                       for size, at in boxes])
+        mesh = _face_colored(mesh, lambda c: np.where(c[:, 1] < -0.04, 1, np.where(c[:, 1] > 0.04, 2, 0)),
+                             [(204, 128, 50), (25, 153, 50), (50, 50, 204)])
+    elif name == "ring_stick":
+        # a ring of 4 mm wire on a 4 mm stick standing in a base, 10 cm tall
+        ring = _tube_ring(0.2, THIN / 2)  # in the xy plane, facing +z
+        ring.apply_translation([0, 0.25, 0])
+        up = trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0])
+        stick = creation.cylinder(THIN / 2, 0.55, sections=24, transform=up)
+        stick.apply_translation([0, -0.225, 0])
+        base = creation.cylinder(0.18, 0.06, sections=48, transform=up)
+        base.apply_translation([0, -0.5, 0])
+        mesh = _union([ring, stick, base])
+        mesh = _face_colored(mesh, lambda c: np.where(c[:, 1] > 0.03, 0, np.where(c[:, 1] > -0.46, 1, 2)),
+                             [(230, 180, 25), (50, 128, 230), (204, 50, 75)])
     elif name == "table":
         top = _colored(creation.box([1.2, 0.1, 0.8]), (0.8, 0.6, 0.1))
         top.apply_translation([0, 0.4, 0])
@@ -67,7 +118,8 @@ def make_target(name: str):  # noqa: ANN201 (trimesh.Trimesh)
     return mesh
 
 
-TARGETS = ("mug", "table", "ring", "blocks")
+TARGETS = ("mug", "chair", "ring_stick", "table", "ring", "blocks")
+THIN_TARGETS = ("mug", "chair", "ring_stick")  # parts 4% of the object's size
 
 
 def write_target(name: str, out_dir: Path, preset: str = "draft", overrides: dict | None = None) -> Path:
