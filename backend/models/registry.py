@@ -352,16 +352,17 @@ class ModelStore:
 
     def _tokenizer(self, role: str, fallback: str) -> Any:
         """The CLIP tokenizer in a role's folder (root or tokenizer/), else `fallback`; for
-        the role's own hub repository, `fallback` (the catalog fetches a role's tokenizer
-        from there: PickScore's ships apart from its weights, in LAION's CLIP-H repo)."""
+        the role's hub repository, `fallback` too: the catalog fetches a role's tokenizer
+        from there (PickScore's ships apart from its weights, in LAION's CLIP-H repository)."""
         from transformers import CLIPTokenizer
 
         key = f"{role}/tokenizer"
         if key not in self._loaded:
             where = self.location(role)
             sub = "tokenizer" if (Path(where) / "tokenizer").is_dir() else ""
+            folder = Path(where).is_dir()
             has_files = any((Path(where) / sub / f).is_file() for f in ("vocab.json", "tokenizer.json"))
-            if Path(where).is_dir() and not has_files or not Path(where).is_dir() and where in HUB_SOURCES.get(role, ()):
+            if folder and not has_files or not folder and where in HUB_SOURCES.get(role, ()):
                 where, sub = fallback, ""
             try:
                 tok = CLIPTokenizer.from_pretrained(where, subfolder=sub, local_files_only=not self.allow_download
