@@ -2,7 +2,8 @@
 (`/api/models/<repo>` listing with sizes, `/<repo>/resolve/<rev>/<path>` with HEAD
 metadata and Range requests) over files held in memory, and plain files at other paths
 (the ImageBind stand-in). Every request is logged with its Range header. tiny_mirror()
-serves the tiny models under their real hub ids; download_env() points a process at it."""
+serves the tiny models under their real hub ids, in each repository's published layout;
+download_env() points a process at it."""
 from __future__ import annotations
 
 import hashlib
@@ -142,17 +143,43 @@ class HubMirror:
 STANDIN = "/fbaipublicfiles/imagebind/imagebind_huge.pth"
 
 
-def tiny_repos(tiny: Path) -> dict[str, dict[str, bytes]]:
-    """Stable unCLIP, DINO and ImageBind's tokenizer under their hub ids; unCLIP also holds
-    files the loaders never read (a half-precision variant, a .bin beside safetensors, a card)."""
-    from backend.models.registry import DEFAULT_IDS
+# Where each role's files are in a build_tiny folder (the tokenizer roles: their files only).
+_TINY_FOLDER = {"clip": "unclip", "imagebind_tokenizer": "imagebind/tokenizer", "reward_tokenizer": "reward"}
 
-    unclip = folder_files(tiny / "unclip")
-    unclip["unet/diffusion_pytorch_model.fp16.safetensors"] = b"variant" * 100
-    unclip["unet/diffusion_pytorch_model.bin"] = b"pickle" * 100
-    unclip["README.md"] = b"# card"
-    return {DEFAULT_IDS["unclip"]: unclip, DEFAULT_IDS["dino"]: folder_files(tiny / "dino"),
-            DEFAULT_IDS["imagebind_tokenizer"]: folder_files(tiny / "imagebind" / "tokenizer")}
+
+def _half(data: bytes) -> bytes:
+    """A safetensors file's floating tensors in fp16: the `.fp16.` variant of a weights file."""
+    from safetensors.torch import load, save
+
+    return save({k: v.half() if v.is_floating_point() else v for k, v in load(data).items()})
+
+
+def published(role: str, tiny: Path) -> dict[str, bytes]:
+    """A role's repository as the hub publishes it (backend.models.layouts): exactly the
+    layout's files; those the tiny folder has are its own, fp16 variants are converted from
+    the tiny safetensors beside them, and the rest (originals, cards, pickles beside
+    safetensors: files no loader reads) are placeholder bytes that cannot load."""
+    from backend.models.layouts import LAYOUTS
+
+    own = folder_files(tiny / _TINY_FOLDER.get(role, role))
+    out = {}
+    for name in LAYOUTS[role].files:
+        full = name.replace(".fp16.safetensors", ".safetensors")
+        if name in own:
+            out[name] = own[name]
+        elif full != name and full in own:
+            out[name] = _half(own[full])
+        else:
+            out[name] = b"published, not read by the loaders: " + name.encode()
+    return out
+
+
+def tiny_repos(tiny: Path) -> dict[str, dict[str, bytes]]:
+    """Every role that tiny has a folder for, under its hub id, in its published layout."""
+    from backend.models.layouts import LAYOUTS
+
+    return {LAYOUTS[role].repo: published(role, tiny) for role in LAYOUTS
+            if (tiny / _TINY_FOLDER.get(role, role)).is_dir()}
 
 
 def tiny_mirror(tiny: Path, hold_at: int | None = None) -> HubMirror:

@@ -18,7 +18,7 @@ from backend.models.registry import DEFAULT_IDS, ModelNotAvailable, ModelStore
 from backend.models.tiny import build_tiny
 
 from .helpers import ROOT
-from .hub_mirror import STANDIN, HubMirror, download_env, folder_files, tiny_mirror
+from .hub_mirror import STANDIN, HubMirror, download_env, published, tiny_mirror
 
 # What the draft preset's text-to-3D job loads: Stable unCLIP and ImageBind (+ its tokenizer).
 JOB_ROLES = ["imagebind", "imagebind_tokenizer", "unclip"]
@@ -66,16 +66,30 @@ def _env(tmp_path: Path, hub: HubMirror, tiny: Path, offline: bool) -> dict:
 
 
 def test_loaders_files_only(tiny):
-    files = list(folder_files(tiny / "unclip")) + ["unet/diffusion_pytorch_model.fp16.safetensors",
-                                                   "unet/diffusion_pytorch_model.bin", "README.md"]
-    chosen = select_files(SOURCES["unclip"], files)
-    assert chosen == sorted(folder_files(tiny / "unclip"))  # all the tiny files: the loaders read each
+    # Stable unCLIP as published (fp16 variants, pickles, the .ckpt originals, the card, the
+    # image tower that belongs to the "clip" role): on a CPU machine, the float32 safetensors
+    # of the parts the loaders read, one weights file a folder
+    chosen = select_files(SOURCES["unclip"], list(published("unclip", tiny)))
+    weights = {"text_encoder": "model.safetensors", "unet": "diffusion_pytorch_model.safetensors",
+               "vae": "diffusion_pytorch_model.safetensors", "image_normalizer": "diffusion_pytorch_model.safetensors"}
+    assert chosen == sorted(["model_index.json", "scheduler/scheduler_config.json",
+                             "image_noising_scheduler/scheduler_config.json",
+                             *(f"tokenizer/{f}" for f in ("merges.txt", "special_tokens_map.json",
+                                                          "tokenizer_config.json", "vocab.json")),
+                             *(f"{folder}/config.json" for folder in weights),
+                             *(f"{folder}/{name}" for folder, name in weights.items())])
     # a .bin is taken only where a folder has no safetensors
     assert select_files(SOURCES["dino"], ["config.json", "pytorch_model.bin"]) == ["config.json", "pytorch_model.bin"]
     # TAESD's repository also holds the original repo's .pth halves and a .bin copy: only the diffusers files
     taesd = ["README.md", "config.json", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors",
              "taesd_decoder.pth", "taesd_encoder.pth"]
     assert select_files(SOURCES["taesd"], taesd) == ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
+def _loaders_bytes(role: str, tiny: Path) -> dict[str, bytes]:
+    """The files of a role's published repository that a CPU machine downloads."""
+    repo = published(role, tiny)
+    return {name: repo[name] for name in select_files(SOURCES[role], list(repo))}
 
 
 def test_download_for_a_job_then_the_job_runs_offline(tmp_path, hub, tiny):
@@ -92,20 +106,20 @@ def test_download_for_a_job_then_the_job_runs_offline(tmp_path, hub, tiny):
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     done = [e["bytes_done"] for e in events]
-    total = sum(len(v) for k, v in folder_files(tiny / "unclip").items()) \
-        + sum(len(v) for v in folder_files(tiny / "imagebind" / "tokenizer").values()) \
+    unclip, tokenizer = _loaders_bytes("unclip", tiny), _loaders_bytes("imagebind_tokenizer", tiny)
+    total = sum(map(len, unclip.values())) + sum(map(len, tokenizer.values())) \
         + (tiny / "imagebind" / "imagebind_huge.pth").stat().st_size
     assert done == sorted(done) and done[-1] == total and all(e["bytes_total"] == total for e in events)
     fetched = _fetched(hub)
     assert not any(p.endswith((".fp16.safetensors", ".bin", "README.md")) for p in fetched)
-    assert len(fetched) == len(folder_files(tiny / "unclip")) + 2 + 1  # unclip, tokenizer files, checkpoint
+    assert len(fetched) == len(unclip) + len(tokenizer) + 1  # unclip, tokenizer files, checkpoint
     # the stand-in is the tiny model, not the huge one: its config goes beside it
     (tmp_path / "conjure" / "imagebind" / "config.json").write_text((tiny / "imagebind" / "config.json").read_text())
     status = subprocess.run(cli + ["status", "--json"], cwd=ROOT, env=_env(tmp_path, hub, tiny, True),
                             capture_output=True, text=True, timeout=600)
     rows = {r["role"]: r for r in json.loads(status.stdout)}
     assert all(rows[r]["present"] for r in JOB_ROLES) and not rows["sd"]["present"]
-    assert rows["unclip"]["size_bytes"] == sum(len(v) for v in folder_files(tiny / "unclip").values())
+    assert rows["unclip"]["size_bytes"] == sum(map(len, unclip.values()))
     assert rows["imagebind"]["licence"].startswith("CC-BY-NC 4.0")
     n = len(hub.log)
     proc = subprocess.run([sys.executable, "-m", "backend", "run", str(tmp_path / "job.json"), "--out",

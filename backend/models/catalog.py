@@ -3,10 +3,12 @@ under which licence: the data `models status` and `models download` work from.
 
 A hub role lists groups of file globs (relative to its repository); a download fetches the
 files matching any glob, a cached copy is complete when every group matches at least one
-file. Within one folder, safetensors weights make the .bin ones redundant (both loaders
-prefer safetensors); weight variants (`*.fp16.safetensors`, `*.non_ema.bin`) are not
-read by the loaders and are never fetched. ImageBind is not on the hub: one checkpoint
-from its official address.
+file. Within one folder only one weights file is fetched: safetensors before a pickle, and
+on a CUDA machine the fp16 variant first where the repository has one (variants.py: the
+store computes in fp16 there, so the float32 file would be twice the bytes for nothing).
+Other variants (`*.non_ema.*`, `*.fp16_ema.*`) and originals (`*.ckpt`) are never fetched.
+Each role's repository layout as published is in layouts.py. ImageBind is not on the hub:
+one checkpoint from its official address.
 """
 from __future__ import annotations
 
@@ -15,14 +17,14 @@ import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .registry import DEFAULT_IDS, REWARD_TOKENIZER, IP_ADAPTER_WEIGHTS
+from .registry import DEFAULT_IDS, IP_ADAPTER_WEIGHTS, REWARD_TOKENIZER
+from .variants import choose, weight_kind
 
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 # Upstream publishes no checksum for imagebind_huge.pth; with none pinned here the download
 # records the SHA-256 it computed beside the file (imagebind_huge.pth.sha256) and the
 # environment variable CONJURE_IMAGEBIND_SHA256 pins one to check against.
 IMAGEBIND_SHA256: str | None = None
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class HubSource:
     licence: Licence
 
     def wants(self, path: str) -> bool:
-        return any(fnmatch.fnmatch(path, g) for group in self.groups for g in group) and not _is_variant(path)
+        return any(fnmatch.fnmatch(path, g) for group in self.groups for g in group)
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,13 @@ class URLSource:
     licence: Licence
 
 
-def _weights(folder: str, stem: str) -> tuple[str, ...]:
+def _weights(folder: str, stem: str, pickle_stem: str | None = None) -> tuple[str, ...]:
+    """A weights file and its fp16 variant, as safetensors or a pickle (transformers names
+    its pickle pytorch_model.bin beside model.safetensors)."""
     prefix = f"{folder}/" if folder else ""
-    return tuple(f"{prefix}{stem}{suffix}" for suffix in (".safetensors", ".bin"))
+    pickle = pickle_stem or stem
+    return (f"{prefix}{stem}.safetensors", f"{prefix}{pickle}.bin", f"{prefix}{stem}.fp16.safetensors",
+            f"{prefix}{pickle}.fp16.bin")
 
 
 def _diffusers(folder: str) -> tuple[tuple[str, ...], ...]:
@@ -62,7 +68,7 @@ def _diffusers(folder: str) -> tuple[tuple[str, ...], ...]:
 
 def _transformers(folder: str = "") -> tuple[tuple[str, ...], ...]:
     prefix = f"{folder}/" if folder else ""
-    return ((f"{prefix}config.json",), (f"{prefix}model.safetensors", f"{prefix}pytorch_model.bin"))
+    return ((f"{prefix}config.json",), _weights(folder, "model", "pytorch_model"))
 
 
 _TOKENIZER = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -90,7 +96,7 @@ SOURCES: dict[str, HubSource | URLSource] = {
     "clip": HubSource(DEFAULT_IDS["clip"], _transformers("image_encoder"), _OPENRAIL_PP),
     "zero123": HubSource(DEFAULT_IDS["zero123"], (("model_index.json",), ("scheduler/scheduler_config.json",),
                                                   *_diffusers("unet"), *_diffusers("vae"),
-                                                  *_diffusers("cc_projection"), *_transformers("image_encoder")),
+                                                  *_diffusers("clip_camera_projection"), *_transformers("image_encoder")),
                          _card(DEFAULT_IDS["zero123"], f"{_MIT} (Zero-1-to-3 XL; model card)")),
     "ip_adapter": HubSource(DEFAULT_IDS["ip_adapter"], ((f"models/{IP_ADAPTER_WEIGHTS}",),
                                                         *_transformers("models/image_encoder")),
@@ -122,18 +128,16 @@ def with_companions(roles: set[str] | list[str]) -> list[str]:
     return [r for r in SOURCES if r in wanted]
 
 
-def _is_variant(path: str) -> bool:
-    """`name.fp16.safetensors`-style weights (a second suffix before the weight suffix)."""
-    p = PurePosixPath(path)
-    return p.suffix in WEIGHT_SUFFIXES and "." in p.stem and p.stem.split(".", 1)[0] in (
-        "diffusion_pytorch_model", "model", "pytorch_model")
-
-
-def select_files(source: HubSource, files: list[str]) -> list[str]:
-    """The repository files (posix paths) the loaders of a role read."""
+def select_files(source: HubSource, files: list[str], half: bool = False) -> list[str]:
+    """The repository files (posix paths) the loaders of a role read: in each folder one
+    kind of weights (variants.choose; half: the store will compute in fp16)."""
     chosen = [f for f in files if source.wants(f)]
-    with_safetensors = {str(PurePosixPath(f).parent) for f in chosen if f.endswith(".safetensors")}
-    return sorted(f for f in chosen if not (f.endswith(".bin") and str(PurePosixPath(f).parent) in with_safetensors))
+    kinds: dict[str, set[str]] = {}
+    for f in chosen:
+        if weight_kind(f):
+            kinds.setdefault(str(PurePosixPath(f).parent), set()).add(weight_kind(f))
+    best = {folder: choose(found, half) for folder, found in kinds.items()}
+    return sorted(f for f in chosen if weight_kind(f) in (None, best.get(str(PurePosixPath(f).parent))))
 
 
 def missing_groups(source: HubSource, files: list[str]) -> list[str]:

@@ -99,7 +99,7 @@ def role_status(role: str, cache_dir: str | Path | None = None) -> dict:
     cache = hub_cache(cache_dir)
     repo = answering_source(role, cache)
     snap, missing = _cached(source, repo, cache)
-    size = sum((snap / f).stat().st_size for f in select_files(source, _files(snap))) if snap else 0
+    size = sum((snap / f).stat().st_size for f in select_files(source, _files(snap), computes_in_half())) if snap else 0
     return {**entry, "present": not missing, "where": str(snap or _repo_root(cache, repo)),
             "source": repo, "sources": list(HUB_SOURCES[role]), "size_bytes": size, "missing": missing}
 
@@ -144,9 +144,19 @@ def _part_bytes(cache: Path, repo: str, etag: str | None) -> int:
     return part.stat().st_size if etag and part.is_file() else 0
 
 
-def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: str | Path | None = None) -> Plan:
+def computes_in_half() -> bool:
+    """Whether the store on this machine computes in fp16 (a CUDA device), so a download
+    takes a repository's fp16 weight variants where it has them."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: str | Path | None = None,
+         half: bool | None = None) -> Plan:
     """The files still to fetch for these roles (and their companions), with sizes from the
-    hub's listing (or the server's Content-Length for ImageBind)."""
+    hub's listing (or the server's Content-Length for ImageBind). half: fetch fp16 weight
+    variants (default: computes_in_half())."""
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
 
     if constants.HF_HUB_OFFLINE:
@@ -154,6 +164,7 @@ def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: st
                             "unset HF_HUB_OFFLINE to download, or copy the model folders here and point a "
                             "models manifest at them")
     cache = hub_cache(cache_dir)
+    half = computes_in_half() if half is None else half
     out = Plan(with_companions(roles))
     api = HfApi(endpoint=endpoint or constants.ENDPOINT)
     for role in out.roles:
@@ -167,7 +178,7 @@ def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: st
         if not role_status(role, cache)["missing"]:
             continue
         repo, siblings = _answering_listing(role, source, api)
-        for name in select_files(source, list(siblings)):
+        for name in select_files(source, list(siblings), half):
             if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache), str):
                 continue
             s = siblings[name]

@@ -4,8 +4,9 @@ A job's `models` field picks the source: "default" (public hub ids, read from th
 Hugging Face cache; a download only when the job allows it), "tiny" (random miniature
 models built on first use into a cache folder), a folder written by
 `python -m backend models build-tiny`, or a JSON manifest mapping roles to folders or ids.
-Models load lazily, once, in fp16 on CUDA (fp32 on CPU); park() moves them off the GPU
-between phases.
+Models load lazily, once, in fp16 on CUDA (fp32 on CPU), from a repository's fp16 weight
+variant where one is on disk (half the bytes; models/variants.py); park() moves them off
+the GPU between phases.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ REWARD_TOKENIZER = DEFAULT_IDS["reward_tokenizer"]
 for _role, _id in DEFAULT_IDS.items():
     HUB_SOURCES.setdefault(_role, (_id,))
 IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
-# Roles whose weights sit in a subfolder of the default repository (not of tiny folders).
+# Roles whose weights sit in a subfolder of their repository (layouts.py); a local folder
+# without that subfolder holds them at its root.
 DEFAULT_SUBFOLDERS = {"clip": "image_encoder", "ip_adapter": "models"}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -196,8 +198,16 @@ class ModelStore:
 
         return answering_source(role)
 
-    def _kwargs(self, where: str) -> dict:
-        return {"local_files_only": not self.allow_download and not Path(where).exists(), "torch_dtype": self.dtype}
+    def _kwargs(self, where: str, sub: str = "") -> dict:
+        from .variants import weights_variant
+
+        return {"local_files_only": not self.allow_download and not Path(where).exists(), "torch_dtype": self.dtype,
+                "variant": weights_variant(where, sub, half=self.dtype == torch.float16)}
+
+    def _subfolder(self, role: str, where: str) -> str:
+        """The role's subfolder in its repository, unless a local folder holds it at the root."""
+        sub = DEFAULT_SUBFOLDERS.get(role, "")
+        return "" if sub and Path(where).is_dir() and not (Path(where) / sub).is_dir() else sub
 
     def _missing(self, role: str, where: str, exc: Exception) -> ModelNotAvailable:
         if Path(where).exists():
@@ -211,10 +221,9 @@ class ModelStore:
     def _load_parts(self, role: str, where: str, parts: dict[str, tuple[Any, str, bool]]) -> dict[str, Any]:
         """from_pretrained of each (class, subfolder, has_weights) part; weights in the store's
         dtype. Any unreadable part -> ModelNotAvailable naming the role."""
-        kw = self._kwargs(where)
+        local = {"local_files_only": not self.allow_download and not Path(where).exists()}
         try:
-            return {name: cls.from_pretrained(where, subfolder=sub, **(kw if weights else
-                                                                      {"local_files_only": kw["local_files_only"]}))
+            return {name: cls.from_pretrained(where, subfolder=sub, **(self._kwargs(where, sub) if weights else local))
                     for name, (cls, sub, weights) in parts.items()}
         except (OSError, ValueError) as exc:
             raise self._missing(role, where, exc) from exc
@@ -260,12 +269,13 @@ class ModelStore:
             return self._ready(role)
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-        from .zero123_parts import CCProjection
+        from .zero123_parts import CLIPCameraProjection
 
         where = self.location(role)
         p = self._load_parts(role, where, {
             "unet": (UNet2DConditionModel, "unet", True), "vae": (AutoencoderKL, "vae", True),
-            "proj": (CCProjection, "cc_projection", True), "scheduler": (DDIMScheduler, "scheduler", False)})
+            "proj": (CLIPCameraProjection, "clip_camera_projection", True),
+            "scheduler": (DDIMScheduler, "scheduler", False)})
         unet, vae, proj, scheduler = p["unet"], p["vae"], p["proj"], p["scheduler"]
         if unet.config.in_channels != 8:
             raise ModelNotAvailable(role, where, f"expected an 8-channel Zero-1-to-3 UNet, got {unet.config.in_channels}")
@@ -282,7 +292,7 @@ class ModelStore:
         """Load IP-Adapter attention layers into sd.unet (once) and return its image encoder
         (images [B,3,H,W] in [0,1] -> [B,D] image embeddings)."""
         where = self.location(role)
-        sub = DEFAULT_SUBFOLDERS[role] if where in HUB_SOURCES[role] else ""
+        sub = self._subfolder(role, where)
         if getattr(sd.unet, "encoder_hid_proj", None) is None:
             from safetensors.torch import load_file
 
@@ -342,9 +352,9 @@ class ModelStore:
             return self._ready(role)
         if where is None:
             where = self.location(role)
-            sub = DEFAULT_SUBFOLDERS.get(role, "") if where in HUB_SOURCES.get(role, ()) else ""
+            sub = self._subfolder(role, where)
         try:
-            model = cls.from_pretrained(where, subfolder=sub or "", **self._kwargs(where), **kw)
+            model = cls.from_pretrained(where, subfolder=sub or "", **self._kwargs(where, sub or ""), **kw)
         except (OSError, ValueError) as exc:
             raise self._missing(role, where, exc) from exc
         self._loaded[role] = model.requires_grad_(False).eval().to(self.device)

@@ -2,7 +2,9 @@
 `models: "tiny"` jobs) run the real loading code with no download.
 
 `build_tiny(out_dir)` writes one folder per role, <out_dir>/<role> (roles: BUILDERS; the
-registry reads each with its real loader).
+registry reads each with its real loader). Each folder has the layout of the role's hub
+repository as published (layouts.py): the same subfolders, file names and config classes,
+so a tiny folder served under the real id is what a download of the real one gives.
 """
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = 2  # bump when a builder changes, so cached folders are rebuilt
+TINY_VERSION = 3  # bump when a builder changes, so cached folders are rebuilt
 
 
-def tiny_tokenizer(out_dir: Path) -> None:
+def tiny_tokenizer(out_dir: Path, fast_file: bool = False) -> None:
     """A byte-level BPE CLIP tokenizer with every single byte (and its end-of-word form) in
-    the vocabulary, so any text tokenises; written with save_pretrained."""
+    the vocabulary, so any text tokenises. Written as the CLIP repositories publish it:
+    vocab.json, merges.txt, special_tokens_map.json, tokenizer_config.json, and with
+    fast_file the tokenizers library's tokenizer.json too (Stable Diffusion's and CLIPSeg's
+    repositories have none; PickScore's and OpenAI CLIP's have one)."""
     from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -29,7 +34,28 @@ def tiny_tokenizer(out_dir: Path) -> None:
         vocab[a + b] = len(vocab)
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
+    out_dir.mkdir(parents=True, exist_ok=True)
     CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77).save_pretrained(out_dir)
+    if not fast_file:
+        (out_dir / "tokenizer.json").unlink()
+    (out_dir / "vocab.json").write_text(json.dumps(vocab))
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>"}
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def tiny_feature_extractor(out_dir: Path, size: int) -> None:
+    """feature_extractor/preprocessor_config.json, as the pipelines publish it (the loaders
+    do their own CLIP preprocessing and never read it)."""
+    from transformers import CLIPImageProcessor
+
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(out_dir)
 
 
 def tiny_text_encoder(out_dir: Path, vocab_size: int, hidden: int = 32) -> None:
@@ -72,15 +98,22 @@ def tiny_taesd(out_dir: Path) -> None:
                     num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)).save_pretrained(out_dir)
 
 
-def tiny_scheduler(out_dir: Path, prediction_type: str = "epsilon") -> None:
-    from diffusers import DDIMScheduler
+def tiny_scheduler(out_dir: Path, prediction_type: str = "epsilon", cls: str = "DDIMScheduler") -> None:
+    """Stable Diffusion's noise schedule as its repositories write it: scheduler_config.json
+    naming `cls` (PNDMScheduler in Stable Diffusion's), clip_sample false (the loaders read
+    any of them into DDIM)."""
+    cfg = {"_class_name": cls, "_diffusers_version": "0.6.0", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+           "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
+           "prediction_type": prediction_type, "set_alpha_to_one": False, "steps_offset": 1, "trained_betas": None,
+           **({"skip_prk_steps": True} if cls == "PNDMScheduler" else {})}
+    _write_json(out_dir / "scheduler_config.json", cfg)
 
-    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                  set_alpha_to_one=False, prediction_type=prediction_type).save_pretrained(out_dir)
 
-
-def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon") -> None:
-    """A diffusers Stable Diffusion folder: tokenizer, text_encoder, unet, vae, scheduler."""
+def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon",
+                          pipeline: str = "StableDiffusionPipeline") -> None:
+    """A diffusers Stable Diffusion folder: tokenizer, text_encoder, unet, vae, scheduler,
+    feature_extractor and model_index.json (the safety checker's weights are left out: no
+    loader reads them)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tiny_tokenizer(out_dir / "tokenizer")
     from transformers import CLIPTokenizer
@@ -89,26 +122,34 @@ def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon") -> No
     tiny_text_encoder(out_dir / "text_encoder", vocab_size)
     tiny_unet(out_dir / "unet")
     tiny_vae(out_dir / "vae")
-    tiny_scheduler(out_dir / "scheduler", prediction_type)
-    (out_dir / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None],
-        "feature_extractor": [None, None], "requires_safety_checker": False}, indent=2))
+    tiny_scheduler(out_dir / "scheduler", prediction_type, "PNDMScheduler")
+    tiny_feature_extractor(out_dir / "feature_extractor", 32)
+    _write_json(out_dir / "model_index.json", {
+        "_class_name": pipeline, "_diffusers_version": "0.42.1",
+        "feature_extractor": ["transformers", "CLIPImageProcessor"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "PNDMScheduler"],
+        **({"safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"], "requires_safety_checker": True}
+           if pipeline == "StableDiffusionPipeline" else {})})
 
 
 def tiny_unclip(out_dir: Path, embed_dim: int = 32) -> None:
     """Stable unCLIP folder: SD parts + v-prediction, a UNet with a projected class
-    embedding (image embeds ++ noise-level embedding), image_normalizer and
-    image_noising_scheduler."""
+    embedding (image embeds ++ noise-level embedding), image_normalizer,
+    image_noising_scheduler and the CLIP image tower in image_encoder/."""
     from diffusers import DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
 
-    tiny_stable_diffusion(out_dir, prediction_type="v_prediction")
+    tiny_stable_diffusion(out_dir, prediction_type="v_prediction", pipeline="StableUnCLIPImg2ImgPipeline")
     tiny_unet(out_dir / "unet", class_embed_dim=2 * embed_dim)
     StableUnCLIPImageNormalizer(embedding_dim=embed_dim).save_pretrained(out_dir / "image_normalizer")
     DDPMScheduler(beta_schedule="squaredcos_cap_v2").save_pretrained(out_dir / "image_noising_scheduler")
+    tiny_clip_vision(out_dir / "image_encoder", embed_dim)
+    index = json.loads((out_dir / "model_index.json").read_text())
+    index.update({"image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+                  "image_normalizer": ["stable_diffusion", "StableUnCLIPImageNormalizer"],
+                  "image_noising_scheduler": ["diffusers", "DDPMScheduler"]})
+    _write_json(out_dir / "model_index.json", index)
 
 
 def tiny_clip_vision(out_dir: Path, embed_dim: int = 32) -> None:
@@ -120,23 +161,38 @@ def tiny_clip_vision(out_dir: Path, embed_dim: int = 32) -> None:
     CLIPVisionModelWithProjection(cfg).save_pretrained(out_dir)
 
 
+def tiny_clip(out_dir: Path) -> None:
+    """The "clip" role: the image tower where it is published, unCLIP's image_encoder/."""
+    tiny_clip_vision(out_dir / "image_encoder")
+
+
 def tiny_zero123(out_dir: Path) -> None:
-    """Diffusers-format Zero-1-to-3: 8-channel UNet, VAE, CLIP image encoder, cc_projection."""
-    from .zero123_parts import CCProjection
+    """Diffusers-format Zero-1-to-3 (zero123-xl-diffusers' layout): 8-channel UNet, VAE, CLIP
+    image encoder and the camera projection in clip_camera_projection/."""
+    from .zero123_parts import CLIPCameraProjection
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    embed = 28  # + 4 pose values = 32 = the UNet's cross-attention width (772 -> 768 at full size)
-    tiny_unet(out_dir / "unet", in_channels=8, cross_dim=32)
+    embed = 32  # the image embedding = the UNet's cross-attention width (768 at full size)
+    tiny_unet(out_dir / "unet", in_channels=8, cross_dim=embed)
     tiny_vae(out_dir / "vae")
     tiny_clip_vision(out_dir / "image_encoder", embed_dim=embed)
     tiny_scheduler(out_dir / "scheduler")
-    CCProjection(embed + 4, 32).save_pretrained(out_dir / "cc_projection")
+    tiny_feature_extractor(out_dir / "feature_extractor", 32)
+    CLIPCameraProjection(embedding_dim=embed, additional_embeddings=4).save_pretrained(
+        out_dir / "clip_camera_projection")
+    _write_json(out_dir / "model_index.json", {
+        "_class_name": "Zero123Pipeline", "_diffusers_version": "0.42.1",
+        "clip_camera_projection": ["zero123", "CLIPCameraProjection"],
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "scheduler": ["diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]})
 
 
 def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None, embed_dim: int = 24) -> None:
-    """IP-Adapter (SD 1.5 layout of h94/IP-Adapter "models/"): ip-adapter_sd15.safetensors with
+    """IP-Adapter (h94/IP-Adapter's SD 1.5 layout): models/ip-adapter_sd15.safetensors with
     image_proj.* and ip_adapter.<k>.to_{k,v}_ip.weight for the k-th cross-attention layer
-    (k = 1, 3, 5, ... in attn_processors order), plus its image_encoder/."""
+    (k = 1, 3, 5, ... in attn_processors order), plus models/image_encoder/."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
@@ -161,20 +217,22 @@ def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None, embed_dim: int = 
         for kv in ("k", "v"):
             tensors[f"ip_adapter.{key}.to_{kv}_ip.weight"] = torch.randn(hidden, cross) * 0.05
         key += 2
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_dir / "ip-adapter_sd15.safetensors"))
-    tiny_clip_vision(out_dir / "image_encoder", embed_dim=embed_dim)
+    models = out_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(models / "ip-adapter_sd15.safetensors"))
+    tiny_clip_vision(models / "image_encoder", embed_dim=embed_dim)
 
 
 def tiny_imagebind(out_dir: Path, out_dim: int = 32) -> None:
     """ImageBind checkpoint layout (imagebind_huge.pth + config.json) at toy width, with the
-    byte-level tokenizer in tokenizer/. out_dim matches the tiny CLIP towers' embeddings."""
+    byte-level tokenizer in tokenizer/ (the files of openai/clip-vit-large-patch14, where the
+    default role reads it). out_dim matches the tiny CLIP towers' embeddings."""
     from transformers import CLIPTokenizer
 
     from .imagebind import CHECKPOINT, ImageBind, ImageBindConfig
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tiny_tokenizer(out_dir / "tokenizer")
+    tiny_tokenizer(out_dir / "tokenizer", fast_file=True)
     vocab = len(CLIPTokenizer.from_pretrained(out_dir / "tokenizer"))
     cfg = ImageBindConfig(out_dim=out_dim, vision=(32, 2, 4), text=(32, 2, 4), audio=(32, 2, 4), depth=(16, 1, 4),
                           thermal=(16, 1, 4), imu=(16, 1, 4), vocab_size=vocab, image_size=28)
@@ -214,23 +272,27 @@ def tiny_reward(out_dir: Path) -> None:
     """CLIP preference model (PickScore layout: CLIPModel) with its tokenizer in the folder."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    tiny_tokenizer(out_dir)
+    tiny_tokenizer(out_dir, fast_file=True)
     text, vision = _tiny_clip_parts(len(CLIPTokenizer.from_pretrained(out_dir)))
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(out_dir)
 
 
 def tiny_segmenter(out_dir: Path) -> None:
-    """CLIPSeg (CLIPSegForImageSegmentation) with its tokenizer in the folder."""
+    """CLIPSeg (CLIPSegForImageSegmentation) with its tokenizer in the folder, as published:
+    weights as pytorch_model.bin, no tokenizer.json."""
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizer
 
     tiny_tokenizer(out_dir)
     text, vision = _tiny_clip_parts(len(CLIPTokenizer.from_pretrained(out_dir)))
     cfg = CLIPSegConfig(text_config=text, vision_config=vision, projection_dim=32, reduce_dim=16, extract_layers=[1, 2],
                         decoder_num_attention_heads=4, decoder_intermediate_size=32)
-    CLIPSegForImageSegmentation(cfg).save_pretrained(out_dir)
+    model = CLIPSegForImageSegmentation(cfg)
+    model.save_pretrained(out_dir)
+    (out_dir / "model.safetensors").unlink()  # transformers 5 saves only safetensors; the repository has a pickle
+    torch.save(model.state_dict(), out_dir / "pytorch_model.bin")
 
 
-BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "unclip": tiny_unclip, "clip": tiny_clip_vision,
+BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "unclip": tiny_unclip, "clip": tiny_clip,
             "zero123": tiny_zero123, "ip_adapter": tiny_ip_adapter, "dino": tiny_dino, "depth": tiny_depth,
             "reward": tiny_reward, "segmenter": tiny_segmenter, "taesd": tiny_taesd}
 

@@ -79,7 +79,7 @@ class RandomStore(ModelStore):
         from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-        from ..models.zero123_parts import CCProjection
+        from ..models.zero123_parts import CLIPCameraProjection
 
         key = "unclip" if role == "unclip" else "sd"
         if name == "tokenizer":
@@ -100,7 +100,7 @@ class RandomStore(ModelStore):
         if name == "noising":
             return DDPMScheduler(beta_schedule="squaredcos_cap_v2")
         if name == "proj":
-            return CCProjection(772, 768)
+            return CLIPCameraProjection(768, 4)
         raise KeyError(f"{role}/{name}")
 
     def _load_parts(self, role: str, where: str, parts: dict) -> dict[str, Any]:
