@@ -53,6 +53,29 @@ def test_tracker_counts_kernels_not_metadata_queries_views_or_aliases():
     assert tr.bytes_moved == (5 * 3 * 8 + 8 * 4 + 15 * 4) * 4 + 2 * 15 * 4 * 4  # mm in/out, mul in/out
 
 
+@pytest.mark.parametrize("n", [100, 1000])
+def test_tracker_counts_the_fused_hash_grid_as_one_launch_that_moves_the_rows_it_touches(n):
+    """On fake tensors (how the estimator models a CUDA run) the grid takes its fused ops:
+    the encoding is one launch reading the points and the 8 corner rows of every level
+    (at most the whole table: shared corners come from the cache), writing the features.
+    Known answer from the shapes: 100 points touch less than the table, 1000 more."""
+    from backend.geometry.hashgrid import HashGrid
+
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        grid = HashGrid(levels=4, features=2, log2_table=12, base_res=4, max_res=64)
+        x = torch.empty(n, 3)
+    tr = Tracker()
+    with tr:
+        h = grid(x)
+    levels, features = 4, 2
+    assert tr.launches == 1 and h.shape == (n, levels * features)
+    touched, table = n * levels * 8 * features * 4, grid.embeddings.nbytes
+    assert (touched < table) == (n == 100)
+    buffers = grid.res_i32.nbytes + grid.offsets.nbytes
+    assert tr.bytes_moved == n * 3 * 4 + buffers + n * levels * features * 4 + min(touched, table)
+
+
 def test_tracker_counts_host_syncs():
     """A boolean-mask selection, a nonzero, a scalar read and a masked write each make the
     host wait for the device; arithmetic and integer indexing do not. Fake or real alike."""
@@ -242,3 +265,41 @@ def test_fake_networks_build_without_initialising_their_weights():
                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) > 150_000_000  # ViT-B (86M) + DPT at ViT-B size (~120M)
+
+
+def test_z_variance_keeps_the_opaque_rays_by_weight_without_a_host_sync():
+    """HiFA's L_nz over the rays whose opacity exceeds the threshold, as a masked mean (the
+    selection form needed a sync for `keep.any()` and another for `weights[keep]`)."""
+    from backend.geometry.regularizers import z_variance
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(64, 16, generator=g) * torch.linspace(0.01, 0.12, 64)[:, None]  # some rays below 0.5
+    t = torch.sort(torch.rand(64, 16, generator=g) * 3, dim=-1).values
+    keep = weights.sum(-1) > 0.5
+    assert 0 < keep.sum() < 64
+    w = weights[keep] / weights[keep].sum(-1, keepdim=True)
+    mean = (w * t[keep]).sum(-1, keepdim=True)
+    want = (w * (t[keep] - mean) ** 2).sum(-1).mean()
+    tr = Tracker()
+    with tr:
+        got = z_variance(weights, t)
+    assert torch.allclose(got, want, rtol=1e-6) and tr.syncs == 0
+    assert z_variance(weights * 0, t) == 0  # no ray kept: zero, not NaN
+
+
+def test_adam_on_the_gpu_or_the_estimators_fake_tensors_steps_without_a_host_sync():
+    from backend.pipeline.optim import make_optimizer
+
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        params = [torch.nn.Parameter(torch.empty(100, 2)), torch.nn.Parameter(torch.empty(7))]
+        for p in params:
+            p.grad = torch.empty_like(p)
+    opt = make_optimizer("adam", params, 0.01)
+    assert opt.defaults["fused"]
+    tr = Tracker()
+    with tr:
+        opt.step()
+        opt.step()
+    assert tr.syncs == 0
+    assert not make_optimizer("adam", [torch.nn.Parameter(torch.zeros(3))], 0.01).defaults["fused"]  # CPU: default

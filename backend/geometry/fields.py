@@ -16,9 +16,9 @@ from torch import nn
 from .hashgrid import HashGrid, mlp, mlp_input_gradient
 
 
-def _grid(cfg: dict, bound: float) -> HashGrid:
+def _grid(cfg: dict, bound: float, fused: bool) -> HashGrid:
     return HashGrid(levels=cfg["levels"], features=cfg.get("features", 2), log2_table=cfg["log2_table"],
-                    base_res=cfg.get("base_res", 16), max_res=cfg["max_res"], bound=bound)
+                    base_res=cfg.get("base_res", 16), max_res=cfg["max_res"], bound=bound, fused=fused)
 
 
 class TextureField(nn.Module):
@@ -29,8 +29,9 @@ class TextureField(nn.Module):
         self.material_net: nn.Sequential | None = None
 
     @staticmethod
-    def from_config(cfg: dict, bound: float = 1.0) -> "TextureField":
-        return TextureField(_grid(cfg, bound), cfg.get("hidden", 64))
+    def from_config(cfg: dict, bound: float = 1.0, fused: bool = True) -> "TextureField":
+        """fused: the hash grid may take its Triton kernels (runtime.fused_grid)."""
+        return TextureField(_grid(cfg, bound, fused), cfg.get("hidden", 64))
 
     def add_material(self, roughness: float, metallic: float) -> None:
         """Give the field a roughness/metallic head that starts at these values everywhere
@@ -82,8 +83,9 @@ class NeRFField(nn.Module):
         self.register_buffer("occupancy", torch.ones(occupancy_res, occupancy_res, occupancy_res, dtype=torch.bool))
 
     @staticmethod
-    def from_config(cfg: dict, bound: float = 1.0) -> "NeRFField":
-        return NeRFField(_grid(cfg, bound), cfg.get("hidden", 64), cfg.get("blob_density", 10.0),
+    def from_config(cfg: dict, bound: float = 1.0, fused: bool = True) -> "NeRFField":
+        """fused: the hash grid may take its Triton kernels (runtime.fused_grid)."""
+        return NeRFField(_grid(cfg, bound, fused), cfg.get("hidden", 64), cfg.get("blob_density", 10.0),
                          cfg.get("blob_radius", 0.5), cfg.get("occupancy_res", 32))
 
     def density_bias(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,29 +1,39 @@
-"""Multi-resolution hash encoding (Instant-NGP) in pure PyTorch, and the small MLPs on it.
+"""Multi-resolution hash encoding (Instant-NGP), and the small MLPs on it.
 
 Input points [N,3] in the field's box [-bound, bound]^3; output features [N, L*F].
 Levels whose dense grid fits in the table are indexed densely, others hashed with the
-Instant-NGP primes. Deterministic: the same parameters and points give the same features.
+Instant-NGP primes. Two implementations of the same arithmetic: fused Triton kernels
+(hashgrid_triton.py; on CUDA when Triton imports, `fused`), and PyTorch ops (everywhere
+else). The PyTorch path is deterministic: the same parameters and points give the same
+features; the fused backward adds with atomics, in no fixed order.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from . import hashgrid_triton
 
 _PRIMES = (1, 2654435761, 805459861)
 
 
 class HashGrid(nn.Module):
     def __init__(self, levels: int = 16, features: int = 2, log2_table: int = 19,
-                 base_res: int = 16, max_res: int = 2048, bound: float = 1.0) -> None:
+                 base_res: int = 16, max_res: int = 2048, bound: float = 1.0, fused: bool = True) -> None:
+        """fused: use the Triton kernels where they can run (a power-of-two feature count)."""
         super().__init__()
         self.levels, self.features, self.bound = levels, features, bound
+        self.fused = fused and features & (features - 1) == 0
+        self._checked = False  # the fused kernels ran once on this machine
         self.table = 1 << log2_table
         growth = math.exp((math.log(max_res) - math.log(base_res)) / max(levels - 1, 1))
         res = [int(math.floor(base_res * growth ** i)) for i in range(levels)]
         self.register_buffer("res", torch.tensor(res, dtype=torch.long), persistent=False)
+        self.register_buffer("res_i32", torch.tensor(res, dtype=torch.int32), persistent=False)
         self.n_dense = sum((r + 1) ** 3 <= self.table for r in res)
         sizes = [min((r + 1) ** 3, self.table) for r in res]
         self.register_buffer("offsets", torch.tensor([0] + sizes[:-1]).cumsum(0).to(torch.int32), persistent=False)
@@ -38,11 +48,46 @@ class HashGrid(nn.Module):
         return self.levels * self.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_fused(x):
+            out = self._fused(hashgrid_triton.encode, x)
+            if out is not None:
+                return out
         return self._interpolate(x)[0]
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, "Lattice"]:
-        """features [N, L*F], and the lattice they were interpolated on (corner features
-        and trilinear weights) for spatial_vjp."""
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        """The kernels where they run, and on the estimator's fake tensors, which stand for a
+        CUDA run (their ops have shapes and byte counts without Triton)."""
+        from torch._subclasses.fake_tensor import is_fake
+
+        fake = is_fake(x) or is_fake(self.embeddings)
+        return self.fused and x.dtype == torch.float32 and (fake or hashgrid_triton.available(x.device))
+
+    def _fused(self, fn, *args: torch.Tensor) -> torch.Tensor | None:  # noqa: ANN001
+        """fn(self, *args), or None (and the PyTorch path from then on) if the kernels cannot
+        be built on this machine (checked once, all four, before the first use)."""
+        from torch._subclasses.fake_tensor import is_fake
+
+        if not self._checked and not (is_fake(args[0]) or is_fake(self.embeddings)):
+            try:
+                hashgrid_triton.self_check(self, args[0].device)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (a compiler, driver or toolchain error of any kind)
+                warnings.warn(f"fused hash-grid kernels unavailable ({type(exc).__name__}: {exc}); using the "
+                              "PyTorch encoding", RuntimeWarning, stacklevel=3)
+                self.fused = False
+                return None
+            self._checked = True
+        return fn(self, *args)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, "Lattice | torch.Tensor"]:
+        """features [N, L*F], and what spatial_vjp needs: the lattice they were interpolated
+        on (corner features and trilinear weights), or for the fused kernels, which
+        recompute it, the points themselves (then x must not require grad)."""
+        if self._use_fused(x) and not x.requires_grad:
+            out = self._fused(hashgrid_triton.encode, x)
+            if out is not None:
+                return out, x.detach()
         out, feats, wx, raw = self._interpolate(x)
         # d frac / d x per axis: res / (2 bound) inside the box (clamp passes no gradient outside).
         inside = ((raw >= 0) & (raw <= 1)).to(x.dtype) / (2 * self.bound)  # [N,3]
@@ -78,13 +123,15 @@ class HashGrid(nn.Module):
         out = (feats * w.reshape(n, self.levels, 8, 1)).sum(2).reshape(n, -1)
         return out, feats, wx, raw
 
-    @staticmethod
-    def spatial_vjp(lattice: "Lattice", g: torch.Tensor) -> torch.Tensor:
+    def spatial_vjp(self, lattice: "Lattice | torch.Tensor", g: torch.Tensor) -> torch.Tensor:
         """Σ_k g_k ∂h_k/∂x [N,3] for a cotangent g [N, L*F] on the features, in closed form
-        as ordinary ops (a field's normals need no double backward, so they can be
-        checkpointed). Contracting g with the corner features first leaves [N,L,8] to
-        differentiate: the trilinear weight's derivative along an axis is the difference of
-        that axis's two corner faces, weighted bilinearly by the other two axes."""
+        (a field's normals need no double backward, so they can be checkpointed): one fused
+        kernel when encode() gave the points, else ordinary ops. Contracting g with the
+        corner features first leaves [N,L,8] to differentiate: the trilinear weight's
+        derivative along an axis is the difference of that axis's two corner faces,
+        weighted bilinearly by the other two axes."""
+        if isinstance(lattice, torch.Tensor):
+            return hashgrid_triton.spatial_vjp(self, lattice, g)
         feats, wx, dfrac = lattice
         n, levels, _, f = feats.shape
         s = (feats * g.reshape(n, levels, 1, f)).sum(-1).reshape(n, levels, 2, 2, 2)

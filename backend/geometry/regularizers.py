@@ -62,10 +62,7 @@ def z_variance(weights: torch.Tensor, t_vals: torch.Tensor, opacity_threshold: f
     """HiFA L_nz: variance of sample depths under the normalised ray weights, only on rays
     whose opacity exceeds the threshold. weights, t_vals: [R,S]."""
     opacity = weights.sum(-1)
-    keep = opacity > opacity_threshold
-    if not keep.any():
-        return weights.sum() * 0
-    w = weights[keep] / opacity[keep, None]
-    t = t_vals[keep]
-    mean = (w * t).sum(-1, keepdim=True)
-    return (w * (t - mean) ** 2).sum(-1).mean()
+    keep = (opacity > opacity_threshold).to(weights.dtype)  # a weight, not a selection: no host sync
+    w = weights / opacity.clamp(min=opacity_threshold)[:, None]  # the clamp only touches rays not kept
+    mean = (w * t_vals).sum(-1, keepdim=True)
+    return ((w * (t_vals - mean) ** 2).sum(-1) * keep).sum() / keep.sum().clamp(min=1)

@@ -61,7 +61,8 @@ def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
     yield "phase2", p2
     verts, faces = (t.detach() for t in p2.mesh())
     with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied
-        texture = phase3_field(TextureField.from_config(cfg["phase1"]["field"], cfg["render"]["bound"]), cfg)
+        texture = phase3_field(TextureField.from_config(cfg["phase1"]["field"], cfg["render"]["bound"],
+                                                        ctx.fused_grid), cfg)
     yield "phase3", TexturePhase(cfg["phase3"], ctx, terms("phase3"), verts, faces, texture)
 
 
@@ -111,10 +112,28 @@ def profiled(out: str | None, key: str, store: ModelStore, device: torch.device)
     (folder / f"{key}.txt").write_text(f"components (whole forward of each, all calls)\n{table}\n\nops\n{ops}\n")
 
 
+def host_syncs(phase: Any, step: int, device: torch.device) -> int | None:
+    """Host syncs in one more step on CUDA, counted by torch's sync debug mode (one warning
+    each); None elsewhere."""
+    if device.type != "cuda":
+        return None
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            phase.step(step)
+            torch.cuda.synchronize()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def bench(preset: str = "standard", device: str = "auto", size: str = "full", iterations: int = 5,
           overrides: dict | None = None, profile: str | None = None) -> dict:
-    """-> {phase: {s_per_it, peak_mem_gb, iterations, warmup_s}, estimate_s, device}; profile: a folder
-    for traces and component tables (see profiled)."""
+    """-> {phase: {s_per_it, peak_mem_gb, iterations, warmup_s, first_losses, syncs_per_it}, estimate_s,
+    device}; profile: a folder for traces and component tables (see profiled)."""
     with tempfile.TemporaryDirectory(prefix="conjure-bench-") as scratch:
         return _bench(preset, device, size, iterations, overrides, profile, Path(scratch))
 
@@ -129,18 +148,19 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
 
     dev = resolve_device(device)
     cfg = resolve(preset, overrides or {})
+    torch.manual_seed(0)  # the same random networks in every bench process (compiled against eager)
     compiled = networks_compiled(cfg, dev)
     store = (RandomStore(dev, scratch, compile_networks=compiled) if size == "full" else
              ModelStore(str(build_tiny(scratch / "tiny")), device=dev, compile_networks=compiled))
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
     raster = make_rasterizer(cfg["render"]["rasterizer"], dev)
-    ctx = PhaseContext(raster, dev, 0, cfg["render"]["bound"], cond.ref_view())
+    ctx = PhaseContext(raster, dev, 0, cfg["render"]["bound"], cond.ref_view(), fused_grid=cfg["runtime"]["fused_grid"])
     report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "preset": preset,
                     "size": size, "phases": {}}
 
     def run(key: str, phase) -> None:  # noqa: ANN001
         t0 = time.perf_counter()
-        phase.step(0)  # warm-up: lazy loads, kernels, allocator, compiling (runtime.compile)
+        first = phase.step(0)  # warm-up: lazy loads, kernels, allocator, compiling (runtime.compile)
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -154,7 +174,8 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
             dt = (time.perf_counter() - t0) / iterations
         peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
         report["phases"][key] = {"s_per_it": round(dt, 4), "peak_mem_gb": None if peak is None else round(peak, 2),
-                                 "iterations": int(cfg[key]["iterations"]), "warmup_s": round(warmup, 2)}
+                                 "iterations": int(cfg[key]["iterations"]), "warmup_s": round(warmup, 2),
+                                 "first_losses": first, "syncs_per_it": host_syncs(phase, iterations + 1, dev)}
 
     for key, phase in bench_phases(cfg, ctx, cond):
         run(key, phase)

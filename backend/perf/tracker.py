@@ -8,9 +8,11 @@ through it (forward and backward), so it sees exactly what the GPU would allocat
   storage dies; the peak is kept with its breakdown. Weights and other tensors made before
   the step are not counted here (the estimator adds them).
 - launches: ops that are not views (one kernel each, roughly; eager PyTorch on CUDA);
-- host syncs: ops whose result the host must read back (scalars, data-dependent sizes);
+- host syncs: ops whose result the host must read back (scalars, data-dependent sizes),
+  counted when launches came before them (reads back to back wait once);
 - FLOPs: matmuls, convolutions and attention by torch's own flop formulas;
-- bytes: tensor inputs + outputs of each launch (what a memory-bound kernel moves).
+- bytes: tensor inputs + outputs of each launch (what a memory-bound kernel moves; the
+  fused hash grid's gathers: the table rows they touch).
 
 Networks can be fake tensors (FakeTensorMode: shapes without data) while the renderers
 stay real; fake values are contagious, so everything downstream of a network is fake.
@@ -61,6 +63,31 @@ def host_sync(func, args: tuple) -> bool:  # noqa: ANN001 (an OpOverload)
     return func in _INDEXING and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
 
 
+# The fused hash-grid kernels (geometry/hashgrid_triton.py) read or atomically update the
+# table rows their points touch, not the whole table: op -> (position of the table among
+# the args, or None when the op makes a zeroed table as its output; passes over the touched
+# rows). Their args are (x [N,3], ..., meta, bound), meta = [levels, features, ...]: a pass
+# touches N * levels * 8 corners * features floats, and no more than the table holds (the
+# points share corners, which the cache serves).
+_GATHERS = {"conjure::hashgrid_encode": (1, 1), "conjure::hashgrid_encode_backward": (None, 1),
+            "conjure::hashgrid_vjp": (1, 1), "conjure::hashgrid_vjp_backward": (1, 2)}
+
+
+def launch_bytes(func, args: tuple, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> int:  # noqa: ANN001
+    """What a launch moves: its tensor inputs and outputs (a memory-bound kernel reads and
+    writes each once), except that a gather kernel moves the rows it touches of its table."""
+    moved = sum(t.nbytes for t in inputs) + sum(t.nbytes for t in outputs)
+    gather = _GATHERS.get(func._schema.name) if hasattr(func, "_schema") else None
+    if gather is not None:
+        table_at, passes = gather
+        levels, features = args[-2][0], args[-2][1]
+        table = args[table_at].nbytes if table_at is not None else outputs[-1].nbytes
+        if table_at is not None:
+            moved -= table
+        moved += passes * min(table, args[0].shape[0] * levels * 8 * features * 4)
+    return moved
+
+
 def _tensors(tree: object) -> list[torch.Tensor]:
     return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
 
@@ -76,6 +103,7 @@ class Tracker(TorchDispatchMode):
         self.flops = 0
         self.launches = 0
         self.syncs = 0
+        self._queued = True  # work the device may still be doing (the step's first read waits)
         self.bytes_moved = 0
         self.launches_by_label: Counter = Counter()
         self.flops_by_label: Counter = Counter()
@@ -145,7 +173,11 @@ class Tracker(TorchDispatchMode):
         kwargs = kwargs or {}
         inputs = _tensors((args, kwargs))
         fake = next((t for t in inputs if isinstance(t, FakeTensor)), None)
-        self.syncs += host_sync(func, args)  # before a fake op is rewritten to its worst case
+        # A host sync waits for the work queued since the last one: reads with no launch in
+        # between (x.tolist() reads element by element) wait for nothing new.
+        if host_sync(func, args) and self._queued:
+            self.syncs += 1
+            self._queued = False
         out = NotImplemented
         if fake is not None:
             func, args, kwargs, out = _worst_case(func, args, kwargs, fake)
@@ -155,9 +187,10 @@ class Tracker(TorchDispatchMode):
             out = func(*args, **kwargs)
         if launches_kernel(func):
             outputs = _tensors(out)
+            self._queued = True
             self.launches += 1
             self.launches_by_label[self.label] += 1
-            moved = sum(t.nbytes for t in inputs) + sum(t.nbytes for t in outputs)
+            moved = launch_bytes(func, args, inputs, outputs)
             self.bytes_moved += moved
             self.bytes_by_label[self.label] += moved
             count = flop_registry.get(func._overloadpacket)

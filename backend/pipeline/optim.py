@@ -42,8 +42,15 @@ class Adan(torch.optim.Optimizer):
 
 
 def make_optimizer(name: str, params: Iterable, lr: float) -> torch.optim.Optimizer:
+    """On CUDA (and the estimator's fake tensors, which stand for it) Adam runs fused: one
+    kernel for every parameter, its step counts on the device, so no host sync a step (the
+    default reads each parameter's step count back). The CPU keeps torch's default."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    params = list(params)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=1e-15)
+        fused = any(p.device.type == "cuda" or is_fake(p) for p in params)
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=1e-15, fused=fused or None)
     if name == "adan":
         return Adan(params, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}: use adam or adan")

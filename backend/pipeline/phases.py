@@ -46,6 +46,7 @@ class PhaseContext:
     bound: float
     ref_view: RefView | None = None  # the reference-view loss, when the job has a reference
     identity: dict[str, RefView] | None = None  # stylize / edit: the original's views, by shading
+    fused_grid: bool = True  # runtime.fused_grid: hash grids may take their Triton kernels (on CUDA)
 
 
 def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
@@ -134,7 +135,8 @@ class Phase:
             raise PipelineError(f"{self.name} phase has no active loss",
                                 "give at least one loss a weight > 0 in the preset or overrides")
         total = sum(losses.values())
-        values = {k: float(v.detach()) for k, v in losses.items()}
+        # One transfer for every loss value (each float() would wait for the device again).
+        values = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if bad:  # before backward: the parameters stay as the last step left them
             raise PipelineError(f"{self.name} phase, step {step + 1}: the loss {', '.join(bad)} is not finite",
@@ -175,7 +177,7 @@ class NeRFPhase(Phase):
     def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
         super().__init__(cfg, ctx, terms)
         torch.manual_seed(ctx.seed)
-        self.field = _on_device(NeRFField.from_config(cfg["field"], ctx.bound), ctx.device)
+        self.field = _on_device(NeRFField.from_config(cfg["field"], ctx.bound, ctx.fused_grid), ctx.device)
         self.optimizer = make_optimizer(cfg["optimizer"], self.field.parameters(), cfg["lr"])
 
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -91,7 +91,8 @@ class Runner:
         self.ckpt.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(job.get("device", "auto"))
         self.raster = make_rasterizer(cfg["render"]["rasterizer"], self.device)
-        self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"])
+        self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"],
+                                fused_grid=cfg["runtime"]["fused_grid"])
         self.target: Mesh | None = None
         self.cond: JobConditioning | None = None
         self.source: SourceMesh | None = None
@@ -233,7 +234,8 @@ class Runner:
             res = int(scfg.get("identity_resolution", 128))
             self.ctx.identity = {shading: identity_views(self.raster, mesh, scfg["identity_views"], res, shading)
                                  for shading in ("albedo", "normal")}
-        texture = TextureField.from_config(self.cfg["phase1"]["field"], self.ctx.bound).to(self.device)
+        texture = TextureField.from_config(self.cfg["phase1"]["field"], self.ctx.bound, self.ctx.fused_grid).to(
+            self.device)
         samples = colored_samples(src.mesh, 1 << 17, self.ctx.seed)
         if samples is not None and scfg["texture_fit_steps"] > 0:
             mse = texture.fit(*samples, steps=scfg["texture_fit_steps"], seed=self.ctx.seed)

@@ -80,8 +80,9 @@ def render_volume(field: NeRFField, views: Views, samples: int, generator: torch
     delta = (far - near)[:, None] / samples * hit[:, None]
     pts = (origins[:, None] + dirs[:, None] * t_vals[..., None]).reshape(-1, 3)
     # Only samples on hit rays in occupied cells query the field; the rest are empty space.
-    live = field.occupied(pts) & hit.repeat_interleave(samples)
-    live_pts = pts[live]
+    # Their indices are found once (the one host sync of a render: the count sizes the query).
+    live = torch.nonzero(field.occupied(pts) & hit.repeat_interleave(samples)).squeeze(1)
+    live_pts = pts.index_select(0, live)
     density = pts.new_zeros(pts.shape[0])
     albedo = pts.new_zeros(pts.shape[0], 3)
     d_live, a_live, g_live = query_field(field, live_pts, need_normals)
