@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "bench":
-        from .perf.bench import main as bench_main
+        from .perf.cli import main as bench_main
 
         return bench_main(args)
     if args.command == "serve":

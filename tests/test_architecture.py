@@ -1,5 +1,6 @@
-"""The backend's packages depend on each other in one direction only: the graph of
-`from ..<package>` imports (module level and inside functions alike) has no cycle."""
+"""The backend's packages depend on each other in one direction only, and so do the modules
+inside each package: the graphs of `from ..<package>` and of `from .<module>` imports
+(module level and inside functions alike, TYPE_CHECKING blocks included) have no cycle."""
 import ast
 from pathlib import Path
 
@@ -21,8 +22,23 @@ def _package_graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_cycles_between_backend_packages():
-    graph = _package_graph()
+def _module_graph() -> dict[str, set[str]]:
+    """package.module -> the modules of the same package it imports (`from .x import`,
+    `from . import x`)."""
+    graph: dict[str, set[str]] = {}
+    for path in BACKEND.rglob("*.py"):
+        rel = path.relative_to(BACKEND).parts
+        if len(rel) < 2:
+            continue
+        here = f"{rel[0]}.{path.stem}"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                graph.setdefault(here, set()).update(f"{rel[0]}.{n}" for n in names if f"{rel[0]}.{n}" != here)
+    return graph
+
+
+def _assert_acyclic(graph: dict[str, set[str]]) -> None:
     state: dict[str, str] = {}
 
     def visit(node: str, path: list[str]) -> None:
@@ -33,9 +49,18 @@ def test_no_cycles_between_backend_packages():
                 visit(nxt, path + [node])
         state[node] = "done"
 
-    for package in sorted(graph):
-        if package not in state:
-            visit(package, [])
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+
+
+def test_no_cycles_inside_a_backend_package():
+    _assert_acyclic(_module_graph())
+
+
+def test_no_cycles_between_backend_packages():
+    graph = _package_graph()
+    _assert_acyclic(graph)
     # the layering the README describes, bottom first
     assert "eval" not in graph["pipeline"] and "perf" not in graph["pipeline"]
     assert graph.get("geometry", set()) == set()

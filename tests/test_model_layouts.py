@@ -16,7 +16,8 @@ import torch
 from backend.models import download as dl
 from backend.models.catalog import SOURCES, missing_groups, select_files
 from backend.models.layouts import LAYOUTS
-from backend.models.registry import DEFAULT_IDS, REWARD_TOKENIZER, ModelStore
+from backend.models.registry import ModelStore
+from backend.models.roles import DEFAULT_IDS, REWARD_TOKENIZER
 from backend.models.tiny import build_tiny
 from backend.models.variants import weight_kind, weights_variant
 

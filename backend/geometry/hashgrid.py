@@ -47,6 +47,11 @@ class HashGrid(nn.Module):
     def out_dim(self) -> int:
         return self.levels * self.features
 
+    def kernel_args(self) -> hashgrid_triton.GridArgs:
+        return hashgrid_triton.GridArgs(self.embeddings, self.res_i32, self.offsets,
+                                        [self.levels, self.features, self.n_dense, self.table - 1, self._p1, self._p2],
+                                        float(self.bound))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_fused(x):
             out = self._fused(hashgrid_triton.encode, x)
@@ -63,13 +68,13 @@ class HashGrid(nn.Module):
         return self.fused and x.dtype == torch.float32 and (fake or hashgrid_triton.available(x.device))
 
     def _fused(self, fn, *args: torch.Tensor) -> torch.Tensor | None:  # noqa: ANN001
-        """fn(self, *args), or None (and the PyTorch path from then on) if the kernels cannot
+        """fn(self's kernel args, *args), or None (and the PyTorch path from then on) if the kernels cannot
         be built on this machine (checked once, all four, before the first use)."""
         from torch._subclasses.fake_tensor import is_fake
 
         if not self._checked and not (is_fake(args[0]) or is_fake(self.embeddings)):
             try:
-                hashgrid_triton.self_check(self, args[0].device)
+                hashgrid_triton.self_check(self.kernel_args(), args[0].device)
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 (a compiler, driver or toolchain error of any kind)
@@ -78,7 +83,7 @@ class HashGrid(nn.Module):
                 self.fused = False
                 return None
             self._checked = True
-        return fn(self, *args)
+        return fn(self.kernel_args(), *args)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, "Lattice | torch.Tensor"]:
         """features [N, L*F], and what spatial_vjp needs: the lattice they were interpolated
@@ -131,7 +136,7 @@ class HashGrid(nn.Module):
         derivative along an axis is the difference of that axis's two corner faces,
         weighted bilinearly by the other two axes."""
         if isinstance(lattice, torch.Tensor):
-            return hashgrid_triton.spatial_vjp(self, lattice, g)
+            return hashgrid_triton.spatial_vjp(self.kernel_args(), lattice, g)
         feats, wx, dfrac = lattice
         n, levels, _, f = feats.shape
         s = (feats * g.reshape(n, levels, 1, f)).sum(-1).reshape(n, levels, 2, 2, 2)

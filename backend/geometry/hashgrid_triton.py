@@ -7,20 +7,17 @@ Four kernels, each over a block of points and every level in registers:
 - vjp:         Σ_k g_k ∂h_k/∂x [N,3]  (the NeRF's normals, and encode's input gradient)
 - vjp_bwd:     the vjp's gradients with respect to g and to the table
 
-Autograd: `encode(grid, x)` and `spatial_vjp(grid, x, g)` are Functions whose backward
-calls the kernels above; the vjp's own gradient with respect to x (a second derivative of
+Autograd: `encode(grid, x)` and `spatial_vjp(grid, x, g)` (grid: a GridArgs, what HashGrid
+hands over) are torch operators whose backward calls the kernels above; the vjp's own gradient with respect to x (a second derivative of
 the trilinear weights) is not provided, so HashGrid takes this path only for points that do
 not require grad (the NeRF's samples never do). Chosen on CUDA when Triton imports; on the
 CPU the tests run the kernels through Triton's interpreter (TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import torch
-
-if TYPE_CHECKING:
-    from .hashgrid import HashGrid
 
 try:
     import triton
@@ -38,16 +35,27 @@ def available(device: torch.device) -> bool:
     return triton is not None and device.type == "cuda"
 
 
-def self_check(grid: "HashGrid", device: torch.device) -> None:
+class GridArgs(NamedTuple):
+    """A hash grid as the kernels see it: the table [T,F], per-level resolutions and table
+    offsets (int32 [L]), meta = [levels, features, dense levels, table size - 1, prime 1,
+    prime 2] (the primes as wrapped int32), and the box's half-size."""
+
+    table: torch.Tensor
+    res: torch.Tensor
+    offsets: torch.Tensor
+    meta: list[int]
+    bound: float
+
+
+def self_check(grid: GridArgs, device: torch.device) -> None:
     """Build and run all four kernels once on two points (raises what Triton raises), so a
     machine whose Triton cannot compile them falls back before a training step, not in its
     backward."""
     x = torch.tensor([[0.1, -0.2, 0.3], [2.0, 0.0, -0.5]], device=device)
-    table = grid.embeddings.detach().requires_grad_(True)
-    g = torch.ones(2, grid.out_dim, device=device, requires_grad=True)
-    meta, bound = _meta(grid), float(grid.bound)
-    out = encode_op(x, table, grid.res_i32, grid.offsets, meta, bound)
-    vjp = vjp_op(x, table, g, grid.res_i32, grid.offsets, meta, bound)
+    table = grid.table.detach().requires_grad_(True)
+    g = torch.ones(2, grid.meta[0] * grid.meta[1], device=device, requires_grad=True)
+    out = encode_op(x, table, grid.res, grid.offsets, grid.meta, grid.bound)
+    vjp = vjp_op(x, table, g, grid.res, grid.offsets, grid.meta, grid.bound)
     torch.autograd.grad(out.sum() + vjp.sum(), (table, g))
 
 
@@ -279,18 +287,13 @@ encode_op.register_autograd(_encode_grad, setup_context=lambda ctx, inputs, outp
 vjp_op.register_autograd(_vjp_grad, setup_context=lambda ctx, inputs, output: _save(ctx, inputs, output))
 
 
-def _meta(grid: "HashGrid") -> Meta:
-    return [grid.levels, grid.features, grid.n_dense, grid.table - 1, grid._p1, grid._p2]
-
-
-def encode(grid: "HashGrid", x: torch.Tensor) -> torch.Tensor:
+def encode(grid: GridArgs, x: torch.Tensor) -> torch.Tensor:
     """points [N,3] -> features [N, L*F] (float32), differentiable in the table and x."""
-    return encode_op(x.contiguous().float(), grid.embeddings, grid.res_i32, grid.offsets, _meta(grid),
-                     float(grid.bound))
+    return encode_op(x.contiguous().float(), grid.table, grid.res, grid.offsets, grid.meta, grid.bound)
 
 
-def spatial_vjp(grid: "HashGrid", x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def spatial_vjp(grid: GridArgs, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Σ_k g_k ∂h_k/∂x [N,3] for points [N,3] that do not require grad and a cotangent
     g [N, L*F]; differentiable in g and the table."""
-    return vjp_op(x.detach().contiguous().float(), grid.embeddings, g.contiguous().float(), grid.res_i32,
-                  grid.offsets, _meta(grid), float(grid.bound))
+    return vjp_op(x.detach().contiguous().float(), grid.table, g.contiguous().float(), grid.res, grid.offsets,
+                  grid.meta, grid.bound)

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .registry import DEFAULT_IDS, IP_ADAPTER_WEIGHTS, REWARD_TOKENIZER
+from .roles import DEFAULT_IDS, IP_ADAPTER_WEIGHTS, REWARD_TOKENIZER
 from .variants import choose, weight_kind
 
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -36,7 +36,7 @@ class Licence:
 @dataclass(frozen=True)
 class HubSource:
     """A role's files in a hub repository: groups of alternative globs, each group needed.
-    `repo` is the first of the role's sources (registry.HUB_SOURCES, tried in order)."""
+    `repo` is the first of the role's sources (roles.HUB_SOURCES, tried in order)."""
 
     repo: str
     groups: tuple[tuple[str, ...], ...]

@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..atomic import atomic_path
 from .catalog import SOURCES, HubSource, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
-from .registry import DEFAULT_IDS, HUB_SOURCES, conjure_cache, imagebind_dir, point_elsewhere
+from .roles import DEFAULT_IDS, HUB_SOURCES, conjure_cache, imagebind_dir, point_elsewhere
 
 Progress = Callable[[dict], None]
 SPACE_MARGIN = 1.05  # free space wanted beyond the bytes still to fetch (file system slack)

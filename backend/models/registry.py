@@ -11,64 +11,19 @@ the GPU between phases.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-# Stability AI removed its whole stable-diffusion-2-* family from the hub around 2025-11-13;
-# projects moved to the community copies under sd2-community (huggingface/optimum-habana
-# PR 2363, Nerogar/OneTrainer issue 1129, CompVis/cleandift issue 17). The old id stays as a
-# second source: a machine that downloaded it before still holds it in its cache.
-_UNCLIP = ("sd2-community/stable-diffusion-2-1-unclip", "stabilityai/stable-diffusion-2-1-unclip")
-# Role -> hub ids to try, in order (the first is the default). The tiny builders write each
-# role under <dir>/<role>.
-HUB_SOURCES: dict[str, tuple[str, ...]] = {
-    "sd": ("stable-diffusion-v1-5/stable-diffusion-v1-5",),
-    "unclip": _UNCLIP,
-    # OpenCLIP ViT-H image tower, as shipped (transformers format) inside Stable unCLIP.
-    "clip": _UNCLIP,
-}
-DEFAULT_IDS = {
-    "sd": HUB_SOURCES["sd"][0],
-    "unclip": HUB_SOURCES["unclip"][0],
-    "clip": HUB_SOURCES["clip"][0],
-    "zero123": "ashawkey/zero123-xl-diffusers",
-    "ip_adapter": "h94/IP-Adapter",
-    # Not on the hub: a folder holding the official imagebind_huge.pth (see imagebind_dir()).
-    "imagebind": "imagebind",
-    # ImageBind's text BPE is OpenAI CLIP's.
-    "imagebind_tokenizer": "openai/clip-vit-large-patch14",
-    # SGC: DINO ViT features, monocular depth (relative inverse depth), preference reward.
-    "dino": "facebook/dino-vitb16",
-    "depth": "Intel/dpt-hybrid-midas",
-    "reward": "yuvalkirstain/PickScore_v1",
-    # The reward's tokenizer ships apart from PickScore's weights.
-    "reward_tokenizer": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
-    # Text-prompted foreground masks for reference images without alpha (CLIPSeg).
-    "segmenter": "CIDAS/clipseg-rd64-refined",
-    # Tiny decoder of SD 1.x/2.x latents (TAESD): the HiFA image target of aug_sds.
-    "taesd": "madebyollin/taesd",
-}
-REWARD_TOKENIZER = DEFAULT_IDS["reward_tokenizer"]
-for _role, _id in DEFAULT_IDS.items():
-    HUB_SOURCES.setdefault(_role, (_id,))
-IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
-# Roles whose weights sit in a subfolder of their repository (layouts.py); a local folder
-# without that subfolder holds them at its root.
-DEFAULT_SUBFOLDERS = {"clip": "image_encoder", "ip_adapter": "models"}
+from .roles import DEFAULT_IDS, DEFAULT_SUBFOLDERS, HUB_SOURCES, IP_ADAPTER_WEIGHTS, REWARD_TOKENIZER, \
+    conjure_cache, imagebind_dir, point_elsewhere
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def point_elsewhere(role: str) -> str:
-    """How a user points a role at another repository or a folder."""
-    return (f"or point {role!r} elsewhere with a models manifest (the job's \"models\": a JSON file "
-            f"{{\"{role}\": \"owner/name or /a/folder\"}}; the add-on preferences' Models field takes the same file)")
 
 
 class ModelNotAvailable(RuntimeError):
@@ -78,17 +33,6 @@ class ModelNotAvailable(RuntimeError):
     def __init__(self, role: str, where: str, hint: str) -> None:
         super().__init__(f"model for role {role!r} not available at {where}: {hint}")
         self.role, self.where, self.hint = role, where, hint
-
-
-def conjure_cache() -> Path:
-    """$CONJURE_CACHE (~/.cache/conjure): tiny models, ImageBind's folder, accepted licences."""
-    return Path(os.environ.get("CONJURE_CACHE", Path.home() / ".cache" / "conjure"))
-
-
-def imagebind_dir(where: str) -> Path:
-    """An "imagebind" location as a folder: a path as given, else a name under the Conjure
-    cache (the default, "imagebind": $CONJURE_CACHE/imagebind)."""
-    return Path(where) if Path(where).is_absolute() or Path(where).exists() else conjure_cache() / where
 
 
 def tiny_cache_dir() -> Path:

@@ -4,67 +4,23 @@ preset, with the paper's networks at their real sizes and random weights (SPEC S
 The models come from RandomStore (perf/networks.py): the registry's own code paths
 (JobConditioning and the loss factory, the denoisers, the phases), with each part built from its published
 configuration instead of read from disk. `--size tiny` uses the tiny models instead (a
-quick check of the bench). `--estimate` (perf/estimate.py) needs no GPU.
+quick check of the bench). `--estimate` (perf/estimate.py) needs no GPU; both run the
+phases of perf/harness.py.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 
 from ..models.registry import ModelStore
 from ..models.tiny import build_tiny
+from .harness import bench_job, bench_phases, component_labels
 from .networks import RandomStore
-
-def _reference(path: Path) -> Path:
-    img = np.zeros((256, 256, 4), np.uint8)  # alpha given: no segmenter needed
-    img[64:192, 80:176] = [180, 60, 40, 255]
-    Image.fromarray(img).save(path)
-    return path
-
-
-def bench_job(scratch: Path) -> dict:
-    """The job both bench and estimate run: a text prompt and a reference image with alpha."""
-    return {"prompt": {"text": "a wooden chair", "images": [str(_reference(scratch / "ref.png"))], "weights": {}},
-            "style_image": None}
-
-
-def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
-                 build_mode: Callable[[str], Any] | None = None) -> Iterator[tuple[str, Any]]:
-    """The three phases as bench and estimate run them, each built when the previous one is
-    done: phase II starts from a sphere (a known surface), phase III textures its mesh.
-    field_mode: a context (the estimator's fake mode) in which the NeRF is built;
-    build_mode(phase key): a context in which that phase's guidance is built."""
-    from ..geometry.dmtet import dmtet_from_density
-    from ..geometry.fields import TextureField
-    from ..pipeline.guidance_terms import build_terms
-    from ..pipeline.phases import GeometryPhase, NeRFPhase, TexturePhase, phase3_field
-
-    def terms(key: str) -> list:
-        with build_mode(key) if build_mode else nullcontext():
-            return build_terms(cfg[key], "paper", ctx.raster, 0, lambda m: None, cond=cond)
-
-    t1 = terms("phase1")
-    with field_mode or nullcontext():
-        p1 = NeRFPhase(cfg["phase1"], ctx, t1)
-    yield "phase1", p1
-    sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731
-    p2 = GeometryPhase(cfg["phase2"], ctx, terms("phase2"), dmtet_from_density(
-        sphere, cfg["phase2"]["tet_res"], 10.0, cfg["render"]["bound"], cfg["phase2"]["sdf_grid"]))
-    yield "phase2", p2
-    verts, faces = (t.detach() for t in p2.mesh())
-    with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied
-        texture = phase3_field(TextureField.from_config(cfg["phase1"]["field"], cfg["render"]["bound"],
-                                                        ctx.fused_grid), cfg)
-    yield "phase3", TexturePhase(cfg["phase3"], ctx, terms("phase3"), verts, faces, texture)
-
 
 @contextmanager
 def profiled(out: str | None, key: str, store: ModelStore, device: torch.device) -> Iterator[None]:
@@ -75,8 +31,6 @@ def profiled(out: str | None, key: str, store: ModelStore, device: torch.device)
         return
     from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
     from torch.profiler import ProfilerActivity, profile, record_function
-
-    from .estimate import component_labels
 
     names = {id(m): name for name, m in component_labels(store).items()}
     open_ranges: list = []
@@ -183,17 +137,3 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
     if dev.type == "cuda":
         report["peak_mem_gb"] = max(p["peak_mem_gb"] for p in report["phases"].values())
     return report
-
-
-def main(args: Any) -> int:
-    overrides = json.loads(args.overrides) if args.overrides else {}
-    if args.estimate:
-        from .estimate import estimate, format_estimate, record
-
-        report = estimate(args.preset, overrides, args.size)
-        if args.record:
-            record(report)
-        print(json.dumps(report, indent=2) if args.json else format_estimate(report))
-        return 0
-    print(json.dumps(bench(args.preset, args.device, args.size, args.iterations, overrides, args.profile), indent=2))
-    return 0

@@ -27,25 +27,11 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..models.registry import ModelStore
+from .harness import bench_job, bench_phases, component_labels
 from .tracker import Tracker
 
 GB = 2 ** 30
 CALIBRATION = Path(__file__).with_name("calibration.json")
-
-
-def component_labels(store: ModelStore) -> dict[str, torch.nn.Module]:
-    """Names for the loaded networks' parts (a VAE's encoder and decoder apart)."""
-    out: dict[str, torch.nn.Module] = {}
-    for role, obj in store._loaded.items():
-        items = {"": obj} if isinstance(obj, torch.nn.Module) else \
-            {k: v for k, v in vars(obj).items() if isinstance(v, torch.nn.Module)} if hasattr(obj, "__dict__") else {}
-        for part, module in items.items():
-            name = f"{role}.{part}" if part else role
-            if hasattr(module, "encoder") and hasattr(module, "decoder"):
-                out[f"{name}.encoder"], out[f"{name}.decoder"] = module.encoder, module.decoder
-            else:
-                out[name] = module
-    return out
 
 
 def _nbytes(tensors: Any) -> int:
@@ -110,7 +96,6 @@ def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> 
     from ..pipeline.job_conditioning import JobConditioning
     from ..pipeline.phases import PhaseContext
     from ..render.raster import TorchRasterizer
-    from .bench import bench_job, bench_phases
     from .networks import RandomStore
 
     cfg = resolve(preset, overrides or {})
