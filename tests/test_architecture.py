@@ -73,3 +73,13 @@ def test_the_addon_reads_no_attribute_blender_6_removes():
     sources = [*root.glob("*.py"), *(root / "operators").glob("*.py"), *(root / "panels").glob("*.py"),
                root / "tools" / "blender_driver.py"]
     assert [str(p.relative_to(root)) for p in sources if ".use_nodes" in p.read_text()] == []
+
+
+def test_the_errors_a_job_can_end_with_are_caught_without_importing_torch():
+    """backend/errors.py holds them all; the server's job module catches them from there."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import sys, backend.errors, backend.server.jobs; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)

@@ -6,7 +6,8 @@ import trimesh
 from backend.export.bake import bake, dilate
 from backend.export.mesh_export import build_textured_mesh, unwrap, write_glb
 from backend.geometry.cleanup import cleanup
-from backend.geometry.mesh import Mesh, MeshError, load_mesh
+from backend.errors import MeshError
+from backend.geometry.mesh import Mesh, load_mesh
 
 
 def _albedo(x: torch.Tensor) -> torch.Tensor:

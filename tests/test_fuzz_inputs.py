@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend import protocol
-from backend.pipeline.input_files import InputFileError, check_input_files
+from backend.errors import InputFileError
+from backend.pipeline.input_files import check_input_files
 
 EXAMPLES = int(os.environ.get("CONJURE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,

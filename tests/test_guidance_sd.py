@@ -7,7 +7,8 @@ import torch
 from backend.guidance.base import ddpm_alphas_cumprod, sds_weight
 from backend.guidance.csm import CSM, CSMConfig, WindowSchedule, ddim_invert, ddim_sample, inversion_timesteps
 from backend.guidance.diffusion import SDDenoiser
-from backend.models.registry import ModelNotAvailable, ModelStore
+from backend.errors import ModelNotAvailable
+from backend.models.registry import ModelStore
 from backend.models.tiny import build_tiny
 
 

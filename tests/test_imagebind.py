@@ -71,7 +71,8 @@ def test_modality_embedding_mixes_normalised_prompts(tmp_path):
 
 
 def test_missing_imagebind_checkpoint_is_explained(tmp_path):
-    from backend.models.registry import ModelNotAvailable, ModelStore
+    from backend.errors import ModelNotAvailable
+    from backend.models.registry import ModelStore
 
     (tmp_path / "imagebind").mkdir()
     with pytest.raises(ModelNotAvailable, match="imagebind_huge.pth"):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from backend.eval.targets import write_target
-from backend.pipeline.config import ConfigError, resolve
+from backend.errors import ConfigError
+from backend.pipeline.config import resolve
 from backend.protocol import JobError, validate_job
 from backend.server.jobs import run_job
 

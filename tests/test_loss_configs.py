@@ -4,7 +4,8 @@ import pytest
 
 from backend.guidance.cds import CDSConfig
 from backend.guidance.ms import MSConfig
-from backend.pipeline.config import ConfigError, resolve
+from backend.errors import ConfigError
+from backend.pipeline.config import resolve
 from backend.pipeline.losses import LOSSES, loss_weight, parse_loss, parse_losses
 
 

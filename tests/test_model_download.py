@@ -14,7 +14,8 @@ import pytest
 
 from backend.models import download as dl
 from backend.models.catalog import SOURCES, select_files
-from backend.models.registry import ModelNotAvailable, ModelStore
+from backend.errors import ModelNotAvailable
+from backend.models.registry import ModelStore
 from backend.models.roles import DEFAULT_IDS
 from backend.models.tiny import build_tiny
 

@@ -148,7 +148,8 @@ def test_missing_model_fails_the_job_with_the_role_named(tmp_path):
 
 
 def test_a_job_names_every_missing_model_role_at_once(tmp_path):
-    from backend.models.registry import ModelNotAvailable, ModelStore
+    from backend.errors import ModelNotAvailable
+    from backend.models.registry import ModelStore
 
     manifest = tmp_path / "models.json"
     manifest.write_text(json.dumps({r: str(tmp_path / "none" / r) for r in

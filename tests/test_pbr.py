@@ -13,7 +13,7 @@ from backend.export.mesh_export import build_textured_mesh, write_glb
 from backend.geometry.fields import TextureField
 from backend.geometry.mesh import Mesh, uv_lookup
 from backend.pipeline.config import resolve
-from backend.pipeline.errors import ConfigError
+from backend.errors import ConfigError
 from backend.pipeline.guidance_terms import build_terms
 from backend.pipeline.phases import PhaseContext, TexturePhase, phase3_field
 from backend.render.brdf import ambient_reflectance, metallic_roughness

@@ -4,7 +4,7 @@ import pytest
 import torch
 import trimesh
 
-from backend.geometry.mesh import MeshError
+from backend.errors import MeshError
 from backend.geometry.source_mesh import colored_samples, prepare_source, uvs_valid
 from backend.server.jobs import run_job
 

@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class MeshError(ValueError):
-    """A mesh file that cannot be used; the message says why and what to do."""
+from ..errors import MeshError
 
 
 @dataclass

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from .cleanup import cleanup
-from .mesh import Mesh, MeshError, Normalization, load_mesh, normalization_for, sample_colors
+from ..errors import MeshError
+from .mesh import Mesh, Normalization, load_mesh, normalization_for, sample_colors
 from .mesh_sdf import sample_surface
 
 

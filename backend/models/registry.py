@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import ModelNotAvailable
 from .roles import DEFAULT_IDS, DEFAULT_SUBFOLDERS, HUB_SOURCES, IP_ADAPTER_WEIGHTS, REWARD_TOKENIZER, \
     conjure_cache, imagebind_dir, point_elsewhere
 
@@ -24,15 +25,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ModelNotAvailable(RuntimeError):
-    """Weights for a role cannot be found; the message names the role, where we looked and
-    how to provide them."""
-
-    def __init__(self, role: str, where: str, hint: str) -> None:
-        super().__init__(f"model for role {role!r} not available at {where}: {hint}")
-        self.role, self.where, self.hint = role, where, hint
 
 
 def tiny_cache_dir() -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .losses import LOSSES, parse_losses
 
 PHASES = ("phase1", "phase2", "phase3")

@@ -21,7 +21,7 @@ from ..guidance.zero123 import Zero123SDSConfig
 from ..render.camera import Cameras, CameraRange, orbit_cameras
 from ..render.raster import Rasterizer
 from .config import PHASES
-from .errors import ConfigError
+from ..errors import ConfigError
 from .job_conditioning import JobConditioning, sd_resolution
 from .losses import parse_losses
 from .sgc_targets import make_sgc

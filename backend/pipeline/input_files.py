@@ -5,20 +5,13 @@ from __future__ import annotations
 
 from ..conditioning.audio import AudioError, read_audio
 from ..conditioning.image import ImageInputError, load_image
-from ..geometry.mesh import MeshError, load_mesh
-from ..protocol import JobError, job_inputs
+from ..errors import InputFileError, MeshError
+from ..geometry.mesh import load_mesh
+from ..protocol import job_inputs
 
 HINTS = {"image": "give a PNG or JPEG image of at least 8x8 pixels",
          "audio": "give a WAV, FLAC or OGG file of at least 25 ms",
          "mesh": "give a surface mesh (GLB, OBJ, PLY or STL) with faces"}
-
-
-class InputFileError(JobError):
-    """A named input file that exists but cannot be used; `hint` says what to give."""
-
-    def __init__(self, field: str, message: str, hint: str) -> None:
-        super().__init__(field, message)
-        self.hint = hint
 
 
 def check_input_files(job: dict) -> None:

@@ -19,7 +19,8 @@ from ..conditioning.image import Segmenter, border_flood_mask, load_image, prepa
 from ..guidance.diffusion import SDDenoiser
 from ..guidance.ref_view import RefView
 from ..guidance.zero123 import Zero123Denoiser
-from ..models.registry import ModelNotAvailable, ModelStore
+from ..errors import ModelNotAvailable
+from ..models.registry import ModelStore
 from .guide_images import SYNTHESIS_GUIDANCE, synthesise_reference, synthesise_self_guidance
 
 

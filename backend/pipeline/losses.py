@@ -18,7 +18,7 @@ from ..guidance.ms import MSConfig
 from ..guidance.sgc import SGCConfig
 from ..guidance.vpcsm import VPCSMConfig
 from ..guidance.zero123 import Zero123SDSConfig
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import PipelineError
 from ..geometry import regularizers as reg
 from ..geometry.dmtet import DMTet
 from ..geometry.fields import NeRFField, TextureField
@@ -23,19 +24,6 @@ from ..render.volume import render_volume
 from .guidance_terms import Term
 from .losses import parse_losses
 from .optim import make_optimizer
-
-
-class PipelineError(RuntimeError):
-    """A run that cannot go on; `hint` says what the user can change."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-class OutOfGPUMemory(PipelineError):
-    """The job does not fit the GPU (refused before work, or out of memory mid-run with the
-    last step's checkpoint kept)."""
 
 
 @dataclass

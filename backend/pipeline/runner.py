@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..atomic import DiskFull, atomic_path, is_disk_full, remove_partials
+from ..errors import Cancelled, OutOfGPUMemory
 from ..export.mesh_export import baked_mesh, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
@@ -27,14 +28,9 @@ from .fingerprint import changed_parts, phase_fingerprints
 from .guidance_terms import build_terms, job_roles
 from .losses import loss_weight
 from .job_conditioning import JobConditioning
-from .phases import (GeometryPhase, NeRFPhase, OutOfGPUMemory, Phase, PhaseContext, SurfacePhase, TexturePhase,
-                     phase3_field)
+from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, SurfacePhase, TexturePhase, phase3_field
 
 Emit = Callable[[dict], None]
-
-
-class Cancelled(Exception):
-    """The user cancelled; the last checkpoint is on disk and the job can be resumed."""
 
 
 def _save(obj: dict, path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import DiskFull, is_disk_full
+from ..errors import Cancelled, ConfigError, InputFileError, MeshError, ModelNotAvailable, OutOfGPUMemory, PipelineError
 from ..protocol import JobError, job_inputs, set_input, validate_job
 
 Emit = Callable[[dict], None]
@@ -34,7 +35,7 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False
     (paths relative to out_dir, so the folder is self-contained) and config.json, then read
     each input once (InputFileError, a JobError, for one that cannot be used).
     -> (job with absolute paths, resolved config). Raises JobError / ConfigError."""
-    from ..pipeline.config import ConfigError, resolve
+    from ..pipeline.config import resolve
     from ..pipeline.input_files import check_input_files
 
     job = validate_job(raw, base_dir, confined)
@@ -79,17 +80,12 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
     try:
         job, cfg = prepare_job(raw, base_dir, out_dir, confined)
     except JobError as exc:
-        from ..pipeline.input_files import InputFileError
-
         unusable = isinstance(exc, InputFileError)
         emit(error_event(exc, "invalid_input" if unusable else "invalid_job",
                          exc.hint if unusable else f"fix the field {exc.field!r} in the job"))
         return None
     emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
-    from ..geometry.mesh import MeshError
-    from ..models.registry import ModelNotAvailable
-    from ..pipeline.phases import OutOfGPUMemory, PipelineError
-    from ..pipeline.runner import Cancelled, Runner
+    from ..pipeline.runner import Runner
 
     try:
         measure = None
