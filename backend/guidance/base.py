@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
-from ..render.camera import Cameras
+from ..errors import ConfigError
+from ..render.camera import CameraRange, Cameras
 from ..render.shading import Frame, Views
 
 
@@ -54,10 +55,52 @@ class Guidance(Protocol):
 class LossConfig:
     """One entry of a phase's losses table: its weight, and in subclasses the loss's own
     parameters (each default defined here, once). kind: "guidance" (built into a Guidance),
-    "anchor" (rendered by the phase at its own cameras) or "regularizer"."""
+    "anchor" (rendered by the phase at its own cameras) or "regularizer". A guidance loss
+    also says which model roles it loads, whether it needs the job's reference view, and
+    builds its term for paper guidance (on its models and the job's conditioning) and for
+    the oracle (on the analytic denoiser of a known target; None: it needs prompts and
+    models)."""
 
     kind: ClassVar[str] = "regularizer"
+    roles: ClassVar[frozenset[str]] = frozenset()
+    needs_reference: ClassVar[bool] = False
     weight: float = 1.0
+
+    def model_roles(self) -> set[str]:
+        """The model roles this loss loads with these parameters."""
+        return set(self.roles)
+
+    def paper_term(self, phase_cfg: dict, cond: Any) -> "Guidance":
+        """cond: the job's conditioning (pipeline/job_conditioning.JobConditioning)."""
+        raise ConfigError(f"loss {type(self).__name__} is not available with paper guidance in this build")
+
+    def oracle_term(self, phase_cfg: dict, oracle: "Denoiser", seed: int) -> "Guidance | None":
+        return None
+
+
+# Loss name -> its config class: what a phase's losses table may name. Each loss registers
+# itself where it is defined (register_loss), as threestudio's modules do.
+LOSSES: dict[str, type[LossConfig]] = {}
+
+
+def register_loss(name: str) -> Callable[[type[LossConfig]], type[LossConfig]]:
+    """Class decorator: a losses table may name `name` for this config class."""
+    def add(cls: type[LossConfig]) -> type[LossConfig]:
+        if LOSSES.get(name, cls) is not cls:
+            raise ValueError(f"loss {name!r} is already registered to {LOSSES[name].__name__}")
+        LOSSES[name] = cls
+        return cls
+    return add
+
+
+def schedule_and_weighting(phase_cfg: dict) -> tuple["TimestepSchedule", str]:
+    """A phase's timestep schedule and SDS weighting (phaseN.timesteps / .weighting)."""
+    return TimestepSchedule(**phase_cfg["timesteps"]), phase_cfg.get("weighting", "sds")
+
+
+def four_views(phase_cfg: dict) -> Cameras:
+    """Front, right, back, left at the middle of the phase's camera ranges and resolution."""
+    return CameraRange.from_dict(phase_cfg["cameras"]).four_views(int(phase_cfg["resolution"]))
 
 
 IMAGE_DECODERS = ("tiny", "vae")
@@ -68,6 +111,7 @@ class UnclipGuidanceConfig(LossConfig):
     """What the Stable unCLIP losses (augmented SDS, CDS) share."""
 
     kind: ClassVar[str] = "guidance"
+    roles: ClassVar[frozenset[str]] = frozenset({"unclip", "imagebind"})  # C_m needs ImageBind
     guidance_scale: float = 7.5
     # Renders are encoded at min(this, the model's training size). 512 as threestudio
     # (and HiFA's code on it) encode for every Stable Diffusion, the 768² unCLIP included:
@@ -76,6 +120,7 @@ class UnclipGuidanceConfig(LossConfig):
     max_resolution: int = 512
 
 
+@register_loss("aug_sds")
 @dataclass(frozen=True)
 class AugSDSConfig(UnclipGuidanceConfig):
     """XBind's augmented 2D SDS (Eq. 4-8) on Stable unCLIP conditioned on C_m."""
@@ -88,6 +133,24 @@ class AugSDSConfig(UnclipGuidanceConfig):
     def __post_init__(self) -> None:
         if self.image_decoder not in IMAGE_DECODERS:
             raise ValueError(f"image_decoder: {self.image_decoder!r} is not one of {', '.join(IMAGE_DECODERS)}")
+
+    @property
+    def tiny_decoder(self) -> bool:
+        """The image term's target is decoded by TAESD (the "taesd" role)."""
+        return self.image_weight > 0 and self.image_decoder == "tiny"
+
+    def model_roles(self) -> set[str]:
+        return set(self.roles) | ({"taesd"} if self.tiny_decoder else set())
+
+    def paper_term(self, phase_cfg: dict, cond: Any) -> "Guidance":
+        decoder = cond.store.tiny_decoder() if self.tiny_decoder else None
+        return SDS(cond.unclip(self.guidance_scale, self.max_resolution), *schedule_and_weighting(phase_cfg),
+                   self.image_weight, cond.seed, decoder)
+
+    def oracle_term(self, phase_cfg: dict, oracle: "Denoiser", seed: int) -> "Guidance":
+        # SDS reads the oracle's conditional branch: the exact target (CFG, which makes up
+        # for a learnt model's weak conditioning, would extrapolate past it)
+        return SDS(oracle, *schedule_and_weighting(phase_cfg), self.image_weight, seed)
 
 
 def inject_gradient(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

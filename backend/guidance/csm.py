@@ -10,13 +10,14 @@ third of the iterations (the paper's warm-up W), then stays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
 from ..render.camera import Cameras
 from ..render.shading import Frame, Views
-from .base import LossConfig, inject_gradient, sds_weight
+from .base import Guidance, LossConfig, inject_gradient, register_loss, sds_weight
+from .diffusion import SDDenoiser, sd_resolution
 
 NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,12 +90,24 @@ class WindowSchedule:
         return (num_train * (lo + (hi - lo) * u)).long().clamp(1, num_train - 1)
 
 
+@register_loss("csm")
 @dataclass(frozen=True)
 class CSMConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
+    roles: ClassVar[frozenset[str]] = frozenset({"sd"})
     scale: float = 7.5  # λ, the classifier-free guidance scale
     delta_t: int = 50  # DDIM inversion step
     warmup: float = 1 / 3  # fraction of the iterations the timestep window slides over
+
+    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+        sd = cond.store.sd("sd")
+        return CSM(SDDenoiser(sd, cond.text, resolution=sd_resolution(sd)), self, phase_cfg.get("weighting", "sds"),
+                   cond.seed)
+
+    def oracle_term(self, phase_cfg: dict, oracle: Any, seed: int) -> Guidance:
+        """On the oracle's branches, as TV-3DG defines CSM (CFG is checked on the oracle by
+        the formula tests)."""
+        return CSM(oracle, self, phase_cfg.get("weighting", "sds"), seed)
 
 
 class CSM:

@@ -17,6 +17,11 @@ import torch
 from ..models.registry import SDComponents
 from ..render.shading import Views
 
+
+def sd_resolution(sd: SDComponents) -> int:
+    """The image size a Stable Diffusion model was trained at."""
+    return sd.unet.config.sample_size * 2 ** (len(sd.vae.config.block_out_channels) - 1)
+
 PAG_LAYERS = ("mid_block",)  # the PAG paper's choice for SD: the middle block's self-attention
 
 

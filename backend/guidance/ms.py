@@ -12,14 +12,14 @@ scale of either embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..render.camera import Cameras
 from ..render.shading import Frame, Views
-from .base import LossConfig
+from .base import Guidance, LossConfig, register_loss
 
 # images [B,3,S,S] in [0,1] at the encoder's input size -> embeddings [B,D]
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -66,9 +66,11 @@ def random_crop(x: torch.Tensor, scale: tuple[float, float], size: int, generato
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+@register_loss("ms")
 @dataclass(frozen=True)
 class MSConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
+    roles: ClassVar[frozenset[str]] = frozenset({"clip", "imagebind"})
     omega_g: float = 1.0  # global augmentation
     omega_l: float = 1.0  # local augmentation
     omega_z: float = 1.0  # normalisation only
@@ -83,6 +85,10 @@ class MSConfig(LossConfig):
     def __post_init__(self) -> None:
         if not self.aug_weights:
             raise ValueError("aug_weights: give at least one augmentation weight")
+
+    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+        encoder, size = cond.store.clip_image_encoder()
+        return MSLoss(encoder, cond.c_m()[0], size, self, cond.seed)
 
 
 class MSLoss:

@@ -24,13 +24,13 @@ its preset keeps only depth and normal; phase III has frozen geometry: reward, s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
 from ..render.camera import Cameras, normals_from_depth, world_to_camera_dirs
 from ..render.shading import Frame, Views
-from .base import LossConfig
+from .base import Guidance, LossConfig, register_loss
 
 # images [B,3,H,W] in [0,1] -> features [B,D]
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -39,13 +39,17 @@ RewardFn = Callable[[torch.Tensor], torch.Tensor]
 
 SGC_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)  # front, right, back, left
 PARTS = ("reward", "semantic", "depth", "normal")
+PART_ROLES = {"reward": "reward", "semantic": "dino", "depth": "depth", "normal": "depth"}
 
 
+@register_loss("sgc")
 @dataclass(frozen=True)
 class SGCConfig(LossConfig):
     """TV-3DG's λ per part (λ_1 for depth and normal); a part at 0 is not computed."""
 
     kind: ClassVar[str] = "guidance"
+    roles: ClassVar[frozenset[str]] = frozenset({"zero123"})  # the multi-view targets
+    needs_reference: ClassVar[bool] = True
     reward: float = 2.5
     semantic: float = 4.0
     depth: float = 1.0
@@ -54,6 +58,12 @@ class SGCConfig(LossConfig):
     resolution: int = 256  # of the four renders and targets
     guidance_scale: float = 3.0  # Zero-1-to-3 when synthesising the targets
     steps: int = 30  # DDIM steps of that synthesis
+
+    def model_roles(self) -> set[str]:
+        return set(self.roles) | {PART_ROLES[k] for k in PARTS if getattr(self, k) > 0}
+
+    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+        return cond.sgc(self)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The losses a preset may name, each a typed config (guidance/ and here), and the parser
-of a phase's `losses` table into them.
+"""The losses a preset may name, each a typed config registered under its name (guidance/
+registers the guidance losses where they are defined; the anchors and regularisers are
+registered here), and the parser of a phase's `losses` table into them.
 
 A table entry is a number (the weight) or {"weight": w, <parameter>: value, ...}; an
 unknown loss, an unknown parameter or a value of the wrong kind is a ConfigError naming
@@ -11,31 +12,30 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..guidance.base import AugSDSConfig, LossConfig
-from ..guidance.cds import CDSConfig
-from ..guidance.csm import CSMConfig
-from ..guidance.ms import MSConfig
-from ..guidance.sgc import SGCConfig
-from ..guidance.vpcsm import VPCSMConfig
-from ..guidance.zero123 import Zero123SDSConfig
 from ..errors import ConfigError
+from ..guidance import cds, csm, ms, sgc, vpcsm, zero123  # noqa: F401 (each registers its losses)
+from ..guidance.base import LOSSES, LossConfig, register_loss
 
 
+@register_loss("identity")
 @dataclass(frozen=True)
 class AnchorConfig(LossConfig):
-    """Rendered by the phase at its own cameras: the reference view, the original's views."""
+    """Rendered by the phase at its own cameras: the original's views (stylize, edit)."""
 
     kind: ClassVar[str] = "anchor"
 
 
-LOSSES: dict[str, type[LossConfig]] = {
-    "aug_sds": AugSDSConfig, "cds": CDSConfig, "csm": CSMConfig, "vpcsm": VPCSMConfig,
-    "zero123_sds": Zero123SDSConfig, "ms": MSConfig, "sgc": SGCConfig,
-    "ref_view": AnchorConfig, "identity": AnchorConfig,
-    # geometry/regularizers.py and the phases' own terms: a weight only
-    "z_variance": LossConfig, "orientation": LossConfig, "normal_consistency": LossConfig,
-    "laplacian": LossConfig, "sdf_entropy": LossConfig, "tie": LossConfig,
-}
+@register_loss("ref_view")
+@dataclass(frozen=True)
+class RefViewConfig(AnchorConfig):
+    """The reference view: the job's image, or one synthesised from C_m."""
+
+    needs_reference: ClassVar[bool] = True
+
+
+# geometry/regularizers.py and the phases' own terms: a weight only
+for _name in ("z_variance", "orientation", "normal_consistency", "laplacian", "sdf_entropy", "tie"):
+    register_loss(_name)(LossConfig)
 
 
 def _value(key: str, default: Any, value: Any) -> Any:

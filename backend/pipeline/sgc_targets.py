@@ -1,8 +1,11 @@
 """SGC's targets for a job (TV-3DG Sec. 3.3): four views of x_r (front, right, back, left)
 where the front is x_r itself and the others are synthesised by Zero-1-to-3, their
 foreground masks, and, when SGC has geometry parts, disparity and normals estimated from
-them. Made once per job and size."""
+them. Made once per job and size. `cond` is the job's conditioning (job_conditioning.py,
+which builds SGC through make_sgc)."""
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -11,16 +14,15 @@ from ..guidance.sampling import ddim_generate
 from ..guidance.sgc import SGC, SGC_AZIMUTHS, SGCConfig, SGCTargets
 from ..render.camera import Cameras, orbit_cameras
 from ..render.shading import fixed_views
-from .job_conditioning import JobConditioning
 
 
-def sgc_cameras(cond: JobConditioning, resolution: int) -> Cameras:
+def sgc_cameras(cond: Any, resolution: int) -> Cameras:
     """The four SGC cameras around the reference pose."""
     el, _, radius, fov = cond.ref_view().pose
     return orbit_cameras(el, torch.tensor(SGC_AZIMUTHS), radius, fov, resolution)
 
 
-def _synthesise(cond: JobConditioning, cams: Cameras, cfg: SGCConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _synthesise(cond: Any, cams: Cameras, cfg: SGCConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """-> images [4,S,S,3] in [0,1], masks [4,S,S] in {0,1} at the SGC resolution S."""
     den = cond.zero123(cfg.guidance_scale)
     f = den.resolution // den.ref_latent.shape[-1]
@@ -42,7 +44,7 @@ def _synthesise(cond: JobConditioning, cams: Cameras, cfg: SGCConfig) -> tuple[t
             (resize(torch.stack(masks)[:, None].float())[:, 0] > 0.5).float())
 
 
-def make_sgc(cond: JobConditioning, cfg: SGCConfig) -> SGC:
+def make_sgc(cond: Any, cfg: SGCConfig) -> SGC:
     """SGC with the config's part weights, its targets made once per job and resolution."""
     cams = sgc_cameras(cond, cfg.resolution)
     images, masks = cond.once(f"sgc_views{cfg.resolution}", lambda: _synthesise(cond, cams, cfg))

@@ -135,6 +135,12 @@ class CameraRange:
             return (float(v), float(v)) if isinstance(v, (int, float)) else (float(v[0]), float(v[1]))
         return CameraRange(pair(d["elevation"]), pair(d["azimuth"]), pair(d["radius"]), pair(d["fov"]))
 
+    def four_views(self, resolution: int) -> Cameras:
+        """Front, right, back, left (azimuths 0, 90, 180, 270) at the middle of the ranges."""
+        mid = lambda v: (v[0] + v[1]) / 2  # noqa: E731
+        return orbit_cameras(mid(self.elevation), torch.tensor((0.0, 90.0, 180.0, 270.0)), mid(self.radius),
+                             mid(self.fov), resolution)
+
     def sample(self, batch: int, resolution: int, generator: torch.Generator) -> Cameras:
         """Uniform azimuth/radius/fov; elevation uniform on the sphere's band (no pole bias)."""
         u = torch.rand(4, batch, generator=generator)
