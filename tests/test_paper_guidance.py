@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from backend.geometry.dmtet import dmtet_from_density
+from backend.geometry.surfaces import DMTetSurface
 from backend.models.registry import ModelStore
 from backend.models.tiny import build_tiny
 from backend.pipeline.config import resolve
@@ -80,10 +81,10 @@ def test_each_loss_reaches_each_phase(cond, loss):
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731 (a known surface)
     p1.field.density = sphere
     dmtet = dmtet_from_density(sphere, cfg2["tet_res"], cfg2["density_threshold"])
-    p2 = GeometryPhase(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, cond=cond), dmtet)
-    before = _params(p2.dmtet)
+    p2 = GeometryPhase(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, cond=cond), DMTetSurface(dmtet))
+    before = _params(p2.surface.module())
     p2.step(0)
-    _assert_first_step_followed_the_gradient(before, p2, p2.dmtet, "phase II")
+    _assert_first_step_followed_the_gradient(before, p2, p2.surface.module(), "phase II")
     verts, faces = p2.mesh()
     cfg3 = _phase_cfg("phase3", loss)
     p3 = TexturePhase(cfg3, ctx, build_terms(cfg3, "paper", raster, 0, print, cond=cond), verts, faces,

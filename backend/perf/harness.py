@@ -35,6 +35,7 @@ def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
     build_mode(phase key): a context in which that phase's guidance is built."""
     from ..geometry.dmtet import dmtet_from_density
     from ..geometry.fields import TextureField
+    from ..geometry.surfaces import DMTetSurface
     from ..pipeline.guidance_terms import build_terms
     from ..pipeline.phases import GeometryPhase, NeRFPhase, TexturePhase, phase3_field
 
@@ -47,8 +48,8 @@ def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
         p1 = NeRFPhase(cfg["phase1"], ctx, t1)
     yield "phase1", p1
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731
-    p2 = GeometryPhase(cfg["phase2"], ctx, terms("phase2"), dmtet_from_density(
-        sphere, cfg["phase2"]["tet_res"], 10.0, cfg["render"]["bound"], cfg["phase2"]["sdf_grid"]))
+    p2 = GeometryPhase(cfg["phase2"], ctx, terms("phase2"), DMTetSurface(dmtet_from_density(
+        sphere, cfg["phase2"]["tet_res"], 10.0, cfg["render"]["bound"], cfg["phase2"]["sdf_grid"])))
     yield "phase2", p2
     verts, faces = (t.detach() for t in p2.mesh())
     with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied

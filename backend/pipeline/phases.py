@@ -13,7 +13,7 @@ import torch
 
 from ..errors import PipelineError
 from ..geometry import regularizers as reg
-from ..geometry.dmtet import DMTet
+from ..geometry.surfaces import Surface
 from ..geometry.fields import NeRFField, TextureField
 from ..guidance.ref_view import RefView
 from ..render.camera import CameraRange, orbit_cameras
@@ -192,31 +192,27 @@ class NeRFPhase(Phase):
 
 
 class GeometryPhase(Phase):
-    """Phase II: DMTet surface rendered as normal maps."""
+    """Phase II: a surface (geometry/surfaces.py: the DMTet, or stylize's offset input
+    mesh) rendered as normal maps."""
 
     name, key = "geometry", "phase2"
     seed_offset = 1
     preview_shading = "normal"
 
-    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], dmtet: DMTet) -> None:
+    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], surface: Surface) -> None:
         super().__init__(cfg, ctx, terms)
-        self._use(dmtet)
+        self._use(surface)
 
-    def _use(self, dmtet: DMTet) -> None:
-        self.dmtet = dmtet.to(self.ctx.device)
-        self.optimizer = make_optimizer(self.cfg["optimizer"], list(self.dmtet.parameters()), self.cfg["lr"])
-        if self.weights.get("sdf_entropy", 0) > 0:
-            self.dmtet.edges()  # built once here, not as a transient inside the first step
+    def _use(self, surface: Surface) -> None:
+        self.surface = surface.to(self.ctx.device)
+        self.optimizer = make_optimizer(self.cfg["optimizer"], list(surface.module().parameters()), self.cfg["lr"])
+        surface.prepare(self.weights)
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"dmtet": self.dmtet}
+        return {self.surface.key: self.surface.module()}
 
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        verts, faces = self.dmtet()
-        if faces.shape[0] == 0:
-            raise PipelineError("the surface vanished: the DMTet has no zero crossing",
-                                "lower phase2.density_threshold or give phase I more iterations")
-        return verts, faces
+        return self.surface.mesh()
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         views = _views(self.cfg, self.generator, self.ctx.device)
@@ -228,55 +224,21 @@ class GeometryPhase(Phase):
             losses["normal_consistency"] = w["normal_consistency"] * reg.normal_consistency(verts, faces)
         if w.get("laplacian", 0) > 0:
             losses["laplacian"] = w["laplacian"] * reg.laplacian_smoothness(verts, faces)
-        losses.update(self.regularizers())
+        losses.update(self.surface.regularizers(w))
         return losses
-
-    def regularizers(self) -> dict[str, torch.Tensor]:
-        """Terms of the representation itself (the DMTet's sign entropy)."""
-        w = self.weights.get("sdf_entropy", 0)
-        return {"sdf_entropy": w * reg.sdf_sign_entropy(self.dmtet.values(), self.dmtet.edges())} if w > 0 else {}
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         out = render_mesh(self.ctx.raster, *self.mesh(), views)
         return Frame(out.image, out.alpha, out.depth, out.normal)
 
     def load(self, state: dict) -> None:
-        self._use(DMTet.from_state(state["modules"]["dmtet"]))
+        self._use(self.surface.restored(state["modules"][self.surface.key]))
         self._load_progress(state)
 
     def state(self) -> dict:
         s = super().state()
-        s["modules"]["dmtet"] = self.dmtet.state()
+        s["modules"][self.surface.key] = self.surface.state()
         return s
-
-
-class SurfacePhase(GeometryPhase):
-    """Stylize's optional phase II: the input surface itself moves by per-vertex offsets,
-    tied to where it started (loss "tie": weight x mean squared offset), so topology and
-    UVs stay the user's."""
-
-    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], verts: torch.Tensor,
-                 faces: torch.Tensor) -> None:
-        Phase.__init__(self, cfg, ctx, terms)
-        self.base, self.faces = verts.detach().to(ctx.device), faces.to(ctx.device)
-        self.surface = torch.nn.ParameterDict({"offset": torch.nn.Parameter(torch.zeros_like(self.base))})
-        self.optimizer = make_optimizer(cfg["optimizer"], self.surface.parameters(), cfg["lr"])
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"surface": self.surface}
-
-    def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.base + self.surface["offset"], self.faces
-
-    def regularizers(self) -> dict[str, torch.Tensor]:
-        w = self.weights.get("tie", 0)
-        return {"tie": w * (self.surface["offset"] ** 2).sum(-1).mean()} if w > 0 else {}
-
-    def load(self, state: dict) -> None:
-        Phase.load(self, state)
-
-    def state(self) -> dict:
-        return Phase.state(self)
 
 
 def phase3_field(texture: TextureField, cfg: dict) -> TextureField:

@@ -4,7 +4,6 @@ cancellation between steps."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 import time
 from pathlib import Path
@@ -12,48 +11,27 @@ from typing import Callable
 
 import torch
 
-from ..atomic import DiskFull, atomic_path, is_disk_full, remove_partials
+from ..atomic import remove_partials
 from ..errors import Cancelled, OutOfGPUMemory
 from ..export.mesh_export import baked_mesh, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
 from ..geometry.mesh import Mesh, load_mesh, normalized
+from ..geometry.surfaces import DMTetSurface, OffsetSurface
 from ..geometry.source_mesh import SourceMesh, colored_samples, prepare_source
 from ..guidance.ref_view import identity_views
 from ..render.raster import Rasterizer, make_rasterizer
 from ..models.registry import ModelStore
 from .config import PHASES
-from .fingerprint import changed_parts, phase_fingerprints
+from .fingerprint import phase_fingerprints
 from .guidance_terms import build_terms, job_roles
 from .losses import loss_weight
 from .job_conditioning import JobConditioning
-from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, SurfacePhase, TexturePhase, phase3_field
+from .checkpoints import Checkpoints
+from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, TexturePhase, phase3_field
 
 Emit = Callable[[dict], None]
-
-
-def _save(obj: dict, path: Path) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(obj, tmp)
-    except (OSError, RuntimeError) as exc:  # torch's writer words a full disk several ways
-        need = sum(t.nbytes for t in _tensors(obj))
-        if is_disk_full(exc) or shutil.disk_usage(path.parent).free < need:
-            raise DiskFull(path.parent, need) from exc
-        raise
-
-
-def _tensors(obj: object) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    return [t for item in items for t in _tensors(item)]
-
-
-def _load(path: Path) -> dict:
-    """Checkpoints hold tensors, numbers and dicts only: loaded weights-only (no pickle code)."""
-    return torch.load(path, weights_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,8 +61,7 @@ class Runner:
         pipeline does not depend on the evaluation package)."""
         self.job, self.cfg, self.out = job, cfg, Path(out_dir)
         self.emit, self.should_cancel, self.measure = emit, should_cancel, measure
-        self.ckpt = self.out / "checkpoints"
-        self.ckpt.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = Checkpoints(self.out)
         self.device = resolve_device(job.get("device", "auto"))
         self.raster = make_rasterizer(cfg["render"]["rasterizer"], self.device)
         self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"],
@@ -123,20 +100,12 @@ class Runner:
     def _discard_stale(self) -> None:
         """Checkpoints of a job that has changed since (config, inputs, seed, ...): from the
         first phase that differs on, they are removed and those phases run again."""
-        current = self.ckpt / "current.pt"
-        current_phase = _load(current)["phase"] if current.exists() else None
-        for i, key in enumerate(PHASES):
-            saved = [f for f in (self.ckpt / f"{key}.pt", current if current_phase == key else None) if f and f.exists()]
-            changed = sorted({part for f in saved for part in changed_parts(_load(f).get("fingerprint"),
-                                                                             self.fingerprints[key])})
-            if changed:
-                self.log(f"{key}: the job changed since its checkpoint ({', '.join(changed)}): running {key} "
-                         f"and the phases after it again")
-                for later in PHASES[i:]:
-                    (self.ckpt / f"{later}.pt").unlink(missing_ok=True)
-                current.unlink(missing_ok=True)
-                (self.out / "metrics.json").unlink(missing_ok=True)
-                return
+        discarded = self.checkpoints.discard_changed(self.fingerprints)
+        if discarded:
+            key, changed = discarded
+            self.log(f"{key}: the job changed since its checkpoint ({', '.join(changed)}): running {key} "
+                     f"and the phases after it again")
+            (self.out / "metrics.json").unlink(missing_ok=True)
 
     def log(self, message: str) -> None:
         self.emit({"type": "log", "message": message})
@@ -146,24 +115,23 @@ class Runner:
                            self.cond)
 
     def _run_phase(self, key: str, phase: Phase) -> None:
-        done, fp = self.ckpt / f"{key}.pt", self.fingerprints[key]
-        if done.exists():
-            phase.load(_load(done)["state"])
+        fp, ckpt = self.fingerprints[key], self.checkpoints
+        finished = ckpt.finished(key)
+        if finished is not None:
+            phase.load(finished)
             self.log(f"{key}: loaded from checkpoint")
             return
         start = 0
-        current = self.ckpt / "current.pt"
-        if current.exists():
-            saved = _load(current)
-            if saved["phase"] == key:
-                phase.load(saved["state"])
-                start = saved["step"]
-                self.log(f"{key}: resuming at step {start}")
+        progress = ckpt.progress(key)
+        if progress is not None:
+            start, state = progress
+            phase.load(state)
+            self.log(f"{key}: resuming at step {start}")
         every = self.cfg["progress"]
         t0, n = time.monotonic(), 0
         for step in range(start, phase.iterations):
             if self.should_cancel():
-                _save({"phase": key, "step": step, "state": phase.state(), "fingerprint": fp}, current)
+                ckpt.save_progress(key, step, phase.state(), fp)
                 raise Cancelled(f"cancelled in {key} at step {step}")
             try:
                 losses = phase.step(step)
@@ -171,7 +139,7 @@ class Runner:
                 phase.optimizer.zero_grad(set_to_none=True)  # free what the failed step held
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                _save({"phase": key, "step": step, "state": phase.state(), "fingerprint": fp}, current)
+                ckpt.save_progress(key, step, phase.state(), fp)
                 raise OutOfGPUMemory(
                     f"out of GPU memory in {key} at step {step + 1} of {phase.iterations} (checkpoint kept)",
                     f"free GPU memory and re-run to resume at step {step + 1}, or lower {key}.batch or "
@@ -185,10 +153,9 @@ class Runner:
                 event["preview"] = str(self.out / "preview.png")
             # Saved before it is reported: a step shown at a checkpoint boundary survives a kill.
             if (step + 1) % every["checkpoint_every"] == 0 and step + 1 < phase.iterations:
-                _save({"phase": key, "step": step + 1, "state": phase.state(), "fingerprint": fp}, current)
+                ckpt.save_progress(key, step + 1, phase.state(), fp)
             self.emit(event)
-        _save({"state": phase.state(), "fingerprint": fp}, done)
-        current.unlink(missing_ok=True)
+        ckpt.finish(key, phase.state(), fp)
 
     def check_memory(self) -> None:
         """On CUDA, before any work: the preset's recorded estimate against free memory."""
@@ -238,7 +205,7 @@ class Runner:
             self.log(f"texture field fitted to the input's colours (MSE {mse:.4f})")
         cfg2 = self.cfg["phase2"]
         if mode == "stylize":
-            p2: GeometryPhase = SurfacePhase(cfg2, self.ctx, self._terms("phase2"), mesh.verts, mesh.faces)
+            p2 = GeometryPhase(cfg2, self.ctx, self._terms("phase2"), OffsetSurface(mesh.verts, mesh.faces))
         else:
             p2 = self._geometry_phase(lambda: dmtet_from_mesh(mesh.verts, mesh.faces, cfg2["tet_res"], self.ctx.bound,
                                                                    scfg["edit_margin"], cfg2["sdf_grid"]))
@@ -253,12 +220,13 @@ class Runner:
         return self.export(p3, src, src.mesh.uv if keep_uvs else None)
 
     def _geometry_phase(self, make: Callable[[], DMTet]) -> GeometryPhase:
-        if (self.ckpt / "phase2.pt").exists() or self._current_phase() == "phase2":
+        if self.checkpoints.has("phase2"):
             # The DMTet comes from its own checkpoint: skip deriving it again.
-            return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), DMTet(1, [-1] * 3, [1] * 3))
+            return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"),
+                                 DMTetSurface(DMTet(1, [-1] * 3, [1] * 3)))
         dmtet = make()
         self.log(f"DMTet grid box {dmtet.lo.tolist()} .. {dmtet.hi.tolist()}")
-        return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), dmtet)
+        return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), DMTetSurface(dmtet))
 
     def _dmtet_from_nerf(self, p1: NeRFPhase) -> DMTet:
         cfg = self.cfg["phase2"]
@@ -266,10 +234,6 @@ class Runner:
         if why:
             self.log(why)
         return dmtet_from_density(p1.field.density, cfg["tet_res"], threshold, self.ctx.bound, cfg["sdf_grid"])
-
-    def _current_phase(self) -> str | None:
-        current = self.ckpt / "current.pt"
-        return _load(current)["phase"] if current.exists() else None
 
     def _measure(self, key: str, mesh: Mesh, albedo: torch.nn.Module | None = None) -> None:
         """Oracle runs only: held-out-view metrics after each phase, kept in metrics.json."""

@@ -1,0 +1,102 @@
+"""What phase II optimises: a triangle surface with parameters. One phase (pipeline/
+phases.GeometryPhase) runs the loop, losses and checkpoints for any of them.
+
+- DMTetSurface: the deformable tetrahedral grid's zero level set (generate, edit);
+- OffsetSurface: the user's mesh moved by per-vertex offsets, tied to where it started
+  (stylize: topology and UVs stay the user's).
+
+mesh() -> verts [V,3], faces [F,3] long, in the unit frame; state() is what a checkpoint
+keeps and restored(state) the surface it describes.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from ..errors import PipelineError
+from . import regularizers as reg
+from .dmtet import DMTet
+
+
+class Surface(Protocol):
+    key: str  # its name among the phase's modules (and in checkpoints)
+
+    def module(self) -> torch.nn.Module: ...
+    def to(self, device: torch.device) -> "Surface": ...
+    def prepare(self, weights: dict[str, float]) -> None: ...
+    def mesh(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def regularizers(self, weights: dict[str, float]) -> dict[str, torch.Tensor]: ...
+    def state(self) -> Any: ...
+    def restored(self, state: Any) -> "Surface": ...
+
+
+class DMTetSurface:
+    key = "dmtet"
+
+    def __init__(self, dmtet: DMTet) -> None:
+        self.dmtet = dmtet
+
+    def module(self) -> torch.nn.Module:
+        return self.dmtet
+
+    def to(self, device: torch.device) -> "DMTetSurface":
+        self.dmtet = self.dmtet.to(device)
+        return self
+
+    def prepare(self, weights: dict[str, float]) -> None:
+        if weights.get("sdf_entropy", 0) > 0:
+            self.dmtet.edges()  # built once here, not as a transient inside the first step
+
+    def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        verts, faces = self.dmtet()
+        if faces.shape[0] == 0:
+            raise PipelineError("the surface vanished: the DMTet has no zero crossing",
+                                "lower phase2.density_threshold or give phase I more iterations")
+        return verts, faces
+
+    def regularizers(self, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        """The DMTet's sign entropy."""
+        w = weights.get("sdf_entropy", 0)
+        return {"sdf_entropy": w * reg.sdf_sign_entropy(self.dmtet.values(), self.dmtet.edges())} if w > 0 else {}
+
+    def state(self) -> Any:
+        return self.dmtet.state()  # the grid with its values: a checkpoint rebuilds it whole
+
+    def restored(self, state: Any) -> "DMTetSurface":
+        return DMTetSurface(DMTet.from_state(state))
+
+
+class OffsetSurface:
+    """The input surface moved by per-vertex offsets (loss "tie": weight x mean squared
+    offset keeps it near where it started)."""
+
+    key = "surface"
+
+    def __init__(self, verts: torch.Tensor, faces: torch.Tensor) -> None:
+        self.base, self.faces = verts.detach(), faces
+        self.params = torch.nn.ParameterDict({"offset": torch.nn.Parameter(torch.zeros_like(self.base))})
+
+    def module(self) -> torch.nn.Module:
+        return self.params
+
+    def to(self, device: torch.device) -> "OffsetSurface":
+        self.base, self.faces, self.params = self.base.to(device), self.faces.to(device), self.params.to(device)
+        return self
+
+    def prepare(self, weights: dict[str, float]) -> None:
+        pass
+
+    def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base + self.params["offset"], self.faces
+
+    def regularizers(self, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        w = weights.get("tie", 0)
+        return {"tie": w * (self.params["offset"] ** 2).sum(-1).mean()} if w > 0 else {}
+
+    def state(self) -> Any:
+        return self.params.state_dict()
+
+    def restored(self, state: Any) -> "OffsetSurface":
+        self.params.load_state_dict(state)
+        return self
