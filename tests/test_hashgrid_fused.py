@@ -109,3 +109,14 @@ def test_a_machine_whose_triton_cannot_build_the_kernels_falls_back_with_a_warni
         out = grid(x)
     assert torch.equal(out, grid._interpolate(x)[0]) and not grid.fused
     assert any("fused hash-grid kernels unavailable" in str(w.message) for w in caught)
+
+
+def test_a_first_use_without_gradients_keeps_the_fused_kernels(monkeypatch):
+    """The self-check differentiates the kernels: under no_grad (a preview, an occupancy
+    update) it must still pass rather than fall back."""
+    grid, x = _grid(), _points(20)
+    monkeypatch.setattr(hashgrid_triton, "available", lambda device: True)
+    with torch.no_grad():
+        out = grid(x)
+    assert grid.fused and grid._checked
+    _close(out, grid._interpolate(x)[0], 1e-5)

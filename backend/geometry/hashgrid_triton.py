@@ -52,11 +52,12 @@ def self_check(grid: GridArgs, device: torch.device) -> None:
     machine whose Triton cannot compile them falls back before a training step, not in its
     backward."""
     x = torch.tensor([[0.1, -0.2, 0.3], [2.0, 0.0, -0.5]], device=device)
-    table = grid.table.detach().requires_grad_(True)
-    g = torch.ones(2, grid.meta[0] * grid.meta[1], device=device, requires_grad=True)
-    out = encode_op(x, table, grid.res, grid.offsets, grid.meta, grid.bound)
-    vjp = vjp_op(x, table, g, grid.res, grid.offsets, grid.meta, grid.bound)
-    torch.autograd.grad(out.sum() + vjp.sum(), (table, g))
+    with torch.enable_grad():  # the first use may come under no_grad (a preview, an occupancy update)
+        table = grid.table.detach().requires_grad_(True)
+        g = torch.ones(2, grid.meta[0] * grid.meta[1], device=device, requires_grad=True)
+        out = encode_op(x, table, grid.res, grid.offsets, grid.meta, grid.bound)
+        vjp = vjp_op(x, table, g, grid.res, grid.offsets, grid.meta, grid.bound)
+        torch.autograd.grad(out.sum() + vjp.sum(), (table, g))
 
 
 if triton is not None:
