@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from backend.geometry import hashgrid_triton
+from backend.geometry import hashgrid, hashgrid_triton
 from backend.geometry.fields import NeRFField
 from backend.geometry.hashgrid import HashGrid
 
@@ -81,7 +81,7 @@ def test_the_nerf_on_the_fused_grid_gives_the_pytorch_density_normals_and_gradie
     x = _points(200) * 0.8
 
     def run(fused: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        monkeypatch.setattr(hashgrid_triton, "available", lambda device: fused)
+        monkeypatch.setattr(hashgrid, "kernels_available", lambda device: fused)
         field.zero_grad(set_to_none=True)
         density, albedo, normal = field.with_gradient(x)
         loss = density.sum() + (albedo * 0.3).sum() + (normal ** 2).sum()
@@ -102,7 +102,7 @@ def test_a_machine_whose_triton_cannot_build_the_kernels_falls_back_with_a_warni
     def broken(*args: object) -> None:
         raise RuntimeError("no working CUDA toolchain")
 
-    monkeypatch.setattr(hashgrid_triton, "available", lambda device: True)
+    monkeypatch.setattr(hashgrid, "kernels_available", lambda device: True)
     monkeypatch.setattr(hashgrid_triton, "self_check", broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -115,7 +115,7 @@ def test_a_first_use_without_gradients_keeps_the_fused_kernels(monkeypatch):
     """The self-check differentiates the kernels: under no_grad (a preview, an occupancy
     update) it must still pass rather than fall back."""
     grid, x = _grid(), _points(20)
-    monkeypatch.setattr(hashgrid_triton, "available", lambda device: True)
+    monkeypatch.setattr(hashgrid, "kernels_available", lambda device: True)
     with torch.no_grad():
         out = grid(x)
     assert grid.fused and grid._checked

@@ -9,14 +9,29 @@ features; the fused backward adds with atomics, in no fixed order.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
-from . import hashgrid_triton
+if TYPE_CHECKING:
+    from .hashgrid_triton import GridArgs
+
+
+def kernels_available(device: torch.device) -> bool:
+    """Whether the fused kernels run on this device: CUDA, with Triton installed (found
+    without importing it: Triton takes a second to import, and CPU runs never need it)."""
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def _kernels():  # noqa: ANN202 (the hashgrid_triton module)
+    """The fused kernels' module, imported where they are used."""
+    from . import hashgrid_triton
+
+    return hashgrid_triton
 
 _PRIMES = (1, 2654435761, 805459861)
 
@@ -47,14 +62,14 @@ class HashGrid(nn.Module):
     def out_dim(self) -> int:
         return self.levels * self.features
 
-    def kernel_args(self) -> hashgrid_triton.GridArgs:
-        return hashgrid_triton.GridArgs(self.embeddings, self.res_i32, self.offsets,
+    def kernel_args(self) -> "GridArgs":
+        return _kernels().GridArgs(self.embeddings, self.res_i32, self.offsets,
                                         [self.levels, self.features, self.n_dense, self.table - 1, self._p1, self._p2],
                                         float(self.bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_fused(x):
-            out = self._fused(hashgrid_triton.encode, x)
+            out = self._fused(_kernels().encode, x)
             if out is not None:
                 return out
         return self._interpolate(x)[0]
@@ -65,7 +80,7 @@ class HashGrid(nn.Module):
         from torch._subclasses.fake_tensor import is_fake
 
         fake = is_fake(x) or is_fake(self.embeddings)
-        return self.fused and x.dtype == torch.float32 and (fake or hashgrid_triton.available(x.device))
+        return self.fused and x.dtype == torch.float32 and (fake or kernels_available(x.device))
 
     def _fused(self, fn, *args: torch.Tensor) -> torch.Tensor | None:  # noqa: ANN001
         """fn(self's kernel args, *args), or None (and the PyTorch path from then on) if the kernels cannot
@@ -74,7 +89,7 @@ class HashGrid(nn.Module):
 
         if not self._checked and not (is_fake(args[0]) or is_fake(self.embeddings)):
             try:
-                hashgrid_triton.self_check(self.kernel_args(), args[0].device)
+                _kernels().self_check(self.kernel_args(), args[0].device)
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 (a compiler, driver or toolchain error of any kind)
@@ -90,7 +105,7 @@ class HashGrid(nn.Module):
         on (corner features and trilinear weights), or for the fused kernels, which
         recompute it, the points themselves (then x must not require grad)."""
         if self._use_fused(x) and not x.requires_grad:
-            out = self._fused(hashgrid_triton.encode, x)
+            out = self._fused(_kernels().encode, x)
             if out is not None:
                 return out, x.detach()
         out, feats, wx, raw = self._interpolate(x)
@@ -136,7 +151,7 @@ class HashGrid(nn.Module):
         derivative along an axis is the difference of that axis's two corner faces,
         weighted bilinearly by the other two axes."""
         if isinstance(lattice, torch.Tensor):
-            return hashgrid_triton.spatial_vjp(self.kernel_args(), lattice, g)
+            return _kernels().spatial_vjp(self.kernel_args(), lattice, g)
         feats, wx, dfrac = lattice
         n, levels, _, f = feats.shape
         s = (feats * g.reshape(n, levels, 1, f)).sum(-1).reshape(n, levels, 2, 2, 2)

@@ -10,8 +10,9 @@ Four kernels, each over a block of points and every level in registers:
 Autograd: `encode(grid, x)` and `spatial_vjp(grid, x, g)` (grid: a GridArgs, what HashGrid
 hands over) are torch operators whose backward calls the kernels above; the vjp's own gradient with respect to x (a second derivative of
 the trilinear weights) is not provided, so HashGrid takes this path only for points that do
-not require grad (the NeRF's samples never do). Chosen on CUDA when Triton imports; on the
-CPU the tests run the kernels through Triton's interpreter (TRITON_INTERPRET=1).
+not require grad (the NeRF's samples never do). HashGrid takes them on CUDA when Triton is
+installed (hashgrid.kernels_available); under Triton's interpreter (TRITON_INTERPRET=1 set
+before this module is imported) they also run on CPU tensors: how the tests check them.
 """
 from __future__ import annotations
 
@@ -26,13 +27,6 @@ except ImportError:  # no Triton (macOS, Windows without triton-windows): the Py
     triton = None
 
 BLOCK = 128  # points a program (the kernels' tl.arange(0, 128))
-
-
-def available(device: torch.device) -> bool:
-    """Whether HashGrid takes the kernels on this device: CUDA with Triton. (Under Triton's
-    interpreter, TRITON_INTERPRET=1 set before this module is imported, they also run on
-    CPU tensors: how the tests check them against the PyTorch path.)"""
-    return triton is not None and device.type == "cuda"
 
 
 class GridArgs(NamedTuple):
