@@ -9,6 +9,7 @@ features; the fused backward adds with atomics, in no fixed order.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import warnings
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 if TYPE_CHECKING:
     from .hashgrid_triton import GridArgs
@@ -24,7 +26,12 @@ if TYPE_CHECKING:
 def kernels_available(device: torch.device) -> bool:
     """Whether the fused kernels run on this device: CUDA, with Triton installed (found
     without importing it: Triton takes a second to import, and CPU runs never need it)."""
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return device.type == "cuda" and _triton_installed()
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def _kernels():  # noqa: ANN202 (the hashgrid_triton module)
@@ -77,16 +84,13 @@ class HashGrid(nn.Module):
     def _use_fused(self, x: torch.Tensor) -> bool:
         """The kernels where they run, and on the estimator's fake tensors, which stand for a
         CUDA run (their ops have shapes and byte counts without Triton)."""
-        from torch._subclasses.fake_tensor import is_fake
-
-        fake = is_fake(x) or is_fake(self.embeddings)
-        return self.fused and x.dtype == torch.float32 and (fake or kernels_available(x.device))
+        if not self.fused or x.dtype != torch.float32:
+            return False
+        return is_fake(x) or is_fake(self.embeddings) or kernels_available(x.device)
 
     def _fused(self, fn, *args: torch.Tensor) -> torch.Tensor | None:  # noqa: ANN001
         """fn(self's kernel args, *args), or None (and the PyTorch path from then on) if the kernels cannot
         be built on this machine (checked once, all four, before the first use)."""
-        from torch._subclasses.fake_tensor import is_fake
-
         if not self._checked and not (is_fake(args[0]) or is_fake(self.embeddings)):
             try:
                 _kernels().self_check(self.kernel_args(), args[0].device)
