@@ -4,7 +4,7 @@ import torch
 import trimesh
 
 from backend.export.bake import bake, dilate
-from backend.export.mesh_export import build_textured_mesh, unwrap, write_glb
+from backend.export.mesh_export import ExportConfig, build_textured_mesh, unwrap, write_glb
 from backend.geometry.cleanup import cleanup
 from backend.errors import MeshError
 from backend.geometry.mesh import Mesh, load_mesh
@@ -48,12 +48,17 @@ def test_dilation_fills_empty_texels():
     assert torch.allclose(out[2, 2], torch.ones(3)) and torch.allclose(out[0, 0], torch.ones(3))
 
 
+def _export(**kw: object) -> ExportConfig:
+    """Export settings of these tests: no decimation or normal map unless asked."""
+    return ExportConfig(**{"max_faces": 5000, "min_component_fraction": 0.0, "texture_size": 128, "uv_padding": 2,
+                           "normal_map": False, "crease_angle": 60.0, "preview_resolution": 64, "metallic": 0.0,
+                           "roughness": 0.9, **kw})
+
+
 def test_glb_round_trip_positions_uvs_texture(tmp_path, raster):
     sphere = trimesh.creation.icosphere(2, 0.6)
     v, f = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
-    mesh = build_textured_mesh(raster, v, f, _albedo, {"max_faces": 5000, "min_component_fraction": 0.0,
-                                                       "texture_size": 128, "uv_padding": 2,
-                                                       "normal_map": False, "crease_angle": 60.0})
+    mesh = build_textured_mesh(raster, v, f, _albedo, _export(texture_size=128))
     write_glb(mesh, tmp_path / "r.glb", 60.0, 0.0, 0.9)
     back = load_mesh(tmp_path / "r.glb")
     # vertices come back as written: the mesh's own, split further only where normals differ
@@ -103,9 +108,7 @@ def test_glb_normals_are_split_at_creases_and_across_uv_seams(tmp_path, raster):
 
     box = trimesh.creation.box([1.0, 1.0, 1.0]).subdivide()
     v, f = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
-    mesh = build_textured_mesh(raster, v, f, _albedo, {"max_faces": 5000, "min_component_fraction": 0.0,
-                                                       "texture_size": 64, "uv_padding": 2,
-                                                       "normal_map": False, "crease_angle": 60.0})
+    mesh = build_textured_mesh(raster, v, f, _albedo, _export(texture_size=64))
     out, normals = smooth_split(mesh, 60.0)
     # every vertex's normal is its faces' normal: axis-aligned, one of the six directions
     assert torch.allclose(normals.abs().max(-1).values, torch.ones(len(normals)), atol=1e-6)

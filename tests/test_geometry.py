@@ -5,7 +5,7 @@ import trimesh
 
 from backend.geometry.dmtet import DMTet, dmtet_from_density
 from backend.geometry.hashgrid import HashGrid
-from backend.geometry.fields import NeRFField
+from backend.geometry.fields import FieldConfig, NeRFField
 from backend.geometry.mesh import face_normals
 from backend.geometry.mesh_sdf import mesh_sdf, winding_number
 from backend.geometry.regularizers import (laplacian_smoothness, normal_consistency, orientation,
@@ -154,7 +154,7 @@ def test_regularizers_zero_on_ideal_input_and_positive_otherwise():
 
 
 def test_nerf_texture_field_copies_albedo():
-    field = NeRFField.from_config({"levels": 4, "log2_table": 10, "max_res": 64, "hidden": 16})
+    field = NeRFField.from_config(FieldConfig(levels=4, log2_table=10, max_res=64, hidden=16))
     x = torch.rand(50, 3) - 0.5
     assert torch.allclose(field.texture_field()(x), field(x)[1])
 

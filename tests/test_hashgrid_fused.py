@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backend.geometry import hashgrid, hashgrid_triton
-from backend.geometry.fields import NeRFField
+from backend.geometry.fields import FieldConfig, NeRFField
 from backend.geometry.hashgrid import HashGrid
 
 pytestmark = pytest.mark.skipif(hashgrid_triton.triton is None, reason="Triton is not installed")
@@ -73,7 +73,7 @@ def test_fused_spatial_vjp_and_its_gradients_equal_the_pytorch_path():
 
 
 def test_the_nerf_on_the_fused_grid_gives_the_pytorch_density_normals_and_gradients(monkeypatch):
-    cfg = {"levels": 6, "log2_table": 10, "base_res": 4, "max_res": 96, "hidden": 16}
+    cfg = FieldConfig(levels=6, log2_table=10, base_res=4, max_res=96, hidden=16)
     torch.manual_seed(3)
     field = NeRFField.from_config(cfg)
     with torch.no_grad():

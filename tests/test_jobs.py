@@ -56,8 +56,8 @@ def test_valid_job_resolves_paths(target_dir):
 
 
 def test_overrides_checked_against_preset():
-    assert resolve("draft", {"phase1.iterations": 7})["phase1"]["iterations"] == 7
-    assert resolve("draft", {"phase2.losses.sdf_entropy": 2})["phase2"]["losses"]["sdf_entropy"] == 2
+    assert resolve("draft", {"phase1.iterations": 7}).phase1.iterations == 7
+    assert resolve("draft", {"phase2.losses.sdf_entropy": 2}).phase2.losses["sdf_entropy"].weight == 2
     for bad, msg in [({"phase1.iterashuns": 7}, "unknown key"), ({"phase1.iterations": "many"}, "expected int"),
                      ({"phase9.lr": 1.0}, "unknown key"), ({"phase1.losses.magic": 1.0}, "unknown loss")]:
         with pytest.raises(ConfigError, match=msg):
@@ -68,12 +68,12 @@ def test_overrides_checked_against_preset():
 
 def test_mode_presets_lie_over_the_preset_table_by_table():
     base, edit = resolve("standard"), resolve("standard", {"phase2.cameras.fov": [20, 30]}, "edit")
-    cams = edit["phase2"]["cameras"]
-    assert cams["elevation"] != base["phase2"]["cameras"]["elevation"]  # set by the edit mode
-    assert cams["azimuth"] == base["phase2"]["cameras"]["azimuth"]  # kept from the preset
-    assert cams["fov"] == [20, 30]  # the job's override comes last
-    assert edit["phase2"]["losses"]["identity"] > 0 and "ms" not in edit["phase2"]["losses"]  # losses: replaced
-    assert edit["phase2"]["tet_res"] == base["phase2"]["tet_res"]
+    cams = edit.phase2.cameras
+    assert cams.elevation != base.phase2.cameras.elevation  # set by the edit mode
+    assert cams.azimuth == base.phase2.cameras.azimuth  # kept from the preset
+    assert cams.fov == (20, 30)  # the job's override comes last
+    assert edit.phase2.losses["identity"].weight > 0 and "ms" not in edit.phase2.losses  # losses: replaced
+    assert edit.phase2.tet_res == base.phase2.tet_res
 
 
 def test_bad_override_fails_before_work(target_dir, tmp_path):

@@ -6,7 +6,7 @@ from backend.guidance.cds import CDSConfig
 from backend.guidance.ms import MSConfig
 from backend.errors import ConfigError
 from backend.pipeline.config import resolve
-from backend.pipeline.losses import LOSSES, loss_weight, parse_loss, parse_losses
+from backend.pipeline.losses import LOSSES, parse_loss
 
 
 def test_every_preset_and_mode_parses():
@@ -14,13 +14,13 @@ def test_every_preset_and_mode_parses():
         for mode in ("generate", "stylize", "edit"):
             cfg = resolve(preset, mode=mode)
             for phase in ("phase1", "phase2", "phase3"):
-                for name, c in parse_losses(cfg[phase]["losses"], f"{phase}.losses").items():
+                for name, c in cfg.phase(phase).losses.items():
                     assert isinstance(c, LOSSES[name])
 
 
 def test_a_list_of_weights_is_not_mistaken_for_a_range():
     cfg = resolve("standard", {"phase1.losses.ms": {"weight": 1.0, "aug_weights": [0.7, 0.3]}})
-    assert parse_loss("ms", cfg["phase1"]["losses"]["ms"], "p.ms").aug_weights == (0.7, 0.3)
+    assert cfg.phase1.losses["ms"].aug_weights == (0.7, 0.3)
     with pytest.raises(ConfigError) as err:
         resolve("standard", {"phase2.losses.cds": {"weight": 1.0, "gap": [300, 100]}})
     assert err.value.field == "phase2.losses.cds.gap"
@@ -30,7 +30,8 @@ def test_numbers_and_objects_become_configs_with_the_defaults_of_the_class():
     assert parse_loss("cds", 2, "p.cds") == CDSConfig(weight=2.0)
     ms = parse_loss("ms", {"weight": 0.5, "omega_l": 0, "aug_weights": [0.6, 0.4]}, "p.ms")
     assert ms == MSConfig(weight=0.5, omega_l=0.0, aug_weights=(0.6, 0.4))
-    assert loss_weight({"cds": {"gap": [50, 80]}}, "cds") == 1.0 and loss_weight({}, "cds") == 0.0
+    assert resolve("draft", {"phase2.losses.cds": {"gap": [50, 80]}}).phase2.weight("cds") == 1.0
+    assert resolve("draft", mode="stylize").phase2.weight("cds") == 0.0
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -41,7 +42,7 @@ def test_numbers_and_objects_become_configs_with_the_defaults_of_the_class():
     ({"phase1.losses.ms": {"weight": 1.0, "aug_weights": []}}, "phase1.losses.ms"),
     ({"phase3.losses.vpcsm": {"weight": 1.0, "fixed_views": 1}}, "phase3.losses.vpcsm.fixed_views"),
     ({"phase1.losses.sds": 1.0}, "phase1.losses.sds"),
-    ({"phase1.losses.aug_sds": {"weight": 1.0, "image_decoder": "taesd"}}, "phase1.losses.aug_sds"),
+    ({"phase1.losses.aug_sds": {"weight": 1.0, "image_decoder": "taesd"}}, "phase1.losses.aug_sds.image_decoder"),
     ({"phase1.losses.aug_sds": {"weight": 1.0, "image_decoder": 1}}, "phase1.losses.aug_sds.image_decoder"),
     ({"phase1.losses.aug_sds": {"weight": 1.0, "max_resolution": 4}}, "phase1.losses.aug_sds.max_resolution"),
     ({"phase2.losses.cds": {"weight": 1.0, "max_resolution": 512.5}}, "phase2.losses.cds.max_resolution"),

@@ -183,15 +183,15 @@ def test_vpcsm_sees_front_right_back_left_in_the_texture_phase(tmp_path, raster)
     from backend.pipeline.config import resolve
     from backend.pipeline.guidance_terms import build_terms
 
-    cfg = resolve("draft", mode="stylize")["phase3"]
+    cfg = resolve("draft", mode="stylize").phase3
     (term,) = build_terms(cfg, "oracle", raster, 0, print, oracle_target=_box())
     cams = term.guidance.cameras
     eye = torch.nn.functional.normalize(cams.c2w[:, :3, 3], dim=-1)
-    el = math.radians((cfg["cameras"]["elevation"][0] + cfg["cameras"]["elevation"][1]) / 2)
+    el = math.radians((cfg.cameras.elevation[0] + cfg.cameras.elevation[1]) / 2)
     front, right = [0.0, math.sin(el), math.cos(el)], [math.cos(el), math.sin(el), 0.0]
     back, left = [0.0, math.sin(el), -math.cos(el)], [-math.cos(el), math.sin(el), 0.0]
     assert torch.allclose(eye, torch.tensor([front, right, back, left]), atol=1e-5)
-    assert int(cams.width) == int(cfg["resolution"])
+    assert int(cams.width) == int(cfg.resolution)
 
 
 def _box() -> Mesh:

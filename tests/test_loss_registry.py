@@ -54,11 +54,11 @@ def test_a_loss_registered_outside_pipeline_runs_in_a_phase(toy_loss, tmp_path, 
 
     cfg = resolve("draft", {"phase1.losses.aug_sds": 0.0, "phase1.losses.toy_l2": {"weight": 2.0, "target": 0.4},
                             "phase1.iterations": 2, "phase1.resolution": 16, "phase1.samples": 8})
-    assert required_roles(True, [cfg["phase1"]]) == {"dino"}  # the config's own roles, aug_sds off
+    assert required_roles(True, [cfg.phase1]) == {"dino"}  # the config's own roles, aug_sds off
     write_target("blocks", tmp_path)
-    terms = build_terms(cfg["phase1"], "oracle", raster, 0, lambda m: None, load_mesh(tmp_path / "blocks.glb"))
+    terms = build_terms(cfg.phase1, "oracle", raster, 0, lambda m: None, load_mesh(tmp_path / "blocks.glb"))
     assert [(t.name, t.weight, type(t.guidance)) for t in terms] == [("toy_l2", 2.0, ToyL2)]
-    phase = NeRFPhase(cfg["phase1"], PhaseContext(raster, torch.device("cpu"), 0, 1.0), terms)
+    phase = NeRFPhase(cfg.phase1, PhaseContext(raster, torch.device("cpu"), 0, 1.0), terms)
     values = phase.step(0)
     seen = terms[0].guidance.seen[-1]
     assert set(values) == {"toy_l2"}

@@ -6,7 +6,7 @@ import math
 import torch
 import trimesh
 
-from backend.export.mesh_export import build_textured_mesh, smooth_split
+from backend.export.mesh_export import ExportConfig, build_textured_mesh, smooth_split
 from backend.export.normal_map import from_tangent_space, to_tangent_space, vertex_tangents
 from backend.geometry.mesh import uv_lookup
 from backend.render.camera import orbit_cameras
@@ -63,8 +63,8 @@ def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
 
 def test_baked_normal_map_brings_back_the_dense_surface_detail(raster):
     verts, faces = _bumpy_sphere()
-    cfg = {"max_faces": 800, "min_component_fraction": 0.0, "texture_size": 512, "uv_padding": 4,
-           "normal_map": True, "crease_angle": 60.0}
+    cfg = ExportConfig(max_faces=800, min_component_fraction=0.0, texture_size=512, uv_padding=4, normal_map=True,
+                       crease_angle=60.0, preview_resolution=64, metallic=0.0, roughness=0.9)
     mesh = build_textured_mesh(raster, verts, faces, lambda x: torch.full_like(x, 0.5), cfg)
     low, normals = smooth_split(mesh, 60.0)
     views = fixed_views(orbit_cameras(torch.tensor([10.0, 35.0, -20.0]), torch.tensor([20.0, 140.0, 250.0]),

@@ -1,7 +1,6 @@
 """Paper guidance on tiny models: every loss runs in every phase and its gradient reaches
 that phase's parameters (and nothing the phase freezes); a text + image + audio job runs
 all three phases and writes a textured GLB."""
-import copy
 import json
 from pathlib import Path
 
@@ -42,14 +41,14 @@ def cond(tmp_path_factory) -> JobConditioning:
     return JobConditioning(job, ModelStore(str(models)), lambda m: None)
 
 
-def _phase_cfg(phase: str, loss: str) -> dict:
-    cfg = copy.deepcopy(resolve("standard")[phase])
-    cfg.update(iterations=2, batch=1, resolution=32)
+def _phase_cfg(phase: str, loss: str, **overrides: object):  # noqa: ANN202
+    """The standard preset's phase at a tiny size with `loss` alone (and overrides: key -> value)."""
+    small = {"iterations": 2, "batch": 1, "resolution": 32,
+             "losses": {loss: {"weight": 1.0, "resolution": 32, "steps": 3} if loss == "sgc" else 1.0}}
     if phase == "phase1":
-        cfg.update(samples=16)
-        cfg["field"].update(levels=4, log2_table=12, max_res=64, hidden=16)
-    cfg["losses"] = {loss: {"weight": 1.0, "resolution": 32, "steps": 3} if loss == "sgc" else 1.0}
-    return cfg
+        small.update({"samples": 16, "field.levels": 4, "field.log2_table": 12, "field.max_res": 64,
+                      "field.hidden": 16})
+    return resolve("standard", {f"{phase}.{k}": v for k, v in {**small, **overrides}.items()}).phase(phase)
 
 
 def _params(module) -> torch.Tensor:
@@ -76,11 +75,10 @@ def test_each_loss_reaches_each_phase(cond, loss):
     before = _params(p1.field)
     p1.step(0)
     _assert_first_step_followed_the_gradient(before, p1, p1.field, "phase I")
-    cfg2 = _phase_cfg("phase2", loss)
-    cfg2["tet_res"] = 16
+    cfg2 = _phase_cfg("phase2", loss, tet_res=16)
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731 (a known surface)
     p1.field.density = sphere
-    dmtet = dmtet_from_density(sphere, cfg2["tet_res"], cfg2["density_threshold"])
+    dmtet = dmtet_from_density(sphere, cfg2.tet_res, cfg2.density_threshold)
     p2 = GeometryPhase(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, cond=cond), DMTetSurface(dmtet))
     before = _params(p2.surface.module())
     p2.step(0)
@@ -103,9 +101,8 @@ def test_unclip_losses_encode_at_the_smaller_of_max_resolution_and_the_training_
     reference synthesis always samples at the training size."""
     raster = TorchRasterizer()
     for cap, side in ((None, 32), (512, 32), (16, 16)):
-        cfg = _phase_cfg("phase2", loss)
-        if cap is not None:
-            cfg["losses"][loss] = {"weight": 1.0, "max_resolution": cap}
+        cfg = _phase_cfg("phase2", loss, **({} if cap is None else
+                                            {f"losses.{loss}": {"weight": 1.0, "max_resolution": cap}}))
         (term,) = build_terms(cfg, "paper", raster, 0, print, cond=cond)
         assert term.guidance.denoiser.resolution == side
         assert term.guidance.denoiser.encode(torch.rand(1, 40, 40, 3)).shape[-1] == side // 2
@@ -158,7 +155,7 @@ def test_a_job_names_every_missing_model_role_at_once(tmp_path):
     store = ModelStore(str(manifest))
     cfg = resolve("standard")
     text_only = JobConditioning({"prompt": {"text": "a chair"}, "style_image": None}, store, lambda m: None)
-    roles = required_roles(text_only.has_reference_image, [cfg[p] for p in ("phase1", "phase2", "phase3")])
+    roles = required_roles(text_only.has_reference_image, [cfg.phase(p) for p in ("phase1", "phase2", "phase3")])
     # ms, aug_sds (its image term through TAESD), cds, zero123_sds, the reference from C_m
     assert roles == {"unclip", "imagebind", "zero123", "clip", "taesd"}
     with pytest.raises(ModelNotAvailable) as err:
@@ -166,10 +163,10 @@ def test_a_job_names_every_missing_model_role_at_once(tmp_path):
     assert err.value.role == "clip, imagebind, taesd, unclip, zero123"
     assert str(tmp_path / "none" / "zero123") in err.value.where
     high = resolve("high")
-    assert {"depth"} <= required_roles(text_only.has_reference_image, [high["phase2"]])  # SGC's depth / normal parts
+    assert {"depth"} <= required_roles(text_only.has_reference_image, [high.phase2])  # SGC's depth / normal parts
     for image_term in ({"image_weight": 0.1, "image_decoder": "vae"}, {"image_weight": 0.0}):
         plain = resolve("standard", {"phase1.losses.aug_sds": image_term})
-        assert "taesd" not in required_roles(text_only.has_reference_image, [plain["phase1"]])
+        assert "taesd" not in required_roles(text_only.has_reference_image, [plain.phase1])
     vp = resolve("draft", {"phase3.losses.vpcsm": 1.0})
-    assert {"sd", "ip_adapter"} <= required_roles(text_only.has_reference_image, [vp["phase3"]])
+    assert {"sd", "ip_adapter"} <= required_roles(text_only.has_reference_image, [vp.phase3])
     store.check_available(set())  # nothing needed: nothing missing

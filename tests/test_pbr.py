@@ -9,7 +9,7 @@ import torch
 import trimesh
 
 from backend.eval.oracle_report import oracle_report
-from backend.export.mesh_export import build_textured_mesh, write_glb
+from backend.export.mesh_export import ExportConfig, build_textured_mesh, write_glb
 from backend.geometry.fields import TextureField
 from backend.geometry.mesh import Mesh, uv_lookup
 from backend.pipeline.config import resolve
@@ -90,7 +90,7 @@ def test_lit_shading_uses_the_brdf_only_for_pbr_materials():
 
 def test_material_head_starts_at_the_preset_constants_and_keeps_the_albedo():
     cfg = resolve("draft")
-    field = TextureField.from_config(cfg["phase1"]["field"])
+    field = TextureField.from_config(cfg.phase1.field)
     x = torch.rand(32, 3) * 2 - 1
     albedo = field(x)
     field.add_material(0.9, 0.0)
@@ -106,7 +106,7 @@ def test_pbr_material_needs_lit_views_and_a_known_name():
     assert err.value.field == "phase3.shading.lambertian"
     with pytest.raises(ConfigError, match="not one of diffuse, pbr"):
         resolve("draft", {"phase3.material": "glossy"})
-    assert resolve("draft", {"phase3.material": "pbr", "phase3.shading.lambertian": 0.5})["phase3"]["material"] == "pbr"
+    assert resolve("draft", {"phase3.material": "pbr", "phase3.shading.lambertian": 0.5}).phase3.material == "pbr"
 
 
 def latlong_sphere(nlat: int = 24, nlon: int = 48, radius: float = 0.6):
@@ -134,8 +134,8 @@ def _regions_target(size: int = 64) -> Mesh:
 def _phase3(target: Mesh, overrides: dict) -> TexturePhase:
     cfg = resolve("draft", {"phase3.iterations": 600, "phase3.resolution": 64, **overrides})
     raster = TorchRasterizer()
-    field = phase3_field(TextureField.from_config(cfg["phase1"]["field"]), cfg)
-    c3 = cfg["phase3"]
+    field = phase3_field(TextureField.from_config(cfg.phase1.field), cfg)
+    c3 = cfg.phase3
     p3 = TexturePhase(c3, PhaseContext(raster, torch.device("cpu"), 0, 1.0),
                       build_terms(c3, "oracle", raster, 0, print, oracle_target=target), target.verts, target.faces,
                       field)
@@ -147,8 +147,8 @@ def _phase3(target: Mesh, overrides: dict) -> TexturePhase:
 @pytest.mark.slow
 def test_oracle_pbr_phase_recovers_known_roughness_and_metallic_regions(tmp_path):
     target, raster = _regions_target(), TorchRasterizer()
-    export = {"max_faces": 20000, "min_component_fraction": 0.0, "texture_size": 128, "uv_padding": 2,
-              "normal_map": False, "crease_angle": 60.0}
+    export = ExportConfig(max_faces=20000, min_component_fraction=0.0, texture_size=128, uv_padding=2,
+                          normal_map=False, crease_angle=60.0, preview_resolution=64, metallic=0.0, roughness=0.9)
     pbr = _phase3(target, {"phase3.material": "pbr", "phase3.shading.albedo": 0.3, "phase3.shading.lambertian": 0.7})
     # the field against the truth at the sphere's vertices, away from the regions' borders
     # (within 0.04 in u or v) and the poles
@@ -171,7 +171,7 @@ def test_oracle_pbr_phase_recovers_known_roughness_and_metallic_regions(tmp_path
     cfg = resolve("draft")
     with torch.no_grad():
         plain = build_textured_mesh(raster, target.verts, target.faces, diffuse.texture, export)
-    constants = torch.tensor([cfg["export"]["roughness"], cfg["export"]["metallic"]]).expand(128, 128, 2)
+    constants = torch.tensor([cfg.export.roughness, cfg.export.metallic]).expand(128, 128, 2)
     plain.roughness_metallic = constants.clone()
     lit_plain = oracle_report(raster, target, plain)["lit_psnr"]
     print("lit PSNR held out: pbr", lit_pbr, "default", lit_plain)

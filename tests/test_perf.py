@@ -11,7 +11,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from backend.geometry.dmtet import DMTet
-from backend.geometry.fields import NeRFField
+from backend.geometry.fields import FieldConfig, NeRFField
 from backend.guidance.ref_view import RefView
 from backend.perf.estimate import CALIBRATION, estimate, seconds_per_it
 from backend.perf.tracker import OUTSIDE, Tracker
@@ -145,7 +145,7 @@ def test_standard_fits_an_artists_gpu_by_the_estimate():
 
 def _field() -> NeRFField:
     torch.manual_seed(0)
-    field = NeRFField.from_config({"levels": 6, "log2_table": 10, "max_res": 128, "hidden": 16}).double()
+    field = NeRFField.from_config(FieldConfig(levels=6, log2_table=10, max_res=128, hidden=16)).double()
     with torch.no_grad():
         for p in field.parameters():
             p.normal_(0, 0.5)

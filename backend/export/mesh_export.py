@@ -8,7 +8,7 @@ glTF (v = 0 at the image's top row).
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,8 +19,27 @@ from ..atomic import atomic_path
 from ..geometry.cleanup import cleanup
 from ..geometry.mesh import Mesh, creased_normals, weld
 from ..render.raster import Rasterizer
+from ..schema import setting
 from .bake import bake
 from .normal_map import bake_normal_map, vertex_tangents
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """What the GLB is made of (a preset's `export`): the face budget and the share of the
+    faces below which a component is dropped; texture side, UV padding (texels) and preview
+    size (pixels); the crease angle (degrees) above which normals split; a tangent-space
+    normal map of the dense surface; the metallic and roughness of a diffuse material."""
+
+    texture_size: int = setting(lo=16, hi=8192)
+    max_faces: int = setting(lo=100, hi=50_000_000)
+    min_component_fraction: float = setting(lo=0.0, hi=1.0)
+    uv_padding: int = setting(lo=0, hi=64)
+    preview_resolution: int = setting(lo=16, hi=4096)
+    crease_angle: float = setting(lo=0.0, hi=180.0)
+    normal_map: bool = setting()
+    metallic: float = setting(lo=0.0, hi=1.0)
+    roughness: float = setting(lo=0.0, hi=1.0)
 
 
 def init_meshlab() -> None:
@@ -57,19 +76,19 @@ def baked_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, uv:
 
 
 def build_textured_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor,
-                        material_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: dict) -> Mesh:
+                        material_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: ExportConfig) -> Mesh:
     """The dense surface (verts, faces) cleaned, decimated to the face budget, unwrapped and
     baked: base colour (and roughness, metallic for a PBR material_fn), and with
     export.normal_map the dense surface's normals in the exported normals' tangent frames
     (the same smooth_split write_glb makes)."""
-    v, f, _ = cleanup(verts, faces, export_cfg["max_faces"], export_cfg["min_component_fraction"])
+    v, f, _ = cleanup(verts, faces, export_cfg.max_faces, export_cfg.min_component_fraction)
     if f.shape[0] == 0:
         raise ValueError("nothing left after cleanup: the surface is empty or made of specks")
-    size = export_cfg["texture_size"]
-    v, f, uv = unwrap(v, f, size, export_cfg["uv_padding"])
+    size = export_cfg.texture_size
+    v, f, uv = unwrap(v, f, size, export_cfg.uv_padding)
     mesh = baked_mesh(raster, v, f, uv, material_fn, size)
-    if export_cfg["normal_map"]:
-        split, normals = smooth_split(mesh, export_cfg["crease_angle"])
+    if export_cfg.normal_map:
+        split, normals = smooth_split(mesh, export_cfg.crease_angle)
         mesh = replace(mesh, normal_map=bake_normal_map(raster, split.verts, split.faces, split.uv, normals,
                                                         verts.cpu(), faces.cpu(), size))
     return mesh

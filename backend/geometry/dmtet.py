@@ -13,14 +13,26 @@ sign flips make. With no levels and fine_scale 1 it is the plain per-vertex DMTe
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..schema import setting
 from .cleanup import cleanup
 from .tets import marching_tets, tet_grid
+
+
+@dataclass(frozen=True, kw_only=True)
+class SdfGridConfig:
+    """The SDF's coarse levels (a preset's phase2.sdf_grid): their lattice resolutions,
+    the scale of the levels and of the per-vertex values (the module's docstring)."""
+
+    levels: tuple[int, ...] = setting((), lo=2, hi=512)
+    level_scale: float = setting(1.0, lo=0.0, hi=100.0)
+    fine_scale: float = setting(1.0, lo=0.0, hi=100.0)
 
 
 class DMTet(nn.Module):
@@ -38,10 +50,10 @@ class DMTet(nn.Module):
         self.deform = nn.Parameter(torch.zeros(verts.shape[0], 3))
 
     @staticmethod
-    def from_config(res: int, lo: list[float], hi: list[float], cfg: dict | None) -> "DMTet":
-        """cfg: a phase's `sdf_grid` table ({levels, level_scale, fine_scale}) or None."""
-        cfg = cfg or {}
-        return DMTet(res, lo, hi, cfg.get("levels", ()), cfg.get("level_scale", 1.0), cfg.get("fine_scale", 1.0))
+    def from_config(res: int, lo: list[float], hi: list[float], cfg: SdfGridConfig | None) -> "DMTet":
+        """cfg: a phase's sdf_grid, None for the plain per-vertex DMTet."""
+        cfg = cfg or SdfGridConfig()
+        return DMTet(res, lo, hi, cfg.levels, cfg.level_scale, cfg.fine_scale)
 
     @property
     def cell(self) -> torch.Tensor:
@@ -167,7 +179,7 @@ def fill_enclosed(sdf: torch.Tensor, res: int, closing: int = 1) -> torch.Tensor
 
 
 def dmtet_from_density(density_fn: Callable[[torch.Tensor], torch.Tensor], res: int, threshold: float,
-                       bound: float = 1.0, sdf_grid: dict | None = None) -> DMTet:
+                       bound: float = 1.0, sdf_grid: SdfGridConfig | None = None) -> DMTet:
     """Phase I -> II hand-over: grid fitted to the occupied box, sdf = clamp((τ - σ)/τ, ±1)
     (the SPEC's clamp(σ - τ, ±1), divided by τ so crossings keep sub-cell position, and
     negated to our negative-inside convention), enclosed empty space filled."""
@@ -178,8 +190,8 @@ def dmtet_from_density(density_fn: Callable[[torch.Tensor], torch.Tensor], res: 
     return dmtet
 
 
-def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: float = 1.0,
-                    margin: float = 0.25, sdf_grid: dict | None = None, sign_faces: int = 5000) -> DMTet:
+def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: float, margin: float,
+                    sdf_grid: SdfGridConfig | None = None, sign_faces: int = 5000) -> DMTet:
     """Edit mode: a grid over the mesh's box grown by `margin` of its largest side on every
     side (room for the edit to grow), with the mesh's signed distance (geometry/mesh_sdf.py).
     The inside/outside sign uses the winding number of a copy decimated to `sign_faces` (its cost is points x faces); distances come from dense

@@ -9,16 +9,37 @@ gives [N,5]: albedo, roughness, metallic in [0,1] (render/mesh_renderer.Material
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..schema import setting
 from .hashgrid import HashGrid, mlp, mlp_input_gradient
 
 
-def _grid(cfg: dict, bound: float, fused: bool) -> HashGrid:
-    return HashGrid(levels=cfg["levels"], features=cfg.get("features", 2), log2_table=cfg["log2_table"],
-                    base_res=cfg.get("base_res", 16), max_res=cfg["max_res"], bound=bound, fused=fused)
+@dataclass(frozen=True, kw_only=True)
+class FieldConfig:
+    """The hash grid and MLPs of a field (a preset's phase1.field; phase III's texture field
+    uses the same grid): levels from base_res to max_res cells per side, 2^log2_table
+    entries a level of `features` each; `hidden` units per MLP layer. The NeRF starts as a
+    Gaussian blob of peak density blob_density and radius blob_radius (world units), and
+    skips empty cells of an occupancy grid of occupancy_res per side."""
+
+    levels: int = setting(lo=1, hi=32)
+    log2_table: int = setting(lo=8, hi=26)
+    max_res: int = setting(lo=2, hi=65536)
+    base_res: int = setting(16, lo=2, hi=4096)
+    features: int = setting(2, lo=1, hi=8)
+    hidden: int = setting(64, lo=1, hi=1024)
+    blob_density: float = setting(10.0, lo=0.0, hi=1e4)
+    blob_radius: float = setting(0.5, lo=1e-3, hi=100.0)
+    occupancy_res: int = setting(32, lo=4, hi=512)
+
+
+def _grid(cfg: FieldConfig, bound: float, fused: bool) -> HashGrid:
+    return HashGrid(levels=cfg.levels, features=cfg.features, log2_table=cfg.log2_table,
+                    base_res=cfg.base_res, max_res=cfg.max_res, bound=bound, fused=fused)
 
 
 class TextureField(nn.Module):
@@ -29,9 +50,9 @@ class TextureField(nn.Module):
         self.material_net: nn.Sequential | None = None
 
     @staticmethod
-    def from_config(cfg: dict, bound: float = 1.0, fused: bool = True) -> "TextureField":
+    def from_config(cfg: FieldConfig, bound: float = 1.0, fused: bool = True) -> "TextureField":
         """fused: the hash grid may take its Triton kernels (runtime.fused_grid)."""
-        return TextureField(_grid(cfg, bound, fused), cfg.get("hidden", 64))
+        return TextureField(_grid(cfg, bound, fused), cfg.hidden)
 
     def add_material(self, roughness: float, metallic: float) -> None:
         """Give the field a roughness/metallic head that starts at these values everywhere
@@ -83,10 +104,9 @@ class NeRFField(nn.Module):
         self.register_buffer("occupancy", torch.ones(occupancy_res, occupancy_res, occupancy_res, dtype=torch.bool))
 
     @staticmethod
-    def from_config(cfg: dict, bound: float = 1.0, fused: bool = True) -> "NeRFField":
+    def from_config(cfg: FieldConfig, bound: float = 1.0, fused: bool = True) -> "NeRFField":
         """fused: the hash grid may take its Triton kernels (runtime.fused_grid)."""
-        return NeRFField(_grid(cfg, bound, fused), cfg.get("hidden", 64), cfg.get("blob_density", 10.0),
-                         cfg.get("blob_radius", 0.5), cfg.get("occupancy_res", 32))
+        return NeRFField(_grid(cfg, bound, fused), cfg.hidden, cfg.blob_density, cfg.blob_radius, cfg.occupancy_res)
 
     def density_bias(self, x: torch.Tensor) -> torch.Tensor:
         return self.blob_density * torch.exp(-0.5 * (x ** 2).sum(-1) / self.blob_radius ** 2)

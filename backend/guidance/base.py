@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Literal, Protocol
 
 import torch
 
 from ..errors import ConfigError
 from ..render.camera import CameraRange, Cameras
+from ..schema import setting
 from ..render.shading import Frame, Views
 
 
@@ -64,18 +65,30 @@ class LossConfig:
     kind: ClassVar[str] = "regularizer"
     roles: ClassVar[frozenset[str]] = frozenset()
     needs_reference: ClassVar[bool] = False
-    weight: float = 1.0
+    weight: float = setting(1.0, lo=0.0)
 
     def model_roles(self) -> set[str]:
         """The model roles this loss loads with these parameters."""
         return set(self.roles)
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> "Guidance":
+    def paper_term(self, phase_cfg: "PhaseSettings", cond: Any) -> "Guidance":
         """cond: the job's conditioning (pipeline/job_conditioning.JobConditioning)."""
         raise ConfigError(f"loss {type(self).__name__} is not available with paper guidance in this build")
 
-    def oracle_term(self, phase_cfg: dict, oracle: "Denoiser", seed: int) -> "Guidance | None":
+    def oracle_term(self, phase_cfg: "PhaseSettings", oracle: "Denoiser", seed: int) -> "Guidance | None":
         return None
+
+
+Weighting = Literal["sds", "uniform", "fantasia"]
+
+
+class PhaseSettings(Protocol):
+    """What a guidance term reads of its phase's config (pipeline/settings.PhaseConfig)."""
+
+    resolution: int
+    cameras: CameraRange
+    timesteps: "TimestepSchedule"
+    weighting: Weighting
 
 
 # Loss name -> its config class: what a phase's losses table may name. Each loss registers
@@ -93,17 +106,14 @@ def register_loss(name: str) -> Callable[[type[LossConfig]], type[LossConfig]]:
     return add
 
 
-def schedule_and_weighting(phase_cfg: dict) -> tuple["TimestepSchedule", str]:
+def schedule_and_weighting(phase_cfg: PhaseSettings) -> tuple["TimestepSchedule", str]:
     """A phase's timestep schedule and SDS weighting (phaseN.timesteps / .weighting)."""
-    return TimestepSchedule(**phase_cfg["timesteps"]), phase_cfg.get("weighting", "sds")
+    return phase_cfg.timesteps, phase_cfg.weighting
 
 
-def four_views(phase_cfg: dict) -> Cameras:
+def four_views(phase_cfg: PhaseSettings) -> Cameras:
     """Front, right, back, left at the middle of the phase's camera ranges and resolution."""
-    return CameraRange.from_dict(phase_cfg["cameras"]).four_views(int(phase_cfg["resolution"]))
-
-
-IMAGE_DECODERS = ("tiny", "vae")
+    return phase_cfg.cameras.four_views(phase_cfg.resolution)
 
 
 @dataclass(frozen=True)
@@ -112,12 +122,12 @@ class UnclipGuidanceConfig(LossConfig):
 
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"unclip", "imagebind"})  # C_m needs ImageBind
-    guidance_scale: float = 7.5
+    guidance_scale: float = setting(7.5, lo=0.0)
     # Renders are encoded at min(this, the model's training size). 512 as threestudio
     # (and HiFA's code on it) encode for every Stable Diffusion, the 768² unCLIP included:
     # phases II/III render at 512², so 768² would only upsample them, and the encoder, the
     # UNet and the backward through both cost 2.25x (attention more) at 768².
-    max_resolution: int = 512
+    max_resolution: int = setting(512, lo=8, hi=4096)
 
 
 @register_loss("aug_sds")
@@ -125,14 +135,10 @@ class UnclipGuidanceConfig(LossConfig):
 class AugSDSConfig(UnclipGuidanceConfig):
     """XBind's augmented 2D SDS (Eq. 4-8) on Stable unCLIP conditioned on C_m."""
 
-    image_weight: float = 0.0  # ω_img of the image-space term (HiFA); 0 = plain SDS
+    image_weight: float = setting(0.0, lo=0.0)  # ω_img of the image-space term (HiFA); 0 = plain SDS
     # The image term's target x̂ through TAESD ("tiny": 1.3 instead of 22 TFLOP a step for
     # four 768² views) or the model's own VAE decoder ("vae", as HiFA does).
-    image_decoder: str = "tiny"
-
-    def __post_init__(self) -> None:
-        if self.image_decoder not in IMAGE_DECODERS:
-            raise ValueError(f"image_decoder: {self.image_decoder!r} is not one of {', '.join(IMAGE_DECODERS)}")
+    image_decoder: Literal["tiny", "vae"] = "tiny"
 
     @property
     def tiny_decoder(self) -> bool:
@@ -142,12 +148,12 @@ class AugSDSConfig(UnclipGuidanceConfig):
     def model_roles(self) -> set[str]:
         return set(self.roles) | ({"taesd"} if self.tiny_decoder else set())
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> "Guidance":
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> "Guidance":
         decoder = cond.store.tiny_decoder() if self.tiny_decoder else None
         return SDS(cond.unclip(self.guidance_scale, self.max_resolution), *schedule_and_weighting(phase_cfg),
                    self.image_weight, cond.seed, decoder)
 
-    def oracle_term(self, phase_cfg: dict, oracle: "Denoiser", seed: int) -> "Guidance":
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: "Denoiser", seed: int) -> "Guidance":
         # SDS reads the oracle's conditional branch: the exact target (CFG, which makes up
         # for a learnt model's weak conditioning, would extrapolate past it)
         return SDS(oracle, *schedule_and_weighting(phase_cfg), self.image_weight, seed)
@@ -171,14 +177,18 @@ def sds_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, kind: str) -> torc
     raise ValueError(f"unknown SDS weighting {kind!r}: use sds, uniform or fantasia")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TimestepSchedule:
-    """t in [t_min, t_max] (fractions of T). "random": uniform; "sqrt": HiFA's
-    t = (max - min)(1 - sqrt(step/N)) + min with a little jitter."""
+    """t in [t_min, t_max] (fractions of T; a preset's phaseN.timesteps). "random": uniform;
+    "sqrt": HiFA's t = (max - min)(1 - sqrt(step/N)) + min with a little jitter."""
 
-    t_min: float = 0.02
-    t_max: float = 0.98
-    anneal: str = "random"
+    t_min: float = setting(0.02, lo=0.0, hi=1.0)
+    t_max: float = setting(0.98, lo=0.0, hi=1.0)
+    anneal: Literal["random", "sqrt"] = "random"
+
+    def check(self, path: str) -> None:
+        if not self.t_min < self.t_max:
+            raise ConfigError(f"{path}: t_min must be below t_max", f"{path}.t_min")
 
     def sample(self, batch: int, step: int, total: int, num_train: int, generator: torch.Generator) -> torch.Tensor:
         lo, hi = int(self.t_min * num_train), int(self.t_max * num_train)
@@ -187,8 +197,6 @@ class TimestepSchedule:
             centre = lo + (hi - lo) * frac
             jitter = (torch.rand(batch, generator=generator) - 0.5) * 0.1 * (hi - lo)
             return (centre + jitter).round().long().clamp(lo, hi - 1)
-        if self.anneal != "random":
-            raise ValueError(f"unknown timestep anneal {self.anneal!r}: use random or sqrt")
         return torch.randint(lo, hi, (batch,), generator=generator)
 
 

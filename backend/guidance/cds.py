@@ -18,20 +18,21 @@ import torch
 
 from ..render.camera import Cameras
 from ..render.shading import Frame, Views
-from .base import (SDS, Denoiser, Guidance, TimestepSchedule, UnclipGuidanceConfig, inject_gradient, register_loss,
+from ..schema import IntSpan, setting
+from .base import (SDS, Denoiser, Guidance, PhaseSettings, TimestepSchedule, UnclipGuidanceConfig, inject_gradient, register_loss,
                    schedule_and_weighting, sds_weight)
 
 
 @register_loss("cds")
 @dataclass(frozen=True)
 class CDSConfig(UnclipGuidanceConfig):
-    gap: tuple[int, int] = (100, 300)  # t1 - t2 drawn from [lo, hi)
+    gap: IntSpan = setting((100, 300), lo=0)  # t1 - t2 drawn from [lo, hi)
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
         return CDS(cond.unclip(self.guidance_scale, self.max_resolution), self, *schedule_and_weighting(phase_cfg),
                    cond.seed)
 
-    def oracle_term(self, phase_cfg: dict, oracle: Denoiser, seed: int) -> Guidance:
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Denoiser, seed: int) -> Guidance:
         """CDS has no gradient at all on the one-image oracle (the probability-flow ODE of a
         single image is a straight line, so both ends of a step predict the same noise; on a
         Gaussian it pulls towards noise: tests/test_loss_formulas.py), so the oracle measures

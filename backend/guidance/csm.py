@@ -16,7 +16,8 @@ import torch
 
 from ..render.camera import Cameras
 from ..render.shading import Frame, Views
-from .base import Guidance, LossConfig, inject_gradient, register_loss, sds_weight
+from ..schema import setting
+from .base import Guidance, LossConfig, PhaseSettings, inject_gradient, register_loss, sds_weight
 from .diffusion import SDDenoiser, sd_resolution
 
 NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -95,19 +96,19 @@ class WindowSchedule:
 class CSMConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"sd"})
-    scale: float = 7.5  # λ, the classifier-free guidance scale
-    delta_t: int = 50  # DDIM inversion step
-    warmup: float = 1 / 3  # fraction of the iterations the timestep window slides over
+    scale: float = setting(7.5, lo=0.0)  # λ, the classifier-free guidance scale
+    delta_t: int = setting(50, lo=1, hi=999)  # DDIM inversion step
+    warmup: float = setting(1 / 3, lo=0.0, hi=1.0)  # fraction of the iterations the timestep window slides over
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
         sd = cond.store.sd("sd")
-        return CSM(SDDenoiser(sd, cond.text, resolution=sd_resolution(sd)), self, phase_cfg.get("weighting", "sds"),
+        return CSM(SDDenoiser(sd, cond.text, resolution=sd_resolution(sd)), self, phase_cfg.weighting,
                    cond.seed)
 
-    def oracle_term(self, phase_cfg: dict, oracle: Any, seed: int) -> Guidance:
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Any, seed: int) -> Guidance:
         """On the oracle's branches, as TV-3DG defines CSM (CFG is checked on the oracle by
         the formula tests)."""
-        return CSM(oracle, self, phase_cfg.get("weighting", "sds"), seed)
+        return CSM(oracle, self, phase_cfg.weighting, seed)
 
 
 class CSM:

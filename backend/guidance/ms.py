@@ -19,7 +19,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..render.camera import Cameras
 from ..render.shading import Frame, Views
-from .base import Guidance, LossConfig, register_loss
+from ..schema import Span, setting
+from .base import Guidance, LossConfig, PhaseSettings, register_loss
 
 # images [B,3,S,S] in [0,1] at the encoder's input size -> embeddings [B,D]
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -71,12 +72,12 @@ def random_crop(x: torch.Tensor, scale: tuple[float, float], size: int, generato
 class MSConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"clip", "imagebind"})
-    omega_g: float = 1.0  # global augmentation
-    omega_l: float = 1.0  # local augmentation
-    omega_z: float = 1.0  # normalisation only
-    aug_weights: tuple[float, ...] = (1.0,)  # W_i; n = its length
-    distortion: float = 0.5  # perspective: corner moves as a fraction of the half-size
-    crop_scale: tuple[float, float] = (0.5, 0.9)  # local crops: fraction of the side
+    omega_g: float = setting(1.0, lo=0.0)  # global augmentation
+    omega_l: float = setting(1.0, lo=0.0)  # local augmentation
+    omega_z: float = setting(1.0, lo=0.0)  # normalisation only
+    aug_weights: tuple[float, ...] = setting((1.0,), lo=0.0)  # W_i; n = its length
+    distortion: float = setting(0.5, lo=0.0, hi=1.0)  # perspective: corner moves as a fraction of the half-size
+    crop_scale: Span = setting((0.5, 0.9), lo=0.0, hi=1.0)  # local crops: fraction of the side
     # Backward recomputes the ViT instead of keeping its activations through the rest of
     # the step: 2.4 GB of ViT-H activations for 12 images (standard's peak: 1.7 GB), for one
     # more forward of work.
@@ -86,7 +87,7 @@ class MSConfig(LossConfig):
         if not self.aug_weights:
             raise ValueError("aug_weights: give at least one augmentation weight")
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
         encoder, size = cond.store.clip_image_encoder()
         return MSLoss(encoder, cond.c_m()[0], size, self, cond.seed)
 

@@ -30,7 +30,8 @@ import torch
 
 from ..render.camera import Cameras, normals_from_depth, world_to_camera_dirs
 from ..render.shading import Frame, Views
-from .base import Guidance, LossConfig, register_loss
+from ..schema import setting
+from .base import Guidance, LossConfig, PhaseSettings, register_loss
 
 # images [B,3,H,W] in [0,1] -> features [B,D]
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -50,19 +51,19 @@ class SGCConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"zero123"})  # the multi-view targets
     needs_reference: ClassVar[bool] = True
-    reward: float = 2.5
-    semantic: float = 4.0
-    depth: float = 1.0
-    normal: float = 1.0
-    reward_margin: float = 25.0  # ϕ's margin, PickScore units
-    resolution: int = 256  # of the four renders and targets
-    guidance_scale: float = 3.0  # Zero-1-to-3 when synthesising the targets
-    steps: int = 30  # DDIM steps of that synthesis
+    reward: float = setting(2.5, lo=0.0)
+    semantic: float = setting(4.0, lo=0.0)
+    depth: float = setting(1.0, lo=0.0)
+    normal: float = setting(1.0, lo=0.0)
+    reward_margin: float = setting(25.0, lo=0.0)  # ϕ's margin, PickScore units
+    resolution: int = setting(256, lo=8, hi=4096)  # of the four renders and targets
+    guidance_scale: float = setting(3.0, lo=0.0)  # Zero-1-to-3 when synthesising the targets
+    steps: int = setting(30, lo=1, hi=1000)  # DDIM steps of that synthesis
 
     def model_roles(self) -> set[str]:
         return set(self.roles) | {PART_ROLES[k] for k in PARTS if getattr(self, k) > 0}
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
         return cond.sgc(self)
 
 

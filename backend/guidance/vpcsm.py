@@ -17,7 +17,8 @@ import torch
 
 from ..render.camera import Cameras
 from ..render.shading import Views
-from .base import Guidance, four_views, register_loss
+from ..schema import setting
+from .base import Guidance, PhaseSettings, four_views, register_loss
 from .csm import CSM, BranchedDenoiser, CSMConfig
 from .diffusion import SDDenoiser, sd_resolution
 
@@ -26,19 +27,19 @@ from .diffusion import SDDenoiser, sd_resolution
 @dataclass(frozen=True)
 class VPCSMConfig(CSMConfig):
     roles: ClassVar[frozenset[str]] = frozenset({"sd", "ip_adapter"})
-    ip_scale: float = 0.5  # τ, IP-Adapter attention fusion
-    pag_scale: float = 1.0  # s
+    ip_scale: float = setting(0.5, lo=0.0)  # τ, IP-Adapter attention fusion
+    pag_scale: float = setting(1.0, lo=0.0)  # s
     fixed_views: bool = True  # front/right/back/left each step instead of the sampled batch
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
         sd = cond.store.sd("sd")
         den = SDDenoiser(sd, cond.text, resolution=sd_resolution(sd), visual_prompt=cond.visual_prompt(sd),
                          ip_scale=self.ip_scale)
-        return VPCSM(den, self, phase_cfg.get("weighting", "sds"), cond.seed,
+        return VPCSM(den, self, phase_cfg.weighting, cond.seed,
                      four_views(phase_cfg) if self.fixed_views else None)
 
-    def oracle_term(self, phase_cfg: dict, oracle: Any, seed: int) -> Guidance:
-        return VPCSM(oracle, self, phase_cfg.get("weighting", "sds"), seed,
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Any, seed: int) -> Guidance:
+        return VPCSM(oracle, self, phase_cfg.weighting, seed,
                      four_views(phase_cfg) if self.fixed_views else None)
 
 

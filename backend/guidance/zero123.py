@@ -17,7 +17,8 @@ import torch
 from ..models.registry import Zero123Components
 from ..render.camera import relative_pose
 from ..render.shading import Views
-from .base import SDS, Denoiser, Guidance, LossConfig, register_loss, schedule_and_weighting
+from ..schema import setting
+from .base import SDS, Denoiser, Guidance, LossConfig, PhaseSettings, register_loss, schedule_and_weighting
 from .diffusion import vae_encode
 
 
@@ -27,12 +28,12 @@ class Zero123SDSConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"zero123"})
     needs_reference: ClassVar[bool] = True
-    guidance_scale: float = 3.0  # Zero-1-to-3's usual 3-5
+    guidance_scale: float = setting(3.0, lo=0.0)  # Zero-1-to-3's usual 3-5
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
         return SDS(cond.zero123(self.guidance_scale), *schedule_and_weighting(phase_cfg), 0.0, cond.seed)
 
-    def oracle_term(self, phase_cfg: dict, oracle: Denoiser, seed: int) -> Guidance:
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Denoiser, seed: int) -> Guidance:
         """The oracle sees the target from any view, as Zero-1-to-3 imagines it."""
         return SDS(oracle, *schedule_and_weighting(phase_cfg), 0.0, seed)
 

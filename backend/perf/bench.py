@@ -107,8 +107,8 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
     store = (RandomStore(dev, scratch, compile_networks=compiled) if size == "full" else
              ModelStore(str(build_tiny(scratch / "tiny")), device=dev, compile_networks=compiled))
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
-    raster = make_rasterizer(cfg["render"]["rasterizer"], dev)
-    ctx = PhaseContext(raster, dev, 0, cfg["render"]["bound"], cond.ref_view(), fused_grid=cfg["runtime"]["fused_grid"])
+    raster = make_rasterizer(cfg.render.rasterizer, dev)
+    ctx = PhaseContext(raster, dev, 0, cfg.render.bound, cond.ref_view(), fused_grid=cfg.runtime.fused_grid)
     report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "preset": preset,
                     "size": size, "phases": {}}
 
@@ -128,7 +128,7 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
             dt = (time.perf_counter() - t0) / iterations
         peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
         report["phases"][key] = {"s_per_it": round(dt, 4), "peak_mem_gb": None if peak is None else round(peak, 2),
-                                 "iterations": int(cfg[key]["iterations"]), "warmup_s": round(warmup, 2),
+                                 "iterations": cfg.phase(key).iterations, "warmup_s": round(warmup, 2),
                                  "first_losses": first, "syncs_per_it": host_syncs(phase, iterations + 1, dev)}
 
     for key, phase in bench_phases(cfg, ctx, cond):

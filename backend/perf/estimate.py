@@ -108,8 +108,7 @@ def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> 
 
         store = ModelStore(str(build_tiny(scratch / "tiny")), device=cpu)
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
-    ctx = PhaseContext(TorchRasterizer(), cpu, 0, cfg["render"]["bound"], cond.ref_view(),
-                       fused_grid=cfg["runtime"]["fused_grid"])
+    ctx = PhaseContext(TorchRasterizer(), cpu, 0, cfg.render.bound, cond.ref_view(), fused_grid=cfg.runtime.fused_grid)
     phases: dict[str, dict] = {}
 
     builds: dict[str, Tracker] = {}
@@ -127,7 +126,7 @@ def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> 
         phases[key] = measure_step(phase, store)
         phases[key]["conditioning_peak_gb"] = round((builds[key].peak + resident_before[key]) / GB, 2)
     for key, figures in phases.items():
-        figures["iterations"] = int(cfg[key]["iterations"])
+        figures["iterations"] = cfg.phase(key).iterations
     return {"preset": preset, "size": size, "overrides": overrides or {}, "phases": phases,
             "peak_gb": max(max(p["peak_gb"], p["conditioning_peak_gb"]) for p in phases.values()),
             "estimate_s": round(sum(p["est_s_per_it"] * p["iterations"] for p in phases.values()), 1),

@@ -27,7 +27,7 @@ def bench_job(scratch: Path) -> dict:
             "style_image": None}
 
 
-def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
+def bench_phases(cfg: Any, ctx: Any, cond: Any, field_mode: Any = None,
                  build_mode: Callable[[str], Any] | None = None) -> Iterator[tuple[str, Any]]:
     """The three phases as bench and estimate run them, each built when the previous one is
     done: phase II starts from a sphere (a known surface), phase III textures its mesh.
@@ -41,21 +41,20 @@ def bench_phases(cfg: dict, ctx: Any, cond: Any, field_mode: Any = None,
 
     def terms(key: str) -> list:
         with build_mode(key) if build_mode else nullcontext():
-            return build_terms(cfg[key], "paper", ctx.raster, 0, lambda m: None, cond=cond)
+            return build_terms(cfg.phase(key), "paper", ctx.raster, 0, lambda m: None, cond=cond)
 
     t1 = terms("phase1")
     with field_mode or nullcontext():
-        p1 = NeRFPhase(cfg["phase1"], ctx, t1)
+        p1 = NeRFPhase(cfg.phase1, ctx, t1)
     yield "phase1", p1
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731
-    p2 = GeometryPhase(cfg["phase2"], ctx, terms("phase2"), DMTetSurface(dmtet_from_density(
-        sphere, cfg["phase2"]["tet_res"], 10.0, cfg["render"]["bound"], cfg["phase2"]["sdf_grid"])))
+    p2 = GeometryPhase(cfg.phase2, ctx, terms("phase2"), DMTetSurface(dmtet_from_density(
+        sphere, cfg.phase2.tet_res, 10.0, cfg.render.bound, cfg.phase2.sdf_grid)))
     yield "phase2", p2
     verts, faces = (t.detach() for t in p2.mesh())
     with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied
-        texture = phase3_field(TextureField.from_config(cfg["phase1"]["field"], cfg["render"]["bound"],
-                                                        ctx.fused_grid), cfg)
-    yield "phase3", TexturePhase(cfg["phase3"], ctx, terms("phase3"), verts, faces, texture)
+        texture = phase3_field(TextureField.from_config(cfg.phase1.field, cfg.render.bound, ctx.fused_grid), cfg)
+    yield "phase3", TexturePhase(cfg.phase3, ctx, terms("phase3"), verts, faces, texture)
 
 
 def component_labels(store: ModelStore) -> dict[str, torch.nn.Module]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import DiskFull, atomic_path, is_disk_full
-from .config import PHASES
+from .settings import PHASES
 from .fingerprint import changed_parts
 
 

@@ -8,12 +8,13 @@ and all after it are run again; the names of the parts that differ say why.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 from ..protocol import job_inputs
-from .config import PHASES
+from .settings import PHASES, Config
 
 CHECKPOINT_VERSION = 2  # bump when a phase's state changes layout or meaning
 
@@ -30,17 +31,19 @@ def _file_hash(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def phase_fingerprints(job: dict, cfg: dict) -> dict[str, dict[str, str]]:
+def phase_fingerprints(job: dict, cfg: Config) -> dict[str, dict[str, str]]:
     """{phaseN: {part: hash}} for a validated job (absolute input paths) and its config."""
     prompt = {k: v for k, v in job["prompt"].items() if k not in ("images", "audio")}  # files hash below
     common = {"format": str(CHECKPOINT_VERSION),
               "inputs": _hash([(field, _file_hash(path)) for field, path in job_inputs(job)]),
               "prompt": _hash(prompt), "models": _hash(job.get("models")), "seed": str(job.get("seed", 0)),
               "mode": _hash([job.get("mode"), job.get("guidance")])}
-    shaping = {k: cfg[k] for k in ("render", "source") if k in cfg}
+    # The typed values (defaults filled in, a weight 1 and {"weight": 1} alike), so only a
+    # change of what the phase runs on discards its checkpoint.
+    shaping = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("render", "source") if getattr(cfg, k) is not None}
     out = {}
     for key in PHASES:
-        shaping[key] = cfg[key]
+        shaping[key] = dataclasses.asdict(cfg.phase(key))
         out[key] = {**common, "config": _hash(shaping)}
     return out
 

@@ -12,9 +12,8 @@ from ..geometry.mesh import Mesh
 from ..guidance.base import Guidance
 from ..guidance.oracle import OracleDenoiser
 from ..render.raster import Rasterizer
-from .config import PHASES
 from .job_conditioning import JobConditioning
-from .losses import parse_losses
+from .settings import PHASES, Config, PhaseConfig
 
 
 @dataclass
@@ -24,7 +23,7 @@ class Term:
     guidance: Guidance
 
 
-def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: Callable[[str], None],
+def build_terms(phase_cfg: PhaseConfig, mode: str, raster: Rasterizer, seed: int, log: Callable[[str], None],
                 oracle_target: Mesh | None = None, cond: JobConditioning | None = None) -> list[Term]:
     """Guidance terms of one phase (anchors and regularisers are the phase's own). With
     paper guidance the previous phase's models leave the GPU first, and the encoders that
@@ -34,7 +33,7 @@ def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: 
         cond.store.park()
     terms: list[Term] = []
     denoiser = None
-    for name, cfg in parse_losses(phase_cfg["losses"], "losses").items():
+    for name, cfg in phase_cfg.losses.items():
         if cfg.kind != "guidance" or cfg.weight == 0:
             continue
         if mode == "oracle":
@@ -55,16 +54,16 @@ def build_terms(phase_cfg: dict, mode: str, raster: Rasterizer, seed: int, log: 
     return terms
 
 
-def required_roles(has_reference_image: bool, phase_cfgs: list[dict]) -> set[str]:
+def required_roles(has_reference_image: bool, phase_cfgs: list[PhaseConfig]) -> set[str]:
     """The model roles the phases' losses will load (the segmenter is optional: without it
     masks come from the border flood fill); without a reference image the reference view
     is synthesised from C_m."""
     roles: set[str] = set()
     wants_reference = False
     for phase_cfg in phase_cfgs:
-        if int(phase_cfg["iterations"]) <= 0:
+        if phase_cfg.iterations <= 0:
             continue
-        for name, cfg in parse_losses(phase_cfg["losses"], "losses").items():
+        for cfg in phase_cfg.losses.values():
             if cfg.weight <= 0:
                 continue
             roles |= cfg.model_roles()
@@ -83,9 +82,9 @@ def needed_roles(job: dict) -> set[str]:
     return job_roles(job, resolve(job["preset"], job["overrides"], job["mode"]))
 
 
-def job_roles(job: dict, cfg: dict) -> set[str]:
+def job_roles(job: dict, cfg: Config) -> set[str]:
     """The roles a job (its mode, prompt and resolved config) will load: stylize and edit
     start at phase II."""
     used = PHASES if job.get("mode", "generate") == "generate" else PHASES[1:]
     reference = bool((job.get("prompt") or {}).get("images") or job.get("style_image"))
-    return required_roles(reference, [cfg[p] for p in used])
+    return required_roles(reference, [cfg.phase(p) for p in used])

@@ -8,13 +8,13 @@ the dotted key. Defaults live in the config classes only.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..guidance import cds, csm, ms, sgc, vpcsm, zero123  # noqa: F401 (each registers its losses)
 from ..guidance.base import LOSSES, LossConfig, register_loss
+from ..schema import parse
 
 
 @register_loss("identity")
@@ -38,29 +38,6 @@ for _name in ("z_variance", "orientation", "normal_consistency", "laplacian", "s
     register_loss(_name)(LossConfig)
 
 
-def _value(key: str, default: Any, value: Any) -> Any:
-    """value coerced to the kind of the field's default, or ConfigError naming key."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-    elif isinstance(default, tuple):
-        fixed = len(default) if default and not isinstance(default[0], float) or len(default) == 2 else None
-        if isinstance(value, (list, tuple)) and (fixed is None or len(value) == fixed):
-            return tuple(_value(f"{key}[{i}]", default[0] if default else 0.0, v) for i, v in enumerate(value))
-        shape = f"a list of {fixed}" if fixed else "a list"
-        raise ConfigError(f"{key}: expected {shape} of numbers, got {value!r}", key)
-    raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}", key)
-
-
 def parse_loss(name: str, entry: Any, path: str) -> LossConfig:
     """One table entry at dotted path (e.g. phase2.losses.cds) -> its typed config."""
     cls = LOSSES.get(name)
@@ -69,21 +46,14 @@ def parse_loss(name: str, entry: Any, path: str) -> LossConfig:
     if isinstance(entry, (int, float)) and not isinstance(entry, bool):
         entry = {"weight": entry}
     if not isinstance(entry, dict):
-        raise ConfigError(f"{path}: a loss is a weight or an object with a weight, got {entry!r}", path)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in entry:
-        if key not in fields:
-            raise ConfigError(f"{path}.{key}: {name} has no parameter {key!r}; it has {', '.join(fields)}",
-                              f"{path}.{key}")
-    kwargs = {k: _value(f"{path}.{k}", fields[k].default, v) for k, v in entry.items()}
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}", path) from exc
+        raise ConfigError(f"{path}: a loss is a weight or an object with a weight, got {entry!r:.80}", path)
+    return parse(cls, entry, path)
 
 
-def parse_losses(table: dict, path: str) -> dict[str, LossConfig]:
+def parse_losses(table: Any, path: str) -> dict[str, LossConfig]:
     """A phase's losses table (at path, e.g. phase1.losses) -> {name: config}."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected an object of losses, got {table!r:.80}", path)
     return {name: parse_loss(name, entry, f"{path}.{name}") for name, entry in table.items()}
 
 

@@ -16,14 +16,14 @@ from ..geometry import regularizers as reg
 from ..geometry.surfaces import Surface
 from ..geometry.fields import NeRFField, TextureField
 from ..guidance.ref_view import RefView
-from ..render.camera import CameraRange, orbit_cameras
+from ..render.camera import orbit_cameras
 from ..render.mesh_renderer import render_mesh
 from ..render.raster import Rasterizer
 from ..render.shading import Frame, Views, fixed_views, sample_views
 from ..render.volume import render_volume
 from .guidance_terms import Term
-from .losses import parse_losses
 from .optim import make_optimizer
+from .settings import Config, GeometryPhaseConfig, NeRFPhaseConfig, PhaseConfig, TexturePhaseConfig
 
 
 @dataclass
@@ -37,9 +37,8 @@ class PhaseContext:
     fused_grid: bool = True  # runtime.fused_grid: hash grids may take their Triton kernels (on CUDA)
 
 
-def _views(cfg: dict, gen: torch.Generator, device: torch.device) -> Views:
-    return sample_views(CameraRange.from_dict(cfg["cameras"]), cfg["batch"], cfg["resolution"], gen,
-                        cfg["shading"], cfg.get("background", "white")).to(device)
+def _views(cfg: PhaseConfig, gen: torch.Generator, device: torch.device) -> Views:
+    return sample_views(cfg.cameras, cfg.batch, cfg.resolution, gen, cfg.shading, cfg.background).to(device)
 
 
 def _on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -62,11 +61,11 @@ class Phase:
     key = ""  # its section of the config
     seed_offset = 0  # distinct camera streams per phase
 
-    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
+    def __init__(self, cfg: PhaseConfig, ctx: PhaseContext, terms: list[Term]) -> None:
         self.cfg, self.ctx, self.terms = cfg, ctx, terms
-        self.iterations = int(cfg["iterations"])
+        self.iterations = cfg.iterations
         self.generator = torch.Generator().manual_seed(ctx.seed * 10 + self.seed_offset)
-        self.weights = {k: c.weight for k, c in parse_losses(cfg["losses"], f"{self.key}.losses").items()}
+        self.weights = {k: c.weight for k, c in cfg.losses.items()}
         self.optimizer: torch.optim.Optimizer | None = None
 
     preview_shading = "albedo"
@@ -97,7 +96,7 @@ class Phase:
             if g.cameras is None:
                 parts = g(frame, views, step, self.iterations)
             else:
-                fixed = fixed_views(g.cameras, self.preview_shading, self.cfg.get("background", "white"))
+                fixed = fixed_views(g.cameras, self.preview_shading, self.cfg.background)
                 fixed = fixed.to(self.ctx.device)
                 parts = g(self.frame(fixed, geometry=g.needs_geometry), fixed, step, self.iterations)
             _add_parts(term.name, term.weight, parts, losses)
@@ -105,8 +104,8 @@ class Phase:
         for name, anchor in (("ref_view", self.ctx.ref_view), ("identity", identity)):
             weight = self.weights.get(name, 0)
             if anchor is not None and weight > 0:
-                anchor = anchor.at_most(int(self.cfg["resolution"]))
-                anchor_views = anchor.views(self.cfg.get("background", "white")).to(self.ctx.device)
+                anchor = anchor.at_most(self.cfg.resolution)
+                anchor_views = anchor.views(self.cfg.background).to(self.ctx.device)
                 image, opacity = self.render(anchor_views)
                 for key, value in anchor(image, opacity, anchor_views).items():
                     losses[key] = weight * value
@@ -162,22 +161,24 @@ class NeRFPhase(Phase):
 
     name, key = "nerf", "phase1"
 
-    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term]) -> None:
+    cfg: NeRFPhaseConfig
+
+    def __init__(self, cfg: NeRFPhaseConfig, ctx: PhaseContext, terms: list[Term]) -> None:
         super().__init__(cfg, ctx, terms)
         torch.manual_seed(ctx.seed)
-        self.field = _on_device(NeRFField.from_config(cfg["field"], ctx.bound, ctx.fused_grid), ctx.device)
-        self.optimizer = make_optimizer(cfg["optimizer"], self.field.parameters(), cfg["lr"])
+        self.field = _on_device(NeRFField.from_config(cfg.field, ctx.bound, ctx.fused_grid), ctx.device)
+        self.optimizer = make_optimizer(cfg.optimizer, self.field.parameters(), cfg.lr)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"field": self.field}
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
-        every = self.cfg["occupancy_every"]
+        every = self.cfg.occupancy_every
         if step >= every and step % every == 0:
-            self.field.update_occupancy(self.cfg["occupancy_threshold"], self.generator)
+            self.field.update_occupancy(self.cfg.occupancy_threshold, self.generator)
         views = _views(self.cfg, self.generator, self.ctx.device)
         need_normals = self.weights.get("orientation", 0) > 0
-        out = render_volume(self.field, views, self.cfg["samples"], self.generator, self.ctx.bound, need_normals)
+        out = render_volume(self.field, views, self.cfg.samples, self.generator, self.ctx.bound, need_normals)
         losses = self.guidance_losses(Frame(out.image, out.opacity), views, step)
         if self.weights.get("z_variance", 0) > 0:
             losses["z_variance"] = self.weights["z_variance"] * reg.z_variance(out.weights, out.t_vals)
@@ -187,7 +188,7 @@ class NeRFPhase(Phase):
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         # Mid-point samples: no draw from the camera stream (previews must not shift it).
-        out = render_volume(self.field, views, self.cfg["samples"], None, self.ctx.bound, geometry)
+        out = render_volume(self.field, views, self.cfg.samples, None, self.ctx.bound, geometry)
         return Frame(out.image, out.opacity, out.depth, out.normal)
 
 
@@ -199,13 +200,13 @@ class GeometryPhase(Phase):
     seed_offset = 1
     preview_shading = "normal"
 
-    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], surface: Surface) -> None:
+    def __init__(self, cfg: GeometryPhaseConfig, ctx: PhaseContext, terms: list[Term], surface: Surface) -> None:
         super().__init__(cfg, ctx, terms)
         self._use(surface)
 
     def _use(self, surface: Surface) -> None:
         self.surface = surface.to(self.ctx.device)
-        self.optimizer = make_optimizer(self.cfg["optimizer"], list(surface.module().parameters()), self.cfg["lr"])
+        self.optimizer = make_optimizer(self.cfg.optimizer, list(surface.module().parameters()), self.cfg.lr)
         surface.prepare(self.weights)
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -241,11 +242,11 @@ class GeometryPhase(Phase):
         return s
 
 
-def phase3_field(texture: TextureField, cfg: dict) -> TextureField:
+def phase3_field(texture: TextureField, cfg: Config) -> TextureField:
     """Phase III's field; a PBR material (phase3.material "pbr") also learns roughness and
     metallic, starting from the preset's constants (export.roughness, export.metallic)."""
-    if cfg["phase3"]["material"] == "pbr":
-        texture.add_material(cfg["export"]["roughness"], cfg["export"]["metallic"])
+    if cfg.phase3.material == "pbr":
+        texture.add_material(cfg.export.roughness, cfg.export.metallic)
     return texture
 
 
@@ -255,12 +256,12 @@ class TexturePhase(Phase):
     name, key = "texture", "phase3"
     seed_offset = 2
 
-    def __init__(self, cfg: dict, ctx: PhaseContext, terms: list[Term], verts: torch.Tensor,
+    def __init__(self, cfg: TexturePhaseConfig, ctx: PhaseContext, terms: list[Term], verts: torch.Tensor,
                  faces: torch.Tensor, texture: TextureField) -> None:
         super().__init__(cfg, ctx, terms)
         self.verts, self.faces = verts.detach().to(ctx.device), faces.to(ctx.device)
         self.texture = _on_device(texture, ctx.device)
-        self.optimizer = make_optimizer(cfg["optimizer"], self.texture.parameters(), cfg["lr"])
+        self.optimizer = make_optimizer(cfg.optimizer, self.texture.parameters(), cfg.lr)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"texture": self.texture}

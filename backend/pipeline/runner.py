@@ -23,10 +23,9 @@ from ..geometry.source_mesh import SourceMesh, colored_samples, prepare_source
 from ..guidance.ref_view import identity_views
 from ..render.raster import Rasterizer, make_rasterizer
 from ..models.registry import ModelStore
-from .config import PHASES
 from .fingerprint import phase_fingerprints
 from .guidance_terms import build_terms, job_roles
-from .losses import loss_weight
+from .settings import PHASES, Config
 from .job_conditioning import JobConditioning
 from .checkpoints import Checkpoints
 from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, TexturePhase, phase3_field
@@ -42,10 +41,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def networks_compiled(cfg: dict, device: torch.device) -> bool:
+def networks_compiled(cfg: Config, device: torch.device) -> bool:
     """runtime.compile asks for torch.compile of the UNets and decoders; it is used on CUDA
     only (on the CPU compiling costs more than it saves)."""
-    return bool(cfg["runtime"]["compile"]) and device.type == "cuda"
+    return cfg.runtime.compile and device.type == "cuda"
 
 
 # (rasterizer, target mesh, result mesh, albedo or None) -> metrics: eval/oracle_report.py
@@ -53,7 +52,7 @@ Measure = Callable[[Rasterizer, Mesh, Mesh, Callable | None], dict]
 
 
 class Runner:
-    def __init__(self, job: dict, cfg: dict, out_dir: Path, emit: Emit,
+    def __init__(self, job: dict, cfg: Config, out_dir: Path, emit: Emit,
                  should_cancel: Callable[[], bool] = lambda: False, stores: dict | None = None,
                  measure: Measure | None = None) -> None:
         """stores: (models, device, downloads, compiled) -> ModelStore, shared by a server's jobs.
@@ -63,14 +62,14 @@ class Runner:
         self.emit, self.should_cancel, self.measure = emit, should_cancel, measure
         self.checkpoints = Checkpoints(self.out)
         self.device = resolve_device(job.get("device", "auto"))
-        self.raster = make_rasterizer(cfg["render"]["rasterizer"], self.device)
-        self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg["render"]["bound"],
-                                fused_grid=cfg["runtime"]["fused_grid"])
+        self.raster = make_rasterizer(cfg.render.rasterizer, self.device)
+        self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg.render.bound,
+                                fused_grid=cfg.runtime.fused_grid)
         self.target: Mesh | None = None
         self.cond: JobConditioning | None = None
         self.source: SourceMesh | None = None
         if job.get("mode", "generate") != "generate":
-            self.source = prepare_source(job["mesh"], int(cfg["source"]["max_faces"]))
+            self.source = prepare_source(job["mesh"], cfg.source.max_faces)
         if job.get("guidance") == "oracle":
             target = load_mesh(job["oracle"]["target_mesh"])
             # Stylize / edit targets are variants of the input: they share its frame.
@@ -85,7 +84,7 @@ class Runner:
             store = stores[key]
             self.cond = JobConditioning(job, store, self.log, self.ctx.seed)
             store.check_available(job_roles(job, cfg))
-            if any(cfg[p]["iterations"] > 0 and loss_weight(cfg[p]["losses"], "ref_view") > 0 for p in PHASES):
+            if any(cfg.phase(p).iterations > 0 and cfg.phase(p).weight("ref_view") > 0 for p in PHASES):
                 self.ctx.ref_view = self.cond.ref_view()
         self.fingerprints = phase_fingerprints(job, cfg)
         for stale in remove_partials(self.out):
@@ -94,7 +93,7 @@ class Runner:
         self.metrics: dict[str, dict] = {}
         if (self.out / "metrics.json").exists():
             self.metrics = json.loads((self.out / "metrics.json").read_text())
-        iters = [int(cfg[p]["iterations"]) for p in PHASES]
+        iters = [cfg.phase(p).iterations for p in PHASES]
         self.remaining_after = {p: sum(iters[i + 1:]) for i, p in enumerate(PHASES)}
 
     def _discard_stale(self) -> None:
@@ -111,7 +110,7 @@ class Runner:
         self.emit({"type": "log", "message": message})
 
     def _terms(self, key: str):  # noqa: ANN202
-        return build_terms(self.cfg[key], self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
+        return build_terms(self.cfg.phase(key), self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
                            self.cond)
 
     def _run_phase(self, key: str, phase: Phase) -> None:
@@ -127,7 +126,7 @@ class Runner:
             start, state = progress
             phase.load(state)
             self.log(f"{key}: resuming at step {start}")
-        every = self.cfg["progress"]
+        every = self.cfg.progress
         t0, n = time.monotonic(), 0
         for step in range(start, phase.iterations):
             if self.should_cancel():
@@ -148,11 +147,11 @@ class Runner:
             rate = (time.monotonic() - t0) / n
             event = {"type": "progress", "phase": key, "step": step + 1, "total": phase.iterations,
                      "losses": losses, "eta_s": round(rate * (phase.iterations - step - 1 + self.remaining_after[key]), 1)}
-            if (step + 1) % every["preview_every"] == 0 or step + 1 == phase.iterations:
+            if (step + 1) % every.preview_every == 0 or step + 1 == phase.iterations:
                 to_png(phase.preview(), self.out / "preview.png")
                 event["preview"] = str(self.out / "preview.png")
             # Saved before it is reported: a step shown at a checkpoint boundary survives a kill.
-            if (step + 1) % every["checkpoint_every"] == 0 and step + 1 < phase.iterations:
+            if (step + 1) % every.checkpoint_every == 0 and step + 1 < phase.iterations:
                 ckpt.save_progress(key, step + 1, phase.state(), fp)
             self.emit(event)
         ckpt.finish(key, phase.state(), fp)
@@ -172,7 +171,7 @@ class Runner:
         self.check_memory()
         if self.source is not None:
             return self.run_from_mesh(self.source)
-        p1 = NeRFPhase(self.cfg["phase1"], self.ctx, self._terms("phase1"))
+        p1 = NeRFPhase(self.cfg.phase1, self.ctx, self._terms("phase1"))
         self._run_phase("phase1", p1)
         p2 = self._geometry_phase(lambda: self._dmtet_from_nerf(p1))
         if "phase1" not in self.metrics:
@@ -181,7 +180,7 @@ class Runner:
         verts, faces = p2.mesh()
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts, faces), p1.field.texture_field())
-        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces,
+        p3 = TexturePhase(self.cfg.phase3, self.ctx, self._terms("phase3"), verts, faces,
                           phase3_field(p1.field.texture_field(), self.cfg))
         self._run_phase("phase3", p3)
         return self.export(p3)
@@ -190,50 +189,49 @@ class Runner:
         """Stylize / edit: phases II and III start from the user's mesh and its colours."""
         for fix in src.fixes:
             self.log(f"input mesh: {fix}")
-        mesh, scfg, mode = src.mesh.to(self.device), self.cfg["source"], self.job["mode"]
+        mesh, scfg, mode = src.mesh.to(self.device), self.cfg.source, self.job["mode"]
         if "input" not in self.metrics:
             self._measure("input", mesh)
-        if any(loss_weight(self.cfg[p]["losses"], "identity") > 0 for p in PHASES):
-            res = int(scfg.get("identity_resolution", 128))
-            self.ctx.identity = {shading: identity_views(self.raster, mesh, scfg["identity_views"], res, shading)
+        if any(self.cfg.phase(p).weight("identity") > 0 for p in PHASES):
+            self.ctx.identity = {shading: identity_views(self.raster, mesh, scfg.identity_views,
+                                                         scfg.identity_resolution, shading)
                                  for shading in ("albedo", "normal")}
-        texture = TextureField.from_config(self.cfg["phase1"]["field"], self.ctx.bound, self.ctx.fused_grid).to(
-            self.device)
+        texture = TextureField.from_config(self.cfg.phase1.field, self.ctx.bound, self.ctx.fused_grid).to(self.device)
         samples = colored_samples(src.mesh, 1 << 17, self.ctx.seed)
-        if samples is not None and scfg["texture_fit_steps"] > 0:
-            mse = texture.fit(*samples, steps=scfg["texture_fit_steps"], seed=self.ctx.seed)
+        if samples is not None and scfg.texture_fit_steps > 0:
+            mse = texture.fit(*samples, steps=scfg.texture_fit_steps, seed=self.ctx.seed)
             self.log(f"texture field fitted to the input's colours (MSE {mse:.4f})")
-        cfg2 = self.cfg["phase2"]
+        cfg2 = self.cfg.phase2
         if mode == "stylize":
             p2 = GeometryPhase(cfg2, self.ctx, self._terms("phase2"), OffsetSurface(mesh.verts, mesh.faces))
         else:
-            p2 = self._geometry_phase(lambda: dmtet_from_mesh(mesh.verts, mesh.faces, cfg2["tet_res"], self.ctx.bound,
-                                                                   scfg["edit_margin"], cfg2["sdf_grid"]))
+            p2 = self._geometry_phase(lambda: dmtet_from_mesh(mesh.verts, mesh.faces, cfg2.tet_res, self.ctx.bound,
+                                                              scfg.edit_margin, cfg2.sdf_grid))
         self._run_phase("phase2", p2)
         verts, faces = p2.mesh()
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts.detach(), faces), texture)
-        p3 = TexturePhase(self.cfg["phase3"], self.ctx, self._terms("phase3"), verts, faces,
+        p3 = TexturePhase(self.cfg.phase3, self.ctx, self._terms("phase3"), verts, faces,
                           phase3_field(texture, self.cfg))
         self._run_phase("phase3", p3)
-        keep_uvs = mode == "stylize" and scfg["keep_uvs"] and src.uv_valid
+        keep_uvs = mode == "stylize" and scfg.keep_uvs and src.uv_valid
         return self.export(p3, src, src.mesh.uv if keep_uvs else None)
 
     def _geometry_phase(self, make: Callable[[], DMTet]) -> GeometryPhase:
         if self.checkpoints.has("phase2"):
             # The DMTet comes from its own checkpoint: skip deriving it again.
-            return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"),
+            return GeometryPhase(self.cfg.phase2, self.ctx, self._terms("phase2"),
                                  DMTetSurface(DMTet(1, [-1] * 3, [1] * 3)))
         dmtet = make()
         self.log(f"DMTet grid box {dmtet.lo.tolist()} .. {dmtet.hi.tolist()}")
-        return GeometryPhase(self.cfg["phase2"], self.ctx, self._terms("phase2"), DMTetSurface(dmtet))
+        return GeometryPhase(self.cfg.phase2, self.ctx, self._terms("phase2"), DMTetSurface(dmtet))
 
     def _dmtet_from_nerf(self, p1: NeRFPhase) -> DMTet:
-        cfg = self.cfg["phase2"]
-        threshold, why = choose_threshold(p1.field.density, float(cfg["density_threshold"]), self.ctx.bound)
+        cfg = self.cfg.phase2
+        threshold, why = choose_threshold(p1.field.density, cfg.density_threshold, self.ctx.bound)
         if why:
             self.log(why)
-        return dmtet_from_density(p1.field.density, cfg["tet_res"], threshold, self.ctx.bound, cfg["sdf_grid"])
+        return dmtet_from_density(p1.field.density, cfg.tet_res, threshold, self.ctx.bound, cfg.sdf_grid)
 
     def _measure(self, key: str, mesh: Mesh, albedo: torch.nn.Module | None = None) -> None:
         """Oracle runs only: held-out-view metrics after each phase, kept in metrics.json."""
@@ -249,12 +247,12 @@ class Runner:
         """Cleanup, UVs, bake, GLB and previews. With a source mesh the result goes back to its
         frame; with `uv` (the user's, stylize) the texture is baked into them, topology kept."""
         self.emit({"type": "progress", "phase": "export", "step": 0, "total": 1, "losses": {}, "eta_s": 0})
-        ecfg = self.cfg["export"]
+        ecfg = self.cfg.export
         material = lambda x: p3.texture(x.to(self.device))  # noqa: E731
         with torch.no_grad():
             verts, faces = p3.verts.cpu(), p3.faces.cpu()
             if uv is not None:
-                mesh = baked_mesh(self.raster, verts, faces, uv.cpu(), material, ecfg["texture_size"])
+                mesh = baked_mesh(self.raster, verts, faces, uv.cpu(), material, ecfg.texture_size)
             else:
                 mesh = build_textured_mesh(self.raster, verts, faces, material, ecfg)
         if src is not None:
@@ -262,8 +260,8 @@ class Runner:
                 self._measure("final", mesh)  # in the unit frame, like the target
             mesh = replace(mesh, verts=src.norm.undo(mesh.verts))
         glb = self.out / "result.glb"
-        write_glb(mesh, glb, ecfg["crease_angle"], ecfg["metallic"], ecfg["roughness"])
-        write_previews(self.raster, mesh.to(self.device), self.out, ecfg["preview_resolution"])
+        write_glb(mesh, glb, ecfg.crease_angle, ecfg.metallic, ecfg.roughness)
+        write_previews(self.raster, mesh.to(self.device), self.out, ecfg.preview_resolution)
         result = {"glb": str(glb), "preview": str(self.out / "preview.png"),
                   "turntable": str(self.out / "turntable.png"),
                   "faces": int(mesh.faces.shape[0]), "texture_size": int(mesh.texture.shape[0])}

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..schema import Span, setting
+
 GLTF_TO_BLENDER = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
@@ -120,20 +122,15 @@ def orbit_cameras(elevation: torch.Tensor, azimuth: torch.Tensor, radius: torch.
                    height, width)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CameraRange:
-    """Sampling ranges of a phase (degrees, world units). Values are [lo, hi]."""
+    """Sampling ranges of a phase (a preset's phaseN.cameras; degrees, world units): each a
+    [lo, hi] pair, a single number for a fixed value."""
 
-    elevation: tuple[float, float]
-    azimuth: tuple[float, float]
-    radius: tuple[float, float]
-    fov: tuple[float, float]
-
-    @staticmethod
-    def from_dict(d: dict) -> "CameraRange":
-        def pair(v: float | list[float]) -> tuple[float, float]:
-            return (float(v), float(v)) if isinstance(v, (int, float)) else (float(v[0]), float(v[1]))
-        return CameraRange(pair(d["elevation"]), pair(d["azimuth"]), pair(d["radius"]), pair(d["fov"]))
+    elevation: Span = setting(lo=-90.0, hi=90.0)
+    azimuth: Span = setting(lo=-720.0, hi=720.0)
+    radius: Span = setting(lo=0.1, hi=100.0)
+    fov: Span = setting(lo=1.0, hi=170.0)
 
     def four_views(self, resolution: int) -> Cameras:
         """Front, right, back, left (azimuths 0, 90, 180, 270) at the middle of the ranges."""

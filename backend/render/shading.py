@@ -8,14 +8,37 @@ glTF BRDF of brdf.py instead), "textureless" (white under the same light, Lamber
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 
+from ..errors import ConfigError
+from ..schema import setting
 from .brdf import ambient_reflectance, metallic_roughness
 from .camera import CameraRange, Cameras
 
 SHADING_MODES = ("albedo", "lambertian", "textureless", "normal")
+Background = Literal["white", "black", "grey", "random"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShadingMix:
+    """How often a phase draws each shading mode (a preset's phaseN.shading): relative
+    weights, at least one of them > 0."""
+
+    albedo: float = setting(0.0, lo=0.0)
+    lambertian: float = setting(0.0, lo=0.0)
+    textureless: float = setting(0.0, lo=0.0)
+    normal: float = setting(0.0, lo=0.0)
+
+    def check(self, path: str) -> None:
+        if not any(self.weights().values()):
+            raise ConfigError(f"{path}: give at least one shading mode a weight > 0 ({', '.join(SHADING_MODES)})",
+                              path)
+
+    def weights(self) -> dict[str, float]:
+        return asdict(self)
 
 
 @dataclass
@@ -54,16 +77,16 @@ class Views:
 
 
 def sample_views(cam_range: CameraRange, batch: int, resolution: int, generator: torch.Generator,
-                 shading_probs: dict[str, float], background: list[float] | str = "white",
+                 shading: ShadingMix, background: list[float] | str = "white",
                  ambient: float = 0.3) -> Views:
     """Random cameras from the range; light near the camera (within 45 degrees); shading mode
-    drawn from shading_probs; background a colour, "white", "black" or "random"."""
+    drawn from the mix; background a colour, "white", "black", "grey" or "random"."""
     cams = cam_range.sample(batch, resolution, generator)
     to_cam = torch.nn.functional.normalize(cams.position, dim=-1)
     jitter = torch.randn(batch, 3, generator=generator) * 0.5
     light = torch.nn.functional.normalize(to_cam + jitter, dim=-1)
     # modes given probability 0 are left out: they would change the generator's stream
-    modes, probs = zip(*sorted((m, p) for m, p in shading_probs.items() if p > 0))
+    modes, probs = zip(*sorted((m, p) for m, p in shading.weights().items() if p > 0))
     mode = modes[int(torch.multinomial(torch.tensor(probs, dtype=torch.float), 1, generator=generator))]
     return Views(cams, light, background_colors(background, batch, generator), mode, ambient)
 

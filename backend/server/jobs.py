@@ -7,11 +7,14 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..atomic import DiskFull, is_disk_full
 from ..errors import Cancelled, ConfigError, InputFileError, MeshError, ModelNotAvailable, OutOfGPUMemory, PipelineError
 from ..protocol import JobError, job_inputs, set_input, validate_job
+
+if TYPE_CHECKING:
+    from ..pipeline.settings import Config
 
 Emit = Callable[[dict], None]
 
@@ -30,19 +33,21 @@ class EventLog:
             self.forward(event)
 
 
-def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False) -> tuple[dict, dict]:
+def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False) -> tuple[dict, "Config"]:
     """Validate the job and its overrides, copy inputs under out_dir/inputs, write job.json
     (paths relative to out_dir, so the folder is self-contained) and config.json, then read
     each input once (InputFileError, a JobError, for one that cannot be used).
     -> (job with absolute paths, resolved config). Raises JobError / ConfigError."""
-    from ..pipeline.config import resolve
+    from ..pipeline.config import parse_config, resolve_data
     from ..pipeline.input_files import check_input_files
 
     job = validate_job(raw, base_dir, confined)
     try:
-        cfg = resolve(job["preset"], job["overrides"], job["mode"])
+        data = resolve_data(job["preset"], job["overrides"], job["mode"])
+        cfg = parse_config(data)
     except ConfigError as exc:
-        raise JobError(exc.field or ("overrides" if job["overrides"] else "preset"), str(exc)) from exc
+        field = exc.field or ("overrides" if job["overrides"] else "preset")
+        raise JobError(field, str(exc).removeprefix(f"{field}: ")) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = out_dir / "inputs"
     inputs.mkdir(exist_ok=True)
@@ -55,7 +60,7 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False
         set_input(job, field, str(dst.resolve()))
         set_input(stored, field, str(dst.relative_to(out_dir)))
     (out_dir / "job.json").write_text(json.dumps(stored, indent=2))
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    (out_dir / "config.json").write_text(json.dumps(data, indent=2))
     check_input_files(job)  # the copies, so a refused file stays with the job for a look
     return job, cfg
 
