@@ -59,8 +59,8 @@ def _bar(event: dict) -> None:
 
 def status(args: argparse.Namespace) -> int:
     from .models.catalog import COMPANIONS, SOURCES
-    from .models.download import role_status
-    from .models.registry import ModelStore
+    from .models.cached import role_status
+    from .models.store import ModelStore
 
     if args.models == "default":
         rows = [role_status(r) for r in SOURCES]
@@ -83,7 +83,8 @@ def status(args: argparse.Namespace) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    from .models.download import DownloadError, accept_licences, check_space, licence_lines, plan, unaccepted
+    from .models.download import DownloadError, check_space, plan
+    from .models.licences import accept_licences, licence_lines, unaccepted
     from .models.download import download as fetch
 
     try:

@@ -9,10 +9,11 @@ from torch._dynamo.utils import counters
 
 from backend.guidance.diffusion import SDDenoiser
 from backend.models import compiled
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.pipeline.config import resolve
-from backend.pipeline.runner import networks_compiled
+from backend.pipeline.prepare import networks_compiled
+from backend.models.encoders import tiny_decoder
 
 
 def test_compile_is_asked_for_by_the_preset_and_used_on_cuda_only():
@@ -54,11 +55,11 @@ def test_compiled_unet_and_decoders_give_the_eager_outputs(tmp_path):
     out = {}
     torch._dynamo.reset()
     for name, store in (("eager", ModelStore(str(root))), ("compiled", ModelStore(str(root), compile_networks=True))):
-        den = SDDenoiser(store.sd("unclip"), "a chair", guidance_scale=5.0, resolution=32, image_embeds=c_m)
+        den = SDDenoiser(store.get("unclip"), "a chair", guidance_scale=5.0, resolution=32, image_embeds=c_m)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("error", message="torch.compile failed")  # a fallback would fail the test
             out[name] = [den.predict_noise(z, t, None), *den.branches(z, t, perturbed=True),  # PAG: a second graph
-                         den.decode(z), store.tiny_decoder()(z)]
+                         den.decode(z), tiny_decoder(store)(z)]
     # the UNet with and without PAG's processors, the VAE decoder one view at a time, TAESD
     assert counters["stats"]["unique_graphs"] >= 4
     for eager, fast in zip(out["eager"], out["compiled"]):

@@ -7,16 +7,17 @@ import torch
 
 from backend.guidance.csm import ddim_step
 from backend.guidance.diffusion import SDDenoiser, set_ip_scale
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
+from backend.models.encoders import ip_adapter
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = build_tiny(tmp_path_factory.mktemp("tiny"), ["sd", "ip_adapter"])
     store = ModelStore(str(root))
-    sd = store.sd()
-    visual = store.ip_adapter(sd)(torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(2)))
+    sd = store.get("sd")
+    visual = ip_adapter(store, sd)(torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(2)))
     return root, sd, visual
 
 

@@ -8,7 +8,7 @@ from backend.guidance.base import ddpm_alphas_cumprod, sds_weight
 from backend.guidance.csm import CSM, CSMConfig, WindowSchedule, ddim_invert, ddim_sample, inversion_timesteps
 from backend.guidance.diffusion import SDDenoiser
 from backend.errors import ModelNotAvailable
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 
 
@@ -19,7 +19,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def denoiser(tiny_dir) -> SDDenoiser:
-    return SDDenoiser(ModelStore(str(tiny_dir)).sd(), "a wooden chair", resolution=32)
+    return SDDenoiser(ModelStore(str(tiny_dir)).get("sd"), "a wooden chair", resolution=32)
 
 
 def test_inversion_timesteps_remainder_first():
@@ -74,7 +74,7 @@ def test_v_prediction_is_converted_to_epsilon(tmp_path):
     from backend.models.tiny import tiny_stable_diffusion
 
     tiny_stable_diffusion(tmp_path / "sd", prediction_type="v_prediction")
-    sd = ModelStore(str(tmp_path)).sd()
+    sd = ModelStore(str(tmp_path)).get("sd")
     assert sd.prediction_type == "v_prediction"
     den = SDDenoiser(sd, "x", guidance_scale=1.0, resolution=32)
     z = torch.randn(1, 4, 16, 16)
@@ -87,6 +87,6 @@ def test_v_prediction_is_converted_to_epsilon(tmp_path):
 def test_missing_model_names_role_and_how_to_fix(tmp_path):
     store = ModelStore("default")  # nothing in the local cache, downloads not allowed
     with pytest.raises(ModelNotAvailable) as err:
-        store.sd()
+        store.get("sd")
     assert err.value.role == "sd" and "stable-diffusion" in err.value.where
     assert "download" in str(err.value)

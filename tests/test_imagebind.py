@@ -47,11 +47,11 @@ def test_modality_embedding_mixes_normalised_prompts(tmp_path):
     from PIL import Image
 
     from backend.conditioning.embedding import PromptError, modality_embedding
-    from backend.models.registry import ModelStore
+    from backend.models.store import ModelStore
     from backend.models.tiny import build_tiny
 
     build_tiny(tmp_path, ["imagebind"])
-    model, tok = ModelStore(str(tmp_path)).imagebind()
+    model, tok = ModelStore(str(tmp_path)).get("imagebind")
     Image.fromarray(np.random.randint(0, 255, (40, 40, 3), np.uint8)).save(tmp_path / "r.png")
     sf.write(tmp_path / "a.wav", np.random.randn(16000).astype(np.float32) * 0.1, 16000)
     text_only = modality_embedding(model, tok, {"text": "a red chair", "weights": {}})
@@ -72,8 +72,8 @@ def test_modality_embedding_mixes_normalised_prompts(tmp_path):
 
 def test_missing_imagebind_checkpoint_is_explained(tmp_path):
     from backend.errors import ModelNotAvailable
-    from backend.models.registry import ModelStore
+    from backend.models.store import ModelStore
 
     (tmp_path / "imagebind").mkdir()
     with pytest.raises(ModelNotAvailable, match="imagebind_huge.pth"):
-        ModelStore(str(tmp_path)).imagebind()
+        ModelStore(str(tmp_path)).get("imagebind")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.models import download as dl
+from backend.models import cached, download as dl
 from backend.models.catalog import SOURCES, select_files
 from backend.errors import ModelNotAvailable
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.roles import DEFAULT_IDS
 from backend.models.tiny import build_tiny
 
@@ -135,7 +135,7 @@ def test_cancelled_download_resumes_with_a_range_request(online, tiny):
     p = dl.plan(["unclip"])
 
     def cancel() -> bool:  # once a file has its first 1 MiB chunk: the UNet's weights (3.2 MB)
-        return any(part.stat().st_size >= 1 << 20 for part in Path(dl.hub_cache()).rglob("*.part"))
+        return any(part.stat().st_size >= 1 << 20 for part in Path(cached.hub_cache()).rglob("*.part"))
 
     with pytest.raises(dl.DownloadCancelled, match="unet/diffusion_pytorch_model.safetensors"):
         dl.download(p, lambda e: None, cancel)
@@ -148,9 +148,9 @@ def test_cancelled_download_resumes_with_a_range_request(online, tiny):
     resumed = [(path, rng) for method, path, rng in online.log[n:] if path.endswith(partial[0].name)]
     assert resumed[-1][1] == f"bytes={partial[0].done}-"
     assert events[-1]["bytes_done"] == events[-1]["bytes_total"] == again.total
-    cached = Path(dl.role_status("unclip")["where"]) / partial[0].name
-    assert cached.read_bytes() == (tiny / "unclip" / partial[0].name).read_bytes()
-    assert not list(Path(dl.hub_cache()).rglob("*.part"))
+    fetched = Path(cached.role_status("unclip")["where"]) / partial[0].name
+    assert fetched.read_bytes() == (tiny / "unclip" / partial[0].name).read_bytes()
+    assert not list(Path(cached.hub_cache()).rglob("*.part"))
 
 
 def test_checksum_mismatch_is_refused_and_nothing_is_left_half_written(online, monkeypatch):
@@ -158,7 +158,7 @@ def test_checksum_mismatch_is_refused_and_nothing_is_left_half_written(online, m
     p = dl.plan(["imagebind"])
     with pytest.raises(dl.DownloadError, match="SHA-256"):
         dl.download(p, lambda e: None)
-    folder = dl.imagebind_folder()
+    folder = cached.imagebind_folder()
     assert not (folder / "imagebind_huge.pth").exists() and not (folder / "imagebind_huge.pth.part").exists()
 
 
@@ -185,10 +185,10 @@ def test_licences_are_asked_once(tmp_path, hub, tiny):
 
 def test_a_partial_copy_counts_as_missing(online):
     dl.download(dl.plan(["dino"]), lambda e: None)
-    assert dl.complete("dino")
-    weights = next(Path(dl.role_status("dino")["where"]).glob("model.*"))
+    assert cached.complete("dino")
+    weights = next(Path(cached.role_status("dino")["where"]).glob("model.*"))
     weights.unlink()
-    status = dl.role_status("dino")
+    status = cached.role_status("dino")
     assert not status["present"] and status["missing"] == ["model.safetensors"]
     with pytest.raises(ModelNotAvailable, match="dino") as err:
         ModelStore("default").check_available({"dino"})

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.models import download as dl
+from backend.models import cached, download as dl
 from backend.models.catalog import SOURCES, missing_groups, select_files
 from backend.models.layouts import LAYOUTS
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.roles import DEFAULT_IDS, REWARD_TOKENIZER
 from backend.models.tiny import build_tiny
 from backend.models.variants import weight_kind, weights_variant
@@ -98,7 +98,7 @@ def test_tokenizers_load_from_vocab_and_merges_alone(tiny):
 
 
 def test_zero123_camera_projection_loads_from_the_published_names(tiny):
-    comps = ModelStore(str(tiny)).zero123()
+    comps = ModelStore(str(tiny)).get("zero123")
     state = comps.cc_projection.state_dict()
     assert sorted(state) == ["proj.bias", "proj.weight"] and state["proj.weight"].shape == (32, 36)
     cfg = json.loads((tiny / "zero123" / "clip_camera_projection" / "config.json").read_text())
@@ -133,13 +133,13 @@ def test_a_gpu_machine_fetches_and_loads_the_fp16_variants(monkeypatch, tmp_path
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert dl.complete("unclip")
+    assert cached.complete("unclip")
     # the store reads what is there: in fp16 on CUDA the variant; on this CPU the variant when
     # it is the only copy (upcast), else the float32 file
     store = ModelStore("default")
     assert weights_variant(DEFAULT_IDS["unclip"], "unet", half=True) == ("fp16" if half else None)
     assert weights_variant(DEFAULT_IDS["unclip"], "unet", half=False) == ("fp16" if half else None)
-    unet = store.sd("unclip").unet
+    unet = store.get("unclip").unet
     from safetensors.torch import load
 
     expected = load((tiny / "unclip" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes())

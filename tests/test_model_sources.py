@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from backend.models import download as dl
+from backend.models import cached, download as dl
 from backend.models.catalog import SOURCES
 from backend.errors import ModelNotAvailable
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.roles import DEFAULT_IDS, HUB_SOURCES, REWARD_TOKENIZER
 from backend.models.tiny import build_tiny
 
 from .hub_mirror import HubMirror, folder_files
+from backend.models.encoders import reward
 
 REMOVED = "stabilityai/stable-diffusion-2-1-unclip"  # gone from the hub since 2025-11
 
@@ -54,7 +55,7 @@ def test_the_community_copy_answers_first_and_status_says_so(monkeypatch, tmp_pa
         p = _fetch(["unclip"])
         assert {t.repo for t in p.tasks} == {DEFAULT_IDS["unclip"]}
         assert not any(REMOVED in path for _, path, _ in mirror.log)  # the second source was never asked
-    status = dl.role_status("unclip")
+    status = cached.role_status("unclip")
     assert status["present"] and status["source"] == DEFAULT_IDS["unclip"]
     assert status["sources"] == list(HUB_SOURCES["unclip"])
 
@@ -65,11 +66,11 @@ def test_first_source_missing_falls_back_and_the_store_loads_it(monkeypatch, tmp
         p = _fetch(["unclip"])
         assert {t.repo for t in p.tasks} == {REMOVED}
         assert ("GET", f"/api/models/{DEFAULT_IDS['unclip']}", None) in mirror.log  # asked first
-    status = dl.role_status("unclip")
+    status = cached.role_status("unclip")
     assert status["present"] and status["source"] == REMOVED
     store = ModelStore("default")
     assert store.location("unclip") == REMOVED and store.available("unclip")
-    assert store.sd("unclip").image_normalizer is not None  # loaded offline from the fallback's cache
+    assert store.get("unclip").image_normalizer is not None  # loaded offline from the fallback's cache
 
 
 def test_no_source_answering_names_the_role_every_source_and_the_way_out(monkeypatch, tmp_path):
@@ -88,7 +89,7 @@ def test_a_missing_role_offline_names_every_source_tried(monkeypatch, tmp_path):
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelNotAvailable) as err:
-        ModelStore("default").sd("unclip")
+        ModelStore("default").get("unclip")
     assert all(repo in err.value.hint for repo in HUB_SOURCES["unclip"]) and "models manifest" in err.value.hint
 
 
@@ -107,11 +108,11 @@ def test_pickscore_loads_its_tokenizer_from_its_real_source(monkeypatch, tmp_pat
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     store = ModelStore("default")
     assert store.available("reward")
-    score = store.reward("a red mug")
+    score = reward(store, "a red mug")
     import torch
     from transformers import CLIPTokenizer
 
     # the published tokenizer, not the 2-token vocabulary transformers builds silently when
     # a repository has no tokenizer files
-    assert len(store._tokenizer("reward", REWARD_TOKENIZER)) == len(CLIPTokenizer.from_pretrained(tiny / "reward"))
+    assert len(store.read_tokenizer("reward", REWARD_TOKENIZER)) == len(CLIPTokenizer.from_pretrained(tiny / "reward"))
     assert score(torch.rand(2, 3, 32, 32)).shape == (2,)

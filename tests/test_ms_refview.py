@@ -2,8 +2,9 @@ import torch
 
 from backend.guidance.ms import MSConfig, MSLoss, random_crop, random_perspective
 from backend.render.shading import Frame
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
+from backend.models.encoders import clip_image_encoder
 
 
 def test_perspective_with_zero_distortion_is_identity():
@@ -53,7 +54,7 @@ def test_ms_loss_is_eq2_over_n_augmentations():
 
 def test_ms_loss_on_tiny_clip_has_the_cosine_gradient(tmp_path):
     build_tiny(tmp_path, ["clip"])
-    encode, size = ModelStore(str(tmp_path)).clip_image_encoder()
+    encode, size = clip_image_encoder(ModelStore(str(tmp_path)))
     images = torch.rand(2, size, size, 3, requires_grad=True)
     target = torch.randn(32)
     cfg = MSConfig(omega_g=0.0, omega_l=0.0)  # Z only: deterministic, so the gradient has a closed form
@@ -71,7 +72,7 @@ def test_ms_loss_without_recompute_keeps_the_vit_activations_for_the_same_gradie
     from backend.perf.tracker import Tracker
 
     build_tiny(tmp_path, ["clip"])
-    encode, size = ModelStore(str(tmp_path)).clip_image_encoder()
+    encode, size = clip_image_encoder(ModelStore(str(tmp_path)))
     images = torch.rand(2, size, size, 3)
     target = torch.randn(32)
     out = {}

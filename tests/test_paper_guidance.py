@@ -12,7 +12,7 @@ from PIL import Image
 
 from backend.geometry.dmtet import dmtet_from_density
 from backend.geometry.surfaces import DMTetSurface
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.pipeline.config import resolve
 from backend.pipeline.guidance_terms import build_terms, required_roles
@@ -147,7 +147,7 @@ def test_missing_model_fails_the_job_with_the_role_named(tmp_path):
 
 def test_a_job_names_every_missing_model_role_at_once(tmp_path):
     from backend.errors import ModelNotAvailable
-    from backend.models.registry import ModelStore
+    from backend.models.store import ModelStore
 
     manifest = tmp_path / "models.json"
     manifest.write_text(json.dumps({r: str(tmp_path / "none" / r) for r in

@@ -253,9 +253,10 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from backend.perf.networks import RandomStore
 from backend.perf.tracker import Tracker
+from backend.models.encoders import depth, dino
 store = RandomStore(torch.device("cpu"), Path(tempfile.mkdtemp()), FakeTensorMode(allow_non_fake_inputs=True))
 with Tracker():
-    store.dino(), store.depth()
+    dino(store), depth(store)
 weights = [p for role in ("dino", "depth") for p in store._loaded[role].parameters()]
 assert weights and all(isinstance(p, FakeTensor) and p.dtype == torch.float16 for p in weights)
 print(sum(p.numel() for p in weights))

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from backend.guidance.sgc import SGC, SGC_AZIMUTHS, SGCConfig, SGCTargets, grid2x2, pearson
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.render.camera import normals_from_depth, orbit_cameras, world_to_camera_dirs
 from backend.render.shading import Frame
+from backend.models import encoders
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_geometry_parts_are_minus_one_when_renders_match_targets():
 def test_semantic_is_the_summed_squared_feature_distance_and_reward_the_bounded_map(store):
     t, _ = _targets()
     cams = _cams()
-    reward, dino = store.reward("a red chair"), store.dino()
+    reward, dino = encoders.reward(store, "a red chair"), encoders.dino(store)
     sgc = SGC(t, cams, reward, dino, _cfg(reward=2.5, semantic=4.0, reward_margin=1e3))
     assert sgc(Frame(t.image, t.mask[..., None]), None, 0, 1)["semantic"].item() == pytest.approx(0.0, abs=1e-8)
     other = torch.rand_like(t.image)
@@ -126,23 +127,23 @@ def test_sgc_gradient_moves_rendered_depth_toward_target_correlation():
 def test_targets_estimate_depth_and_normals(store):
     images = torch.rand(4, 24, 24, 3)
     masks = torch.ones(4, 24, 24)
-    t = SGCTargets.estimate(images, masks, store.depth())
+    t = SGCTargets.estimate(images, masks, encoders.depth(store))
     assert t.disparity.shape == (4, 24, 24) and t.normal.shape == (4, 24, 24, 3)
     assert torch.allclose(t.normal.norm(dim=-1), torch.ones(4, 24, 24), atol=1e-5)
 
 
 def test_sgc_roles_load_and_segmenter_gives_probabilities(store):
     x = torch.rand(2, 3, 40, 40)
-    assert store.dino()(x).shape == (2, 32)
-    assert store.depth()(x).dim() == 3
-    assert store.reward("a chair")(x).shape == (2,)
-    seg = store.segmenter("a chair")(torch.rand(30, 50, 3))
+    assert encoders.dino(store)(x).shape == (2, 32)
+    assert encoders.depth(store)(x).dim() == 3
+    assert encoders.reward(store, "a chair")(x).shape == (2,)
+    seg = encoders.segmenter(store, "a chair")(torch.rand(30, 50, 3))
     assert seg.shape == (30, 50) and 0 <= seg.min() and seg.max() <= 1
 
 
 def test_park_moves_models_off_the_device_and_back(store):
     fresh = ModelStore(store.source)
-    encode = fresh.dino()
+    encode = encoders.dino(fresh)
     model = fresh._loaded["dino"]
     fresh.device, fresh.offload = torch.device("meta"), True  # stands for the GPU
     fresh.park()

@@ -3,14 +3,15 @@ import torch
 
 from backend.guidance.base import SDS, TimestepSchedule
 from backend.guidance.diffusion import SDDenoiser
-from backend.models.registry import ModelStore
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.render.shading import Frame
+from backend.models.encoders import tiny_decoder
 
 
 def test_unclip_conditions_on_image_embeds(tmp_path):
     build_tiny(tmp_path, ["unclip"])
-    sd = ModelStore(str(tmp_path)).sd("unclip")
+    sd = ModelStore(str(tmp_path)).get("unclip")
     assert sd.prediction_type == "v_prediction" and sd.image_normalizer is not None
     c_m = torch.nn.functional.normalize(torch.randn(1, 32), dim=-1)
     a = SDDenoiser(sd, "", resolution=32, image_embeds=c_m)
@@ -37,7 +38,7 @@ def test_unclip_conditions_on_image_embeds(tmp_path):
 def unclip(tmp_path_factory):
     root = build_tiny(tmp_path_factory.mktemp("tiny"), ["unclip", "taesd"])
     store = ModelStore(str(root))
-    sd = store.sd("unclip")
+    sd = store.get("unclip")
     return root, store, SDDenoiser(sd, "", resolution=32, image_embeds=torch.ones(1, 32) / 32 ** 0.5)
 
 
@@ -52,7 +53,7 @@ def test_taesd_decodes_unet_latents_as_diffusers_pipelines_do(unclip):
     taesd = AutoencoderTiny.from_pretrained(root / "taesd")
     with torch.no_grad():
         ref = VaeImageProcessor().postprocess(taesd.decode(z / taesd.config.scaling_factor).sample, output_type="pt")
-    got = store.tiny_decoder()(z)
+    got = tiny_decoder(store)(z)
     assert got.shape == (2, 3, 32, 32) and torch.allclose(got, ref, atol=1e-6)
 
 
@@ -62,7 +63,7 @@ def test_image_term_is_eq5_on_renders_smaller_than_the_denoiser(unclip, decoder)
     vs 768): x̂ decoded at 32² (by the VAE, or TAESD) and resized to the render's 24²,
     grad_x = w ω (x - x̂) / B."""
     _, store, den = unclip
-    decode = store.tiny_decoder() if decoder == "tiny" else den.decode
+    decode = tiny_decoder(store) if decoder == "tiny" else den.decode
     small = torch.rand(2, 24, 24, 3, requires_grad=True)
     schedule = TimestepSchedule(0.3, 0.5)
     torch.manual_seed(5)  # the VAE samples its latent from the global generator

@@ -1,7 +1,8 @@
 import torch
 
 from backend.guidance.zero123 import Zero123Denoiser
-from backend.models.registry import ModelStore
+from backend.models.encoders import clip_image_encoder
+from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.render.camera import orbit_cameras
 from backend.render.shading import fixed_views
@@ -9,9 +10,11 @@ from backend.render.shading import fixed_views
 
 def test_zero123_loads_and_conditions_on_relative_pose(tmp_path):
     build_tiny(tmp_path, ["zero123"])
-    comps = ModelStore(str(tmp_path)).zero123()
+    store = ModelStore(str(tmp_path))
+    comps = store.get("zero123")
     assert comps.unet.config.in_channels == 8
-    den = Zero123Denoiser(comps, torch.rand(40, 40, 3), ref_elevation=0.0, ref_azimuth=0.0, guidance_scale=3.0,
+    encoder, _ = clip_image_encoder(store, "zero123/image_encoder")
+    den = Zero123Denoiser(comps, encoder, torch.rand(40, 40, 3), ref_elevation=0.0, ref_azimuth=0.0, guidance_scale=3.0,
                           resolution=32)
     at_ref = fixed_views(orbit_cameras(0.0, 0.0, 2.5, 40.0, 32))
     side = fixed_views(orbit_cameras(20.0, 90.0, 2.5, 40.0, 32))

@@ -24,7 +24,7 @@ NEEDED = ("sd", "unclip", "clip", "zero123", "imagebind")
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from backend.models.registry import ModelStore
+    from backend.models.store import ModelStore
 
     store = ModelStore("default")
     real = all(store.available(role) for role in NEEDED)

@@ -14,71 +14,17 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import protocol
 from ..server.jobs import EventLog, error_event
+from .cluster import FarmError, FarmJob, Slot, connect, death_errors, job_files
 from .scheduler import FairQueue
-from .worker import SKIPPED, FarmWorker, write_files
+from .worker import FarmWorker, write_files
 
 Emit = Callable[[dict], None]
 TERMINAL = ("done", "cancelled", "error")
-BACKEND_DIR = Path(__file__).resolve().parents[1]
-
-
-class FarmError(RuntimeError):
-    """The farm cannot start (no cluster, no workers); the text says what to do."""
-
-
-@dataclass
-class FarmJob:
-    id: str
-    user: str
-    priority: int
-    task: dict  # what the worker runs (kinds.py), JSON-able
-    upload: Path | None = None  # the client's files (sent to the worker with the job)
-    out: Path | None = None  # the front's job folder: events.jsonl, checkpoints, outputs
-    log: Emit | None = None
-    seq: int = 0
-    state: str = "queued"  # queued | running | done | cancelled | error
-    worker: int | None = None
-    attempts: int = 0  # dispatches (more than one: its worker died)
-    cancel_requested: bool = False
-    submitted: float = field(default_factory=time.time)
-    dispatched: float | None = None
-    ended: float | None = None
-    dispatch_rank: int | None = None
-
-
-@dataclass
-class Slot:
-    index: int
-    actor: Any = None
-    state: str = "starting"  # starting | idle | busy
-    info: dict = field(default_factory=dict)  # pid, node, host, device
-    job: str | None = None
-
-
-def _death_errors() -> tuple[type[BaseException], ...]:
-    from ray import exceptions as rx
-
-    return (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.LocalRayletDiedError)
-
-
-def connect(address: str | None, **local: Any) -> None:
-    """ray.init for a front: address of a running cluster, or "local" with `local` (resources,
-    num_cpus, ...) to start one in this process. The front's own backend code is shipped
-    to the workers, so every node runs the version the front runs."""
-    import ray
-
-    try:
-        ray.init(address=address, logging_level="WARNING", namespace="conjure", include_dashboard=False,
-                 runtime_env={"py_modules": [str(BACKEND_DIR)], "excludes": ["__pycache__"]}, **local)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise FarmError(f"cannot reach the Ray cluster at {address!r}: {exc}; start it with `ray start "
-                        "--head` (README, Studio) or give --ray the head's address") from exc
 
 
 class Farm:
@@ -266,7 +212,7 @@ class Farm:
             try:
                 info = ray.get(actor.info.remote())
                 break
-            except _death_errors():
+            except death_errors():
                 if self._closed:
                     return
                 time.sleep(1.0)
@@ -301,18 +247,6 @@ class Farm:
                 self._mark_dirty()
             threading.Thread(target=self._drive, args=(slot, job), name=f"farm-{job_id}", daemon=True).start()
 
-    def _inputs(self, job: FarmJob) -> dict:
-        """The front's copy of the job for the worker: uploads and the job folder (with its
-        checkpoints, so a job that comes back resumes)."""
-        if self.shared or job.upload is None or job.out is None:
-            return {}
-
-        def files(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
-            return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-                    if p.is_file() and p.name not in skip and ".partial" not in p.name} if root.is_dir() else {}
-
-        return {"upload": files(job.upload), "out": files(job.out, SKIPPED)}
-
     def _drive(self, slot: Slot, job: FarmJob) -> None:
         """Run one dispatch of a job on a worker, to its end or the worker's death."""
         import ray
@@ -323,7 +257,7 @@ class Farm:
         ended, died, last = None, None, None
         try:
             stream = slot.actor.run.options(num_returns="streaming").remote(job.id, job.task,
-                                                                            ray.put(self._inputs(job)))
+                                                                            ray.put({} if self.shared else job_files(job)))
             if job.cancel_requested:
                 slot.actor.cancel.remote(job.id)
             for ref in stream:
@@ -341,7 +275,7 @@ class Farm:
                 ended = "error"
                 self._job_event(job, {"type": "error", "code": "internal", "message": "the worker ended the job "
                                       "without a result", "hint": "submit it again", "traceback": ""})
-        except _death_errors() as exc:
+        except death_errors() as exc:
             died = exc
         except Exception as exc:  # noqa: BLE001 (the front outlives any job)
             if self._closed:

@@ -27,7 +27,8 @@ def simulate(jobs: int = 1000, users: int = 50, workers: int = 8, seconds: float
              max_running_per_user: int = 1, timeout: float = 600.0) -> dict:
     import ray
 
-    from .front import Farm, connect
+    from .cluster import connect
+    from .front import Farm
 
     per_user = jobs // users
     total = per_user * users

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..render.camera import CameraRange, Cameras
 from ..schema import setting
 from ..render.shading import Frame, Views
+from ..models.encoders import tiny_decoder
 
 
 def ddpm_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
@@ -149,7 +150,7 @@ class AugSDSConfig(UnclipGuidanceConfig):
         return set(self.roles) | ({"taesd"} if self.tiny_decoder else set())
 
     def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> "Guidance":
-        decoder = cond.store.tiny_decoder() if self.tiny_decoder else None
+        decoder = tiny_decoder(cond.store) if self.tiny_decoder else None
         return SDS(cond.unclip(self.guidance_scale, self.max_resolution), *schedule_and_weighting(phase_cfg),
                    self.image_weight, cond.seed, decoder)
 

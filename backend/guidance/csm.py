@@ -101,7 +101,7 @@ class CSMConfig(LossConfig):
     warmup: float = setting(1 / 3, lo=0.0, hi=1.0)  # fraction of the iterations the timestep window slides over
 
     def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
-        sd = cond.store.sd("sd")
+        sd = cond.store.get("sd")
         return CSM(SDDenoiser(sd, cond.text, resolution=sd_resolution(sd)), self, phase_cfg.weighting,
                    cond.seed)
 

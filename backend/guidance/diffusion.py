@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from ..models.registry import SDComponents
+from ..models.loaders import SDComponents
 from ..render.shading import Views
 
 

@@ -21,6 +21,7 @@ from ..render.camera import Cameras
 from ..render.shading import Frame, Views
 from ..schema import Span, setting
 from .base import Guidance, LossConfig, PhaseSettings, register_loss
+from ..models.encoders import clip_image_encoder
 
 # images [B,3,S,S] in [0,1] at the encoder's input size -> embeddings [B,D]
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -88,7 +89,7 @@ class MSConfig(LossConfig):
             raise ValueError("aug_weights: give at least one augmentation weight")
 
     def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
-        encoder, size = cond.store.clip_image_encoder()
+        encoder, size = clip_image_encoder(cond.store)
         return MSLoss(encoder, cond.c_m()[0], size, self, cond.seed)
 
 

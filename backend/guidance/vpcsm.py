@@ -32,7 +32,7 @@ class VPCSMConfig(CSMConfig):
     fixed_views: bool = True  # front/right/back/left each step instead of the sampled batch
 
     def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
-        sd = cond.store.sd("sd")
+        sd = cond.store.get("sd")
         den = SDDenoiser(sd, cond.text, resolution=sd_resolution(sd), visual_prompt=cond.visual_prompt(sd),
                          ip_scale=self.ip_scale)
         return VPCSM(den, self, phase_cfg.weighting, cond.seed,

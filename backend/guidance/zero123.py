@@ -10,11 +10,11 @@ concatenated to the noisy latent on channels (8 in). The unconditional branch ze
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
-from ..models.registry import Zero123Components
+from ..models.loaders import Zero123Components
 from ..render.camera import relative_pose
 from ..render.shading import Views
 from ..schema import setting
@@ -39,10 +39,11 @@ class Zero123SDSConfig(LossConfig):
 
 
 class Zero123Denoiser:
-    def __init__(self, comps: Zero123Components, reference: torch.Tensor, ref_elevation: float = 0.0,
-                 ref_azimuth: float = 0.0, ref_radius: float = 2.5, *, guidance_scale: float,
-                 resolution: int = 256) -> None:
-        """reference: [H,W,3] in [0,1] (background already removed and composited)."""
+    def __init__(self, comps: Zero123Components, image_encoder: Callable[[torch.Tensor], torch.Tensor],
+                 reference: torch.Tensor, ref_elevation: float = 0.0, ref_azimuth: float = 0.0,
+                 ref_radius: float = 2.5, *, guidance_scale: float, resolution: int = 256) -> None:
+        """reference: [H,W,3] in [0,1] (background already removed and composited);
+        image_encoder: its CLIP tower ([B,3,H,W] in [0,1] -> [B,D], models/encoders.py)."""
         self.c, self.guidance_scale, self.resolution = comps, guidance_scale, resolution
         self.ref_pose = (ref_elevation, ref_azimuth, ref_radius)
         self.alphas_cumprod = comps.alphas_cumprod
@@ -50,7 +51,7 @@ class Zero123Denoiser:
         self.scaling = comps.vae.config.scaling_factor
         with torch.no_grad():
             x = self._resize(reference[None].permute(0, 3, 1, 2).to(comps.device))
-            self.image_embed = comps.image_encoder(x)  # [1,D]
+            self.image_embed = image_encoder(x)  # [1,D]
             self.ref_latent = comps.vae.encode((x * 2 - 1).to(self.dtype)).latent_dist.mode().float()
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:

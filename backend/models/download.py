@@ -1,6 +1,6 @@
-"""Model weights onto this machine: what is there (status), what a set of roles still
-needs (plan), whether it fits (free space), licences accepted once, and the download
-itself with progress, cancellation and resumption.
+"""Model weights onto this machine: what a set of roles still needs (plan), whether it fits
+(free space), and the download itself with progress, cancellation and resumption (what is
+already here: cached.py; licences: licences.py).
 
 Hub files land in huggingface_hub's cache layout (blobs/<etag>, snapshots/<commit>/<path>
 linking to them, refs/main), where the loaders read them offline afterwards; the hub's
@@ -16,7 +16,6 @@ whole plan, rate_bps, eta_s.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -26,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..atomic import atomic_path
+from .cached import computes_in_half, hub_cache, imagebind_folder, repo_root, role_status
 from .catalog import SOURCES, HubSource, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
-from .roles import DEFAULT_IDS, HUB_SOURCES, conjure_cache, imagebind_dir, point_elsewhere
+from .roles import HUB_SOURCES, point_elsewhere
 
 Progress = Callable[[dict], None]
 SPACE_MARGIN = 1.05  # free space wanted beyond the bytes still to fetch (file system slack)
@@ -44,68 +43,6 @@ class DownloadError(RuntimeError):
 
 class DownloadCancelled(DownloadError):
     pass
-
-
-def hub_cache(cache_dir: str | Path | None = None) -> Path:
-    from huggingface_hub import constants
-
-    return Path(cache_dir or constants.HF_HUB_CACHE)
-
-
-def imagebind_folder() -> Path:
-    """Where the default "imagebind" role is read from (registry.ModelStore)."""
-    return imagebind_dir(DEFAULT_IDS["imagebind"])
-
-
-# ---- what is here -----------------------------------------------------------------------
-
-def _snapshot(repo: str, cache_dir: Path) -> Path | None:
-    """The cached snapshot folder of a repository's main revision, if any."""
-    root = _repo_root(cache_dir, repo)
-    ref = root / "refs" / "main"
-    if not ref.is_file():
-        return None
-    snap = root / "snapshots" / ref.read_text().strip()
-    return snap if snap.is_dir() else None
-
-
-def _files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-def _cached(source: HubSource, repo: str, cache: Path) -> tuple[Path | None, list[str]]:
-    """A repository's cached snapshot (or None) and the file groups it still lacks."""
-    snap = _snapshot(repo, cache)
-    return snap, missing_groups(source, _files(snap) if snap else [])
-
-
-def answering_source(role: str, cache_dir: str | Path | None = None) -> str:
-    """The first of a role's hub sources whose cached copy is complete, else the first."""
-    cache = hub_cache(cache_dir)
-    source = SOURCES[role]
-    return next((r for r in HUB_SOURCES[role] if not _cached(source, r, cache)[1]), HUB_SOURCES[role][0])
-
-
-def role_status(role: str, cache_dir: str | Path | None = None) -> dict:
-    """One role: present (complete), where it is (or would be), size on disk, the source
-    that answered (the first whose copy is complete; else the first), every source, licence."""
-    source = SOURCES[role]
-    entry = {"role": role, "licence": source.licence.name, "licence_url": source.licence.url}
-    if isinstance(source, URLSource):
-        path = imagebind_folder() / source.filename
-        return {**entry, "present": path.is_file(), "where": str(path), "source": source.url,
-                "sources": [source.url], "size_bytes": path.stat().st_size if path.is_file() else 0,
-                "missing": [] if path.is_file() else [source.filename]}
-    cache = hub_cache(cache_dir)
-    repo = answering_source(role, cache)
-    snap, missing = _cached(source, repo, cache)
-    size = sum((snap / f).stat().st_size for f in select_files(source, _files(snap), computes_in_half())) if snap else 0
-    return {**entry, "present": not missing, "where": str(snap or _repo_root(cache, repo)),
-            "source": repo, "sources": list(HUB_SOURCES[role]), "size_bytes": size, "missing": missing}
-
-
-def complete(role: str, cache_dir: str | Path | None = None) -> bool:
-    return bool(role_status(role, cache_dir)["present"])
 
 
 # ---- what is still needed ------------------------------------------------------------------
@@ -133,23 +70,11 @@ class Plan:
         return sum(max(t.size - t.done, 0) for t in self.tasks)
 
 
-def _repo_root(cache: Path, repo: str) -> Path:
-    return cache / f"models--{repo.replace('/', '--')}"
-
-
 def _part_bytes(cache: Path, repo: str, etag: str | None) -> int:
     """Bytes an interrupted download of the blob left (the etag is the LFS SHA-256, else
     the git blob id, as the hub's listing gives them)."""
-    part = _repo_root(cache, repo) / "blobs" / f"{etag}.part"
+    part = repo_root(cache, repo) / "blobs" / f"{etag}.part"
     return part.stat().st_size if etag and part.is_file() else 0
-
-
-def computes_in_half() -> bool:
-    """Whether the store on this machine computes in fp16 (a CUDA device), so a download
-    takes a repository's fp16 weight variants where it has them."""
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: str | Path | None = None,
@@ -236,34 +161,6 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-# ---- licences ------------------------------------------------------------------------------
-
-def _licence_file() -> Path:
-    return conjure_cache() / "licences.json"
-
-
-def accepted_licences() -> set[str]:
-    f = _licence_file()
-    return set(json.loads(f.read_text())) if f.is_file() else set()
-
-
-def unaccepted(roles: list[str]) -> list[str]:
-    """The roles whose licence has not been accepted on this machine yet."""
-    done = accepted_licences()
-    return [r for r in roles if r not in done]
-
-
-def accept_licences(roles: list[str]) -> None:
-    f = _licence_file()
-    f.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(f) as tmp:
-        Path(tmp).write_text(json.dumps(sorted(accepted_licences() | set(roles)), indent=1))
-
-
-def licence_lines(roles: list[str]) -> list[str]:
-    return [f"{r}: {SOURCES[r].licence.name} ({SOURCES[r].licence.url})" for r in roles]
-
-
 # ---- fetching ------------------------------------------------------------------------------
 
 class _Meter:
@@ -324,7 +221,7 @@ def _fetch_hub_file(repo: str, name: str, cache: Path, meter: _Meter, endpoint: 
     except Exception as exc:  # noqa: BLE001 (hub errors come in many types)
         raise DownloadError(f"{repo}/{name}: no metadata from the hub ({exc})",
                             "check the connection (and HF_ENDPOINT, or a token for gated models)") from exc
-    root = _repo_root(cache, repo)
+    root = repo_root(cache, repo)
     blob = root / "blobs" / meta.etag
     if not blob.is_file():
         # a redirect to another host (the CDN) gets no hub credentials

@@ -1,6 +1,6 @@
 """Model roles as data: the hub ids each role is read from (in order), the subfolders and
 file names inside them, and where the Conjure cache is. A leaf: the catalog, the download
-and the store (registry.py) build on it; it imports nothing of theirs."""
+and the store (store.py) build on it; it imports nothing of theirs."""
 from __future__ import annotations
 
 import os

@@ -2,7 +2,7 @@
 `models: "tiny"` jobs) run the real loading code with no download.
 
 `build_tiny(out_dir)` writes one folder per role, <out_dir>/<role> (roles: BUILDERS; the
-registry reads each with its real loader). Each folder has the layout of the role's hub
+store reads each with its real loader). Each folder has the layout of the role's hub
 repository as published (layouts.py): the same subfolders, file names and config classes,
 so a tiny folder served under the real id is what a download of the real one gives.
 """

@@ -1,7 +1,7 @@
 """`python -m backend bench`: seconds per iteration and peak memory of each phase of a
 preset, with the paper's networks at their real sizes and random weights (SPEC Sec. 10).
 
-The models come from RandomStore (perf/networks.py): the registry's own code paths
+The models come from RandomStore (perf/networks.py): the store's and loaders' own code paths
 (JobConditioning and the loss factory, the denoisers, the phases), with each part built from its published
 configuration instead of read from disk. `--size tiny` uses the tiny models instead (a
 quick check of the bench). `--estimate` (perf/estimate.py) needs no GPU; both run the
@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..models.registry import ModelStore
+from ..models.store import ModelStore
 from ..models.tiny import build_tiny
 from .harness import bench_job, bench_phases, component_labels
 from .networks import RandomStore
@@ -97,7 +97,7 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
     from ..pipeline.config import resolve
     from ..pipeline.job_conditioning import JobConditioning
     from ..pipeline.phases import PhaseContext
-    from ..pipeline.runner import networks_compiled, resolve_device
+    from ..pipeline.prepare import networks_compiled, resolve_device
     from ..render.raster import make_rasterizer
 
     dev = resolve_device(device)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..models.registry import ModelStore
+from ..models.store import ModelStore
 from .harness import bench_job, bench_phases, component_labels
 from .tracker import Tracker
 

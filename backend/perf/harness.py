@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.registry import ModelStore
+from ..models.store import ModelStore
 
 
 def _reference(path: Path) -> Path:

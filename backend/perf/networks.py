@@ -1,5 +1,6 @@
 """The papers' networks at their published sizes with random weights (nothing is
-downloaded), behind the ModelStore interface so every code path is the registry's own.
+downloaded), behind the ModelStore's readers so every code path is the store's and the
+loaders' own.
 
 With a FakeTensorMode the networks are built as fake tensors (shapes, no memory): the
 estimator runs them on any machine. Parking then only keeps the books of what would be on
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..models.registry import ModelStore
+from ..models.store import ModelStore
 from ..models.tiny import build_tiny
 
 # Published sizes (diffusers / transformers configs of the hub models).
@@ -103,19 +104,17 @@ class RandomStore(ModelStore):
             return CLIPCameraProjection(768, 4)
         raise KeyError(f"{role}/{name}")
 
-    def _load_parts(self, role: str, where: str, parts: dict) -> dict[str, Any]:
+    def read_parts(self, role: str, where: str, parts: dict) -> dict[str, Any]:
         out = {}
         for name in parts:
             obj = self._make(lambda: self._build(role, name))
             out[name] = obj.to(self.dtype) if isinstance(obj, torch.nn.Module) else obj
         return out
 
-    def _tokenizer(self, role: str, fallback: str) -> Any:
+    def read_tokenizer(self, role: str, fallback: str) -> Any:
         return self._build(role, "tokenizer")  # CLIP's BPE, shipped with the tiny ImageBind
 
-    def _pretrained(self, role: str, cls: Any, where: str | None = None, sub: str | None = None, **kw: Any) -> Any:
-        if role in self._loaded:
-            return self._ready(role)
+    def read_model(self, role: str, cls: Any, where: str | None = None, sub: str | None = None, **kw: Any) -> Any:
         from transformers import (AutoModelForDepthEstimation, CLIPConfig, CLIPModel, CLIPVisionConfig,
                                   CLIPVisionModelWithProjection, DPTConfig, DPTForDepthEstimation, ViTConfig, ViTModel)
 
@@ -137,6 +136,4 @@ class RandomStore(ModelStore):
                                                  vision_config=_VIT_H, projection_dim=1024))
         else:
             raise NotImplementedError(f"bench builds no {cls.__name__}")
-        model = self._make(build)
-        self._loaded[role] = model.to(self.dtype).requires_grad_(False).eval().to(self.device)
-        return self._loaded[role]
+        return self._make(build).to(self.dtype).requires_grad_(False).eval().to(self.device)

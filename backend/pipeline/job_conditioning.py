@@ -21,9 +21,10 @@ from ..guidance.ref_view import RefView
 from ..guidance.sgc import SGC, SGCConfig
 from ..guidance.zero123 import Zero123Denoiser
 from ..errors import ModelNotAvailable
-from ..models.registry import ModelStore
+from ..models.store import ModelStore
 from .guide_images import SYNTHESIS_GUIDANCE, synthesise_reference, synthesise_self_guidance
 from .sgc_targets import make_sgc
+from ..models.encoders import clip_image_encoder, ip_adapter, segmenter
 
 
 class JobConditioning:
@@ -48,7 +49,7 @@ class JobConditioning:
     def c_m(self) -> torch.Tensor:
         """[1,D] modality embedding."""
         def make() -> torch.Tensor:
-            model, tokenizer = self.store.imagebind()
+            model, tokenizer = self.store.get("imagebind")
             e = modality_embedding(model, tokenizer, self.job["prompt"])[None]
             given = ", ".join(k for k in ("text", "images", "audio") if self.job["prompt"].get(k))
             self.log(f"modality embedding C_m from {given}")
@@ -58,7 +59,7 @@ class JobConditioning:
     def unclip(self, guidance_scale: float, max_resolution: int | None = None) -> SDDenoiser:
         """Stable unCLIP conditioned on the text and C_m, at its training size or
         max_resolution if that is smaller."""
-        sd = self.store.sd("unclip")
+        sd = self.store.get("unclip")
         resolution = min(sd_resolution(sd), max_resolution or sd_resolution(sd))
         return self.once(f"unclip{guidance_scale}@{resolution}", lambda: SDDenoiser(
             sd, self.text, guidance_scale=guidance_scale, resolution=resolution,
@@ -70,7 +71,7 @@ class JobConditioning:
         believed; without the model or a believable mask, the border flood fill decides."""
         def load() -> Segmenter | None:
             try:
-                return self.store.segmenter(self.text)
+                return segmenter(self.store, self.text)
             except ModelNotAvailable as exc:
                 self.log(f"no segmenter model ({exc.where}): foreground masks by border flood fill")
                 return None
@@ -110,7 +111,7 @@ class JobConditioning:
     def visual_prompt(self, sd) -> torch.Tensor:  # noqa: ANN001
         """[1,D] IP-Adapter embedding of the style image or the self-guidance image."""
         def make() -> torch.Tensor:
-            encoder = self.store.ip_adapter(sd)
+            encoder = ip_adapter(self.store, sd)
             if self.job.get("style_image"):
                 rgba = load_image(self.job["style_image"])
                 image = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
@@ -126,7 +127,8 @@ class JobConditioning:
 
     def zero123(self, guidance_scale: float) -> Zero123Denoiser:
         """Zero-1-to-3 conditioned on x_r at the reference pose's origin."""
-        comps = self.store.zero123()
+        comps = self.store.get("zero123")
+        encoder, _ = clip_image_encoder(self.store, "zero123/image_encoder")
         f = 2 ** (len(comps.vae.config.block_out_channels) - 1)
-        return Zero123Denoiser(comps, self.reference_rgb().to(comps.device), guidance_scale=guidance_scale,
+        return Zero123Denoiser(comps, encoder, self.reference_rgb().to(comps.device), guidance_scale=guidance_scale,
                                resolution=comps.unet.config.sample_size * f)

@@ -4,9 +4,8 @@ cancellation between steps."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import time
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -17,34 +16,18 @@ from ..export.mesh_export import baked_mesh, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
-from ..geometry.mesh import Mesh, load_mesh, normalized
+from ..geometry.mesh import Mesh
+from ..geometry.source_mesh import SourceMesh, colored_samples
 from ..geometry.surfaces import DMTetSurface, OffsetSurface
-from ..geometry.source_mesh import SourceMesh, colored_samples, prepare_source
 from ..guidance.ref_view import identity_views
-from ..render.raster import Rasterizer, make_rasterizer
-from ..models.registry import ModelStore
-from .fingerprint import phase_fingerprints
-from .guidance_terms import build_terms, job_roles
-from .settings import PHASES, Config
-from .job_conditioning import JobConditioning
+from ..render.raster import Rasterizer
 from .checkpoints import Checkpoints
-from .phases import GeometryPhase, NeRFPhase, Phase, PhaseContext, TexturePhase, phase3_field
+from .guidance_terms import build_terms
+from .phases import GeometryPhase, NeRFPhase, Phase, TexturePhase, phase3_field
+from .prepare import RunContext
+from .settings import PHASES
 
 Emit = Callable[[dict], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is visible to torch")
-    return torch.device(name)
-
-
-def networks_compiled(cfg: Config, device: torch.device) -> bool:
-    """runtime.compile asks for torch.compile of the UNets and decoders; it is used on CUDA
-    only (on the CPU compiling costs more than it saves)."""
-    return cfg.runtime.compile and device.type == "cuda"
 
 
 # (rasterizer, target mesh, result mesh, albedo or None) -> metrics: eval/oracle_report.py
@@ -52,49 +35,27 @@ Measure = Callable[[Rasterizer, Mesh, Mesh, Callable | None], dict]
 
 
 class Runner:
-    def __init__(self, job: dict, cfg: Config, out_dir: Path, emit: Emit,
-                 should_cancel: Callable[[], bool] = lambda: False, stores: dict | None = None,
+    def __init__(self, run: RunContext, emit: Emit, should_cancel: Callable[[], bool] = lambda: False,
                  measure: Measure | None = None) -> None:
-        """stores: (models, device, downloads, compiled) -> ModelStore, shared by a server's jobs.
-        measure: oracle runs' held-out-view metrics after each phase (the caller's, so the
-        pipeline does not depend on the evaluation package)."""
-        self.job, self.cfg, self.out = job, cfg, Path(out_dir)
+        """run: prepare()'s context. measure: oracle runs' held-out-view metrics after each
+        phase (the caller's, so the pipeline does not depend on the evaluation package)."""
+        self.job, self.cfg, self.out = run.job, run.cfg, run.out
         self.emit, self.should_cancel, self.measure = emit, should_cancel, measure
+        self.ctx, self.raster, self.device = run.phase, run.raster, run.device
+        self.source, self.target, self.cond, self.fingerprints = run.source, run.target, run.cond, run.fingerprints
         self.checkpoints = Checkpoints(self.out)
-        self.device = resolve_device(job.get("device", "auto"))
-        self.raster = make_rasterizer(cfg.render.rasterizer, self.device)
-        self.ctx = PhaseContext(self.raster, self.device, int(job.get("seed", 0)), cfg.render.bound,
-                                fused_grid=cfg.runtime.fused_grid)
-        self.target: Mesh | None = None
-        self.cond: JobConditioning | None = None
-        self.source: SourceMesh | None = None
-        if job.get("mode", "generate") != "generate":
-            self.source = prepare_source(job["mesh"], cfg.source.max_faces)
-        if job.get("guidance") == "oracle":
-            target = load_mesh(job["oracle"]["target_mesh"])
-            # Stylize / edit targets are variants of the input: they share its frame.
-            self.target = (replace(target, verts=self.source.norm.apply(target.verts)) if self.source is not None
-                           else normalized(target)[0]).to(self.device)
-        else:
-            key = (job.get("models", "default"), str(self.device), bool(job.get("allow_downloads")),
-                   networks_compiled(cfg, self.device))
-            stores = {} if stores is None else stores
-            if key not in stores:
-                stores[key] = ModelStore(key[0], allow_download=key[2], device=self.device, compile_networks=key[3])
-            store = stores[key]
-            self.cond = JobConditioning(job, store, self.log, self.ctx.seed)
-            store.check_available(job_roles(job, cfg))
-            if any(cfg.phase(p).iterations > 0 and cfg.phase(p).weight("ref_view") > 0 for p in PHASES):
-                self.ctx.ref_view = self.cond.ref_view()
-        self.fingerprints = phase_fingerprints(job, cfg)
+        self.metrics: dict[str, dict] = {}
+        iters = [self.cfg.phase(p).iterations for p in PHASES]
+        self.remaining_after = {p: sum(iters[i + 1:]) for i, p in enumerate(PHASES)}
+
+    def _clean(self) -> None:
+        """Before the first phase: interrupted writes removed, checkpoints of a job that has
+        changed discarded, the metrics kept so far read back."""
         for stale in remove_partials(self.out):
             self.log(f"removed {stale.relative_to(self.out)} (a write that was interrupted)")
         self._discard_stale()
-        self.metrics: dict[str, dict] = {}
         if (self.out / "metrics.json").exists():
             self.metrics = json.loads((self.out / "metrics.json").read_text())
-        iters = [cfg.phase(p).iterations for p in PHASES]
-        self.remaining_after = {p: sum(iters[i + 1:]) for i, p in enumerate(PHASES)}
 
     def _discard_stale(self) -> None:
         """Checkpoints of a job that has changed since (config, inputs, seed, ...): from the
@@ -168,6 +129,7 @@ class Runner:
             raise OutOfGPUMemory(*short)
 
     def run(self) -> dict:
+        self._clean()
         self.check_memory()
         if self.source is not None:
             return self.run_from_mesh(self.source)

@@ -14,6 +14,7 @@ from ..guidance.sampling import ddim_generate
 from ..guidance.sgc import SGC, SGC_AZIMUTHS, SGCConfig, SGCTargets
 from ..render.camera import Cameras, orbit_cameras
 from ..render.shading import fixed_views
+from ..models import encoders
 
 
 def sgc_cameras(cond: Any, resolution: int) -> Cameras:
@@ -50,9 +51,9 @@ def make_sgc(cond: Any, cfg: SGCConfig) -> SGC:
     images, masks = cond.once(f"sgc_views{cfg.resolution}", lambda: _synthesise(cond, cams, cfg))
     if cfg.depth > 0 or cfg.normal > 0:
         targets = cond.once(f"sgc_targets{cfg.resolution}",
-                             lambda: SGCTargets.estimate(images, masks, cond.store.depth()))
+                             lambda: SGCTargets.estimate(images, masks, encoders.depth(cond.store)))
     else:
         targets = SGCTargets(images, masks)
-    reward = cond.store.reward(cond.text) if cfg.reward > 0 else None
-    dino = cond.store.dino() if cfg.semantic > 0 else None
+    reward = encoders.reward(cond.store, cond.text) if cfg.reward > 0 else None
+    dino = encoders.dino(cond.store) if cfg.semantic > 0 else None
     return SGC(targets, cams, reward, dino, cfg)

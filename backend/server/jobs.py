@@ -75,7 +75,8 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
             stores: dict | None = None, confined: bool = False) -> dict | None:
     """Run one job into out_dir. Returns the result paths, or None after an error or a
     cancel (both reported as events; the folder keeps everything needed to resume).
-    `stores` keeps loaded models between jobs of a server; `confined`: a job from the
+    `stores` keeps loaded models between jobs of a server (models.store.StoreKey ->
+    ModelStore); `confined`: a job from the
     network, which may only read files inside base_dir (see protocol.validate_job)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if restart:
@@ -90,13 +91,15 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
                          exc.hint if unusable else f"fix the field {exc.field!r} in the job"))
         return None
     emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
+    from ..pipeline.prepare import prepare
     from ..pipeline.runner import Runner
 
     try:
         measure = None
         if job["guidance"] == "oracle":
             from ..eval.oracle_report import oracle_report as measure
-        result = Runner(job, cfg, out_dir, emit, should_cancel, stores, measure).run()
+        run = prepare(job, cfg, out_dir, lambda message: emit({"type": "log", "message": message}), stores)
+        result = Runner(run, emit, should_cancel, measure).run()
     except ModelNotAvailable as exc:
         emit(error_event(exc, "model_missing", exc.hint))
         return None

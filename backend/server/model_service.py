@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..models.catalog import SOURCES, with_companions
-from ..models.download import accept_licences, complete, free_bytes, hub_cache, licence_lines, role_status, unaccepted
+from ..models.cached import complete, hub_cache, role_status
+from ..models.download import free_bytes
+from ..models.licences import accept_licences, licence_lines, unaccepted
 from ..pipeline.guidance_terms import needed_roles
 
 Emit = Callable[[dict], None]

@@ -59,7 +59,7 @@ class JobService:
         self._pending: list[str] = []
         self._current: str | None = None
         self._lock = threading.Lock()
-        self.stores: dict = {}  # (models, device, downloads) -> ModelStore, reused across jobs
+        self.stores: dict = {}  # models.store.StoreKey -> ModelStore, reused across jobs
         self._worker = threading.Thread(target=self._work, name="conjure-jobs", daemon=True)
         self._worker.start()
 

@@ -1,0 +1,85 @@
+"""Everything a run needs, made before it starts: the device and rasterizer, the phases'
+shared context, the user's mesh (stylize, edit) or the oracle's target, the job's models
+and conditioning (its reference view included), and the phases' fingerprints. Nothing on
+disk is read but the job's inputs and models, and nothing is written or deleted: the
+runner does that (pipeline/runner.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..geometry.mesh import Mesh, load_mesh, normalized
+from ..geometry.source_mesh import SourceMesh, prepare_source
+from ..models.store import ModelStore, StoreKey
+from ..render.raster import Rasterizer, make_rasterizer
+from .fingerprint import phase_fingerprints
+from .guidance_terms import job_roles
+from .job_conditioning import JobConditioning
+from .phases import PhaseContext
+from .settings import PHASES, Config
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is visible to torch")
+    return torch.device(name)
+
+
+def networks_compiled(cfg: Config, device: torch.device) -> bool:
+    """runtime.compile asks for torch.compile of the UNets and decoders; it is used on CUDA
+    only (on the CPU compiling costs more than it saves)."""
+    return cfg.runtime.compile and device.type == "cuda"
+
+
+@dataclass
+class RunContext:
+    """A validated job (absolute input paths), its typed config and output folder, and what
+    prepare() made of them. source: stylize / edit's mesh; target: the oracle's mesh in the
+    frame the run works in; cond: paper guidance's models and conditioning."""
+
+    job: dict
+    cfg: Config
+    out: Path
+    phase: PhaseContext
+    source: SourceMesh | None
+    target: Mesh | None
+    cond: JobConditioning | None
+    fingerprints: dict[str, dict[str, str]]
+
+    @property
+    def raster(self) -> Rasterizer:
+        return self.phase.raster
+
+    @property
+    def device(self) -> torch.device:
+        return self.phase.device
+
+
+def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
+            stores: dict[StoreKey, ModelStore] | None = None) -> RunContext:
+    """The RunContext of a job. stores: a server's model stores, kept between its jobs (one
+    per StoreKey); ModelNotAvailable before any work when a model the job needs is missing."""
+    device = resolve_device(job.get("device", "auto"))
+    ctx = PhaseContext(make_rasterizer(cfg.render.rasterizer, device), device, int(job.get("seed", 0)),
+                       cfg.render.bound, fused_grid=cfg.runtime.fused_grid)
+    source = prepare_source(job["mesh"], cfg.source.max_faces) if job.get("mode", "generate") != "generate" else None
+    target = cond = None
+    if job.get("guidance") == "oracle":
+        mesh = load_mesh(job["oracle"]["target_mesh"])
+        # Stylize / edit targets are variants of the input: they share its frame.
+        target = (replace(mesh, verts=source.norm.apply(mesh.verts)) if source is not None
+                  else normalized(mesh)[0]).to(device)
+    else:
+        key = StoreKey(job.get("models", "default"), str(device), bool(job.get("allow_downloads")),
+                       networks_compiled(cfg, device))
+        store = ModelStore.shared({} if stores is None else stores, key)
+        cond = JobConditioning(job, store, log, ctx.seed)
+        store.check_available(job_roles(job, cfg))
+        if any(cfg.phase(p).iterations > 0 and cfg.phase(p).weight("ref_view") > 0 for p in PHASES):
+            ctx.ref_view = cond.ref_view()
+    return RunContext(job, cfg, Path(out), ctx, source, target, cond, phase_fingerprints(job, cfg))
