@@ -116,3 +116,27 @@ def test_pickscore_loads_its_tokenizer_from_its_real_source(monkeypatch, tmp_pat
     # a repository has no tokenizer files
     assert len(store.read_tokenizer("reward", REWARD_TOKENIZER)) == len(CLIPTokenizer.from_pretrained(tiny / "reward"))
     assert score(torch.rand(2, 3, 32, 32)).shape == (2,)
+
+
+def test_a_tiny_role_is_built_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A killed build leaves no folder that looks built; a role another process built
+    meanwhile is kept (the second build's copy is dropped)."""
+    from backend.models import tiny
+
+    def broken(folder):  # noqa: ANN001, ANN202 (a build that dies half-way)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(tiny.BUILDERS, "taesd", broken)
+    with pytest.raises(KeyboardInterrupt):
+        tiny.build_tiny_role(tmp_path, "taesd")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    first = tiny.build_tiny_role(tmp_path, "taesd")
+    stamp = sorted(p.name for p in first.iterdir())
+    marker = first / "config.json"
+    before = marker.read_bytes()
+    assert tiny.build_tiny_role(tmp_path, "taesd") == first  # a second build finds it there
+    assert sorted(p.name for p in first.iterdir()) == stamp and marker.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["taesd"]  # no scratch folder left

@@ -109,9 +109,9 @@ class ModelStore:
         if self._tiny_root is not None:
             folder = self._tiny_root / role
             if not folder.exists() and self.source == "tiny":
-                from .tiny import build_tiny
+                from .tiny import build_tiny_role
 
-                build_tiny(self._tiny_root, [role])
+                build_tiny_role(self._tiny_root, role)
             return str(folder)
         if role not in DEFAULT_IDS:
             raise ModelNotAvailable(role, "the store", f"unknown role; known roles: {', '.join(DEFAULT_IDS)}")

@@ -9,6 +9,8 @@ so a tiny folder served under the real id is what a download of the real one giv
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -306,3 +308,23 @@ def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 
         BUILDERS[role](out / role)
     (out / "tiny.json").write_text(json.dumps({"version": TINY_VERSION, "roles": sorted(roles or BUILDERS)}))
     return out
+
+
+def build_tiny_role(root: str | Path, role: str) -> Path:
+    """root/<role> built in a folder of its own and moved into place whole: a build that is
+    killed leaves no half folder that would look built, and processes building the same
+    role at once (two backends, parallel tests) each get a complete one."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{role}-", dir=root))
+    try:
+        build_tiny(scratch, [role])
+        try:
+            (scratch / role).rename(root / role)
+        except OSError:  # built meanwhile by another process
+            if not (root / role).is_dir():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return root / role
+
