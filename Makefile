@@ -44,14 +44,13 @@ demo-oracle: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m backend run demo/oracle/ring_job.json --out demo/oracle/out
 	@echo "demo-oracle: demo/oracle/out/result.glb, turntable.png, metrics.json"
 
-# Everything, slow tests included (what CI runs), in two processes: much of the suite waits
-# on subprocesses (Blender, servers, Ray workers); tests that start Ray clusters share one.
+# Everything, slow tests included (what CI runs).
 test: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadgroup tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 # The quick loop: skips tests marked slow.
 test-fast: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 
 doctor: $(STAMP)
 	$(PY) -m backend doctor

@@ -12,9 +12,6 @@ import pytest
 RESOURCE = "conjure_gpu"
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray not installed: make test installs requirements/cluster.txt")
-# Tests that start Ray clusters run one after another on one test worker (make test runs the
-# tests in two processes, pytest-xdist's loadgroup): clusters on one machine share its ports.
-ON_RAY = pytest.mark.xdist_group("ray")
 # Node death is noticed within about 1.5 s instead of Ray's default 15 s (tests stay short).
 FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_timeout_ms": 500,
                "health_check_failure_threshold": 3}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .farm_cluster import ON_RAY, needs_ray
+from .farm_cluster import needs_ray
 from .helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
@@ -176,7 +176,6 @@ def test_models_box_downloads_what_a_failed_job_needs_then_the_job_runs(extensio
 
 
 @needs_ray
-@ON_RAY
 def test_the_add_on_runs_a_generate_on_a_ray_farm_unchanged(extension, tmp_path):
     """serve --http --ray with one worker, busy with another artist's job and one more of
     theirs waiting: Blender's high-priority job shows its place and the farm's load, then

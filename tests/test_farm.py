@@ -17,10 +17,10 @@ import trimesh
 
 from backend.client import HttpBackend
 
-from .farm_cluster import ON_RAY, RESOURCE, local_cluster, needs_ray
+from .farm_cluster import RESOURCE, local_cluster, needs_ray
 from .helpers import ROOT, TINY, assert_clean_gltf, oracle_job
 
-pytestmark = [pytest.mark.slow, needs_ray, ON_RAY]
+pytestmark = [pytest.mark.slow, needs_ray]
 # Long enough in phase I to be killed mid-phase, checkpointed every 4 steps.
 LONG = {**TINY, "phase1.iterations": 40, "progress.checkpoint_every": 4}
 

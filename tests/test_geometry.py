@@ -196,3 +196,38 @@ def test_threshold_chosen_from_the_field_when_none_crosses():
     assert faces.shape[0] > 0
     assert choose_threshold(faint, 1.0, res=32) == (1.0, None)  # crosses: kept
     assert choose_threshold(lambda x: torch.ones(x.shape[0]), 10.0, res=8) == (10.0, None)  # constant: nothing helps
+
+
+def test_regularizers_equal_their_definitions_computed_pair_by_pair():
+    """The masked forms (no data-dependent sizes: no host sync on CUDA) against the
+    definitions written out with Python loops over edges, vertices and tet edges."""
+    import itertools
+    import math
+
+    verts, tets = tet_grid(6)
+    v, f = marching_tets(verts, tets, verts.norm(dim=-1) - 0.55)
+    v = v + torch.randn(v.shape, generator=torch.Generator().manual_seed(3)) * 0.02
+    n = torch.nn.functional.normalize(torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=-1), dim=-1)
+    by_edge: dict[tuple[int, int], list[int]] = {}
+    for i, face in enumerate(f.tolist()):
+        for a, b in ((face[0], face[1]), (face[1], face[2]), (face[2], face[0])):
+            by_edge.setdefault((min(a, b), max(a, b)), []).append(i)
+    pairs = [(x, y) for faces in by_edge.values() for x, y in itertools.combinations(faces, 2)]
+    want = sum(1 - float(n[x] @ n[y]) for x, y in pairs) / len(pairs)
+    assert math.isclose(float(normal_consistency(v, f)), want, rel_tol=1e-5)
+    neighbours: dict[int, list[int]] = {}
+    for face in f.tolist():
+        for a, b in ((face[0], face[1]), (face[1], face[2]), (face[2], face[0])):
+            neighbours.setdefault(a, []).append(b)
+            neighbours.setdefault(b, []).append(a)
+    want = sum(float(((v[i] - v[nb].mean(0)) ** 2).sum()) for i, nb in neighbours.items()) / len(neighbours)
+    assert math.isclose(float(laplacian_smoothness(v, f)), want, rel_tol=1e-5)
+    sdf = torch.randn(8, generator=torch.Generator().manual_seed(4))
+    edges = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6], [6, 7], [7, 0]])
+    terms = []
+    for a, b in edges.tolist():
+        sa, sb = float(sdf[a]), float(sdf[b])
+        if (sa > 0) != (sb > 0):
+            bce = lambda x, t: -(t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
+            terms.append(bce(sa, float(sb > 0)) + bce(sb, float(sa > 0)))
+    assert terms and math.isclose(float(sdf_sign_entropy(sdf, edges)), sum(terms) / len(terms), rel_tol=1e-5)

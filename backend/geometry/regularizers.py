@@ -8,47 +8,45 @@ import torch
 from .mesh import face_normals
 
 
-def _edge_face_pairs(faces: torch.Tensor) -> torch.Tensor:
-    """[P,2] pairs of faces that share an edge."""
-    f = faces.shape[0]
-    edges = torch.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), dim=-1).values
-    key = edges[:, 0] * (int(faces.max()) + 1 if f else 1) + edges[:, 1]
-    order = torch.argsort(key)
-    k = key[order]
-    same = k[1:] == k[:-1]
-    fid = torch.arange(f, device=faces.device).repeat_interleave(3)[order]
-    return torch.stack([fid[:-1][same], fid[1:][same]], dim=-1)
+# Each term masks instead of gathering a data-dependent subset: on CUDA such a subset's size
+# is a host sync, and the DMTet's mesh changes every step.
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of values where mask holds (0 where it never does)."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
 
 
 def normal_consistency(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Mean (1 - cos) between the normals of faces sharing an edge."""
-    pairs = _edge_face_pairs(faces)
-    if pairs.numel() == 0:
-        return verts.sum() * 0
+    """Mean (1 - cos) between the normals of faces sharing an edge: each face's three edges
+    sorted by a key, neighbours in that order that are the same edge make a pair."""
+    edges = torch.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).long(), dim=-1).values
+    key = edges[:, 0] * verts.shape[0] + edges[:, 1]
+    order = torch.argsort(key)
+    same = key[order][1:] == key[order][:-1]
+    fid = order // 3  # the face of each sorted edge
     n = face_normals(verts, faces)
-    return (1 - (n[pairs[:, 0]] * n[pairs[:, 1]]).sum(-1)).mean()
+    return _masked_mean(1 - (n[fid[:-1]] * n[fid[1:]]).sum(-1), same)
 
 
 def laplacian_smoothness(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance of each vertex to the mean of its neighbours (uniform weights)."""
+    """Mean squared distance of each vertex to the mean of its neighbours (uniform weights),
+    over the vertices some face uses."""
     e = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     e = torch.cat([e, e.flip(-1)])
     acc = torch.zeros_like(verts).index_add(0, e[:, 0], verts[e[:, 1]])
     deg = torch.zeros(verts.shape[0], device=verts.device).index_add(0, e[:, 0], torch.ones(e.shape[0], device=verts.device))
-    used = deg > 0
-    return ((verts - acc / deg.clamp(min=1)[:, None])[used] ** 2).sum(-1).mean()
+    return _masked_mean(((verts - acc / deg.clamp(min=1)[:, None]) ** 2).sum(-1), deg > 0)
 
 
 def sdf_sign_entropy(sdf: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy on tet edges whose ends change sign (DMTet / Magic3D): pushes the
-    SDF towards few, clean zero crossings and removes floaters."""
+    SDF towards few, clean zero crossings and removes floaters. Each of the two terms is a
+    mean over those edges."""
     a, b = sdf[edges[:, 0]], sdf[edges[:, 1]]
     diff = (a > 0) != (b > 0)
-    if not diff.any():
-        return sdf.sum() * 0
-    a, b = a[diff], b[diff]
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    return bce(a, (b > 0).float()) + bce(b, (a > 0).float())
+    per_edge = bce(a, (b > 0).float(), reduction="none") + bce(b, (a > 0).float(), reduction="none")
+    return _masked_mean(per_edge, diff)
 
 
 def orientation(weights: torch.Tensor, normals: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:

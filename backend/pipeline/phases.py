@@ -202,6 +202,9 @@ class GeometryPhase(Phase):
 
     def __init__(self, cfg: GeometryPhaseConfig, ctx: PhaseContext, terms: list[Term], surface: Surface) -> None:
         super().__init__(cfg, ctx, terms)
+        # The surface's mesh while a step runs: extracted once (marching tets), rendered by the
+        # batch, the fixed-camera terms and the anchors alike.
+        self._step_mesh: tuple[torch.Tensor, torch.Tensor] | None = None
         self._use(surface)
 
     def _use(self, surface: Surface) -> None:
@@ -215,9 +218,15 @@ class GeometryPhase(Phase):
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.surface.mesh()
 
+    def step(self, step: int) -> dict[str, float]:
+        try:
+            return super().step(step)
+        finally:
+            self._step_mesh = None  # the optimiser moved the surface
+
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         views = _views(self.cfg, self.generator, self.ctx.device)
-        verts, faces = self.mesh()
+        verts, faces = self._step_mesh = self.mesh()
         out = render_mesh(self.ctx.raster, verts, faces, views)
         losses = self.guidance_losses(Frame(out.image, out.alpha), views, step)
         w = self.weights
@@ -229,7 +238,7 @@ class GeometryPhase(Phase):
         return losses
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
-        out = render_mesh(self.ctx.raster, *self.mesh(), views)
+        out = render_mesh(self.ctx.raster, *(self._step_mesh or self.mesh()), views)
         return Frame(out.image, out.alpha, out.depth, out.normal)
 
     def load(self, state: dict) -> None:

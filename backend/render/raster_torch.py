@@ -9,10 +9,19 @@ differentiably on the edge position, which is where geometry gets its silhouette
 Conventions (see camera.py): pixel centres at integer + 0.5, row 0 at NDC y = +1.
 rast[..., 0:2] = (u, v) with point = u*v0 + v*v1 + (1-u-v)*v2 (nvdiffrast's order),
 rast[..., 2] = z/w, rast[..., 3] = triangle id + 1 (0 = background).
+
+Two evaluations of the same maths: "sparse" gathers the covered pixels (and the silhouette
+pairs) first, "dense" computes at every pixel and masks with torch.where. On CUDA a
+gathered set of data-dependent size is a host sync (the device must say how many there
+are), so CUDA (and the estimator's fake tensors, which stand for it) takes dense: one sync
+per rasterize (the count of candidate pixel-triangle pairs) and none elsewhere. The CPU has
+no sync to save and takes sparse, which does far less work at silhouettes. They agree to
+float rounding (tests/test_raster.py).
 """
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from ..geometry.mesh import uv_lookup
 
@@ -43,6 +52,22 @@ def _batched(pos: torch.Tensor) -> torch.Tensor:
     return pos[None] if pos.dim() == 2 else pos
 
 
+def _use_dense(t: torch.Tensor, dense: bool | None) -> bool:
+    return (t.device.type == "cuda" or is_fake(t)) if dense is None else dense
+
+
+# Where a dense evaluation has no triangle (a background pixel), the triangle it computes on:
+# any well-conditioned one, so that masked-out values and their (zero) gradients stay finite.
+_SAFE_TRIANGLE = ((-0.5, -0.5, 0.0, 1.0), (0.5, -0.5, 0.0, 1.0), (0.0, 0.5, 0.0, 1.0))
+
+
+def _pixels(b: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(batch, y, x) indices of every pixel, each [B*H*W] in row-major order."""
+    grid = torch.meshgrid(torch.arange(b, device=device), torch.arange(height, device=device),
+                          torch.arange(width, device=device), indexing="ij")
+    return tuple(t.reshape(-1) for t in grid)
+
+
 @torch.no_grad()
 def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Nearest triangle per pixel: [B,H,W] long, -1 where empty."""
@@ -63,67 +88,93 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int) -
     bh = (ymax - ymin + 1).clamp(min=0).long()
     count = torch.where(ok, bw * bh, torch.zeros_like(bw))
     n_faces = tri.shape[0]
-    zbuf = torch.full((b_count * height * width,), torch.iinfo(torch.int64).max,
+    # One slot past the image takes the pairs that fall outside their triangle.
+    zbuf = torch.full((b_count * height * width + 1,), torch.iinfo(torch.int64).max,
                       dtype=torch.int64, device=pos.device)
     cum = torch.cumsum(count, 0)
-    start = 0
-    while start < count.shape[0]:
-        base = int(cum[start - 1]) if start > 0 else 0
-        end = int(torch.searchsorted(cum, base + _MAX_PAIRS, right=True))
-        end = max(end, start + 1)
-        cnt = count[start:end]
-        total = int(cnt.sum())
-        if total:
-            fid = torch.repeat_interleave(torch.arange(start, end, device=pos.device), cnt)
-            first = torch.cumsum(cnt, 0) - cnt
-            local = torch.arange(total, device=pos.device) - torch.repeat_interleave(first, cnt)
-            px = xmin[fid] + (local % bw[fid])
-            py = ymin[fid] + torch.div(local, bw[fid], rounding_mode="floor")
-            bary = _edge_bary(px, py, tx[fid], ty[fid])
-            depth = (bary * tz[fid]).sum(-1)
-            inside = (bary >= 0).all(-1) & (depth >= -1) & (depth <= 1)
-            fid, px, py, depth = fid[inside], px[inside], py[inside], depth[inside]
-            batch = torch.div(fid, n_faces, rounding_mode="floor")
-            pix = (batch * height + py.long()) * width + px.long()
-            dq = ((depth + 1) * 0.5 * ((1 << _DEPTH_BITS) - 1)).long()
-            zbuf.scatter_reduce_(0, pix, (dq << 32) | (fid % n_faces), reduce="amin")
-        start = end
+    total = int(cum[-1]) if cum.numel() else 0  # the one host sync: how many candidate pairs
+    for k0 in range(0, total, _MAX_PAIRS):
+        k = torch.arange(k0, min(k0 + _MAX_PAIRS, total), device=pos.device)
+        fid = torch.searchsorted(cum, k, right=True)  # the triangle of pair k
+        local = k - (cum[fid] - count[fid])  # its index in that triangle's bounding box
+        px = xmin[fid] + (local % bw[fid])
+        py = ymin[fid] + torch.div(local, bw[fid], rounding_mode="floor")
+        bary = _edge_bary(px, py, tx[fid], ty[fid])
+        depth = (bary * tz[fid]).sum(-1)
+        inside = (bary >= 0).all(-1) & (depth >= -1) & (depth <= 1)
+        batch = torch.div(fid, n_faces, rounding_mode="floor")
+        pix = torch.where(inside, (batch * height + py.long()) * width + px.long(), zbuf.shape[0] - 1)
+        dq = ((depth.clamp(-1, 1) + 1) * 0.5 * ((1 << _DEPTH_BITS) - 1)).long()
+        zbuf.scatter_reduce_(0, pix, (dq << 32) | (fid % n_faces), reduce="amin")
+    zbuf = zbuf[:-1]
     empty = zbuf == torch.iinfo(torch.int64).max
     tri_id = torch.where(empty, torch.full_like(zbuf, -1), zbuf & 0xFFFFFFFF)
     return tri_id.reshape(b_count, height, width)
 
 
+def _corners(pos: torch.Tensor, tri: torch.Tensor, b_idx: torch.Tensor, face: torch.Tensor,
+             valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Clip-space corners [N,3,4] of the given faces; where `valid` is False (a dense
+    evaluation's background) the safe triangle instead (no gradient reaches pos there)."""
+    verts = pos[b_idx[:, None], tri[face.clamp(min=0)].long()]
+    if valid is None:
+        return verts
+    return torch.where(valid[:, None, None], verts, verts.new_tensor(_SAFE_TRIANGLE))
+
+
 def _pixel_bary(pos: torch.Tensor, tri: torch.Tensor, b_idx: torch.Tensor, face: torch.Tensor,
-                px: torch.Tensor, py: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+                px: torch.Tensor, py: torch.Tensor, height: int, width: int,
+                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable screen-space barycentrics [N,3] of pixel centres in given faces, and the
-    faces' clip w [N,3]."""
-    verts = pos[b_idx[:, None], tri[face].long()]  # [N,3,4]
+    faces' clip w [N,3] (valid: see _corners)."""
+    verts = _corners(pos, tri, b_idx, face, valid)
     x, y, _ = _screen(verts, height, width)
     return _edge_bary(px.to(x.dtype), py.to(x.dtype), x, y), verts[..., 3]
 
 
-def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
-    """pos: [B,V,4] or [V,4] clip coordinates; tri: [F,3] int -> rast [B,H,W,4]."""
+def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
+              dense: bool | None = None) -> torch.Tensor:
+    """pos: [B,V,4] or [V,4] clip coordinates; tri: [F,3] int -> rast [B,H,W,4].
+    dense: None to choose by device (the module's docstring)."""
     pos = _batched(pos)
     height, width = resolution
     tri_id = _visibility(pos.detach(), tri, height, width)
+    if _use_dense(pos, dense):
+        b_idx, py, px = _pixels(pos.shape[0], height, width, pos.device)
+        face = tri_id.reshape(-1)
+        covered = face >= 0
+        vals = _rast_values(pos, tri, b_idx, face, px, py, height, width, covered)
+        return torch.where(covered[:, None], vals, 0.0).reshape(pos.shape[0], height, width, 4)
     rast = pos.new_zeros(pos.shape[0], height, width, 4)
     b_idx, py, px = torch.nonzero(tri_id >= 0, as_tuple=True)
     if b_idx.numel() == 0:
         return rast
     face = tri_id[b_idx, py, px]
-    bary, w = _pixel_bary(pos, tri, b_idx, face, px, py, height, width)
+    return rast.index_put((b_idx, py, px), _rast_values(pos, tri, b_idx, face, px, py, height, width))
+
+
+def _rast_values(pos: torch.Tensor, tri: torch.Tensor, b_idx: torch.Tensor, face: torch.Tensor, px: torch.Tensor,
+                 py: torch.Tensor, height: int, width: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """rast's four channels [N,4] at the given pixels of the given faces."""
+    bary, w = _pixel_bary(pos, tri, b_idx, face, px, py, height, width, valid)
     persp = bary / w
     persp = persp / persp.sum(-1, keepdim=True)
-    zw = (bary * (pos[b_idx[:, None], tri[face].long()][..., 2] / w)).sum(-1)
-    vals = torch.stack([persp[:, 0], persp[:, 1], zw, (face + 1).to(pos.dtype)], dim=-1)
-    return rast.index_put((b_idx, py, px), vals)
+    zw = (bary * (_corners(pos, tri, b_idx, face, valid)[..., 2] / w)).sum(-1)
+    return torch.stack([persp[:, 0], persp[:, 1], zw, (face + 1).to(pos.dtype)], dim=-1)
 
 
-def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
     """attr: [B,V,C] or [V,C] per-vertex attributes -> [B,H,W,C], zero on background."""
     b_count, height, width = rast.shape[:3]
     tri_id = rast[..., 3].long() - 1
+    if _use_dense(rast, dense):
+        face = tri_id.reshape(-1, 1)
+        vid = tri[face[:, 0].clamp(min=0)].long()  # [N,3]
+        a = attr[vid] if attr.dim() == 2 else attr[_pixels(b_count, height, width, rast.device)[0][:, None], vid]
+        uv = rast.reshape(-1, 4)[:, :2]
+        w = torch.stack([uv[:, 0], uv[:, 1], 1 - uv[:, 0] - uv[:, 1]], dim=-1)
+        out = torch.where(face >= 0, (w[..., None] * a).sum(1), 0.0)
+        return out.reshape(b_count, height, width, attr.shape[-1])
     b_idx, py, px = torch.nonzero(tri_id >= 0, as_tuple=True)
     out = attr.new_zeros(b_count, height, width, attr.shape[-1])
     if b_idx.numel() == 0:
@@ -141,7 +192,7 @@ def texture(tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
-              depth_tolerance: float = 0.01) -> torch.Tensor:
+              depth_tolerance: float = 0.01, dense: bool | None = None) -> torch.Tensor:
     """Silhouette antialiasing. color: [B,H,W,C]; returns [B,H,W,C].
 
     For each pair of 4-neighbour pixels where the front surface (the occluder) ends, the
@@ -155,13 +206,19 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     tri_id = rast[..., 3].long() - 1
     zw = rast[..., 2]
     flat = color.reshape(-1, color.shape[-1])
+    dense = _use_dense(color, dense)
     deltas = []
     for dy, dx in ((0, 1), (1, 0)):
         a_id, b_id = tri_id[:, : height - dy, : width - dx], tri_id[:, dy:, dx:]
         cand = (a_id != b_id) & ((a_id >= 0) | (b_id >= 0))
-        bi, yi, xi = torch.nonzero(cand, as_tuple=True)
-        if bi.numel() == 0:
-            continue
+        if dense:  # every neighbour pair, the others masked (no data-dependent size)
+            bi, yi, xi = _pixels(cand.shape[0], cand.shape[1], cand.shape[2], color.device)
+            cand = cand.reshape(-1)
+        else:
+            bi, yi, xi = torch.nonzero(cand, as_tuple=True)
+            if bi.numel() == 0:
+                continue
+            cand = None
         ta, tb = a_id[bi, yi, xi], b_id[bi, yi, xi]
         za, zb = zw[bi, yi, xi], zw[bi, yi + dy, xi + dx]
         # Occluder: the only covered pixel, or the nearer one.
@@ -171,33 +228,44 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         ox = torch.where(first_occ, xi, xi + dx)
         qy = torch.where(first_occ, yi + dy, yi)
         qx = torch.where(first_occ, xi + dx, xi)
-        bary_o, w = _pixel_bary(pos, tri, bi, occ_face, ox, oy, height, width)
-        bary_q, _ = _pixel_bary(pos, tri, bi, occ_face, qx, qy, height, width)
+        bary_o, w = _pixel_bary(pos, tri, bi, occ_face, ox, oy, height, width, cand)
+        bary_q, _ = _pixel_bary(pos, tri, bi, occ_face, qx, qy, height, width, cand)
         k = bary_q.detach().argmin(-1, keepdim=True)
         bo, bq = bary_o.gather(-1, k)[:, 0], bary_q.gather(-1, k)[:, 0]
         # Keep true silhouettes: the far pixel is background, or lies well behind the
         # occluder's plane (clip w is view depth; 1/w is affine in screen space).
         q_face = tri_id[bi, qy, qx]
         w_plane = 1 / (bary_q.detach() / w.detach()).sum(-1)
-        q_inv_w = torch.zeros_like(w_plane)
         has_q = q_face >= 0
-        if has_q.any():
+        q_inv_w = torch.zeros_like(w_plane)
+        if dense:
+            bq_own, w_own = _pixel_bary(pos.detach(), tri, bi, q_face, qx, qy, height, width, has_q & cand)
+            q_inv_w = torch.where(has_q, (bq_own / w_own).sum(-1), q_inv_w)
+        elif has_q.any():
             bq_own, w_own = _pixel_bary(pos.detach(), tri, bi[has_q], q_face[has_q], qx[has_q], qy[has_q], height, width)
             q_inv_w[has_q] = (bq_own / w_own).sum(-1)
         q_w = torch.where(has_q, 1 / q_inv_w.clamp(min=1e-12), torch.full_like(w_plane, float("inf")))
         keep = (bq < 0) & (bo.detach() >= 0) & (q_w > w_plane * (1 + depth_tolerance))
-        if not keep.any():
+        if dense:
+            keep = keep & cand
+        elif not keep.any():
             continue
-        bo, bq = bo[keep], bq[keep]
-        alpha = bo / (bo - bq)  # in [0, 1], pixel units from the occluder's centre
-        o_pix = (bi[keep] * height + oy[keep]) * width + ox[keep]
-        q_pix = (bi[keep] * height + qy[keep]) * width + qx[keep]
+        else:
+            bi, oy, ox, qy, qx, bo, bq = (t[keep] for t in (bi, oy, ox, qy, qx, bo, bq))
+        # alpha in [0, 1], pixel units from the occluder's centre (1 where a dense pair is masked)
+        alpha = bo / torch.where(keep, bo - bq, 1.0) if dense else bo / (bo - bq)
+        o_pix = (bi * height + oy) * width + ox
+        q_pix = (bi * height + qy) * width + qx
         c_o, c_q = flat[o_pix], flat[q_pix]
         near = alpha < 0.5  # edge inside the occluder's pixel: it shows some background
-        frac_o = (0.5 - alpha).clamp(min=0)[:, None]
-        frac_q = (alpha - 0.5).clamp(min=0)[:, None]
-        deltas.append((o_pix[near], (frac_o * (c_q - c_o))[near]))
-        deltas.append((q_pix[~near], (frac_q * (c_o - c_q))[~near]))
+        to_o = (0.5 - alpha).clamp(min=0)[:, None] * (c_q - c_o)
+        to_q = (alpha - 0.5).clamp(min=0)[:, None] * (c_o - c_q)
+        if dense:
+            deltas.append((o_pix, torch.where((keep & near)[:, None], to_o, 0.0)))
+            deltas.append((q_pix, torch.where((keep & ~near)[:, None], to_q, 0.0)))
+        else:
+            deltas.append((o_pix[near], to_o[near]))
+            deltas.append((q_pix[~near], to_q[~near]))
     if not deltas:
         return color
     idx = torch.cat([d[0] for d in deltas])
