@@ -25,11 +25,24 @@ class Rasterizer(Protocol):
 
 
 class TorchRasterizer:
+    """dense: the evaluation raster_torch uses (None: by device, dense on CUDA; the
+    estimator, which stands for CUDA on the CPU, asks for dense)."""
+
     name = "torch"
-    rasterize = staticmethod(raster_torch.rasterize)
-    interpolate = staticmethod(raster_torch.interpolate)
+
+    def __init__(self, dense: bool | None = None) -> None:
+        self.dense = dense
+
+    def rasterize(self, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+        return raster_torch.rasterize(pos, tri, resolution, self.dense)
+
+    def interpolate(self, attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+        return raster_torch.interpolate(attr, rast, tri, self.dense)
+
     texture = staticmethod(raster_torch.texture)
-    antialias = staticmethod(raster_torch.antialias)
+
+    def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+        return raster_torch.antialias(color, rast, pos, tri, dense=self.dense)
 
 
 class NvdiffrastRasterizer:
