@@ -14,6 +14,7 @@ from typing import Iterator
 
 import torch
 
+from ..models import graphs
 from ..models.loaders import SDComponents
 from ..render.shading import Views
 
@@ -29,8 +30,11 @@ def vae_encode(vae, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (diffusers
     """Sampled latents [B,4,h,w] (unscaled) of images x [B,3,H,W] in [-1,1], one view at a
     time: with the encoder's block checkpointing on (ModelStore), backward then holds one
     view's block at a time instead of every view's whole encoder graph (13 GB for four
-    768² views)."""
-    return torch.cat([vae.encode(view).latent_dist.sample() for view in x.split(1)])
+    768² views). All views are one CUDA graph (models/graphs.py)."""
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([vae.encode(view).latent_dist.sample() for view in images.split(1)])
+
+    return graphs.call(vae, encode, (x,))
 
 
 def encode_prompt(sd: SDComponents, texts: list[str]) -> torch.Tensor:
@@ -77,25 +81,37 @@ class SDDenoiser:
         x = torch.cat([self.sd.vae.decode(view).sample for view in (z / self.scaling).to(self.dtype).split(1)])
         return ((x.float() + 1) / 2).clamp(0, 1)
 
-    def _eps(self, z_t: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, visual: list[bool]) -> torch.Tensor:
+    def _eps(self, z_t: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, visual: list[bool],
+             perturbed: bool = False) -> torch.Tensor:
         """z_t [N,C,h,w] made of len(visual) equal branches; visual[i]: the visual prompt is
-        on in branch i (zeros otherwise). embeds: [N,77,D] text states."""
-        extra = labels = None
-        b = z_t.shape[0] // len(visual)
+        on in branch i (zeros otherwise). embeds: [N,77,D] text states. perturbed: PAG's
+        identity self-attention on the last branch (see pag())."""
         unet = self.sd.unet
+        args = [z_t.to(self.dtype), t, embeds.to(self.dtype)]
+        b = z_t.shape[0] // len(visual)
+        ip_scale = None
+        if self.class_cond is not None:
+            labels = torch.cat([(self.class_cond if on else self.class_uncond).expand(b, -1) for on in visual])
+            args.append(labels.to(z_t.device, self.dtype))
         if getattr(unet, "encoder_hid_proj", None) is not None:
             # The UNet is shared: denoisers without a visual prompt run the adapter at scale 0
             # (exactly plain SD), so the scale is set on every call.
-            set_ip_scale(unet, self.ip_scale if self.visual is not None else 0.0)
+            ip_scale = self.ip_scale if self.visual is not None else 0.0
+            set_ip_scale(unet, ip_scale)
             v = self.visual if self.visual is not None else torch.zeros(1, _ip_embed_dim(unet), device=z_t.device)
             v = v.to(self.dtype)
             rows = [(v if on else torch.zeros_like(v)).expand(b, -1) for on in visual]
-            extra = {"image_embeds": [torch.cat(rows)[:, None, :]]}
-        if self.class_cond is not None:
-            labels = torch.cat([(self.class_cond if on else self.class_uncond).expand(b, -1) for on in visual])
-            labels = labels.to(z_t.device, self.dtype)
-        out = self.sd.unet(z_t.to(self.dtype), t, encoder_hidden_states=embeds.to(self.dtype),
-                           class_labels=labels, added_cond_kwargs=extra).sample.float()
+            args.append(torch.cat(rows)[:, None, :])
+        labelled = self.class_cond is not None
+
+        def eps(z: torch.Tensor, steps: torch.Tensor, states: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+            labels = more[0] if labelled else None
+            extra = {"image_embeds": [more[-1]]} if ip_scale is not None else None
+            return unet(z, steps, encoder_hidden_states=states, class_labels=labels, added_cond_kwargs=extra).sample
+
+        # A graph bakes in the adapter's scale and PAG's processors: both are in its key.
+        with pag(unet, self.pag_layers) if perturbed else nullcontext():
+            out = graphs.call(unet, eps, args, key=(ip_scale, perturbed and self.pag_layers)).float()
         if self.sd.prediction_type == "v_prediction":
             a = self.alphas_cumprod.to(z_t)[t].reshape(-1, 1, 1, 1)
             out = a.sqrt() * out + (1 - a).sqrt() * z_t
@@ -109,8 +125,7 @@ class SDDenoiser:
         b = z_t.shape[0]
         n = 3 if perturbed else 2
         embeds = torch.cat([self.uncond.expand(b, -1, -1)] + [self.cond.expand(b, -1, -1)] * (n - 1))
-        with pag(self.sd.unet, self.pag_layers) if perturbed else nullcontext():
-            eps = self._eps(z_t.repeat(n, 1, 1, 1), t.repeat(n), embeds, [False] + [True] * (n - 1))
+        eps = self._eps(z_t.repeat(n, 1, 1, 1), t.repeat(n), embeds, [False] + [True] * (n - 1), perturbed)
         return tuple(eps.chunk(n))
 
     def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from ..models import graphs
 from ..models.loaders import Zero123Components
 from ..render.camera import relative_pose
 from ..render.shading import Views
@@ -76,6 +77,8 @@ class Zero123Denoiser:
         ref = self.ref_latent.expand(b, -1, -1, -1)
         latents = torch.cat([torch.cat([z_t, torch.zeros_like(ref)], 1), torch.cat([z_t, ref], 1)])
         ctx_all = torch.cat([torch.zeros_like(ctx), ctx])
-        eps = self.c.unet(latents.to(self.dtype), torch.cat([t, t]), encoder_hidden_states=ctx_all).sample.float()
+        unet = self.c.unet
+        eps = graphs.call(unet, lambda z, steps, states: unet(z, steps, encoder_hidden_states=states).sample,
+                          (latents.to(self.dtype), torch.cat([t, t]), ctx_all)).float()
         eps_u, eps_c = eps[:b], eps[b:]
         return eps_u + self.guidance_scale * (eps_c - eps_u)

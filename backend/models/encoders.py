@@ -9,6 +9,7 @@ from typing import Callable
 
 import torch
 
+from . import graphs
 from .loaders import SDComponents, ip_adapter_weights
 from .roles import DEFAULT_IDS, REWARD_TOKENIZER
 from .store import ModelStore
@@ -38,7 +39,12 @@ def clip_image_encoder(store: ModelStore, role: str = "clip") -> tuple[Images, i
     """-> (images -> CLIP image embeddings [B,D], the input size S images are resized to)."""
     size = int(store.get(role).config.image_size)
     prep = pixels(store, size, CLIP_MEAN, CLIP_STD)
-    return (lambda images: store.get(role)(pixel_values=prep(images)).image_embeds.float()), size
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        model = store.get(role)
+        return graphs.call(model, lambda x: model(pixel_values=x).image_embeds, (prep(images),)).float()
+
+    return encode, size
 
 
 def ip_adapter(store: ModelStore, sd: SDComponents, role: str = "ip_adapter") -> Images:
@@ -58,7 +64,9 @@ def tiny_decoder(store: ModelStore, role: str = "taesd") -> Callable[[torch.Tens
     dtype = next(model.parameters()).dtype
 
     def decode(z: torch.Tensor) -> torch.Tensor:
-        x = store.get(role).decode(z.to(dtype) / model.config.scaling_factor).sample.float()
+        taesd = store.get(role)
+        x = graphs.call(taesd, lambda latents: taesd.decode(latents).sample,
+                        (z.to(dtype) / model.config.scaling_factor,)).float()
         return ((x + 1) / 2).clamp(0, 1)
 
     return decode

@@ -34,6 +34,7 @@ class ModelStore(Protocol):
     def read_model(self, role: str, cls: Any, where: str | None = None, sub: str | None = None,
                    **kw: Any) -> Any: ...
     def compile(self, modules: dict[str, torch.nn.Module]) -> None: ...
+    def graph(self, modules: dict[str, torch.nn.Module]) -> None: ...
 
 
 @dataclass
@@ -88,6 +89,7 @@ def load_sd(store: ModelStore, role: str) -> SDComponents:
         m.requires_grad_(False).eval().to(store.device)
     _checkpoint_blocks(vae)
     store.compile({f"{role}.unet": unet, f"{role}.vae.decoder": vae.decoder})
+    store.graph({f"{role}.unet": unet, f"{role}.vae.encoder": vae})
     return SDComponents(tokenizer, text_encoder, unet, vae, scheduler.alphas_cumprod.float().clone(),
                         scheduler.config.prediction_type, normalizer, noising)
 
@@ -110,6 +112,7 @@ def load_zero123(store: ModelStore, role: str) -> Zero123Components:
         m.requires_grad_(False).eval().to(store.device)
     _checkpoint_blocks(vae)
     store.compile({f"{role}.unet": unet})
+    store.graph({f"{role}.unet": unet, f"{role}.vae.encoder": vae})
     return Zero123Components(unet, vae, proj, scheduler.alphas_cumprod.float().clone(), store.device)
 
 
@@ -177,7 +180,9 @@ def _tower(base: str, sub: str, store: ModelStore, role: str) -> Any:
 def _clip(store: ModelStore, role: str) -> Any:
     from transformers import CLIPVisionModelWithProjection
 
-    return store.read_model(role, CLIPVisionModelWithProjection)
+    model = store.read_model(role, CLIPVisionModelWithProjection)
+    store.graph({role: model})
+    return model
 
 
 def _taesd(store: ModelStore, role: str) -> Any:
@@ -185,6 +190,7 @@ def _taesd(store: ModelStore, role: str) -> Any:
 
     model = store.read_model(role, AutoencoderTiny)
     store.compile({f"{role}.decoder": model.decoder})
+    store.graph({f"{role}.decoder": model})
     return model
 
 

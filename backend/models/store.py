@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import ModelNotAvailable
+from . import graphs
 from .loaders import LOADERS
 from .roles import DEFAULT_IDS, DEFAULT_SUBFOLDERS, HUB_SOURCES, conjure_cache, imagebind_dir, point_elsewhere
 
@@ -35,6 +36,7 @@ class StoreKey(NamedTuple):
     device: str
     downloads: bool
     compiled: bool
+    graphed: bool
 
 
 class ModelStore:
@@ -42,14 +44,17 @@ class ModelStore:
     def shared(cls, stores: dict[StoreKey, "ModelStore"], key: StoreKey) -> "ModelStore":
         """The store of `key` in a server's `stores`, made on first use."""
         if key not in stores:
-            stores[key] = cls(key.models, allow_download=key.downloads, device=key.device, compile_networks=key.compiled)
+            stores[key] = cls(key.models, allow_download=key.downloads, device=key.device, compile_networks=key.compiled,
+                              graph_networks=key.graphed)
         return stores[key]
 
     def __init__(self, source: str = "default", allow_download: bool = False,
-                 device: torch.device | str = "cpu", compile_networks: bool = False) -> None:
+                 device: torch.device | str = "cpu", compile_networks: bool = False, graph_networks: bool = False) -> None:
         """compile_networks: the UNets and decoders run through torch.compile when called
-        without gradient (models/compiled.py)."""
+        without gradient (models/compiled.py); graph_networks: the networks a step calls replay
+        CUDA graphs (models/graphs.py)."""
         self.source, self.allow_download, self.compile_networks = source, allow_download, compile_networks
+        self.graph_networks = graph_networks
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self._loaded: dict[str, Any] = {}
@@ -206,6 +211,13 @@ class ModelStore:
             for name, module in modules.items():
                 compile_for_inference(module, name)
 
+    def graph(self, modules: dict[str, torch.nn.Module]) -> None:
+        """With graph_networks: the modules' calls at the step's call sites replay CUDA graphs
+        (named here for the estimator's accounting)."""
+        if self.graph_networks:
+            for name, module in modules.items():
+                graphs.mark(module, name)
+
     def _ready(self, role: str) -> Any:
         """A loaded role, its modules moved back onto the device if they had been moved off."""
         for m in _modules(self._loaded[role]):
@@ -216,6 +228,7 @@ class ModelStore:
     def _place(self, module: torch.nn.Module, on_device: bool) -> None:
         """Move a loaded module onto or off the device (the estimator only keeps the books)."""
         module.to(self.device if on_device else "cpu")
+        graphs.forget(module)  # its graphs read the weights where they were
         (self._away.discard if on_device else self._away.add)(id(module))
 
     def park(self) -> None:

@@ -97,15 +97,15 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
     from ..pipeline.config import resolve
     from ..pipeline.job_conditioning import JobConditioning
     from ..pipeline.phases import PhaseContext
-    from ..pipeline.prepare import networks_compiled, resolve_device
+    from ..pipeline.prepare import networks_compiled, networks_graphed, resolve_device
     from ..render.raster import make_rasterizer
 
     dev = resolve_device(device)
     cfg = resolve(preset, overrides or {})
     torch.manual_seed(0)  # the same random networks in every bench process (compiled against eager)
-    compiled = networks_compiled(cfg, dev)
-    store = (RandomStore(dev, scratch, compile_networks=compiled) if size == "full" else
-             ModelStore(str(build_tiny(scratch / "tiny")), device=dev, compile_networks=compiled))
+    speed = dict(compile_networks=networks_compiled(cfg, dev), graph_networks=networks_graphed(cfg, dev))
+    store = (RandomStore(dev, scratch, **speed) if size == "full" else
+             ModelStore(str(build_tiny(scratch / "tiny")), device=dev, **speed))
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
     raster = make_rasterizer(cfg.render.rasterizer, dev)
     ctx = PhaseContext(raster, dev, 0, cfg.render.bound, cond.ref_view(), fused_grid=cfg.runtime.fused_grid)
@@ -114,7 +114,7 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
 
     def run(key: str, phase) -> None:  # noqa: ANN001
         t0 = time.perf_counter()
-        first = phase.step(0)  # warm-up: lazy loads, kernels, allocator, compiling (runtime.compile)
+        first = phase.step(0)  # warm-up: lazy loads, kernels, allocator, compiling, graph capture
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

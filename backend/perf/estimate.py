@@ -9,7 +9,9 @@ Every op passes through a Tracker, which counts what the GPU would hold:
 
     peak = weights on the device (what parking leaves there, per phase)
          + the phase's parameters, gradients and optimiser state
-         + the step's peak of live tensors, by the component that made them.
+         + the step's peak of live tensors, by the component that made them
+         + the CUDA graphs' private pools (models/graphs.py: what a graphed network's
+           calls allocate stays reserved for it; not in the live tensors).
 
 The time is an estimate: launches, FLOPs and bytes weighed by constants fitted to the last
 H100 measurements (perf/calibration.json); it says so in its output.
@@ -73,11 +75,12 @@ def measure_step(phase: Any, store: ModelStore, step: int = 1) -> dict:
     grads = _nbytes(p.grad for m in phase.modules().values() for p in m.parameters())
     opt_state = _nbytes(v for st in phase.optimizer.state.values() for v in st.values())
     resident = {"weights": store.resident_bytes(), "parameters": params, "gradients": grads,
-                "optimizer": opt_state}
+                "optimizer": opt_state, "CUDA graph pools": r["graph_pool_bytes"]}
     breakdown = {**resident, **{f"live: {k}": v for k, v in sorted(r["peak_by_label"].items(), key=lambda kv: -kv[1])}}
     return {"peak_gb": round((sum(resident.values()) + r["peak_bytes"]) / GB, 2),
             "breakdown_gb": {k: round(v / GB, 3) for k, v in breakdown.items()},
             "tflop": round(r["flops"] / 1e12, 2), "launches": r["launches"], "syncs": r["syncs"],
+            "graph_syncs": r["graph_syncs"], "graph_pools_gb": {k: round(v / GB, 3) for k, v in r["graph_pools"].items()},
             "gb_moved": round(r["bytes_moved"] / GB, 1),
             "launches_by_label": r["launches_by_label"],
             "tflop_by_label": {k: round(v / 1e12, 3) for k, v in r["flops_by_label"].items()},
@@ -101,12 +104,14 @@ def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> 
     cfg = resolve(preset, overrides or {})
     cpu = torch.device("cpu")
     fake = FakeTensorMode(allow_non_fake_inputs=True) if size == "full" else None
+    # The networks as CUDA would run them: graphed unless compiled (prepare.networks_graphed).
+    graphed = cfg.runtime.cuda_graphs and not cfg.runtime.compile
     if fake is not None:
-        store: ModelStore = RandomStore(cpu, scratch, fake)
+        store: ModelStore = RandomStore(cpu, scratch, fake, graph_networks=graphed)
     else:
         from ..models.tiny import build_tiny
 
-        store = ModelStore(str(build_tiny(scratch / "tiny")), device=cpu)
+        store = ModelStore(str(build_tiny(scratch / "tiny")), device=cpu, graph_networks=graphed)
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
     ctx = PhaseContext(TorchRasterizer(dense=True), cpu, 0, cfg.render.bound, cond.ref_view(), fused_grid=cfg.runtime.fused_grid)
     phases: dict[str, dict] = {}

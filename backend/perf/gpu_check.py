@@ -1,10 +1,12 @@
 """`python -m backend.perf.gpu_check --out DIR` (tools/gpu_check.sh): everything a session
 with a lent GPU should measure, in one run of about 8 minutes on one H100/H200.
 
-- bench (perf/bench.py, random weights at the papers' sizes) of draft and standard: eager
-  with the fused hash grid (the defaults), eager with the PyTorch grid, and standard compiled
-  (runtime.compile): per phase s/it, peak memory, warm-up (compile) time, host syncs a step;
-- the first step's losses compiled against eager (same seed, same random networks);
+- bench (perf/bench.py, random weights at the papers' sizes) of draft and standard: the
+  defaults (fused hash grid, networks replaying CUDA graphs), with the PyTorch grid, standard
+  without the graphs, and standard compiled (runtime.compile): per phase s/it, peak memory,
+  warm-up (capture / compile) time, host syncs a step;
+- the first step's losses compiled and without graphs against the defaults (same seed, same
+  random networks);
 - a torch.profiler summary of one step per phase of standard (top kernels, per component);
 - a smoke run of generate, stylize and edit through `python -m backend run` on the GPU;
 - the estimator's counts for the eager runs (on this machine's CPUs, beside the benches),
@@ -31,9 +33,11 @@ CONFIGS = {  # name -> (preset, overrides): what each bench run measures
     "draft-torchgrid": ("draft", {"runtime.fused_grid": False}),
     "standard": ("standard", {}),
     "standard-torchgrid": ("standard", {"runtime.fused_grid": False}),
+    "standard-nographs": ("standard", {"runtime.cuda_graphs": False}),
     "standard-compiled": ("standard", {"runtime.compile": True}),
 }
-EAGER = ("draft", "draft-torchgrid", "standard", "standard-torchgrid")  # what the estimator can count
+# What the estimator can count (everything but torch.compile's own kernels).
+EAGER = ("draft", "draft-torchgrid", "standard", "standard-torchgrid", "standard-nographs")
 
 
 def _python(args: list[str], timeout: int, env: dict | None = None) -> tuple[int, str, str]:
@@ -133,10 +137,10 @@ def _table(report: dict) -> str:
             lines.append(f"{name:20} {key:7} {p['s_per_it']:7.3f} {p['peak_mem_gb'] or 0:8.2f} {p['warmup_s']:10.1f} "
                          f"{p['syncs_per_it'] if p['syncs_per_it'] is not None else '-':>6}")
         lines.append(f"{name:20} {'total':7} {r['estimate_s']:7.0f} s for the preset's iterations")
-    diff = report.get("compiled_vs_eager")
-    if diff:
-        lines += ["", "compiled vs eager, first step's losses (max relative difference): "
-                  + ", ".join(f"{k} {v:.2e}" for k, v in diff.items())]
+    for name in ("compiled_vs_eager", "nographs_vs_graphs"):
+        if report.get(name):
+            lines += ["", f"{name.replace('_', ' ')}, first step's losses (max relative difference): "
+                      + ", ".join(f"{k} {v:.2e}" for k, v in report[name].items())]
     lines += ["", "smoke: " + ", ".join(f"{m} {'ok' if r['ok'] else 'FAILED'} ({r['wall_s']} s)"
                                        for m, r in report.get("smoke", {}).items())]
     return "\n".join(lines)
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: {name}: {report['bench'][name].get('error') or report['bench'][name]['estimate_s']}",
               flush=True)
     report["compiled_vs_eager"] = _loss_diff(report["bench"]["standard"], report["bench"]["standard-compiled"])
+    report["nographs_vs_graphs"] = _loss_diff(report["bench"]["standard"], report["bench"]["standard-nographs"])
     _bench("standard", {}, 150, profile=out / "profile")
     report["profile"] = _top_kernels(out / "profile")
     report["smoke"] = _smoke(out, 60)

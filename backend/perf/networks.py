@@ -41,8 +41,9 @@ class RandomStore(ModelStore):
     fake: build them as fake tensors in fp16 (as on CUDA) and only book-keep parking."""
 
     def __init__(self, device: torch.device | str, scratch: Path, fake: FakeTensorMode | None = None,
-                 compile_networks: bool = False) -> None:
-        super().__init__(str(build_tiny(scratch, ["imagebind"])), device=device, compile_networks=compile_networks)
+                 compile_networks: bool = False, graph_networks: bool = False) -> None:
+        super().__init__(str(build_tiny(scratch, ["imagebind"])), device=device, compile_networks=compile_networks,
+                         graph_networks=graph_networks)
         from ..models.tiny import tiny_imagebind
 
         tiny_imagebind(scratch / "imagebind", out_dim=1024)  # C_m in unCLIP's 1024-d embedding space

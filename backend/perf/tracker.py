@@ -11,6 +11,12 @@ through it (forward and backward), so it sees exactly what the GPU would allocat
 - host syncs: ops whose result the host must read back (scalars, data-dependent sizes),
   counted when launches came before them (reads back to back wait once);
 - FLOPs: matmuls, convolutions and attention by torch's own flop formulas;
+- CUDA graphs (models/graphs.py): a network call that would replay a graph counts the
+  launches of the replay (its input copies and the replay), not the kernels inside, whose
+  FLOPs and bytes still count. What a graphed call allocates lives in the graph's private
+  pool, which stays reserved: it is kept apart from the live tensors, one pool a network
+  (its backward shares its forward's), sized by the most of its allocations alive at once.
+  A host sync inside one is a capture that would fail, counted in `graph_syncs`;
 - bytes: tensor inputs + outputs of each launch (what a memory-bound kernel moves; the
   fused hash grid's gathers: the table rows they touch).
 
@@ -31,8 +37,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
+from ..models import graphs
+
 aten = torch.ops.aten
 OUTSIDE = "render+losses"  # allocations made outside any labelled network
+_GRAPH = "graph pool: "
 _NO_KERNEL = {aten.detach.default, aten.lift_fresh.default, aten._local_scalar_dense.default,
               aten.empty.memory_format, aten.empty_strided.default, aten.set_.source_Storage_storage_offset,
               aten._unsafe_view.default}
@@ -111,6 +120,11 @@ class Tracker(TorchDispatchMode):
         self._labels: dict[int, str] = {}
         self._stack: list[str] = []
         self._hooks: list = []
+        self._graph_depth = 0
+        self._graph_name = ""
+        self._graph_live: Counter = Counter()  # network -> bytes its graphs' calls allocated, alive
+        self.graph_pools: dict[str, int] = {}  # network -> its graphs' pool: the most of those at once
+        self.graph_syncs = 0
 
     # -- components ---------------------------------------------------------------------
     def label_modules(self, modules: dict[str, torch.nn.Module]) -> None:
@@ -139,13 +153,30 @@ class Tracker(TorchDispatchMode):
         # always_call: checkpoint recomputation stops early by raising inside forward.
         self._hooks = [register_module_forward_pre_hook(self._pre),
                        register_module_forward_hook(self._post, always_call=True)]
+        graphs.observe(self)
         return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        graphs.unobserve(self)
         super().__exit__(*exc)
+
+    # -- CUDA graphs (models/graphs.py's observer) ---------------------------------------
+    def graph_enter(self, name: str, launches: int) -> None:
+        self._graph_depth += 1
+        if self._graph_depth > 1:
+            return
+        backward = self.label == "backward"
+        label = "backward" if backward else name
+        self.launches += launches
+        self.launches_by_label[label] += launches
+        self._queued = True
+        self._graph_name = name
+
+    def graph_exit(self, name: str) -> None:
+        self._graph_depth -= 1
 
     # -- memory -------------------------------------------------------------------------
     def _track(self, t: torch.Tensor) -> None:
@@ -154,17 +185,26 @@ class Tracker(TorchDispatchMode):
         n = st.nbytes()
         if key in self._live or n == 0:
             return
+        weakref.finalize(st, self._free, key).atexit = False  # nothing to count once Python exits
+        if self._graph_depth:  # in the graph's private pool (a backward's too: it shares the forward's)
+            name = self._graph_name
+            self._live[key] = (n, _GRAPH + name)
+            self._graph_live[name] += n
+            self.graph_pools[name] = max(self.graph_pools.get(name, 0), self._graph_live[name])
+            return
         label = self.label
         self._live[key] = (n, label)
         self.by_label[label] += n
         self.current += n
-        weakref.finalize(st, self._free, key).atexit = False  # nothing to count once Python exits
         if self.current > self.peak:
             self.peak = self.current
             self.peak_by_label = {k: v for k, v in self.by_label.items() if v}
 
     def _free(self, key: int) -> None:
         n, label = self._live.pop(key, (0, OUTSIDE))
+        if label.startswith(_GRAPH):
+            self._graph_live[label[len(_GRAPH):]] -= n
+            return
         self.by_label[label] -= n
         self.current -= n
 
@@ -175,9 +215,12 @@ class Tracker(TorchDispatchMode):
         fake = next((t for t in inputs if isinstance(t, FakeTensor)), None)
         # A host sync waits for the work queued since the last one: reads with no launch in
         # between (x.tolist() reads element by element) wait for nothing new.
-        if host_sync(func, args) and self._queued:
-            self.syncs += 1
-            self._queued = False
+        if host_sync(func, args):
+            if self._graph_depth:
+                self.graph_syncs += 1
+            elif self._queued:
+                self.syncs += 1
+                self._queued = False
         out = NotImplemented
         if fake is not None:
             func, args, kwargs, out = _worst_case(func, args, kwargs, fake)
@@ -188,8 +231,9 @@ class Tracker(TorchDispatchMode):
         if launches_kernel(func):
             outputs = _tensors(out)
             self._queued = True
-            self.launches += 1
-            self.launches_by_label[self.label] += 1
+            if not self._graph_depth:
+                self.launches += 1
+                self.launches_by_label[self.label] += 1
             moved = launch_bytes(func, args, inputs, outputs)
             self.bytes_moved += moved
             self.bytes_by_label[self.label] += moved
@@ -206,7 +250,9 @@ class Tracker(TorchDispatchMode):
         return {"peak_bytes": self.peak, "peak_by_label": dict(self.peak_by_label), "flops": self.flops,
                 "launches": self.launches, "syncs": self.syncs, "bytes_moved": self.bytes_moved,
                 "launches_by_label": dict(self.launches_by_label), "flops_by_label": dict(self.flops_by_label),
-                "bytes_by_label": dict(self.bytes_by_label)}
+                "bytes_by_label": dict(self.bytes_by_label), "graph_syncs": self.graph_syncs,
+                "graph_pool_bytes": sum(self.graph_pools.values()),
+                "graph_pools": dict(self.graph_pools)}
 
 
 def _mask_indices(mask: torch.Tensor, fake: FakeTensor) -> list[torch.Tensor]:

@@ -36,6 +36,11 @@ def networks_compiled(cfg: Config, device: torch.device) -> bool:
     return cfg.runtime.compile and device.type == "cuda"
 
 
+def networks_graphed(cfg: Config, device: torch.device) -> bool:
+    """runtime.cuda_graphs: on CUDA, unless the networks are compiled."""
+    return cfg.runtime.cuda_graphs and device.type == "cuda" and not networks_compiled(cfg, device)
+
+
 @dataclass
 class RunContext:
     """A validated job (absolute input paths), its typed config and output folder, and what
@@ -76,7 +81,7 @@ def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
                   else normalized(mesh)[0]).to(device)
     else:
         key = StoreKey(job.get("models", "default"), str(device), bool(job.get("allow_downloads")),
-                       networks_compiled(cfg, device))
+                       networks_compiled(cfg, device), networks_graphed(cfg, device))
         store = ModelStore.shared({} if stores is None else stores, key)
         cond = JobConditioning(job, store, log, ctx.seed)
         store.check_available(job_roles(job, cfg))

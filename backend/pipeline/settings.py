@@ -34,10 +34,13 @@ class RenderConfig:
 @dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
     """compile: torch.compile the networks a step calls without gradient (CUDA only);
-    fused_grid: the hash grid's Triton kernels where they run (CUDA with Triton)."""
+    fused_grid: the hash grid's Triton kernels where they run (CUDA with Triton);
+    cuda_graphs: the networks a step calls replay CUDA graphs, forward and backward (CUDA
+    only, and not with compile, whose own graphs those are; models/graphs.py)."""
 
     compile: bool = False
     fused_grid: bool = True
+    cuda_graphs: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
