@@ -207,7 +207,8 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     zw = rast[..., 2]
     flat = color.reshape(-1, color.shape[-1])
     dense = _use_dense(color, dense)
-    deltas = []
+    # The horizontal and the vertical pairs in one batch (half the launches of one pass each).
+    found = []
     for dy, dx in ((0, 1), (1, 0)):
         a_id, b_id = tri_id[:, : height - dy, : width - dx], tri_id[:, dy:, dx:]
         cand = (a_id != b_id) & ((a_id >= 0) | (b_id >= 0))
@@ -216,58 +217,56 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
             cand = cand.reshape(-1)
         else:
             bi, yi, xi = torch.nonzero(cand, as_tuple=True)
-            if bi.numel() == 0:
-                continue
-            cand = None
-        ta, tb = a_id[bi, yi, xi], b_id[bi, yi, xi]
-        za, zb = zw[bi, yi, xi], zw[bi, yi + dy, xi + dx]
-        # Occluder: the only covered pixel, or the nearer one.
-        first_occ = (tb < 0) | ((ta >= 0) & (za <= zb))
-        occ_face = torch.where(first_occ, ta, tb)
-        oy = torch.where(first_occ, yi, yi + dy)
-        ox = torch.where(first_occ, xi, xi + dx)
-        qy = torch.where(first_occ, yi + dy, yi)
-        qx = torch.where(first_occ, xi + dx, xi)
-        bary_o, w = _pixel_bary(pos, tri, bi, occ_face, ox, oy, height, width, cand)
-        bary_q, _ = _pixel_bary(pos, tri, bi, occ_face, qx, qy, height, width, cand)
-        k = bary_q.detach().argmin(-1, keepdim=True)
-        bo, bq = bary_o.gather(-1, k)[:, 0], bary_q.gather(-1, k)[:, 0]
-        # Keep true silhouettes: the far pixel is background, or lies well behind the
-        # occluder's plane (clip w is view depth; 1/w is affine in screen space).
-        q_face = tri_id[bi, qy, qx]
-        w_plane = 1 / (bary_q.detach() / w.detach()).sum(-1)
-        has_q = q_face >= 0
-        q_inv_w = torch.zeros_like(w_plane)
-        if dense:
-            bq_own, w_own = _pixel_bary(pos.detach(), tri, bi, q_face, qx, qy, height, width, has_q & cand)
-            q_inv_w = torch.where(has_q, (bq_own / w_own).sum(-1), q_inv_w)
-        elif has_q.any():
-            bq_own, w_own = _pixel_bary(pos.detach(), tri, bi[has_q], q_face[has_q], qx[has_q], qy[has_q], height, width)
-            q_inv_w[has_q] = (bq_own / w_own).sum(-1)
-        q_w = torch.where(has_q, 1 / q_inv_w.clamp(min=1e-12), torch.full_like(w_plane, float("inf")))
-        keep = (bq < 0) & (bo.detach() >= 0) & (q_w > w_plane * (1 + depth_tolerance))
-        if dense:
-            keep = keep & cand
-        elif not keep.any():
-            continue
-        else:
-            bi, oy, ox, qy, qx, bo, bq = (t[keep] for t in (bi, oy, ox, qy, qx, bo, bq))
-        # alpha in [0, 1], pixel units from the occluder's centre (1 where a dense pair is masked)
-        alpha = bo / torch.where(keep, bo - bq, 1.0) if dense else bo / (bo - bq)
-        o_pix = (bi * height + oy) * width + ox
-        q_pix = (bi * height + qy) * width + qx
-        c_o, c_q = flat[o_pix], flat[q_pix]
-        near = alpha < 0.5  # edge inside the occluder's pixel: it shows some background
-        to_o = (0.5 - alpha).clamp(min=0)[:, None] * (c_q - c_o)
-        to_q = (alpha - 0.5).clamp(min=0)[:, None] * (c_o - c_q)
-        if dense:
-            deltas.append((o_pix, torch.where((keep & near)[:, None], to_o, 0.0)))
-            deltas.append((q_pix, torch.where((keep & ~near)[:, None], to_q, 0.0)))
-        else:
-            deltas.append((o_pix[near], to_o[near]))
-            deltas.append((q_pix[~near], to_q[~near]))
-    if not deltas:
+            cand = torch.ones_like(bi, dtype=torch.bool)
+        found.append((bi, yi, xi, cand, torch.full_like(bi, dy)))
+    n_h = found[0][0].shape[0]
+    bi, yi, xi, cand, dy = (torch.cat(parts) for parts in zip(*found))
+    if bi.numel() == 0:
         return color
-    idx = torch.cat([d[0] for d in deltas])
-    val = torch.cat([d[1] for d in deltas])
+    dx = 1 - dy
+    ta, tb = tri_id[bi, yi, xi], tri_id[bi, yi + dy, xi + dx]
+    za, zb = zw[bi, yi, xi], zw[bi, yi + dy, xi + dx]
+    # Occluder: the only covered pixel, or the nearer one.
+    first_occ = (tb < 0) | ((ta >= 0) & (za <= zb))
+    occ_face = torch.where(first_occ, ta, tb)
+    oy = torch.where(first_occ, yi, yi + dy)
+    ox = torch.where(first_occ, xi, xi + dx)
+    qy = torch.where(first_occ, yi + dy, yi)
+    qx = torch.where(first_occ, xi + dx, xi)
+    mask = cand if dense else None
+    bary_o, w = _pixel_bary(pos, tri, bi, occ_face, ox, oy, height, width, mask)
+    bary_q, _ = _pixel_bary(pos, tri, bi, occ_face, qx, qy, height, width, mask)
+    k = bary_q.detach().argmin(-1, keepdim=True)
+    bo, bq = bary_o.gather(-1, k)[:, 0], bary_q.gather(-1, k)[:, 0]
+    # Keep true silhouettes: the far pixel is background, or lies well behind the
+    # occluder's plane (clip w is view depth; 1/w is affine in screen space).
+    q_face = tri_id[bi, qy, qx]
+    w_plane = 1 / (bary_q.detach() / w.detach()).sum(-1)
+    has_q = q_face >= 0
+    q_inv_w = torch.zeros_like(w_plane)
+    if dense:
+        bq_own, w_own = _pixel_bary(pos.detach(), tri, bi, q_face, qx, qy, height, width, has_q & cand)
+        q_inv_w = torch.where(has_q, (bq_own / w_own).sum(-1), q_inv_w)
+    elif has_q.any():
+        bq_own, w_own = _pixel_bary(pos.detach(), tri, bi[has_q], q_face[has_q], qx[has_q], qy[has_q], height, width)
+        q_inv_w[has_q] = (bq_own / w_own).sum(-1)
+    q_w = torch.where(has_q, 1 / q_inv_w.clamp(min=1e-12), torch.full_like(w_plane, float("inf")))
+    keep = (bq < 0) & (bo.detach() >= 0) & (q_w > w_plane * (1 + depth_tolerance)) & cand
+    # alpha in [0, 1], pixel units from the occluder's centre (1 where a pair is masked)
+    alpha = bo / torch.where(keep, bo - bq, 1.0)
+    o_pix = (bi * height + oy) * width + ox
+    q_pix = (bi * height + qy) * width + qx
+    c_o, c_q = flat[o_pix], flat[q_pix]
+    near = alpha < 0.5  # edge inside the occluder's pixel: it shows some background
+    to_o = torch.where((keep & near)[:, None], (0.5 - alpha).clamp(min=0)[:, None] * (c_q - c_o), 0.0)
+    to_q = torch.where((keep & ~near)[:, None], (alpha - 0.5).clamp(min=0)[:, None] * (c_o - c_q), 0.0)
+    if not dense:  # only the pairs that move colour (the CPU's sparse form)
+        moves_o, moves_q = keep & near, keep & ~near
+        h = torch.arange(bi.shape[0], device=bi.device) < n_h
+        idx = torch.cat([o_pix[moves_o & h], q_pix[moves_q & h], o_pix[moves_o & ~h], q_pix[moves_q & ~h]])
+        val = torch.cat([to_o[moves_o & h], to_q[moves_q & h], to_o[moves_o & ~h], to_q[moves_q & ~h]])
+        return flat.index_add(0, idx, val).reshape(color.shape)
+    # Added in the order of one pass a direction: a pixel's sum rounds the same either way.
+    idx = torch.cat([o_pix[:n_h], q_pix[:n_h], o_pix[n_h:], q_pix[n_h:]])
+    val = torch.cat([to_o[:n_h], to_q[:n_h], to_o[n_h:], to_q[n_h:]])
     return flat.index_add(0, idx, val).reshape(color.shape)
