@@ -165,3 +165,22 @@ def test_moved_weights_are_captured_anew_and_unmarked_networks_run_as_they_are(c
         assert rec.captures == 2
         other = _net()
         assert torch.equal(graphs.call(other, other, (x,)), other(x)) and rec.captures == 2
+
+
+def test_calls_in_eager_blocks_and_during_a_backward_are_not_captured(captured):
+    """A checkpointed call recomputes its forward inside the backward: neither that nor the
+    first call (in graphs.eager(), as the MS loss makes it) captures anything."""
+    from torch.utils.checkpoint import checkpoint
+
+    net, rec = captured
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    with graphs.eager():
+        y = checkpoint(lambda a: graphs.call(net, net, (a,)), x, use_reentrant=False)
+    y.sum().backward()
+    assert rec.captures == 0 and torch.equal(x.grad, torch.autograd.grad(net(x).sum(), x)[0])
+    in_backward = []
+    z = x.detach().requires_grad_(True)
+    w = z * 1
+    w.register_hook(lambda g: in_backward.append(graphs.call(net, net, (z.detach(),))) or g)
+    w.sum().backward()
+    assert rec.captures == 0 and len(in_backward) == 1

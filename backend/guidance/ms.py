@@ -21,6 +21,7 @@ from ..render.camera import Cameras
 from ..render.shading import Frame, Views
 from ..schema import Span, setting
 from .base import Guidance, LossConfig, PhaseSettings, register_loss
+from ..models import graphs
 from ..models.encoders import clip_image_encoder
 
 # images [B,3,S,S] in [0,1] at the encoder's input size -> embeddings [B,D]
@@ -119,7 +120,11 @@ class MSLoss:
                 weights.append(c.omega_l * w_i)
         # One encoder call for all augmentations.
         batch = torch.cat(batches)
-        emb = checkpoint(self.encoder, batch, use_reentrant=False) if c.recompute else self.encoder(batch)
+        if c.recompute:  # eagerly: a graph's pool would keep the activations anyway
+            with graphs.eager():
+                emb = checkpoint(self.encoder, batch, use_reentrant=False)
+        else:
+            emb = self.encoder(batch)
         emb = torch.nn.functional.normalize(emb.float(), dim=-1)
         per = (1 - emb @ self.target.to(emb).T)[:, 0].reshape(len(batches), -1).mean(1)  # E[1 - S] per batch
         return {"ms": sum(w * p for w, p in zip(weights, per))}

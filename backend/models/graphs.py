@@ -13,7 +13,9 @@ read at capture). On CUDA:
   call runs eagerly;
 - without gradient: one torch.cuda.CUDAGraph; inputs copied into its static inputs, the
   outputs cloned out.
-A capture that fails warns once and leaves that signature eager. Graphs hold the addresses
+A capture that fails warns once and leaves that signature eager. Calls inside `eager()` (a
+checkpointed call: its recomputation would replay or capture inside a backward) and calls
+during a backward run eagerly. Graphs hold the addresses
 of the weights they read: moving a network (the store's parking) forgets its graphs, and
 each graph keeps a private memory pool, freed when it is forgotten.
 
@@ -26,8 +28,9 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Protocol, Sequence
+from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -42,6 +45,7 @@ class Observer(Protocol):
 
 
 _observers: list[Observer] = []
+_eager = 0  # depth of eager() blocks
 _marked: "weakref.WeakKeyDictionary[torch.nn.Module, _Network]" = weakref.WeakKeyDictionary()
 
 
@@ -69,6 +73,17 @@ def forget(module: torch.nn.Module) -> None:
         net.graphs.clear()
 
 
+@contextmanager
+def eager() -> Iterator[None]:
+    """Calls in this block run as they are (not captured, not counted as graphs)."""
+    global _eager
+    _eager += 1
+    try:
+        yield
+    finally:
+        _eager -= 1
+
+
 def observe(observer: Observer) -> None:
     _observers.append(observer)
 
@@ -81,7 +96,7 @@ def call(module: torch.nn.Module, fn: Callable[..., Outputs], args: Sequence[tor
          key: Hashable = ()) -> Outputs:
     """fn(*args), through a CUDA graph when the module is marked and args are on CUDA."""
     net = _marked.get(module)
-    if net is None:
+    if net is None or _eager or torch._C._current_graph_task_id() != -1:
         return fn(*args)
     if _observers:
         return _stand_in(net.name, fn, tuple(args))
