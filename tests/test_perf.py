@@ -310,3 +310,17 @@ def test_adam_on_the_gpu_or_the_estimators_fake_tensors_steps_without_a_host_syn
         opt.step()
     assert tr.syncs == 0
     assert not make_optimizer("adam", [torch.nn.Parameter(torch.zeros(3))], 0.01).defaults["fused"]  # CPU: default
+
+
+def test_a_read_of_a_cpu_generators_draw_is_host_work_not_a_sync():
+    """The shading mode and CDS's timestep gap are drawn by CPU generators: reading them
+    waits for no GPU work on a GPU machine either. A read of computed values does."""
+    g = torch.Generator().manual_seed(0)
+    tr = Tracker()
+    with tr:
+        x = torch.ones(10) * 2                                            # queued work
+        gap = int(torch.randint(0, 5, (1,), generator=g))                 # host: not a sync
+        mode = int(torch.multinomial(torch.tensor([0.3, 0.7]), 1, generator=g))
+        assert tr.syncs == 0
+        assert float(x.sum()) == 20.0                                     # waits for x: a sync
+    assert tr.syncs == 1 and 0 <= gap < 5 and mode in (0, 1)

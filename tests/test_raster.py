@@ -141,3 +141,36 @@ def test_dense_and_sparse_evaluations_agree_with_their_gradients():
         assert torch.allclose(sparse, dense, atol=1e-6), (sparse - dense).abs().max()
     for sparse, dense in zip(grads[False], grads[True]):
         assert torch.isfinite(dense).all() and torch.allclose(sparse, dense, atol=1e-5), (sparse - dense).abs().max()
+
+
+def test_a_material_on_every_pixel_masked_gives_the_gathered_render_and_gradients():
+    """On CUDA the material runs on every pixel with the background masked (no count of
+    covered pixels for the host to read); the CPU gathers the covered ones: the same image,
+    roughness / metallic and material gradients."""
+    from backend.render.camera import orbit_cameras
+    from backend.render.raster import TorchRasterizer
+    from backend.render.shading import fixed_views
+
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(2, 0.5)
+    verts, faces = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
+    views = fixed_views(orbit_cameras(torch.tensor([10.0, -25.0]), torch.tensor([0.0, 130.0]), 2.0, 45.0, 40), "lambertian")
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5), torch.nn.Sigmoid())
+    uv = torch.rand(len(verts), 1)
+
+    def material(x: torch.Tensor, extra: dict) -> torch.Tensor:
+        return mlp(torch.cat([x, extra["uv"]], -1))
+
+    out, grads = {}, {}
+    for dense in (False, True):
+        mlp.zero_grad()
+        r = render_mesh(TorchRasterizer(dense=dense), verts, faces, views, material, {"uv": uv})
+        (r.image.sum() + r.surface.sum()).backward()
+        out[dense], grads[dense] = (r.image, r.albedo, r.surface), [p.grad.clone() for p in mlp.parameters()]
+    assert (out[False][2] > 0).float().mean() > 0.2  # the sphere covers the views
+    for sparse, dense in zip(out[False], out[True]):
+        assert torch.allclose(sparse, dense, atol=1e-6), (sparse - dense).abs().max()
+    for sparse, dense in zip(grads[False], grads[True]):
+        assert torch.allclose(sparse, dense, rtol=1e-5, atol=1e-6), (sparse - dense).abs().max()

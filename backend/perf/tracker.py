@@ -9,7 +9,9 @@ through it (forward and backward), so it sees exactly what the GPU would allocat
   the step are not counted here (the estimator adds them).
 - launches: ops that are not views (one kernel each, roughly; eager PyTorch on CUDA);
 - host syncs: ops whose result the host must read back (scalars, data-dependent sizes),
-  counted when launches came before them (reads back to back wait once);
+  counted when launches came before them (reads back to back wait once); a read of what
+  a CPU generator drew (a shading mode, a timestep gap) is host work on a GPU machine too
+  and is not counted (the estimator runs everything on the CPU, so it is told apart here);
 - FLOPs: matmuls, convolutions and attention by torch's own flop formulas;
 - CUDA graphs (models/graphs.py): a network call that would replay a graph counts the
   launches of the replay (its input copies and the replay), not the kernels inside, whose
@@ -125,6 +127,7 @@ class Tracker(TorchDispatchMode):
         self._graph_live: Counter = Counter()  # network -> bytes its graphs' calls allocated, alive
         self.graph_pools: dict[str, int] = {}  # network -> its graphs' pool: the most of those at once
         self.graph_syncs = 0
+        self._drawn: weakref.WeakSet = weakref.WeakSet()  # storages a CPU generator wrote
 
     # -- components ---------------------------------------------------------------------
     def label_modules(self, modules: dict[str, torch.nn.Module]) -> None:
@@ -215,7 +218,7 @@ class Tracker(TorchDispatchMode):
         fake = next((t for t in inputs if isinstance(t, FakeTensor)), None)
         # A host sync waits for the work queued since the last one: reads with no launch in
         # between (x.tolist() reads element by element) wait for nothing new.
-        if host_sync(func, args):
+        if host_sync(func, args) and not self._host_read(func, args):
             if self._graph_depth:
                 self.graph_syncs += 1
             elif self._queued:
@@ -228,6 +231,10 @@ class Tracker(TorchDispatchMode):
                 return out
         if out is NotImplemented:
             out = func(*args, **kwargs)
+        generator = kwargs.get("generator")
+        if isinstance(generator, torch.Generator) and generator.device.type == "cpu":
+            for t in _tensors(out):
+                self._drawn.add(t.untyped_storage())
         if launches_kernel(func):
             outputs = _tensors(out)
             self._queued = True
@@ -245,6 +252,11 @@ class Tracker(TorchDispatchMode):
             for t in outputs:
                 self._track(t)
         return out
+
+    def _host_read(self, func, args: tuple) -> bool:  # noqa: ANN001
+        """A scalar read of a CPU generator's draw (never on the GPU, whatever the device)."""
+        return (func is aten._local_scalar_dense.default and isinstance(args[0], torch.Tensor)
+                and not isinstance(args[0], FakeTensor) and args[0].untyped_storage() in self._drawn)
 
     def report(self) -> dict:
         return {"peak_bytes": self.peak, "peak_by_label": dict(self.peak_by_label), "flops": self.flops,

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..geometry.mesh import vertex_normals
-from .raster import Rasterizer
+from .raster import Rasterizer, evaluates_densely
 from .shading import Views, composite, shade
 
 # A material maps visible surface points [N,3] and their interpolated extra attributes
@@ -63,7 +63,13 @@ def render_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, vi
         c += width
     albedo, surface = torch.full_like(xyz, 0.5), None
     sel = mask[..., 0] > 0
-    if material is not None and sel.any():
+    if material is not None and evaluates_densely(raster, xyz):  # every pixel, background masked
+        values = material(xyz.reshape(-1, 3), {n: m.reshape(-1, m.shape[-1]) for n, m in extra_maps.items()})
+        values = values.reshape(*xyz.shape[:-1], values.shape[-1])
+        albedo = torch.where(sel[..., None], values[..., :3], albedo)
+        if values.shape[-1] == 5:
+            surface = torch.where(sel[..., None], values[..., 3:], 0.0)
+    elif material is not None and sel.any():
         where = torch.nonzero(sel, as_tuple=True)
         values = material(xyz[sel], {n: m[sel] for n, m in extra_maps.items()})
         albedo = albedo.index_put(where, values[:, :3])

@@ -24,6 +24,13 @@ class Rasterizer(Protocol):
     def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor: ...
 
 
+def evaluates_densely(raster: Rasterizer, t: torch.Tensor) -> bool:
+    """Whether per-pixel work after rasterizing (a material) runs on every pixel with masks,
+    as on CUDA (and the estimator, which stands for CUDA), rather than on the covered pixels
+    gathered, whose count the host would have to read."""
+    return raster_torch._use_dense(t, getattr(raster, "dense", None))
+
+
 class TorchRasterizer:
     """dense: the evaluation raster_torch uses (None: by device, dense on CUDA; the
     estimator, which stands for CUDA on the CPU, asks for dense)."""
