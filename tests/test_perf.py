@@ -324,3 +324,14 @@ def test_a_read_of_a_cpu_generators_draw_is_host_work_not_a_sync():
         assert tr.syncs == 0
         assert float(x.sum()) == 20.0                                     # waits for x: a sync
     assert tr.syncs == 1 and 0 <= gap < 5 and mode in (0, 1)
+
+
+def test_tolist_of_a_cpu_tensor_is_a_read_too():
+    """Tensor.tolist reads a CPU tensor without dispatching an op; the tracker sees it
+    (marching tets reads its three sizes that way, the step its losses)."""
+    tr = Tracker()
+    with tr:
+        x = torch.arange(4.0) * 2
+        assert x.tolist() == [0.0, 2.0, 4.0, 6.0]
+        assert x.tolist() == [0.0, 2.0, 4.0, 6.0]  # nothing queued since: no new wait
+    assert tr.syncs == 1 and torch.Tensor.tolist is not None and x.tolist() == [0.0, 2.0, 4.0, 6.0]

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..schema import setting
 from .cleanup import cleanup
-from .tets import marching_tets, tet_grid
+from .tets import marching_tets, tet_edges, tet_grid
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +74,7 @@ class DMTet(nn.Module):
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> mesh verts [M,3], faces [K,3]."""
-        return marching_tets(self.vertices(), self.tets, self.values())
+        return marching_tets(self.vertices(), self.tets, self.values(), self.edges())
 
     @torch.no_grad()
     def set_sdf(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -84,14 +84,9 @@ class DMTet(nn.Module):
             lattice.zero_()
 
     def edges(self) -> torch.Tensor:
-        """[E,2] unique tet-grid edges (for the sign-change entropy regulariser)."""
-        if not hasattr(self, "_edges"):
-            from .tets import TET_EDGES
-
-            e = torch.sort(self.tets[:, torch.tensor(TET_EDGES, device=self.tets.device)].reshape(-1, 2), dim=-1).values
-            n = int(self.tets.max()) + 1  # scalar keys: a 1-D unique is far cheaper than rows
-            key = torch.unique(e[:, 0].long() * n + e[:, 1].long())
-            self._edges = torch.stack([key // n, key % n], dim=-1).to(self.tets.dtype)
+        """[E,2] unique tet-grid edges (marching tets, the sign-change entropy regulariser)."""
+        if not hasattr(self, "_edges") or self._edges.device != self.tets.device:
+            self._edges = tet_edges(self.tets, self.grid_verts.shape[0])
         return self._edges
 
     @staticmethod

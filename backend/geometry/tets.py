@@ -78,36 +78,52 @@ def _case_table() -> np.ndarray:
 CASE_TABLE = torch.from_numpy(_case_table())
 
 
-def marching_tets(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+# Triangles a case emits (0, 1 or 2): the face count is known before the faces are made.
+TRIS_PER_CASE = (CASE_TABLE.reshape(16, 2, 3)[..., 0] >= 0).sum(-1)
+
+
+def tet_edges(tets: torch.Tensor, n_verts: int) -> torch.Tensor:
+    """The grid's edges, each once: [E,2] vertex ids (low, high), ordered by
+    low * n_verts + high. Fixed for a grid: made once, outside the steps."""
+    pairs = torch.sort(tets[:, torch.tensor(TET_EDGES, device=tets.device)].reshape(-1, 2), dim=-1).values
+    keys = torch.unique(pairs[:, 0].long() * n_verts + pairs[:, 1].long())  # 1-D: far cheaper than rows
+    return torch.stack([keys // n_verts, keys % n_verts], dim=-1).to(tets.dtype)
+
+
+def marching_tets(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor,
+                  edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """verts [N,3], tets [T,4], sdf [N] (negative inside) -> mesh verts [M,3], faces [K,3].
+    edges: the grid's tet_edges (made here when not given).
 
     Surface vertices are linear SDF-zero crossings on tet edges, so gradients flow to both
-    vertex positions and SDF values."""
+    vertex positions and SDF values. The host reads the sizes once (surface tets, crossing
+    edges, faces: one transfer); every selection after it has a known size."""
     device = verts.device
+    n = int(verts.shape[0])
+    edges = tet_edges(tets, n) if edges is None else edges
     with torch.no_grad():
         inside = sdf < 0
         occ = inside[tets]
-        count = occ.sum(-1)
-        valid = (count > 0) & (count < 4)
-        tv = tets[valid]
-        edges = tv[:, torch.tensor(TET_EDGES, device=device)]  # [Tv,6,2]
-        edges = torch.sort(edges, dim=-1).values.reshape(-1, 2)
-        # Unique edges through a scalar key: unique over rows (dim=0) is ~10x slower.
-        n = int(verts.shape[0])
-        keys, inv = torch.unique(edges[:, 0] * n + edges[:, 1], return_inverse=True)
-        uniq = torch.stack([keys // n, keys % n], -1)
-        cross = inside[uniq[:, 0]] != inside[uniq[:, 1]]
-        new_id = torch.full((uniq.shape[0],), -1, dtype=torch.long, device=device)
-        new_id[cross] = torch.arange(int(cross.sum()), device=device)
-        tet_edge_vid = new_id[inv].reshape(-1, 6)
-        case = (occ[valid].long() * torch.tensor([1, 2, 4, 8], device=device)).sum(-1)
-        local = CASE_TABLE.to(device)[case]  # [Tv,6]
-        local_tris = local.reshape(-1, 2, 3)
-        tri_ok = local_tris[..., 0] >= 0
-        gathered = torch.gather(tet_edge_vid, 1, local.clamp(min=0)).reshape(-1, 2, 3)
-        faces = gathered[tri_ok]
-    ce = uniq[cross]
-    s0, s1 = sdf[ce[:, 0]], sdf[ce[:, 1]]
+        case = (occ.long() * torch.tensor([1, 2, 4, 8], device=device)).sum(-1)
+        valid = (case > 0) & (case < 15)
+        cross = inside[edges[:, 0]] != inside[edges[:, 1]]
+        n_valid, n_cross, n_faces = torch.stack([valid.sum(), cross.sum(),
+                                                 TRIS_PER_CASE.to(device)[case].sum()]).tolist()
+        if n_faces == 0:
+            return verts.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long, device=device)
+        surface = torch.nonzero_static(valid, size=n_valid)[:, 0]
+        crossing = torch.nonzero_static(cross, size=n_cross)[:, 0]
+        ends = edges[crossing].long().T  # [2,M] in key order: mesh vertex i is crossing edge i
+        keys = ends[0] * n + ends[1]
+        tv = tets[surface]
+        pairs = torch.sort(tv[:, torch.tensor(TET_EDGES, device=device)], dim=-1).values  # [Tv,6,2]
+        # Each surface tet's edges as mesh vertices: their place among the crossing keys.
+        tet_edge_vid = torch.searchsorted(keys, pairs[..., 0] * n + pairs[..., 1])  # [Tv,6]
+        local = CASE_TABLE.to(device)[case[surface]]  # [Tv,6]
+        tri_ok = local.reshape(-1, 2, 3)[..., 0] >= 0
+        gathered = torch.gather(tet_edge_vid, 1, local.clamp(min=0)).reshape(-1, 3)
+        faces = gathered[torch.nonzero_static(tri_ok.reshape(-1), size=n_faces)[:, 0]]
+    s0, s1 = sdf[ends[0]], sdf[ends[1]]
     t = (s0 / (s0 - s1))[:, None]
-    mesh_verts = verts[ce[:, 0]] + (verts[ce[:, 1]] - verts[ce[:, 0]]) * t
+    mesh_verts = verts[ends[0]] + (verts[ends[1]] - verts[ends[0]]) * t
     return mesh_verts, faces

@@ -12,6 +12,8 @@ through it (forward and backward), so it sees exactly what the GPU would allocat
   counted when launches came before them (reads back to back wait once); a read of what
   a CPU generator drew (a shading mode, a timestep gap) is host work on a GPU machine too
   and is not counted (the estimator runs everything on the CPU, so it is told apart here);
+  a read that sizes a render's first use in a phase (render/sizes.py) happens once a phase,
+  not a step, and is counted apart in `syncs_once`; `sync_sites` names where each was;
 - FLOPs: matmuls, convolutions and attention by torch's own flop formulas;
 - CUDA graphs (models/graphs.py): a network call that would replay a graph counts the
   launches of the replay (its input copies and the replay), not the kernels inside, whose
@@ -31,6 +33,7 @@ full, every ray hits the box).
 """
 from __future__ import annotations
 
+import traceback
 import weakref
 from collections import Counter
 import torch
@@ -40,6 +43,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
 from ..models import graphs
+from ..render import sizes
 
 aten = torch.ops.aten
 OUTSIDE = "render+losses"  # allocations made outside any labelled network
@@ -99,6 +103,15 @@ def launch_bytes(func, args: tuple, inputs: list[torch.Tensor], outputs: list[to
     return moved
 
 
+def _call_site() -> str:
+    """The innermost backend frame outside the perf package: where a sync was asked for."""
+    for frame in reversed(traceback.extract_stack()):
+        path = frame.filename.replace("\\", "/")
+        if "/backend/" in path and "/backend/perf/" not in path:
+            return f"{path.split('/backend/', 1)[1]}:{frame.lineno}"
+    return "?"
+
+
 def _tensors(tree: object) -> list[torch.Tensor]:
     return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
 
@@ -127,6 +140,8 @@ class Tracker(TorchDispatchMode):
         self._graph_live: Counter = Counter()  # network -> bytes its graphs' calls allocated, alive
         self.graph_pools: dict[str, int] = {}  # network -> its graphs' pool: the most of those at once
         self.graph_syncs = 0
+        self.syncs_once = 0
+        self.sync_sites: Counter = Counter()  # "file:line op" -> host syncs counted there
         self._drawn: weakref.WeakSet = weakref.WeakSet()  # storages a CPU generator wrote
 
     # -- components ---------------------------------------------------------------------
@@ -157,6 +172,16 @@ class Tracker(TorchDispatchMode):
         self._hooks = [register_module_forward_pre_hook(self._pre),
                        register_module_forward_hook(self._post, always_call=True)]
         graphs.observe(self)
+        # Tensor.tolist reads a CPU tensor without dispatching an op: seen here instead.
+        self._tolist = torch.Tensor.tolist
+        tracker, tolist = self, self._tolist
+
+        def counted_tolist(t: torch.Tensor) -> object:
+            if not isinstance(t, FakeTensor):  # a fake one dispatches its reads itself
+                tracker._read(aten._local_scalar_dense.default, (t,))
+            return tolist(t)
+
+        torch.Tensor.tolist = counted_tolist
         return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
@@ -164,6 +189,7 @@ class Tracker(TorchDispatchMode):
             h.remove()
         self._hooks = []
         graphs.unobserve(self)
+        torch.Tensor.tolist = self._tolist
         super().__exit__(*exc)
 
     # -- CUDA graphs (models/graphs.py's observer) ---------------------------------------
@@ -218,12 +244,8 @@ class Tracker(TorchDispatchMode):
         fake = next((t for t in inputs if isinstance(t, FakeTensor)), None)
         # A host sync waits for the work queued since the last one: reads with no launch in
         # between (x.tolist() reads element by element) wait for nothing new.
-        if host_sync(func, args) and not self._host_read(func, args):
-            if self._graph_depth:
-                self.graph_syncs += 1
-            elif self._queued:
-                self.syncs += 1
-                self._queued = False
+        if host_sync(func, args):
+            self._read(func, args)
         out = NotImplemented
         if fake is not None:
             func, args, kwargs, out = _worst_case(func, args, kwargs, fake)
@@ -253,6 +275,19 @@ class Tracker(TorchDispatchMode):
                 self._track(t)
         return out
 
+    def _read(self, func, args: tuple) -> None:  # noqa: ANN001
+        """The host reads device data (func: the op that reads)."""
+        if self._host_read(func, args):
+            return
+        if self._graph_depth:
+            self.graph_syncs += 1
+        elif sizes.first_read():
+            self.syncs_once += 1
+        elif self._queued:
+            self.syncs += 1
+            self._queued = False
+            self.sync_sites[f"{_call_site()} {func._schema.name}"] += 1
+
     def _host_read(self, func, args: tuple) -> bool:  # noqa: ANN001
         """A scalar read of a CPU generator's draw (never on the GPU, whatever the device)."""
         return (func is aten._local_scalar_dense.default and isinstance(args[0], torch.Tensor)
@@ -263,6 +298,7 @@ class Tracker(TorchDispatchMode):
                 "launches": self.launches, "syncs": self.syncs, "bytes_moved": self.bytes_moved,
                 "launches_by_label": dict(self.launches_by_label), "flops_by_label": dict(self.flops_by_label),
                 "bytes_by_label": dict(self.bytes_by_label), "graph_syncs": self.graph_syncs,
+                "syncs_once": self.syncs_once, "sync_sites": dict(self.sync_sites),
                 "graph_pool_bytes": sum(self.graph_pools.values()),
                 "graph_pools": dict(self.graph_pools)}
 

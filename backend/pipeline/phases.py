@@ -20,6 +20,7 @@ from ..render.camera import orbit_cameras
 from ..render.mesh_renderer import render_mesh
 from ..render.raster import Rasterizer
 from ..render.shading import Frame, Views, fixed_views, sample_views
+from ..render.sizes import StepSizes, sizing
 from ..render.volume import render_volume
 from .guidance_terms import Term
 from .optim import make_optimizer
@@ -65,6 +66,7 @@ class Phase:
         self.cfg, self.ctx, self.terms = cfg, ctx, terms
         self.iterations = cfg.iterations
         self.generator = torch.Generator().manual_seed(ctx.seed * 10 + self.seed_offset)
+        self.sizes = StepSizes()  # the renders' data-dependent sizes, without a read a step
         self.weights = {k: c.weight for k, c in cfg.losses.items()}
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -117,13 +119,19 @@ class Phase:
         return self.render(views.to(self.ctx.device))[0][0]
 
     def step(self, step: int) -> dict[str, float]:
-        losses = self.losses(step)
-        if not losses:
-            raise PipelineError(f"{self.name} phase has no active loss",
-                                "give at least one loss a weight > 0 in the preset or overrides")
+        draws = self._draw_state()
+        with sizing(self.sizes):
+            losses = self.losses(step)
+        # One transfer for every loss value and every count the renders met (each float()
+        # would wait for the device again; render/sizes.py).
+        values = self._read(losses, self.sizes.pending())
+        if not self.sizes.settle(values[len(losses):]):  # a render outgrew its room: again,
+            del losses  # with the same draws, its counts read where met (exact; rare)
+            self._set_draw_state(draws)
+            losses = self.losses(step)
+            values = self._read(losses, [])
+        values = dict(zip(losses, values))
         total = sum(losses.values())
-        # One transfer for every loss value (each float() would wait for the device again).
-        values = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if bad:  # before backward: the parameters stay as the last step left them
             raise PipelineError(f"{self.name} phase, step {step + 1}: the loss {', '.join(bad)} is not finite",
@@ -133,6 +141,24 @@ class Phase:
         total.backward()
         self.optimizer.step()
         return values
+
+    def _read(self, losses: dict[str, torch.Tensor], counts: list[torch.Tensor]) -> list[float]:
+        if not losses:
+            raise PipelineError(f"{self.name} phase has no active loss",
+                                "give at least one loss a weight > 0 in the preset or overrides")
+        parts = [v.detach().reshape(()).double() for v in losses.values()] + [c.double() for c in counts]
+        return torch.stack(parts).tolist()  # float64: counts past 2^24 stay exact
+
+    def _draw_state(self) -> list[torch.Tensor]:
+        """The phase's and its guidance terms' random streams (CPU generators)."""
+        return [g.get_state() for g in self._generators()]
+
+    def _set_draw_state(self, states: list[torch.Tensor]) -> None:
+        for g, s in zip(self._generators(), states):
+            g.set_state(s)
+
+    def _generators(self) -> list[torch.Generator]:
+        return [self.generator] + [t.guidance.generator for t in self.terms if t.guidance.generator is not None]
 
     def state(self) -> dict:
         """Parameters, optimiser and every random stream (the phase's cameras, each guidance

@@ -24,6 +24,7 @@ import torch
 from torch._subclasses.fake_tensor import is_fake
 
 from ..geometry.mesh import uv_lookup
+from .sizes import active
 
 _MAX_PAIRS = 1 << 23  # candidate (pixel, triangle) pairs per chunk: bounds peak memory
 _DEPTH_BITS = 31
@@ -69,8 +70,9 @@ def _pixels(b: int, height: int, width: int, device: torch.device) -> tuple[torc
 
 
 @torch.no_grad()
-def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Nearest triangle per pixel: [B,H,W] long, -1 where empty."""
+def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, dense: bool = False) -> torch.Tensor:
+    """Nearest triangle per pixel: [B,H,W] long, -1 where empty. dense: inside a step the
+    candidate pairs run at a capacity (render/sizes.py), the ones past the count masked."""
     b_count, n_verts = pos.shape[:2]
     x, y, z = _screen(pos.float(), height, width)
     w = pos[..., 3]
@@ -92,16 +94,21 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int) -
     zbuf = torch.full((b_count * height * width + 1,), torch.iinfo(torch.int64).max,
                       dtype=torch.int64, device=pos.device)
     cum = torch.cumsum(count, 0)
-    total = int(cum[-1]) if cum.numel() else 0  # the one host sync: how many candidate pairs
-    for k0 in range(0, total, _MAX_PAIRS):
-        k = torch.arange(k0, min(k0 + _MAX_PAIRS, total), device=pos.device)
-        fid = torch.searchsorted(cum, k, right=True)  # the triangle of pair k
+    sizes = active() if dense and cum.numel() else None
+    if sizes is not None:
+        size = sizes.room("raster", cum[-1], None)
+    else:  # the one host sync: how many candidate pairs
+        size = int(cum[-1]) if cum.numel() else 0
+    for k0 in range(0, size, _MAX_PAIRS):
+        k = torch.arange(k0, min(k0 + _MAX_PAIRS, size), device=pos.device)
+        # the triangle of pair k (past the count: the last one, its pairs masked below)
+        fid = torch.searchsorted(cum, k, right=True).clamp(max=cum.shape[0] - 1)
         local = k - (cum[fid] - count[fid])  # its index in that triangle's bounding box
         px = xmin[fid] + (local % bw[fid])
         py = ymin[fid] + torch.div(local, bw[fid], rounding_mode="floor")
         bary = _edge_bary(px, py, tx[fid], ty[fid])
         depth = (bary * tz[fid]).sum(-1)
-        inside = (bary >= 0).all(-1) & (depth >= -1) & (depth <= 1)
+        inside = (bary >= 0).all(-1) & (depth >= -1) & (depth <= 1) & (k < cum[-1])
         batch = torch.div(fid, n_faces, rounding_mode="floor")
         pix = torch.where(inside, (batch * height + py.long()) * width + px.long(), zbuf.shape[0] - 1)
         dq = ((depth.clamp(-1, 1) + 1) * 0.5 * ((1 << _DEPTH_BITS) - 1)).long()
@@ -138,8 +145,9 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
     dense: None to choose by device (the module's docstring)."""
     pos = _batched(pos)
     height, width = resolution
-    tri_id = _visibility(pos.detach(), tri, height, width)
-    if _use_dense(pos, dense):
+    dense = _use_dense(pos, dense)
+    tri_id = _visibility(pos.detach(), tri, height, width, dense)
+    if dense:
         b_idx, py, px = _pixels(pos.shape[0], height, width, pos.device)
         face = tri_id.reshape(-1)
         covered = face >= 0

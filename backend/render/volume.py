@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from ..geometry.fields import NeRFField
 from .camera import camera_rays
 from .shading import Views, composite, shade
+from .sizes import active, compact
 
 
 @dataclass
@@ -64,7 +66,9 @@ def query_field(field: NeRFField, pts: torch.Tensor, need_gradient: bool
 
 
 def render_volume(field: NeRFField, views: Views, samples: int, generator: torch.Generator | None = None,
-                  bound: float = 1.0, need_normals: bool = False) -> VolumeRender:
+                  bound: float = 1.0, need_normals: bool = False, dense: bool | None = None) -> VolumeRender:
+    """dense: size the field query without reading the live count inside a step
+    (render/sizes.py); None: so on CUDA (and the estimator's fake fields)."""
     cams = views.cams
     need_normals = need_normals or views.shading != "albedo"
     device = next(field.parameters()).device
@@ -80,18 +84,23 @@ def render_volume(field: NeRFField, views: Views, samples: int, generator: torch
     delta = (far - near)[:, None] / samples * hit[:, None]
     pts = (origins[:, None] + dirs[:, None] * t_vals[..., None]).reshape(-1, 3)
     # Only samples on hit rays in occupied cells query the field; the rest are empty space.
-    # Their indices are found once (the one host sync of a render: the count sizes the query).
-    live = torch.nonzero(field.occupied(pts) & hit.repeat_interleave(samples)).squeeze(1)
+    occupied, n = field.occupied(pts) & hit.repeat_interleave(samples), pts.shape[0]
+    sizes = active()
+    if dense is None:
+        dense = occupied.is_cuda or is_fake(occupied)
+    if sizes is not None and dense:  # no count read (render/sizes.py)
+        live, _ = compact(occupied, sizes.room("volume", occupied.sum(), n))
+        pts = torch.cat([pts, pts.new_zeros(1, 3)])  # the spare row the unused slots read and write
+    else:  # the count read here sizes the query (the CPU has no device to wait for)
+        live = torch.nonzero(occupied).squeeze(1)
     live_pts = pts.index_select(0, live)
-    density = pts.new_zeros(pts.shape[0])
-    albedo = pts.new_zeros(pts.shape[0], 3)
     d_live, a_live, g_live = query_field(field, live_pts, need_normals)
     sample_normals = None
     if need_normals:
         sample_normals = pts.new_zeros(pts.shape[0], 3).index_put(
-            (live,), torch.nn.functional.normalize(-g_live, dim=-1, eps=1e-8)).reshape(-1, samples, 3)
-    density = density.index_put((live,), d_live).reshape(-1, samples)
-    albedo = albedo.index_put((live,), a_live)
+            (live,), torch.nn.functional.normalize(-g_live, dim=-1, eps=1e-8))[:n].reshape(-1, samples, 3)
+    density = pts.new_zeros(pts.shape[0]).index_put((live,), d_live)[:n].reshape(-1, samples)
+    albedo = pts.new_zeros(pts.shape[0], 3).index_put((live,), a_live)[:n]
     alpha = 1 - torch.exp(-density * delta)
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-10], dim=-1), dim=-1)[:, :-1]
     weights = alpha * trans  # [R,S]
