@@ -99,3 +99,21 @@ def test_a_step_whose_count_outgrew_its_capacity_runs_again_with_the_same_draws(
     for pa, pb in zip(a.texture.parameters(), b.texture.parameters()):
         assert torch.equal(pa, pb)
     assert b.sizes.capacity == a.sizes.capacity  # both follow the step's counts
+
+
+def test_pairs_past_the_count_on_a_last_triangle_with_an_empty_box_are_masked():
+    """At a capacity the spare pairs take the last triangle; when that one covers no pixel
+    (left of the view here: an empty box) they must still be masked, not divided by its width."""
+    from backend.render import raster_torch as rt
+
+    pos = torch.tensor([[[-0.5, -0.5, 0.0, 1.0], [0.5, -0.5, 0.0, 1.0], [0.0, 0.5, 0.0, 1.0],
+                         [-3.0, 0.0, 0.0, 1.0], [-2.9, 0.0, 0.0, 1.0], [-3.0, 0.1, 0.0, 1.0]]])
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+    exact = rt.rasterize(pos, tri, (16, 16), dense=True)
+    steps = sizes.StepSizes()
+    with sizes.sizing(steps):
+        rt.rasterize(pos, tri, (16, 16), dense=True)
+    assert steps.settle([float(c) for c in steps.pending()])
+    with sizes.sizing(steps):  # now at a capacity past the count
+        at_capacity = rt.rasterize(pos, tri, (16, 16), dense=True)
+    assert steps.capacity["raster#0"] > float(steps.pending()[0]) and torch.equal(at_capacity, exact)

@@ -104,8 +104,9 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, d
         # the triangle of pair k (past the count: the last one, its pairs masked below)
         fid = torch.searchsorted(cum, k, right=True).clamp(max=cum.shape[0] - 1)
         local = k - (cum[fid] - count[fid])  # its index in that triangle's bounding box
-        px = xmin[fid] + (local % bw[fid])
-        py = ymin[fid] + torch.div(local, bw[fid], rounding_mode="floor")
+        width_f = bw[fid].clamp(min=1)  # a pair past the count may land on an empty box
+        px = xmin[fid] + (local % width_f)
+        py = ymin[fid] + torch.div(local, width_f, rounding_mode="floor")
         bary = _edge_bary(px, py, tx[fid], ty[fid])
         depth = (bary * tz[fid]).sum(-1)
         inside = (bary >= 0).all(-1) & (depth >= -1) & (depth <= 1) & (k < cum[-1])
