@@ -7,9 +7,14 @@ from pathlib import Path
 from backend.eval.targets import write_target
 
 ROOT = Path(__file__).resolve().parents[1]
+# Previews only at each phase's end (the runner always makes that one): a phase-I preview
+# renders the NeRF at 128² on the CPU (a second and a half), and no test looks at the others.
+ONE_PREVIEW = {"progress.preview_every": 1_000_000}
+# A job's mechanics in seconds (resume, cancel, faults, the farm): small renders, few steps
+# (quality is the oracle end-to-end tests' concern).
 TINY = {"phase1.iterations": 12, "phase2.density_threshold": 5.0, "phase2.iterations": 10, "phase3.iterations": 10,
-        "phase2.tet_res": 24, "progress.checkpoint_every": 4, "progress.preview_every": 4,
-        "export.texture_size": 128}
+        "phase1.resolution": 32, "phase1.samples": 16, "phase2.resolution": 64, "phase3.resolution": 64,
+        "phase2.tet_res": 24, "progress.checkpoint_every": 4, **ONE_PREVIEW, "export.texture_size": 128}
 
 
 def oracle_job(folder: Path, **extra) -> dict:

@@ -9,7 +9,7 @@ import trimesh
 from backend.geometry.mesh import load_mesh
 from backend.server.jobs import run_job
 
-from .helpers import assert_clean_gltf
+from .helpers import ONE_PREVIEW, assert_clean_gltf
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def _colored(mesh: trimesh.Trimesh, rgb) -> trimesh.Trimesh:  # noqa: ANN001
 
 def _run(tmp_path: Path, mode: str, overrides: dict) -> tuple[dict, list[dict]]:
     job = {"version": 1, "mode": mode, "mesh": "input.glb", "guidance": "oracle",
-           "oracle": {"target_mesh": "target.glb"}, "overrides": overrides}
+           "oracle": {"target_mesh": "target.glb"}, "overrides": {**ONE_PREVIEW, **overrides}}
     if mode == "edit":
         job["prompt"] = {"text": "taller and bent"}
     events: list[dict] = []

@@ -8,13 +8,13 @@ import pytest
 from backend.eval.targets import write_target
 from backend.server.jobs import run_job
 
-from .helpers import assert_clean_gltf
+from .helpers import ONE_PREVIEW, assert_clean_gltf
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ring", "table", "blocks"])
 def test_oracle_reconstruction(tmp_path: Path, name: str):
-    job_path = write_target(name, tmp_path)
+    job_path = write_target(name, tmp_path, overrides=ONE_PREVIEW)
     out = tmp_path / "out"
     result = run_job(json.loads(job_path.read_text()), tmp_path, out)
     assert result is not None, (out / "events.jsonl").read_text()[-2000:]
