@@ -156,3 +156,57 @@ def test_park_moves_models_off_the_device_and_back(store):
 def test_downloads_only_when_allowed():
     assert ModelStore("default")._kwargs("some/hub-id")["local_files_only"] is True
     assert ModelStore("default", allow_download=True)._kwargs("some/hub-id")["local_files_only"] is False
+
+
+def _gathered_geometry_terms(t: SGCTargets, cams, frame: Frame) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition as a loop over views, gathering each view's covered pixels (what the
+    masked form replaced; the host read each view's count)."""
+    x = frame.image.permute(0, 3, 1, 2)
+    both = (t.mask > 0.5) & (frame.opacity[..., 0] > 0.5) & (frame.depth[..., 0] > 0)
+    n_cam = world_to_camera_dirs(frame.normal, cams.c2w)
+    depth_terms, normal_terms = [], []
+    for v in range(x.shape[0]):
+        m = both[v]
+        if m.sum() < 16:
+            continue
+        a, b = t.disparity[v][m], 1.0 / frame.depth[v, ..., 0][m]
+        a, b = a - a.mean(), b - b.mean()
+        depth_terms.append(-(a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-8))
+        normal_terms.append(-torch.nn.functional.cosine_similarity(n_cam[v][m], t.normal[v][m], dim=-1).mean())
+    zero = x.sum() * 0
+    return (torch.stack(depth_terms).mean() if depth_terms else zero,
+            torch.stack(normal_terms).mean() if normal_terms else zero)
+
+
+@pytest.mark.parametrize("covered_views", [4, 2, 0])
+def test_masked_geometry_terms_equal_the_gathered_definition_with_gradients(covered_views):
+    """Masks instead of gathers (no host read of each view's count): values and gradients
+    as the per-view loop gives them, a view covering fewer than 16 pixels left out."""
+    t, depth = _targets()
+    cams = _cams()
+    g = torch.Generator().manual_seed(3)
+    opacity = t.mask.clone()
+    opacity[covered_views:, :, :] = 0  # views past covered_views see nothing
+    opacity[:, 5:7, 5:7] = 0
+    grads = []
+    values = []
+    for fn in ("masked", "gathered"):
+        d = (depth * (1 + 0.1 * torch.rand(depth.shape, generator=torch.Generator().manual_seed(4)))).requires_grad_(True)
+        n = torch.nn.functional.normalize(torch.randn(4, 16, 16, 3, generator=g), dim=-1).requires_grad_(True)
+        g.manual_seed(3)
+        frame = Frame(t.image, opacity[..., None], (d * t.mask)[..., None], n)
+        if fn == "masked":
+            out = SGC(t, cams, None, None, _cfg(depth=1.0, normal=1.0))(frame, None, 0, 1)
+            dep, nor = out["depth"], out["normal"]
+        else:
+            dep, nor = _gathered_geometry_terms(t, cams, frame)
+        total = dep + 0.5 * nor
+        if total.requires_grad:  # the loop's zero for no usable view has no graph
+            total.backward()
+        values.append((dep.detach(), nor.detach()))
+        grads.append(tuple(torch.zeros_like(p) if p.grad is None else p.grad for p in (d, n)))
+    assert torch.allclose(values[0][0], values[1][0], atol=1e-6) and torch.allclose(values[0][1], values[1][1], atol=1e-6)
+    for a, b in zip(*grads):
+        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-7, rtol=1e-5)
+    if covered_views == 0:
+        assert values[0] == (0.0, 0.0)

@@ -45,8 +45,7 @@ class DMTetSurface:
         return self
 
     def prepare(self, weights: dict[str, float]) -> None:
-        if weights.get("sdf_entropy", 0) > 0:
-            self.dmtet.edges()  # built once here, not as a transient inside the first step
+        self.dmtet.edges()  # marching tets' (and the sign entropy's): built here, not inside a step
 
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
         verts, faces = self.dmtet()

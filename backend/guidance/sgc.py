@@ -93,10 +93,14 @@ class SGCTargets:
         return SGCTargets(images, masks, disp, normal)
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of two 1-D tensors."""
-    a, b = a - a.mean(), b - b.mean()
-    return (a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-8)
+def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pearson correlation of a and b [..., N] along the last axis, over the elements where
+    mask is True (all without one): masked, not gathered, so the host never reads how many."""
+    w = torch.ones_like(a) if mask is None else mask.to(a.dtype)
+    n = w.sum(-1, keepdim=True).clamp(min=1)
+    a = (a - (a * w).sum(-1, keepdim=True) / n) * w
+    b = (b - (b * w).sum(-1, keepdim=True) / n) * w
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp(min=1e-8)
 
 
 def grid2x2(images: torch.Tensor) -> torch.Tensor:
@@ -130,20 +134,20 @@ class SGC:
             f = self.dino(x)
             out["semantic"] = self.w["semantic"] * ((f - self._target_features.to(f)) ** 2).sum(-1).mean()
         if self.needs_geometry:
-            both = (self.t.mask.to(x) > 0.5) & (frame.opacity[..., 0] > 0.5) & (frame.depth[..., 0] > 0)
+            # Per view over the pixels both cover, masked (no host read): a view with fewer
+            # than 16 has nothing comparable yet and is left out of the mean over views.
+            both = ((self.t.mask.to(x) > 0.5) & (frame.opacity[..., 0] > 0.5) & (frame.depth[..., 0] > 0)).flatten(1)
+            count = both.sum(-1)
+            used = (count >= 16).to(x.dtype)
+            n_views = used.sum().clamp(min=1)
             n_cam = world_to_camera_dirs(frame.normal, self.cameras.c2w.to(x))
-            depth_terms, normal_terms = [], []
-            for v in range(x.shape[0]):
-                m = both[v]
-                if m.sum() < 16:  # nothing comparable in this view yet
-                    continue
-                disp = 1.0 / frame.depth[v, ..., 0][m]
-                depth_terms.append(-pearson(self.t.disparity[v].to(x)[m], disp))
-                cos = torch.nn.functional.cosine_similarity(n_cam[v][m], self.t.normal[v].to(x)[m], dim=-1)
-                normal_terms.append(-cos.mean())
-            zero = x.sum() * 0
+            depth = frame.depth[..., 0].flatten(1)
+            disp = torch.where(both, 1.0 / depth.clamp(min=1e-8), 0.0)
             if self.w["depth"] > 0:
-                out["depth"] = self.w["depth"] * (torch.stack(depth_terms).mean() if depth_terms else zero)
+                r = pearson(self.t.disparity.to(x).flatten(1), disp, both)
+                out["depth"] = self.w["depth"] * -(r * used).sum() / n_views
             if self.w["normal"] > 0:
-                out["normal"] = self.w["normal"] * (torch.stack(normal_terms).mean() if normal_terms else zero)
+                cos = torch.nn.functional.cosine_similarity(n_cam, self.t.normal.to(x), dim=-1).flatten(1)
+                mean_cos = (cos * both).sum(-1) / count.clamp(min=1)
+                out["normal"] = self.w["normal"] * -(mean_cos * used).sum() / n_views
         return out
