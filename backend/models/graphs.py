@@ -9,8 +9,8 @@ read at capture). On CUDA:
 - with gradient (an input needs one): torch.cuda.make_graphed_callables, whose forward and
   backward each replay a graph. Its outputs and saved activations are static buffers, so a
   graph whose backward has not run yet is not replayed again: a second instance is
-  captured (the views of a step encoded one after another), and beyond MAX_INSTANCES the
-  call runs eagerly;
+  captured (a network called again before the step's backward), and beyond MAX_INSTANCES
+  the call runs eagerly;
 - without gradient: one torch.cuda.CUDAGraph; inputs copied into its static inputs, the
   outputs cloned out.
 A capture that fails warns once and leaves that signature eager. Calls inside `eager()` (a

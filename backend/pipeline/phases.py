@@ -120,6 +120,7 @@ class Phase:
 
     def step(self, step: int) -> dict[str, float]:
         draws = self._draw_state()
+        self.sizes.discard()  # a step starts with no counts, whatever the last one ended with
         with sizing(self.sizes):
             losses = self.losses(step)
         # One transfer for every loss value and every count the renders met (each float()

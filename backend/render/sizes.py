@@ -70,7 +70,7 @@ class StepSizes:
         return fits
 
     def discard(self) -> None:
-        """Forget the step's counts (its work is not kept)."""
+        """Forget counts no read settled (a step that raised before its read)."""
         self._counts.clear()
         self._uses.clear()
 
