@@ -10,7 +10,7 @@ from backend.geometry.mesh import face_normals
 from backend.geometry.mesh_sdf import mesh_sdf, winding_number
 from backend.geometry.regularizers import (laplacian_smoothness, normal_consistency, orientation,
                                            sdf_sign_entropy, z_variance)
-from backend.geometry.tets import CASE_TABLE, marching_tets, tet_grid
+from backend.geometry.tets import CASE_TABLE, grid_surface, marching_tets, tet_edges, tet_grid
 
 
 def test_tet_grid_is_positively_oriented_and_fills_the_box():
@@ -44,6 +44,22 @@ def test_marching_tets_sphere_is_closed_and_outward():
     tm.merge_vertices()
     assert tm.is_watertight
     assert abs(tm.volume - 4 / 3 * np.pi * 0.6 ** 3) / (4 / 3 * np.pi * 0.6 ** 3) < 0.05  # positive = outward
+
+
+@pytest.mark.parametrize("res", [1, 5, 12])
+def test_grid_surface_makes_the_whole_grids_mesh(res):
+    # grid_surface keeps only the tets of mixed cubes and the crossing edges; the mesh must
+    # equal marching over every tet and every edge, vertex for vertex and face for face:
+    # a random SDF (sign changes everywhere), a sphere, and an all-outside grid.
+    verts, tets = tet_grid(res, [-1, -0.5, -1], [1, 1.5, 0.5])
+    g = torch.Generator().manual_seed(res)
+    for sdf in (torch.randn(verts.shape[0], generator=g), verts.norm(dim=-1) - 0.6, torch.ones(verts.shape[0])):
+        ids, crossing = grid_surface(sdf, res)
+        whole = marching_tets(verts, tets, sdf, tet_edges(tets, verts.shape[0]))
+        part = marching_tets(verts, tets[ids], sdf, crossing)
+        assert torch.equal(whole[0], part[0]) and torch.equal(whole[1], part[1])
+        every = tet_edges(tets, verts.shape[0])
+        assert torch.equal(crossing, every[(sdf < 0)[every[:, 0]] != (sdf < 0)[every[:, 1]]])
 
 
 def test_marching_tets_gradients_match_finite_differences():

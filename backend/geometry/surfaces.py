@@ -45,7 +45,10 @@ class DMTetSurface:
         return self
 
     def prepare(self, weights: dict[str, float]) -> None:
-        self.dmtet.edges()  # marching tets' (and the sign entropy's): built here, not inside a step
+        # The grid's edges, built here rather than inside a step: marching tets' on a GPU (a
+        # CPU finds each step's crossing edges itself, DMTet.forward) and the sign entropy's.
+        if self.dmtet.sdf.device.type != "cpu" or weights.get("sdf_entropy", 0) > 0:
+            self.dmtet.edges()
 
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
         verts, faces = self.dmtet()

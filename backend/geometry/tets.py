@@ -90,6 +90,37 @@ def tet_edges(tets: torch.Tensor, n_verts: int) -> torch.Tensor:
     return torch.stack([keys // n_verts, keys % n_verts], dim=-1).to(tets.dtype)
 
 
+# The 7 edge directions of tet_grid's Kuhn split (every edge joins a vertex to vertex + d,
+# d one of these, so its low id is the first end): the axes, the face diagonals, the main diagonal.
+GRID_EDGE_STEPS = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1), (1, 1, 1))
+
+
+def grid_surface(sdf: torch.Tensor, res: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For tet_grid(res)'s layout, sdf [(res+1)^3] (negative inside) -> (ids [S] ascending of
+    the tets of every cube whose corners' signs differ, the grid edges [M,2] whose ends' signs
+    differ, in tet_edges' order). marching_tets(verts, tets[ids], sdf, edges) then makes the
+    same mesh as over the whole grid: a tet outside those cubes has one sign at all corners.
+    Found with dense slices of the (res+1)^3 lattice, not gathers over all 6 res^3 tets (on
+    a CPU at res 96 those were 290 ms a step)."""
+    n = res + 1
+    inside = (sdf < 0).reshape(n, n, n)
+    corners = torch.zeros(res, res, res, dtype=torch.uint8, device=sdf.device)
+    for di, dj, dk in itertools.product((0, 1), repeat=3):
+        corners += inside[di:di + res, dj:dj + res, dk:dk + res]
+    cubes = torch.nonzero(((corners > 0) & (corners < 8)).reshape(-1))[:, 0]
+    # tet_grid stacks one tet per cube for each of the 6 paths: tet id = path * res^3 + cube
+    ids = (torch.arange(6, device=sdf.device)[:, None] * res ** 3 + cubes).reshape(-1)
+    vid = torch.arange(n ** 3, device=sdf.device).reshape(n, n, n)
+    keys = []
+    for di, dj, dk in GRID_EDGE_STEPS:
+        lo = (slice(0, n - di), slice(0, n - dj), slice(0, n - dk))
+        hi = (slice(di, n), slice(dj, n), slice(dk, n))
+        low = vid[lo][inside[lo] != inside[hi]]
+        keys.append(low * n ** 3 + low + (di * n + dj) * n + dk)  # tet_edges' key: low * verts + high
+    keys = torch.sort(torch.cat(keys)).values
+    return ids, torch.stack([keys // n ** 3, keys % n ** 3], dim=-1)
+
+
 def marching_tets(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor,
                   edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """verts [N,3], tets [T,4], sdf [N] (negative inside) -> mesh verts [M,3], faces [K,3].
