@@ -130,14 +130,12 @@ def _corners(pos: torch.Tensor, tri: torch.Tensor, b_idx: torch.Tensor, face: to
     return torch.where(valid[:, None, None], verts, verts.new_tensor(_SAFE_TRIANGLE))
 
 
-def _pixel_bary(pos: torch.Tensor, tri: torch.Tensor, b_idx: torch.Tensor, face: torch.Tensor,
-                px: torch.Tensor, py: torch.Tensor, height: int, width: int,
-                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable screen-space barycentrics [N,3] of pixel centres in given faces, and the
-    faces' clip w [N,3] (valid: see _corners)."""
-    verts = _corners(pos, tri, b_idx, face, valid)
-    x, y, _ = _screen(verts, height, width)
-    return _edge_bary(px.to(x.dtype), py.to(x.dtype), x, y), verts[..., 3]
+def _pixel_bary(corners: torch.Tensor, px: torch.Tensor, py: torch.Tensor, height: int, width: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable screen-space barycentrics [N,3] of pixel centres in faces given by their
+    clip-space corners [N,3,4] (_corners), and the faces' clip w [N,3]."""
+    x, y, _ = _screen(corners, height, width)
+    return _edge_bary(px.to(x.dtype), py.to(x.dtype), x, y), corners[..., 3]
 
 
 def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
@@ -165,10 +163,11 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
 def _rast_values(pos: torch.Tensor, tri: torch.Tensor, b_idx: torch.Tensor, face: torch.Tensor, px: torch.Tensor,
                  py: torch.Tensor, height: int, width: int, valid: torch.Tensor | None = None) -> torch.Tensor:
     """rast's four channels [N,4] at the given pixels of the given faces."""
-    bary, w = _pixel_bary(pos, tri, b_idx, face, px, py, height, width, valid)
+    corners = _corners(pos, tri, b_idx, face, valid)
+    bary, w = _pixel_bary(corners, px, py, height, width)
     persp = bary / w
     persp = persp / persp.sum(-1, keepdim=True)
-    zw = (bary * (_corners(pos, tri, b_idx, face, valid)[..., 2] / w)).sum(-1)
+    zw = (bary * (corners[..., 2] / w)).sum(-1)
     return torch.stack([persp[:, 0], persp[:, 1], zw, (face + 1).to(pos.dtype)], dim=-1)
 
 
@@ -243,8 +242,9 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     qy = torch.where(first_occ, yi + dy, yi)
     qx = torch.where(first_occ, xi + dx, xi)
     mask = cand if dense else None
-    bary_o, w = _pixel_bary(pos, tri, bi, occ_face, ox, oy, height, width, mask)
-    bary_q, _ = _pixel_bary(pos, tri, bi, occ_face, qx, qy, height, width, mask)
+    occ_corners = _corners(pos, tri, bi, occ_face, mask)  # both pixels against the occluder's edge
+    bary_o, w = _pixel_bary(occ_corners, ox, oy, height, width)
+    bary_q, _ = _pixel_bary(occ_corners, qx, qy, height, width)
     k = bary_q.detach().argmin(-1, keepdim=True)
     bo, bq = bary_o.gather(-1, k)[:, 0], bary_q.gather(-1, k)[:, 0]
     # Keep true silhouettes: the far pixel is background, or lies well behind the
@@ -254,10 +254,11 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     has_q = q_face >= 0
     q_inv_w = torch.zeros_like(w_plane)
     if dense:
-        bq_own, w_own = _pixel_bary(pos.detach(), tri, bi, q_face, qx, qy, height, width, has_q & cand)
+        bq_own, w_own = _pixel_bary(_corners(pos.detach(), tri, bi, q_face, has_q & cand), qx, qy, height, width)
         q_inv_w = torch.where(has_q, (bq_own / w_own).sum(-1), q_inv_w)
     elif has_q.any():
-        bq_own, w_own = _pixel_bary(pos.detach(), tri, bi[has_q], q_face[has_q], qx[has_q], qy[has_q], height, width)
+        bq_own, w_own = _pixel_bary(_corners(pos.detach(), tri, bi[has_q], q_face[has_q]), qx[has_q], qy[has_q],
+                                    height, width)
         q_inv_w[has_q] = (bq_own / w_own).sum(-1)
     q_w = torch.where(has_q, 1 / q_inv_w.clamp(min=1e-12), torch.full_like(w_plane, float("inf")))
     keep = (bq < 0) & (bo.detach() >= 0) & (q_w > w_plane * (1 + depth_tolerance)) & cand
