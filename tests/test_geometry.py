@@ -62,6 +62,21 @@ def test_grid_surface_makes_the_whole_grids_mesh(res):
         assert torch.equal(crossing, every[(sdf < 0)[every[:, 0]] != (sdf < 0)[every[:, 1]]])
 
 
+def test_dmtet_marches_the_surface_cells_on_a_cpu_and_the_whole_grid_when_asked():
+    from backend.perf.tracker import Tracker
+
+    d = DMTet(10, [-1] * 3, [1] * 3)
+    d.set_sdf(lambda v: v.norm(dim=-1) - 0.6)
+    assert not d.uses_whole_grid()  # by device: a CPU
+    part = d()
+    d.whole_grid = True  # what the estimator sets, standing for a GPU
+    d.edges()  # made before the steps (DMTetSurface.prepare)
+    with Tracker() as tr:
+        whole = d()
+    assert tr.syncs == 1  # the GPU's one host read a step (grid_surface would add 8)
+    assert torch.equal(part[0], whole[0]) and torch.equal(part[1], whole[1])
+
+
 def test_marching_tets_gradients_match_finite_differences():
     # The surface point on an edge (a, b) is a + (b - a) s_a / (s_a - s_b): smooth in the
     # SDF and the positions while no sign flips, so central differences must agree.

@@ -75,12 +75,20 @@ class DMTet(nn.Module):
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> mesh verts [M,3], faces [K,3]."""
         verts, sdf = self.vertices(), self.values()
-        if sdf.device.type == "cpu":
-            # A CPU spends most of a step gathering over every tet; a GPU does that in well
-            # under a millisecond and would pay grid_surface's host reads instead.
-            ids, crossing = grid_surface(sdf.detach(), self.res)
-            return marching_tets(verts, self.tets[ids], sdf, crossing)
-        return marching_tets(verts, self.tets, sdf, self.edges())
+        if self.uses_whole_grid():
+            return marching_tets(verts, self.tets, sdf, self.edges())
+        ids, crossing = grid_surface(sdf.detach(), self.res)
+        return marching_tets(verts, self.tets[ids], sdf, crossing)
+
+    # Marching over every tet with the grid's edge list (True), or over the tets of the cubes
+    # the surface crosses, found each step (False: grid_surface). None: by device. A CPU spends
+    # most of a step gathering over every tet; a GPU does that in well under a millisecond and
+    # would pay grid_surface's host reads instead. The estimator, which stands for a GPU on
+    # the CPU, sets True.
+    whole_grid: bool | None = None
+
+    def uses_whole_grid(self) -> bool:
+        return self.sdf.device.type != "cpu" if self.whole_grid is None else self.whole_grid
 
     @torch.no_grad()
     def set_sdf(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:

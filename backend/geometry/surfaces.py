@@ -45,9 +45,9 @@ class DMTetSurface:
         return self
 
     def prepare(self, weights: dict[str, float]) -> None:
-        # The grid's edges, built here rather than inside a step: marching tets' on a GPU (a
-        # CPU finds each step's crossing edges itself, DMTet.forward) and the sign entropy's.
-        if self.dmtet.sdf.device.type != "cpu" or weights.get("sdf_entropy", 0) > 0:
+        # The grid's edges, built here rather than inside a step: marching tets' over the whole
+        # grid (DMTet.whole_grid) and the sign entropy's.
+        if self.dmtet.uses_whole_grid() or weights.get("sdf_entropy", 0) > 0:
             self.dmtet.edges()
 
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:

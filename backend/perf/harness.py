@@ -48,8 +48,9 @@ def bench_phases(cfg: Any, ctx: Any, cond: Any, field_mode: Any = None,
         p1 = NeRFPhase(cfg.phase1, ctx, t1)
     yield "phase1", p1
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731
-    p2 = GeometryPhase(cfg.phase2, ctx, terms("phase2"), DMTetSurface(dmtet_from_density(
-        sphere, cfg.phase2.tet_res, 10.0, cfg.render.bound, cfg.phase2.sdf_grid)))
+    dmtet = dmtet_from_density(sphere, cfg.phase2.tet_res, 10.0, cfg.render.bound, cfg.phase2.sdf_grid)
+    dmtet.whole_grid = getattr(ctx.raster, "dense", None)  # the estimator's dense rasterizer stands for a GPU
+    p2 = GeometryPhase(cfg.phase2, ctx, terms("phase2"), DMTetSurface(dmtet))
     yield "phase2", p2
     verts, faces = (t.detach() for t in p2.mesh())
     with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied
