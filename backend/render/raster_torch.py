@@ -99,11 +99,17 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, d
         size = sizes.room("raster", cum[-1], None)
     else:  # the one host sync: how many candidate pairs
         size = int(cum[-1]) if cum.numel() else 0
+    start = cum - count  # each triangle's first pair
     for k0 in range(0, size, _MAX_PAIRS):
-        k = torch.arange(k0, min(k0 + _MAX_PAIRS, size), device=pos.device)
-        # the triangle of pair k (past the count: the last one, its pairs masked below)
-        fid = torch.searchsorted(cum, k, right=True).clamp(max=cum.shape[0] - 1)
-        local = k - (cum[fid] - count[fid])  # its index in that triangle's bounding box
+        k1 = min(k0 + _MAX_PAIRS, size)
+        k = torch.arange(k0, k1, device=pos.device)
+        if sizes is not None:  # the triangle of pair k (past the count: the last one, its pairs masked below)
+            fid = torch.searchsorted(cum, k, right=True).clamp(max=cum.shape[0] - 1)
+        else:  # every pair is real: each triangle repeated over its pairs in this chunk (linear, no search)
+            f0, f1 = torch.searchsorted(cum, torch.tensor([k0, k1 - 1], device=pos.device), right=True).tolist()
+            reps = cum[f0:f1 + 1].clamp(max=k1) - start[f0:f1 + 1].clamp(min=k0)
+            fid = f0 + torch.repeat_interleave(torch.arange(f1 - f0 + 1, device=pos.device), reps, output_size=k1 - k0)
+        local = k - start[fid]  # its index in that triangle's bounding box
         width_f = bw[fid].clamp(min=1)  # a pair past the count may land on an empty box
         px = xmin[fid] + (local % width_f)
         py = ymin[fid] + torch.div(local, width_f, rounding_mode="floor")
