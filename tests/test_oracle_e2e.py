@@ -11,10 +11,17 @@ from backend.server.jobs import run_job
 from .helpers import ONE_PREVIEW, assert_clean_gltf
 
 
+# Draft's phase II (tet_res 96, 256²) is sized for 4 mm parts and costs this CPU 3x the time
+# of 48 and 128² on a blocky target (270k faces a step). Table runs the preset as shipped; the
+# ring and the blocks have no part under 8% of their size and run phase II at 48 and 128².
+COARSE_PHASE2 = {"phase2.tet_res": 48, "phase2.resolution": 128}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ring", "table", "blocks"])
-def test_oracle_reconstruction(tmp_path: Path, name: str):
-    job_path = write_target(name, tmp_path, overrides=ONE_PREVIEW)
+@pytest.mark.parametrize("name, overrides", [("ring", COARSE_PHASE2), ("table", {}), ("blocks", COARSE_PHASE2)],
+                         ids=["ring", "table", "blocks"])
+def test_oracle_reconstruction(tmp_path: Path, name: str, overrides: dict):
+    job_path = write_target(name, tmp_path, overrides={**ONE_PREVIEW, **overrides})
     out = tmp_path / "out"
     result = run_job(json.loads(job_path.read_text()), tmp_path, out)
     assert result is not None, (out / "events.jsonl").read_text()[-2000:]
