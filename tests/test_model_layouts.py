@@ -100,9 +100,10 @@ def test_tokenizers_load_from_vocab_and_merges_alone(tiny):
 def test_zero123_camera_projection_loads_from_the_published_names(tiny):
     comps = ModelStore(str(tiny)).get("zero123")
     state = comps.cc_projection.state_dict()
-    assert sorted(state) == ["proj.bias", "proj.weight"] and state["proj.weight"].shape == (32, 36)
+    assert sorted(state) == ["proj.bias", "proj.weight"] and state["proj.weight"].shape == (768, 772)
     cfg = json.loads((tiny / "zero123" / "clip_camera_projection" / "config.json").read_text())
-    assert (cfg["embedding_dim"], cfg["additional_embeddings"]) == (32, 4)
+    # as published (ashawkey/zero123-xl-diffusers clip_camera_projection/config.json, vendored)
+    assert (cfg["embedding_dim"], cfg["additional_embeddings"]) == (768, 4)
 
 
 def _online(monkeypatch, tmp_path: Path, mirror: HubMirror) -> None:

@@ -256,10 +256,9 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from backend.perf.networks import RandomStore
 from backend.perf.tracker import Tracker
-from backend.models.encoders import depth, dino
 store = RandomStore(torch.device("cpu"), Path(tempfile.mkdtemp()), FakeTensorMode(allow_non_fake_inputs=True))
 with Tracker():
-    dino(store), depth(store)
+    store.get("dino"), store.get("depth")
 weights = [p for role in ("dino", "depth") for p in store._loaded[role].parameters()]
 assert weights and all(isinstance(p, FakeTensor) and p.dtype == torch.float16 for p in weights)
 print(sum(p.numel() for p in weights))

@@ -144,7 +144,7 @@ def test_sgc_roles_load_and_segmenter_gives_probabilities(store):
 def test_park_moves_models_off_the_device_and_back(store):
     fresh = ModelStore(store.source)
     encode = encoders.dino(fresh)
-    model = fresh._loaded["dino"]
+    model = fresh.get("dino")
     fresh.device, fresh.offload = torch.device("meta"), True  # stands for the GPU
     fresh.park()
     assert next(model.parameters()).device.type == "cpu" and "dino" not in fresh.loaded_on_device()

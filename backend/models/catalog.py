@@ -72,6 +72,8 @@ def _transformers(folder: str = "") -> tuple[tuple[str, ...], ...]:
 
 
 _TOKENIZER = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# An image role's processor configuration (roles.PREPROCESSOR_CONFIGS): how its images are prepared.
+_PROCESSOR = ("preprocessor_config.json",)
 _SD = (("model_index.json",), ("scheduler/scheduler_config.json",), ("tokenizer/*",),
        *_transformers("text_encoder"), *_diffusers("unet"), *_diffusers("vae"))
 _OPENRAIL = Licence("CreativeML OpenRAIL-M",
@@ -93,10 +95,12 @@ SOURCES: dict[str, HubSource | URLSource] = {
     "unclip": HubSource(DEFAULT_IDS["unclip"], _SD + (*_diffusers("image_normalizer"),
                                                       ("image_noising_scheduler/scheduler_config.json",)),
                         _OPENRAIL_PP),
-    "clip": HubSource(DEFAULT_IDS["clip"], _transformers("image_encoder"), _OPENRAIL_PP),
+    "clip": HubSource(DEFAULT_IDS["clip"], (*_transformers("image_encoder"), ("feature_extractor/preprocessor_config.json",)),
+                      _OPENRAIL_PP),
     "zero123": HubSource(DEFAULT_IDS["zero123"], (("model_index.json",), ("scheduler/scheduler_config.json",),
                                                   *_diffusers("unet"), *_diffusers("vae"),
-                                                  *_diffusers("clip_camera_projection"), *_transformers("image_encoder")),
+                                                  *_diffusers("clip_camera_projection"), *_transformers("image_encoder"),
+                                                  ("feature_extractor/preprocessor_config.json",)),
                          _card(DEFAULT_IDS["zero123"], f"{_MIT} (Zero-1-to-3 XL; model card)")),
     "ip_adapter": HubSource(DEFAULT_IDS["ip_adapter"], ((f"models/{IP_ADAPTER_WEIGHTS}",),
                                                         *_transformers("models/image_encoder")),
@@ -106,11 +110,12 @@ SOURCES: dict[str, HubSource | URLSource] = {
                                    "https://github.com/facebookresearch/ImageBind/blob/main/LICENSE")),
     "imagebind_tokenizer": HubSource(DEFAULT_IDS["imagebind_tokenizer"], (_TOKENIZER,),
                                      _card(DEFAULT_IDS["imagebind_tokenizer"], f"{_MIT} (OpenAI CLIP)")),
-    "dino": HubSource(DEFAULT_IDS["dino"], _transformers(), _card(DEFAULT_IDS["dino"], _APACHE)),
-    "depth": HubSource(DEFAULT_IDS["depth"], _transformers(), _card(DEFAULT_IDS["depth"], _APACHE)),
-    "reward": HubSource(DEFAULT_IDS["reward"], _transformers(), _card(DEFAULT_IDS["reward"], "PickScore (model card)")),
+    "dino": HubSource(DEFAULT_IDS["dino"], (*_transformers(), _PROCESSOR), _card(DEFAULT_IDS["dino"], _APACHE)),
+    "depth": HubSource(DEFAULT_IDS["depth"], (*_transformers(), _PROCESSOR), _card(DEFAULT_IDS["depth"], _APACHE)),
+    "reward": HubSource(DEFAULT_IDS["reward"], (*_transformers(), _PROCESSOR),
+                        _card(DEFAULT_IDS["reward"], "PickScore (model card)")),
     "reward_tokenizer": HubSource(REWARD_TOKENIZER, (_TOKENIZER,), _card(REWARD_TOKENIZER, _MIT)),
-    "segmenter": HubSource(DEFAULT_IDS["segmenter"], (*_transformers(), _TOKENIZER),
+    "segmenter": HubSource(DEFAULT_IDS["segmenter"], (*_transformers(), _TOKENIZER, _PROCESSOR),
                            _card(DEFAULT_IDS["segmenter"], _APACHE)),
     "taesd": HubSource(DEFAULT_IDS["taesd"], (("config.json",), _weights("", "diffusion_pytorch_model")),
                        _card(DEFAULT_IDS["taesd"], _MIT)),

@@ -1,7 +1,11 @@
-"""The loaded networks as functions of images: resizing and normalising as each was trained
-(CLIP's, ImageNet's or DPT's statistics) in the store's dtype, outputs in float32. Images
-are [B,3,H,W] in [0,1] unless said otherwise. Each call asks the store for its network
-again: park() may have moved it off the GPU since.
+"""The loaded networks as functions of images, each image prepared as the network's own
+image processor prepares it (models/processing.py, from the role's published
+preprocessor_config.json), in the store's dtype, outputs in float32. Images are
+[B,3,H,W] in [0,1] unless said otherwise. Networks a step calls with gradient (CLIP for
+the MS loss, DINO, the reward) take the processor's geometry in torch; those that only
+condition (the Zero-1-to-3 and IP-Adapter towers, depth on SGC's targets, the segmenter)
+take 8-bit images through the processor itself, as a pipeline given the picture would.
+Each call asks the store for its network again: park() may have moved it off the GPU since.
 """
 from __future__ import annotations
 
@@ -11,49 +15,51 @@ import torch
 
 from . import graphs
 from .loaders import SDComponents, ip_adapter_weights
+from .processing import to_pil
 from .roles import DEFAULT_IDS, REWARD_TOKENIZER
 from .store import ModelStore
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 Images = Callable[[torch.Tensor], torch.Tensor]
 
 
-def pixels(store: ModelStore, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Images:
-    """[B,3,H,W] in [0,1] -> resized to size x size, normalised, in the store's dtype."""
-    m = torch.tensor(mean, device=store.device).reshape(1, 3, 1, 1)
-    s = torch.tensor(std, device=store.device).reshape(1, 3, 1, 1)
+def pixels(store: ModelStore, role: str) -> Images:
+    """[B,3,H,W] in [0,1] -> the role's pixel_values in the store's dtype, differentiable
+    (the processor's geometry and statistics in torch)."""
+    processing = store.image_processing(role)
+    return lambda images: processing(images.to(store.device)).to(store.dtype)
+
+
+def pixels_8bit(store: ModelStore, role: str) -> Images:
+    """[B,3,H,W] in [0,1] -> the role's pixel_values in the store's dtype, each image as an
+    8-bit picture through the processor itself (no gradient)."""
+    processing = store.image_processing(role)
 
     def prep(images: torch.Tensor) -> torch.Tensor:
-        x = images.to(store.device)
-        if x.shape[-2:] != (size, size):
-            x = torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False)
-        return ((x - m.to(x.device)) / s.to(x.device)).to(store.dtype)
+        pil = [to_pil(image.permute(1, 2, 0)) for image in images]
+        return processing.from_pil(pil).to(store.device, store.dtype)
 
     return prep
 
 
-def clip_image_encoder(store: ModelStore, role: str = "clip") -> tuple[Images, int]:
-    """-> (images -> CLIP image embeddings [B,D], the input size S images are resized to)."""
-    size = int(store.get(role).config.image_size)
-    prep = pixels(store, size, CLIP_MEAN, CLIP_STD)
+def clip_image_encoder(store: ModelStore, role: str = "clip", differentiable: bool = True) -> Images:
+    """images -> CLIP image embeddings [B,D] (the tower's projection)."""
+    prep = pixels(store, role) if differentiable else pixels_8bit(store, role)
 
     def encode(images: torch.Tensor) -> torch.Tensor:
         model = store.get(role)
         return graphs.call(model, lambda x: model(pixel_values=x).image_embeds, (prep(images),)).float()
 
-    return encode, size
+    return encode
 
 
 def ip_adapter(store: ModelStore, sd: SDComponents, role: str = "ip_adapter") -> Images:
-    """IP-Adapter's attention layers put into sd.unet (once) -> its image encoder."""
+    """IP-Adapter's attention layers put into sd.unet (once) -> its image encoder (a
+    conditioning image: 8-bit, through the processor)."""
     if getattr(sd.unet, "encoder_hid_proj", None) is None:
         sd.unet._load_ip_adapter_weights([ip_adapter_weights(store, role)])  # diffusers' own converter
         if store.device.type != "cpu":  # new layers are created in fp32 on the CPU
             sd.unet.to(device=store.device, dtype=store.dtype)
-    return clip_image_encoder(store, f"{role}/image_encoder")[0]
+    return clip_image_encoder(store, f"{role}/image_encoder", differentiable=False)
 
 
 def tiny_decoder(store: ModelStore, role: str = "taesd") -> Callable[[torch.Tensor], torch.Tensor]:
@@ -73,28 +79,33 @@ def tiny_decoder(store: ModelStore, role: str = "taesd") -> Callable[[torch.Tens
 
 
 def dino(store: ModelStore, role: str = "dino") -> Images:
-    """DINO ViT: images -> global (CLS) features [B,D]."""
-    prep = pixels(store, int(store.get(role).config.image_size), IMAGENET_MEAN, IMAGENET_STD)
+    """DINO ViT: images -> global (CLS) features [B,D] (differentiable)."""
+    prep = pixels(store, role)
     return lambda images: store.get(role)(pixel_values=prep(images)).last_hidden_state[:, 0].float()
 
 
 def depth(store: ModelStore, role: str = "depth") -> Images:
-    """Monocular depth: images -> relative inverse depth [B,h,w] (MiDaS/DPT convention:
-    larger is nearer; unknown scale and shift)."""
-    prep = pixels(store, int(store.get(role).config.image_size), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    return lambda images: store.get(role)(pixel_values=prep(images)).predicted_depth.float()
+    """Monocular depth of conditioning images: images -> relative inverse depth [B,h,w] at
+    the processor's size (MiDaS/DPT convention: larger is nearer; unknown scale and shift)."""
+    prep = pixels_8bit(store, role)
+
+    @torch.no_grad()
+    def estimate(images: torch.Tensor) -> torch.Tensor:
+        return store.get(role)(pixel_values=prep(images)).predicted_depth.float()
+
+    return estimate
 
 
 def reward(store: ModelStore, text: str, role: str = "reward") -> Images:
     """CLIP-based human-preference reward (PickScore): images -> [B] = logit_scale ·
-    cos(text, image), the text bound here."""
+    cos(text, image), the text bound here (differentiable in the images)."""
     model = store.get(role)
     tok = store.read_tokenizer(role, REWARD_TOKENIZER)
     ids = tok([text or ""], padding="max_length", truncation=True, max_length=77,
               return_tensors="pt").input_ids.to(store.device)
     with torch.no_grad():
         text_emb = torch.nn.functional.normalize(model.get_text_features(input_ids=ids).pooler_output.float(), dim=-1)
-    prep = pixels(store, int(model.config.vision_config.image_size), CLIP_MEAN, CLIP_STD)
+    prep = pixels(store, role)
     scale = model.logit_scale.exp().float()
 
     def score(images: torch.Tensor) -> torch.Tensor:
@@ -107,15 +118,20 @@ def reward(store: ModelStore, text: str, role: str = "reward") -> Images:
 
 def segmenter(store: ModelStore, text: str, role: str = "segmenter") -> Callable[[torch.Tensor], torch.Tensor]:
     """Text-prompted foreground (CLIPSeg): image [H,W,3] in [0,1] -> [H,W] probability of
-    the object the text names ("the main object" without text)."""
+    the object the text names ("the main object" without text). The image goes through
+    CLIPSeg's processor (352² as published; the vision tower interpolates its position
+    embeddings), the logits are resized back to the image bilinearly, as transformers'
+    CLIPSeg example does."""
     model = store.get(role)
     tok = store.read_tokenizer(role, DEFAULT_IDS[role])
     ids = tok([text or "the main object"], padding=True, truncation=True, return_tensors="pt").input_ids
-    prep = pixels(store, int(model.config.vision_config.image_size), IMAGENET_MEAN, IMAGENET_STD)
+    prep = pixels_8bit(store, role)
 
     @torch.no_grad()
     def segment(image: torch.Tensor) -> torch.Tensor:
-        logits = store.get(role)(input_ids=ids.to(store.device), pixel_values=prep(image.permute(2, 0, 1)[None])).logits
+        values = prep(image.permute(2, 0, 1)[None])
+        logits = store.get(role)(input_ids=ids.to(store.device), pixel_values=values,
+                                 interpolate_pos_encoding=True).logits
         logits = logits.reshape(1, 1, *logits.shape[-2:]).float()
         up = torch.nn.functional.interpolate(logits, image.shape[:2], mode="bilinear", align_corners=False)
         return torch.sigmoid(up[0, 0]).cpu()

@@ -10,7 +10,41 @@ originals, cards) are served too, as the hub lists them.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The repositories' configuration files as published, vendored under
+# published/<owner>__<name>/<path> (published/SOURCES.md: where and when each was read). The
+# tiny models are these scaled down, the estimator's random networks these at full size.
+PUBLISHED = Path(__file__).parent / "published"
+
+
+def published(repo: str, path: str) -> dict[str, Any]:
+    """A vendored config file: repo "owner/name" (as read), path inside it."""
+    return json.loads((PUBLISHED / repo.replace("/", "__") / path).read_text())
+
+
+# The image processor configuration of each role whose repository publishes one
+# (roles.PREPROCESSOR_CONFIGS), as vendored: the role's own file, or where that file was not
+# readable (published/SOURCES.md) the one of the tower it ships (unCLIP's and PickScore's:
+# OpenCLIP ViT-H/14's; Zero-1-to-3's: OpenAI CLIP ViT-L/14's), or for DPT-Hybrid its
+# processor class's defaults. The tiny models ship these scaled, the estimator reads them.
+PROCESSOR_SOURCES: dict[str, tuple[str, str] | dict[str, Any]] = {
+    "clip": ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "preprocessor_config.json"),
+    "zero123": ("openai/clip-vit-large-patch14", "preprocessor_config.json"),
+    "dino": ("facebook/dino-vitb16", "preprocessor_config.json"),
+    "depth": {"image_processor_type": "DPTImageProcessor"},
+    "reward": ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "preprocessor_config.json"),
+    "segmenter": ("CIDAS/clipseg-rd64-refined", "preprocessor_config.json"),
+}
+
+
+def processor_config(role: str) -> dict[str, Any]:
+    """A role's image processor configuration at its published size (PROCESSOR_SOURCES)."""
+    source = PROCESSOR_SOURCES[role]
+    return dict(source) if isinstance(source, dict) else published(*source)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,12 @@ class SDComponents:
     image_noising_scheduler: Any = None
 
 
+# Zero-1-to-3's input side: it was fine-tuned on 256² renders (cvlab-columbia/zero123,
+# zero123/configs/sd-objaverse-finetune-c_concat-256.yaml: image_size 32 latents of an f8
+# VAE), the size threestudio's and Magic123's guidance resize renders and x_r to.
+ZERO123_SIZE = 256
+
+
 @dataclass
 class Zero123Components:
     """Its CLIP image tower is a role of its own, "zero123/image_encoder"."""
@@ -60,6 +66,7 @@ class Zero123Components:
     cc_projection: Any
     alphas_cumprod: torch.Tensor
     device: torch.device
+    resolution: int = ZERO123_SIZE  # the image side it takes (checked against its configs)
 
 
 def load_sd(store: ModelStore, role: str) -> SDComponents:
@@ -108,6 +115,11 @@ def load_zero123(store: ModelStore, role: str) -> Zero123Components:
     unet, vae, proj, scheduler = p["unet"], p["vae"], p["proj"], p["scheduler"]
     if unet.config.in_channels != 8:
         raise ModelNotAvailable(role, where, f"expected an 8-channel Zero-1-to-3 UNet, got {unet.config.in_channels}")
+    side = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+    if side != ZERO123_SIZE:
+        raise ModelNotAvailable(role, where, f"its configs give {side}² images (unet sample_size "
+                                f"{unet.config.sample_size} x the VAE's {side // unet.config.sample_size}), but "
+                                f"Zero-1-to-3 was trained at {ZERO123_SIZE}²: a different or broken model")
     for m in (unet, vae, proj):
         m.requires_grad_(False).eval().to(store.device)
     _checkpoint_blocks(vae)

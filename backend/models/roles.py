@@ -47,6 +47,21 @@ IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
 # Roles whose weights sit in a subfolder of their repository (layouts.py); a local folder
 # without that subfolder holds them at its root.
 DEFAULT_SUBFOLDERS = {"clip": "image_encoder", "ip_adapter": "models"}
+# Image roles -> (the role whose repository holds it, its image processor's config there),
+# as the repositories publish them; a local folder holding a role at its root holds the
+# file there. None: the repository publishes none and every pipeline builds the processor's
+# defaults at the tower's image_size (diffusers loaders/ip_adapter.py load_ip_adapter:
+# CLIPImageProcessor(size=clip_image_size, crop_size=clip_image_size); IP-Adapter's own
+# ip_adapter.py: CLIPImageProcessor()).
+PREPROCESSOR_CONFIGS: dict[str, tuple[str, str | None]] = {
+    "clip": ("clip", "feature_extractor/preprocessor_config.json"),
+    "zero123/image_encoder": ("zero123", "feature_extractor/preprocessor_config.json"),
+    "ip_adapter/image_encoder": ("ip_adapter", None),
+    "dino": ("dino", "preprocessor_config.json"),
+    "depth": ("depth", "preprocessor_config.json"),
+    "reward": ("reward", "preprocessor_config.json"),
+    "segmenter": ("segmenter", "preprocessor_config.json"),
+}
 
 
 def point_elsewhere(role: str) -> str:

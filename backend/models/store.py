@@ -21,7 +21,8 @@ import torch
 from ..errors import ModelNotAvailable
 from . import graphs
 from .loaders import LOADERS
-from .roles import DEFAULT_IDS, DEFAULT_SUBFOLDERS, HUB_SOURCES, conjure_cache, imagebind_dir, point_elsewhere
+from .roles import (DEFAULT_IDS, DEFAULT_SUBFOLDERS, HUB_SOURCES, PREPROCESSOR_CONFIGS, conjure_cache, imagebind_dir,
+                    point_elsewhere)
 
 def tiny_cache_dir() -> Path:
     from .tiny import TINY_VERSION
@@ -177,6 +178,44 @@ class ModelStore:
         except (OSError, ValueError) as exc:
             raise self.missing(role, where, exc) from exc
         return model.requires_grad_(False).eval().to(self.device)
+
+    def read_config(self, role: str, path: str) -> dict[str, Any]:
+        """A JSON file of a role's repository (e.g. feature_extractor/preprocessor_config.json);
+        a local folder holding the role at its root may hold it there by its name."""
+        where = self.location(role)
+        try:
+            if Path(where).is_dir():
+                found = next((f for f in (Path(where) / path, Path(where) / Path(path).name) if f.is_file()), None)
+                if found is None:
+                    raise FileNotFoundError(f"no {path} in {where}")
+            else:
+                from huggingface_hub import hf_hub_download
+
+                found = Path(hf_hub_download(where, path, local_files_only=not self.allow_download))
+            return json.loads(found.read_text())
+        except (OSError, ValueError) as exc:
+            raise self.missing(role, where, exc) from exc
+
+    def image_processing(self, role: str) -> Any:
+        """How the images of an image role are prepared (models/processing.ImageProcessing),
+        from the image processor configuration its repository publishes
+        (roles.PREPROCESSOR_CONFIGS), read once."""
+        key = f"{role}/processing"
+        if key not in self._loaded:
+            from .processing import ImageProcessing
+
+            base, path = PREPROCESSOR_CONFIGS[role]
+            if path is None:  # the processor's defaults at the tower's size
+                side = int(self.get(role).config.image_size)
+                config = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": side},
+                          "crop_size": {"height": side, "width": side}}
+            else:
+                config = self.read_config(base, path)
+            try:
+                self._loaded[key] = ImageProcessing(config)
+            except (ValueError, TypeError) as exc:
+                raise ModelNotAvailable(role, f"{self.location(base)}: {path}", f"unusable image processor ({exc})") from exc
+        return self._loaded[key]
 
     def read_tokenizer(self, role: str, fallback: str) -> Any:
         """The CLIP tokenizer in a role's folder (root or tokenizer/), else `fallback`; for

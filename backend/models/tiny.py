@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = 3  # bump when a builder changes, so cached folders are rebuilt
+from .layouts import processor_config, published
+
+TINY_VERSION = 4  # bump when a builder changes, so cached folders are rebuilt
 
 
 def tiny_tokenizer(out_dir: Path, fast_file: bool = False) -> None:
@@ -52,70 +54,99 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def tiny_feature_extractor(out_dir: Path, size: int) -> None:
-    """feature_extractor/preprocessor_config.json, as the pipelines publish it (the loaders
-    do their own CLIP preprocessing and never read it)."""
-    from transformers import CLIPImageProcessor
+# The published repositories whose vendored configs the tiny models scale down (layouts.py).
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+UNCLIP = "stabilityai/stable-diffusion-2-1-unclip"
+VIT_H = "h94/IP-Adapter"  # models/image_encoder: OpenCLIP ViT-H/14, the tower unCLIP and IP-Adapter share
+ZERO123 = "ashawkey/zero123-xl-diffusers"
+# Sizes of the miniatures: every width and depth shrinks; what crosses a model boundary keeps
+# its published size (the 1024-d image embeddings C_m, unCLIP's 2048-d class labels, the
+# 768-d Zero-1-to-3 conditioning), and so do classes, schedules, prediction types and
+# processors' filters and statistics. Images: 32² for the Stable Diffusions (two VAE levels),
+# 256² for Zero-1-to-3, whose input side is checked (loaders.ZERO123_SIZE).
+TINY_SIDE = 32
+# Keys of a transformers config.json that are not the config class's arguments.
+_NOT_CONFIG = ("architectures", "model_type", "transformers_version", "torch_dtype")
+EMBED_DIM = 1024  # OpenCLIP ViT-H/14's image embedding = ImageBind's = unCLIP's image_embeds
 
-    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(out_dir)
+
+def _scaled_processor(config: dict, side: int) -> dict:
+    """A published preprocessor config with its sizes scaled to side (the published ratio of
+    resize to crop kept), every other value as published."""
+    out = dict(config)
+    published = config.get("crop_size", config.get("size"))
+    base = published if isinstance(published, int) else (published.get("height") or published.get("shortest_edge"))
+    for key in ("size", "crop_size"):
+        value = config.get(key)
+        if isinstance(value, int):
+            out[key] = round(value * side / base)
+        elif isinstance(value, dict):
+            out[key] = {k: round(v * side / base) for k, v in value.items()}
+    return out
+
+
+def tiny_feature_extractor(out_dir: Path, config: dict, side: int) -> None:
+    """An image processor config (layouts.processor_config) scaled to its tower's side, as
+    out_dir/preprocessor_config.json."""
+    _write_json(out_dir / "preprocessor_config.json", _scaled_processor(config, side))
 
 
 def tiny_text_encoder(out_dir: Path, vocab_size: int, hidden: int = 32) -> None:
+    """SD 1.5's CLIPTextModel config (published) at toy width, on the tiny vocabulary."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-                         projection_dim=hidden, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-                         pad_token_id=vocab_size - 1)
-    CLIPTextModel(cfg).save_pretrained(out_dir)
+    cfg = {k: v for k, v in published(SD15, "text_encoder/config.json").items() if not k.startswith("_")}
+    cfg.update(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+               num_attention_heads=4, projection_dim=hidden, bos_token_id=vocab_size - 2,
+               eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    CLIPTextModel(CLIPTextConfig(**cfg)).save_pretrained(out_dir)
 
 
-def tiny_unet(out_dir: Path, in_channels: int = 4, cross_dim: int = 32, class_embed_dim: int | None = None) -> None:
-    """class_embed_dim: unCLIP's projected class embedding input (image embeds + noise level)."""
+def tiny_unet(out_dir: Path, cross_dim: int = 32, sample_size: int = TINY_SIDE // 2, **extra: object) -> None:
+    """SD 1.5's published UNet config at toy width and two levels (its first block type and
+    its last kept); `extra`: the keys a variant changes (unCLIP's projected class labels,
+    Zero-1-to-3's 8 input channels)."""
     from diffusers import UNet2DConditionModel
 
-    extra = ({"class_embed_type": "projection", "projection_class_embeddings_input_dim": class_embed_dim}
-             if class_embed_dim else {})
-    UNet2DConditionModel(
-        sample_size=16, in_channels=in_channels, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_dim,
-        attention_head_dim=8, norm_num_groups=16, **extra,
-    ).save_pretrained(out_dir)
+    cfg = {k: v for k, v in published(SD15, "unet/config.json").items() if not k.startswith("_")}
+    down, up = cfg["down_block_types"], cfg["up_block_types"]
+    cfg.update(sample_size=sample_size, layers_per_block=1, block_out_channels=(32, 64),
+               down_block_types=(down[0], down[-1]), up_block_types=(up[0], up[-1]), cross_attention_dim=cross_dim,
+               norm_num_groups=16, **extra)
+    UNet2DConditionModel.from_config(cfg).save_pretrained(out_dir)
 
 
-def tiny_vae(out_dir: Path) -> None:
+def tiny_vae(out_dir: Path, levels: int = 2) -> None:
+    """SD 1.5's published AutoencoderKL config at toy width with `levels` levels (f = 2^(levels-1))."""
     from diffusers import AutoencoderKL
 
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
-                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  norm_num_groups=16, sample_size=32).save_pretrained(out_dir)
+    cfg = {k: v for k, v in published(SD15, "vae/config.json").items() if not k.startswith("_")}
+    cfg.update(block_out_channels=(16, 32, 32, 32)[:levels], layers_per_block=1, norm_num_groups=16,
+               down_block_types=cfg["down_block_types"][:levels], up_block_types=cfg["up_block_types"][:levels],
+               sample_size=TINY_SIDE * 2 ** (levels - 2))
+    AutoencoderKL.from_config(cfg).save_pretrained(out_dir)
 
 
 def tiny_taesd(out_dir: Path) -> None:
-    """AutoencoderTiny with tiny_vae's 2x latent stride (one upsampling in the decoder)."""
+    """madebyollin/taesd's published config (scaling factor, shifts, activation as published)
+    at toy width, with tiny_vae's 2x latent stride (two blocks: one upsampling)."""
     from diffusers import AutoencoderTiny
 
-    AutoencoderTiny(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
-                    num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)).save_pretrained(out_dir)
+    cfg = {k: v for k, v in published("madebyollin/taesd", "config.json").items() if not k.startswith("_")}
+    cfg.update(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
+               num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1))
+    AutoencoderTiny.from_config(cfg).save_pretrained(out_dir)
 
 
-def tiny_scheduler(out_dir: Path, prediction_type: str = "epsilon", cls: str = "DDIMScheduler") -> None:
-    """Stable Diffusion's noise schedule as its repositories write it: scheduler_config.json
-    naming `cls` (PNDMScheduler in Stable Diffusion's), clip_sample false (the loaders read
-    any of them into DDIM)."""
-    cfg = {"_class_name": cls, "_diffusers_version": "0.6.0", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-           "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
-           "prediction_type": prediction_type, "set_alpha_to_one": False, "steps_offset": 1, "trained_betas": None,
-           **({"skip_prk_steps": True} if cls == "PNDMScheduler" else {})}
-    _write_json(out_dir / "scheduler_config.json", cfg)
+def tiny_scheduler(out_dir: Path, repo: str = SD15, **changes: object) -> None:
+    """A published scheduler_config.json as published (class, betas, prediction type)."""
+    _write_json(out_dir / "scheduler_config.json", {**published(repo, "scheduler/scheduler_config.json"), **changes})
 
 
-def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon",
-                          pipeline: str = "StableDiffusionPipeline") -> None:
+def tiny_stable_diffusion(out_dir: Path, repo: str = SD15) -> None:
     """A diffusers Stable Diffusion folder: tokenizer, text_encoder, unet, vae, scheduler,
-    feature_extractor and model_index.json (the safety checker's weights are left out: no
-    loader reads them)."""
+    feature_extractor and model_index.json (as published; the safety checker's weights are
+    left out: no loader reads them)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tiny_tokenizer(out_dir / "tokenizer")
     from transformers import CLIPTokenizer
@@ -124,64 +155,76 @@ def tiny_stable_diffusion(out_dir: Path, prediction_type: str = "epsilon",
     tiny_text_encoder(out_dir / "text_encoder", vocab_size)
     tiny_unet(out_dir / "unet")
     tiny_vae(out_dir / "vae")
-    tiny_scheduler(out_dir / "scheduler", prediction_type, "PNDMScheduler")
-    tiny_feature_extractor(out_dir / "feature_extractor", 32)
-    _write_json(out_dir / "model_index.json", {
-        "_class_name": pipeline, "_diffusers_version": "0.42.1",
-        "feature_extractor": ["transformers", "CLIPImageProcessor"], "tokenizer": ["transformers", "CLIPTokenizer"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "PNDMScheduler"],
-        **({"safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"], "requires_safety_checker": True}
-           if pipeline == "StableDiffusionPipeline" else {})})
+    tiny_scheduler(out_dir / "scheduler", repo)
+    tiny_feature_extractor(out_dir / "feature_extractor", published(SD15, "feature_extractor/preprocessor_config.json"),
+                           TINY_SIDE)
+    _write_json(out_dir / "model_index.json", published(repo, "model_index.json"))
 
 
-def tiny_unclip(out_dir: Path, embed_dim: int = 32) -> None:
-    """Stable unCLIP folder: SD parts + v-prediction, a UNet with a projected class
-    embedding (image embeds ++ noise-level embedding), image_normalizer,
-    image_noising_scheduler and the CLIP image tower in image_encoder/."""
+def tiny_unclip(out_dir: Path) -> None:
+    """Stable unCLIP (stable-diffusion-2-1-unclip): its published model_index, scheduler
+    (v-prediction) and image_normalizer (1024-d); a UNet whose class labels are the
+    projected 2048-d image embedding ++ noise-level embedding; the noising scheduler; the
+    OpenCLIP ViT-H tower in image_encoder/ with its 1024-d projection. The UNet's and the
+    noising scheduler's files were not readable (published/SOURCES.md): their unCLIP keys
+    come from Stability's v2-1-stable-unclip-h-inference.yaml (adm_in_channels 2048,
+    use_linear_in_transformer, noise_aug_config's squaredcos_cap_v2 schedule of 1000 steps)."""
     from diffusers import DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
 
-    tiny_stable_diffusion(out_dir, prediction_type="v_prediction", pipeline="StableUnCLIPImg2ImgPipeline")
-    tiny_unet(out_dir / "unet", class_embed_dim=2 * embed_dim)
-    StableUnCLIPImageNormalizer(embedding_dim=embed_dim).save_pretrained(out_dir / "image_normalizer")
-    DDPMScheduler(beta_schedule="squaredcos_cap_v2").save_pretrained(out_dir / "image_noising_scheduler")
-    tiny_clip_vision(out_dir / "image_encoder", embed_dim)
-    index = json.loads((out_dir / "model_index.json").read_text())
-    index.update({"image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-                  "image_normalizer": ["stable_diffusion", "StableUnCLIPImageNormalizer"],
-                  "image_noising_scheduler": ["diffusers", "DDPMScheduler"]})
-    _write_json(out_dir / "model_index.json", index)
+    tiny_stable_diffusion(out_dir, UNCLIP)
+    tiny_unet(out_dir / "unet", class_embed_type="projection", projection_class_embeddings_input_dim=2 * EMBED_DIM,
+              use_linear_projection=True)
+    normalizer = {k: v for k, v in published(UNCLIP, "image_normalizer/config.json").items() if not k.startswith("_")}
+    StableUnCLIPImageNormalizer(**normalizer).save_pretrained(out_dir / "image_normalizer")
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").save_pretrained(
+        out_dir / "image_noising_scheduler")
+    tiny_clip_vision(out_dir / "image_encoder", VIT_H, "models/image_encoder/config.json")
+    tiny_feature_extractor(out_dir / "feature_extractor", processor_config("clip"), TINY_SIDE)
 
 
-def tiny_clip_vision(out_dir: Path, embed_dim: int = 32) -> None:
-    """CLIPVisionModelWithProjection (the unCLIP / OpenCLIP image tower's transformers form)."""
+def tiny_clip_vision(out_dir: Path, repo: str, path: str) -> None:
+    """A published CLIPVisionModelWithProjection config at toy width, its projection (the
+    embedding other models read) at the published size."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8, projection_dim=embed_dim)
-    CLIPVisionModelWithProjection(cfg).save_pretrained(out_dir)
+    cfg = {k: v for k, v in published(repo, path).items() if not k.startswith("_") and k not in _NOT_CONFIG}
+    cfg.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=TINY_SIDE,
+               patch_size=8)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg)).save_pretrained(out_dir)
 
 
 def tiny_clip(out_dir: Path) -> None:
-    """The "clip" role: the image tower where it is published, unCLIP's image_encoder/."""
-    tiny_clip_vision(out_dir / "image_encoder")
+    """The "clip" role: the ViT-H image tower where unCLIP publishes it (image_encoder/), with
+    OpenCLIP ViT-H's processor (feature_extractor/; unCLIP's own was not readable and its
+    sibling stable-diffusion-2-1-unclip-small shows the same values, published/SOURCES.md)."""
+    tiny_clip_vision(out_dir / "image_encoder", VIT_H, "models/image_encoder/config.json")
+    tiny_feature_extractor(out_dir / "feature_extractor", processor_config("clip"), TINY_SIDE)
 
 
 def tiny_zero123(out_dir: Path) -> None:
-    """Diffusers-format Zero-1-to-3 (zero123-xl-diffusers' layout): 8-channel UNet, VAE, CLIP
-    image encoder and the camera projection in clip_camera_projection/."""
+    """Zero-1-to-3 XL in zero123-xl-diffusers' layout: an 8-channel UNet on 32² latents of a
+    four-level (f8) VAE, so 256² images as the model was trained (loaders.ZERO123_SIZE;
+    Zero-1-to-3's sd-objaverse-finetune-c_concat-256.yaml: in_channels 8, image_size 32);
+    the camera projection as published (768 + 4 -> 768); the ViT-L/14 tower with OpenAI
+    CLIP-L's processor. Its UNet, VAE and scheduler files were not readable: they are SD's
+    (Zero-1-to-3 is fine-tuned from it), with the yaml's changes."""
     from .zero123_parts import CLIPCameraProjection
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    embed = 32  # the image embedding = the UNet's cross-attention width (768 at full size)
-    tiny_unet(out_dir / "unet", in_channels=8, cross_dim=embed)
-    tiny_vae(out_dir / "vae")
-    tiny_clip_vision(out_dir / "image_encoder", embed_dim=embed)
-    tiny_scheduler(out_dir / "scheduler")
-    tiny_feature_extractor(out_dir / "feature_extractor", 32)
-    CLIPCameraProjection(embedding_dim=embed, additional_embeddings=4).save_pretrained(
-        out_dir / "clip_camera_projection")
+    projection = {k: v for k, v in published(ZERO123, "clip_camera_projection/config.json").items()
+                  if not k.startswith("_")}
+    embed = projection["embedding_dim"]
+    tiny_unet(out_dir / "unet", cross_dim=embed, sample_size=32, in_channels=8)
+    tiny_vae(out_dir / "vae", levels=4)
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                   num_attention_heads=4, image_size=TINY_SIDE, patch_size=8,
+                                                   projection_dim=embed)).save_pretrained(out_dir / "image_encoder")
+    tiny_scheduler(out_dir / "scheduler", SD15, _class_name="DDIMScheduler")
+    tiny_feature_extractor(out_dir / "feature_extractor", processor_config("zero123"), TINY_SIDE)
+    CLIPCameraProjection(**projection).save_pretrained(out_dir / "clip_camera_projection")
     _write_json(out_dir / "model_index.json", {
         "_class_name": "Zero123Pipeline", "_diffusers_version": "0.42.1",
         "clip_camera_projection": ["zero123", "CLIPCameraProjection"],
@@ -191,10 +234,11 @@ def tiny_zero123(out_dir: Path) -> None:
         "vae": ["diffusers", "AutoencoderKL"]})
 
 
-def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None, embed_dim: int = 24) -> None:
+def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None) -> None:
     """IP-Adapter (h94/IP-Adapter's SD 1.5 layout): models/ip-adapter_sd15.safetensors with
-    image_proj.* and ip_adapter.<k>.to_{k,v}_ip.weight for the k-th cross-attention layer
-    (k = 1, 3, 5, ... in attn_processors order), plus models/image_encoder/."""
+    image_proj.* (the published 1024-d ViT-H embedding -> 4 tokens) and
+    ip_adapter.<k>.to_{k,v}_ip.weight for the k-th cross-attention layer (k = 1, 3, 5, ... in
+    attn_processors order), plus models/image_encoder/ (its published config, toy width)."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
@@ -203,6 +247,7 @@ def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None, embed_dim: int = 
         tiny_stable_diffusion(sd_dir)
     unet = UNet2DConditionModel.from_pretrained(sd_dir, subfolder="unet")
     cross, channels = unet.config.cross_attention_dim, list(unet.config.block_out_channels)
+    embed_dim = published(VIT_H, "models/image_encoder/config.json")["projection_dim"]
     tensors = {"image_proj.proj.weight": torch.randn(4 * cross, embed_dim) * 0.02,
                "image_proj.proj.bias": torch.zeros(4 * cross),
                "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
@@ -222,13 +267,14 @@ def tiny_ip_adapter(out_dir: Path, sd_dir: Path | None = None, embed_dim: int = 
     models = out_dir / "models"
     models.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(models / "ip-adapter_sd15.safetensors"))
-    tiny_clip_vision(models / "image_encoder", embed_dim=embed_dim)
+    tiny_clip_vision(models / "image_encoder", VIT_H, "models/image_encoder/config.json")
 
 
-def tiny_imagebind(out_dir: Path, out_dim: int = 32) -> None:
-    """ImageBind checkpoint layout (imagebind_huge.pth + config.json) at toy width, with the
-    byte-level tokenizer in tokenizer/ (the files of openai/clip-vit-large-patch14, where the
-    default role reads it). out_dim matches the tiny CLIP towers' embeddings."""
+def tiny_imagebind(out_dir: Path, out_dim: int = EMBED_DIM) -> None:
+    """ImageBind checkpoint layout (imagebind_huge.pth + config.json) at toy width with the
+    huge model's 1024-d embedding (unCLIP takes it as image_embeds), with the byte-level
+    tokenizer in tokenizer/ (the files of openai/clip-vit-large-patch14, where the default
+    role reads it)."""
     from transformers import CLIPTokenizer
 
     from .imagebind import CHECKPOINT, ImageBind, ImageBindConfig
@@ -246,42 +292,59 @@ def _tiny_clip_parts(vocab_size: int) -> tuple[dict, dict]:
     text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, max_position_embeddings=77, bos_token_id=vocab_size - 2,
                 eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32,
-                  patch_size=8)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                  image_size=TINY_SIDE, patch_size=8)
     return text, vision
 
 
 def tiny_dino(out_dir: Path) -> None:
-    """DINO ViT (transformers ViTModel, the facebook/dino-* layout)."""
+    """DINO ViT-B/16 (facebook/dino-vitb16: its published config and processor) at toy size."""
     from transformers import ViTConfig, ViTModel
 
-    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
-                    patch_size=8)
-    ViTModel(cfg, add_pooling_layer=False).save_pretrained(out_dir)
+    repo = "facebook/dino-vitb16"
+    cfg = {k: v for k, v in published(repo, "config.json").items() if k not in _NOT_CONFIG}
+    cfg.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+               image_size=TINY_SIDE, patch_size=8)
+    ViTModel(ViTConfig(**cfg), add_pooling_layer=False).save_pretrained(out_dir)
+    tiny_feature_extractor(out_dir, processor_config("dino"), TINY_SIDE)
 
 
 def tiny_depth(out_dir: Path) -> None:
-    """DPT depth estimator (DPTForDepthEstimation, non-hybrid)."""
+    """DPT-Hybrid (Intel/dpt-hybrid-midas: a BiT backbone under a ViT) at toy size, with
+    DPTImageProcessor's defaults (384² in transformers; neither file of the repository was
+    readable, published/SOURCES.md) scaled to its side."""
     from transformers import DPTConfig, DPTForDepthEstimation
 
-    cfg = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=32,
-                    patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
-                    fusion_hidden_size=16, is_hybrid=False)
+    side = 2 * TINY_SIDE  # the BiT stem and its stages reduce 16x: 4x4 tokens
+    bit = dict(global_padding="same", layer_type="bottleneck", depths=[1, 1, 1], embedding_size=8,
+               hidden_sizes=[16, 32, 64], out_features=["stage1", "stage2", "stage3"],
+               embedding_dynamic_padding=True, num_groups=4)
+    cfg = DPTConfig(is_hybrid=True, backbone_config=bit, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=64, image_size=side, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                    neck_hidden_sizes=[16, 32, 32, 32], fusion_hidden_size=16,
+                    backbone_featmap_shape=[1, 64, side // 16, side // 16], readout_type="project",
+                    reassemble_factors=[1, 1, 1, 0.5])
     DPTForDepthEstimation(cfg).save_pretrained(out_dir)
+    _write_json(out_dir / "preprocessor_config.json", {**processor_config("depth"),
+                                                       "size": {"height": side, "width": side}})
 
 
 def tiny_reward(out_dir: Path) -> None:
-    """CLIP preference model (PickScore layout: CLIPModel) with its tokenizer in the folder."""
+    """CLIP preference model (PickScore layout: CLIPModel) with its tokenizer in the folder
+    and OpenCLIP ViT-H's processor (PickScore is fine-tuned from laion's CLIP-H; its own
+    files were not readable)."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     tiny_tokenizer(out_dir, fast_file=True)
     text, vision = _tiny_clip_parts(len(CLIPTokenizer.from_pretrained(out_dir)))
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(out_dir)
+    tiny_feature_extractor(out_dir, processor_config("reward"), TINY_SIDE)
 
 
 def tiny_segmenter(out_dir: Path) -> None:
     """CLIPSeg (CLIPSegForImageSegmentation) with its tokenizer in the folder, as published:
-    weights as pytorch_model.bin, no tokenizer.json."""
+    weights as pytorch_model.bin, no tokenizer.json, its processor (352² for a 224² tower:
+    the position embeddings are interpolated) scaled to the toy tower."""
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizer
 
     tiny_tokenizer(out_dir)
@@ -292,6 +355,9 @@ def tiny_segmenter(out_dir: Path) -> None:
     model.save_pretrained(out_dir)
     (out_dir / "model.safetensors").unlink()  # transformers 5 saves only safetensors; the repository has a pickle
     torch.save(model.state_dict(), out_dir / "pytorch_model.bin")
+    # The published ratio of its processor's size to its tower's (352 / 224) kept.
+    processor = processor_config("segmenter")
+    tiny_feature_extractor(out_dir, processor, TINY_SIDE * processor["size"]["height"] // 224)
 
 
 BUILDERS = {"imagebind": tiny_imagebind, "sd": tiny_stable_diffusion, "unclip": tiny_unclip, "clip": tiny_clip,

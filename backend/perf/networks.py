@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from ..models.layouts import processor_config
 from ..models.store import ModelStore
 from ..models.tiny import build_tiny
 
@@ -42,11 +43,9 @@ class RandomStore(ModelStore):
 
     def __init__(self, device: torch.device | str, scratch: Path, fake: FakeTensorMode | None = None,
                  compile_networks: bool = False, graph_networks: bool = False) -> None:
+        # A tiny ImageBind: its embedding is the huge model's 1024-d, unCLIP's image_embeds.
         super().__init__(str(build_tiny(scratch, ["imagebind"])), device=device, compile_networks=compile_networks,
                          graph_networks=graph_networks)
-        from ..models.tiny import tiny_imagebind
-
-        tiny_imagebind(scratch / "imagebind", out_dim=1024)  # C_m in unCLIP's 1024-d embedding space
         self.fake = fake
         if fake is not None:
             self.dtype, self.offload = torch.float16, True
@@ -114,6 +113,9 @@ class RandomStore(ModelStore):
 
     def read_tokenizer(self, role: str, fallback: str) -> Any:
         return self._build(role, "tokenizer")  # CLIP's BPE, shipped with the tiny ImageBind
+
+    def read_config(self, role: str, path: str) -> dict[str, Any]:
+        return processor_config(role)  # the only configs read beside the networks: processors
 
     def read_model(self, role: str, cls: Any, where: str | None = None, sub: str | None = None, **kw: Any) -> Any:
         from transformers import (AutoModelForDepthEstimation, CLIPConfig, CLIPModel, CLIPVisionConfig,
