@@ -41,31 +41,48 @@ def test_tiny_checkpoint_loads_strictly_and_embeds(tmp_path):
     assert three.shape == (2, 16) and (three.norm(dim=-1) <= 20.0 + 1e-4).all()
 
 
-def test_modality_embedding_mixes_normalised_prompts(tmp_path):
+def test_modality_embedding_mixes_normalised_prompts_for_ms_and_raw_ones_for_unclip(tmp_path):
+    """C_m in its two forms (conditioning/embedding.py): for the MS loss, unit vectors mixed and
+    renormalised (audio's x20 does not dominate); for unCLIP, Anything2Image's bridge: raw
+    vision and text embeddings (ImageBind's forward(..., normalize=False)), postprocessed audio
+    (norm 20), a convex combination by the weights, not renormalised."""
     import numpy as np
     import soundfile as sf
     from PIL import Image
 
-    from backend.conditioning.embedding import PromptError, modality_embedding
+    from backend.conditioning.embedding import PromptError, image_tensor, modality_embedding
+    from backend.conditioning.audio import audio_clips, read_audio
     from backend.models.store import ModelStore
     from backend.models.tiny import build_tiny
 
     build_tiny(tmp_path, ["imagebind"])
     model, tok = ModelStore(str(tmp_path)).get("imagebind")
     Image.fromarray(np.random.randint(0, 255, (40, 40, 3), np.uint8)).save(tmp_path / "r.png")
+    Image.fromarray(np.random.randint(0, 255, (30, 50, 3), np.uint8)).save(tmp_path / "s.png")
     sf.write(tmp_path / "a.wav", np.random.randn(16000).astype(np.float32) * 0.1, 16000)
+    wav, png = str(tmp_path / "a.wav"), str(tmp_path / "r.png")
+    ids = tok(["a red chair"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    raw_text = model.embed("text", ids, normalize=False)[0]
+    raw_image = model.embed("vision", image_tensor(png, 28), normalize=False)[0]
+    audio = model.embed("audio", audio_clips(read_audio(wav))[None])[0]
+    unit = lambda v: torch.nn.functional.normalize(v, dim=0)  # noqa: E731
     text_only = modality_embedding(model, tok, {"text": "a red chair", "weights": {}})
-    audio_only = modality_embedding(model, tok, {"audio": str(tmp_path / "a.wav"), "weights": {}})
-    image_only = modality_embedding(model, tok, {"images": [str(tmp_path / "r.png")], "weights": {}})
-    both = modality_embedding(model, tok, {"text": "a red chair", "audio": str(tmp_path / "a.wav"),
-                                           "weights": {"text": 1.0, "audio": 1.0}})
-    for e in (text_only, audio_only, image_only, both):
-        assert abs(float(e.norm()) - 1) < 1e-5
-    # equal weights of unit vectors: the mix bisects them (audio's x20 scale does not dominate)
-    assert torch.allclose(both, torch.nn.functional.normalize(text_only + audio_only, dim=0), atol=1e-5)
-    only_text = modality_embedding(model, tok, {"text": "a red chair", "audio": str(tmp_path / "a.wav"),
-                                                "weights": {"audio": 0.0}})
-    assert torch.allclose(only_text, text_only, atol=1e-6)
+    image_only = modality_embedding(model, tok, {"images": [png], "weights": {}})
+    audio_only = modality_embedding(model, tok, {"audio": wav, "weights": {}})
+    assert torch.allclose(image_only.unclip, raw_image, atol=1e-6)  # exactly ImageBind's raw image embedding
+    assert torch.allclose(text_only.unclip, raw_text, atol=1e-6)
+    assert torch.allclose(audio_only.unclip.norm(), torch.tensor(20.0), atol=1e-3)  # one clip: exactly the scale 20
+    for e in (text_only, audio_only, image_only):
+        assert abs(float(e.unit.norm()) - 1) < 1e-5
+    both = modality_embedding(model, tok, {"text": "a red chair", "audio": wav, "weights": {"text": 1.0, "audio": 3.0}})
+    assert torch.allclose(both.unit, unit(unit(raw_text) + 3 * unit(audio)), atol=1e-5)
+    assert torch.allclose(both.unclip, (raw_text + 3 * audio) / 4, atol=1e-5)
+    two = modality_embedding(model, tok, {"images": [png, str(tmp_path / "s.png")], "weights": {}})
+    raw_second = model.embed("vision", image_tensor(str(tmp_path / "s.png"), 28), normalize=False)[0]
+    assert torch.allclose(two.unclip, (raw_image + raw_second) / 2, atol=1e-6)  # several images: averaged raw
+    only_text = modality_embedding(model, tok, {"text": "a red chair", "audio": wav, "weights": {"audio": 0.0}})
+    assert torch.allclose(only_text.unit, text_only.unit, atol=1e-6)
+    assert torch.allclose(only_text.unclip, text_only.unclip, atol=1e-6)
     with pytest.raises(PromptError):
         modality_embedding(model, tok, {"weights": {}})
 

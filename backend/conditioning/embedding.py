@@ -1,9 +1,23 @@
-"""The modality embedding C_m (XBind Sec. III-B): ImageBind embeds each given prompt, each
-embedding is normalised (ImageBind scales text by a learnt logit scale and audio by 20),
-the job's weights mix them, and the sum is normalised again. Images are averaged first, so
-"images" carries one weight however many references there are.
+"""The modality embedding C_m (XBind Sec. III-B): ImageBind embeds each given prompt and the
+job's weights mix them, in two forms for the two uses:
+
+- `unit`, the MS loss's target (a cosine: only the direction counts): each embedding
+  normalised (ImageBind scales text by a learnt logit scale and audio by 20), mixed by the
+  weights, normalised again;
+- `unclip`, Stable unCLIP's image_embeds, at the scale unCLIP was trained on (raw OpenCLIP
+  ViT-H image embeddings, which ImageBind's vision trunk and head are): as the public
+  ImageBind -> unCLIP bridge Anything2Image feeds it (anything2image/api.py at fee2fed:
+  vision and text with forward(..., normalize=False), audio postprocessed (unit length
+  times 20), a mixture the convex combination by the weights, not renormalised; BindDiffusion
+  main_bind.py the same for image and audio). Several images are averaged raw first, as
+  Stability's own unCLIP sampler mixes image embeddings (scripts/streamlit/stableunclip.py).
+  An image-only prompt gives unCLIP exactly ImageBind's raw image embedding.
+
+Images are averaged first, so "images" carries one weight however many references there are.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,24 +58,37 @@ def image_tensor(path: str, size: int) -> torch.Tensor:
     return (x - CLIP_MEAN) / CLIP_STD
 
 
+@dataclass(frozen=True)
+class ModalityEmbedding:
+    """C_m [D] in its two forms (module docstring): unit length, and unCLIP's scale."""
+
+    unit: torch.Tensor
+    unclip: torch.Tensor
+
+
 @torch.no_grad()
-def modality_embedding(model, tokenizer, prompt: dict) -> torch.Tensor:  # noqa: ANN001 (ImageBind, tokenizer)
-    """prompt: a validated job prompt {text?, images, audio?, weights}. -> C_m [D], unit length."""
+def modality_embedding(model, tokenizer, prompt: dict) -> ModalityEmbedding:  # noqa: ANN001 (ImageBind, tokenizer)
+    """prompt: a validated job prompt {text?, images, audio?, weights}."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     weights = {"text": 1.0, "images": 1.0, "audio": 1.0, **prompt.get("weights", {})}
-    parts: list[torch.Tensor] = []
+    parts: list[tuple[float, torch.Tensor, torch.Tensor]] = []  # (weight, unit, unCLIP's form)
     if prompt.get("text") and weights["text"] > 0:
         ids = tokenizer([prompt["text"]], padding="max_length", max_length=77, truncation=True,
                         return_tensors="pt").input_ids.to(device)
-        parts.append(weights["text"] * _unit(model.embed("text", ids))[0])
+        raw = model.embed("text", ids, normalize=False)[0].float()
+        parts.append((weights["text"], _unit(raw), raw))
     if prompt.get("images") and weights["images"] > 0:
         size = model.cfg.image_size
-        embs = [_unit(model.embed("vision", image_tensor(p, size).to(device, dtype)))[0] for p in prompt["images"]]
-        parts.append(weights["images"] * _unit(torch.stack(embs).mean(0)))
+        raws = torch.stack([model.embed("vision", image_tensor(p, size).to(device, dtype), normalize=False)[0].float()
+                            for p in prompt["images"]])
+        parts.append((weights["images"], _unit(_unit(raws).mean(0)), raws.mean(0)))
     if prompt.get("audio") and weights["audio"] > 0:
         clips = audio_clips(read_audio(prompt["audio"]))[None].to(device, dtype)
-        parts.append(weights["audio"] * _unit(model.embed("audio", clips))[0])
+        post = model.embed("audio", clips)[0].float()  # unit length times 20, averaged over the clips
+        parts.append((weights["audio"], _unit(post), post))
     if not parts:
         raise PromptError("nothing to condition on: give text, images or audio with a weight above 0")
-    return _unit(torch.stack(parts).sum(0))
+    total = sum(w for w, _, _ in parts)
+    return ModalityEmbedding(unit=_unit(sum(w * u for w, u, _ in parts)),
+                             unclip=sum(w * e for w, _, e in parts) / total)

@@ -9,6 +9,7 @@ text through the adapter's attention (scale τ); the unconditional branch gets z
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
@@ -26,15 +27,24 @@ def sd_resolution(sd: SDComponents) -> int:
 PAG_LAYERS = ("mid_block",)  # the PAG paper's choice for SD: the middle block's self-attention
 
 
-def vae_encode(vae, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (diffusers AutoencoderKL)
-    """Sampled latents [B,4,h,w] (unscaled) of images x [B,3,H,W] in [-1,1], one view at a
-    time: with the encoder's block checkpointing on (ModelStore), backward then holds one
-    view's block at a time instead of every view's whole encoder graph (13 GB for four
-    768² views). All views are one CUDA graph (models/graphs.py)."""
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([vae.encode(view).latent_dist.sample() for view in images.split(1)])
+def vae_encode(vae, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:  # noqa: ANN001
+    """Latents [B,C,h,w] (unscaled) of images x [B,3,H,W] in [-1,1] drawn from the encoder's
+    posterior as diffusers' latent_dist.sample() draws them (mean + std ε), with ε from
+    `generator` (a guidance term's own CPU stream, so a resumed run draws what an
+    uninterrupted one would; None: the posterior mean). One view at a time: with the
+    encoder's block checkpointing on (ModelStore), backward then holds one view's block at a
+    time instead of every view's whole encoder graph (13 GB for four 768² views). All views
+    are one CUDA graph (models/graphs.py); ε enters it as an input."""
+    cfg = vae.config
+    f = 2 ** (len(cfg.block_out_channels) - 1)
+    shape = (x.shape[0], cfg.latent_channels, x.shape[2] // f, x.shape[3] // f)
+    eps = (torch.randn(shape, generator=generator) if generator is not None else torch.zeros(shape)).to(x)
 
-    return graphs.call(vae, encode, (x,))
+    def encode(images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        dists = [vae.encode(view).latent_dist for view in images.split(1)]
+        return torch.cat([d.mean + d.std * e for d, e in zip(dists, noise.split(1))])
+
+    return graphs.call(vae, encode, (x, eps))
 
 
 def encode_prompt(sd: SDComponents, texts: list[str]) -> torch.Tensor:
@@ -50,7 +60,8 @@ class SDDenoiser:
                  resolution: int = 512, visual_prompt: torch.Tensor | None = None, ip_scale: float = 0.5,
                  image_embeds: torch.Tensor | None = None, pag_layers: tuple[str, ...] = PAG_LAYERS) -> None:
         """visual_prompt: [1,D] IP-Adapter image embedding (needs the adapter loaded in sd.unet).
-        image_embeds: [1,D] Stable unCLIP conditioning (e.g. C_m), required by unCLIP models."""
+        image_embeds: [1,D] Stable unCLIP's conditioning at the scale it was trained on (raw
+        OpenCLIP ViT-H image embeddings: C_m's unclip form), required by unCLIP models."""
         self.sd, self.guidance_scale, self.resolution = sd, guidance_scale, resolution
         self.visual, self.ip_scale, self.pag_layers = visual_prompt, ip_scale, pag_layers
         self.class_cond = self.class_uncond = None
@@ -58,7 +69,11 @@ class SDDenoiser:
             if image_embeds is None:
                 raise ValueError("Stable unCLIP needs image_embeds (the modality embedding)")
             self.class_cond = unclip_class_labels(sd, image_embeds)
-            self.class_uncond = unclip_class_labels(sd, torch.zeros_like(image_embeds))
+            # The whole label vector zero, noise-level part included: unCLIP's trained null
+            # (Stability-AI/stablediffusion scripts/streamlit/stableunclip.py: adm_uc =
+            # torch.zeros_like(adm_cond); diffusers StableUnCLIPImg2ImgPipeline._encode_image:
+            # torch.zeros_like of the noised embedding with its level embedding appended).
+            self.class_uncond = torch.zeros_like(self.class_cond)
         if visual_prompt is not None and getattr(sd.unet, "encoder_hid_proj", None) is None:
             raise ValueError("a visual prompt needs the IP-Adapter loaded into the UNet (ModelStore.ip_adapter)")
         self.alphas_cumprod = sd.alphas_cumprod
@@ -67,12 +82,24 @@ class SDDenoiser:
         self.scaling = sd.vae.config.scaling_factor
         self.dtype = next(sd.unet.parameters()).dtype
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def with_scale(self, guidance_scale: float) -> "SDDenoiser":
+        """The same denoiser (its prompts and labels shared) at another CFG scale."""
+        other = copy.copy(self)
+        other.guidance_scale = guidance_scale
+        return other
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,H,W,3] renders -> [B,3,R,R] at the model's resolution, bilinearly (threestudio's
+        guidances: F.interpolate(rgb, (512, 512), mode="bilinear", align_corners=False))."""
         x = images.permute(0, 3, 1, 2)
-        if x.shape[-1] != self.resolution:
+        if tuple(x.shape[-2:]) != (self.resolution, self.resolution):
             x = torch.nn.functional.interpolate(x, (self.resolution, self.resolution), mode="bilinear",
                                                 align_corners=False)
-        z = vae_encode(self.sd.vae, (x * 2 - 1).to(self.dtype))
+        return x
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[B,3,R,R] in [0,1] -> latents [B,4,R/8,R/8] as the UNet sees them (times the VAE's scaling)."""
+        z = vae_encode(self.sd.vae, (x * 2 - 1).to(self.dtype), generator)
         return z.float() * self.scaling
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

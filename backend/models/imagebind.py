@@ -224,7 +224,12 @@ class ImageBind(nn.Module):
             "imu": _postprocessor(LogitScale(5.0, learnable=False)),
         })
 
-    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, modality: str, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """-> [B,D]: the postprocessed embedding (unit length times the modality's logit
+        scale), or with normalize=False the head's raw output (for vision, OpenCLIP ViT-H's
+        image embedding: ImageBind's vision trunk and head are OpenCLIP's, frozen), as the
+        public ImageBind -> unCLIP bridges' forward(inputs, normalize=False) gives it.
+        Several clips per item (x [B,S,...]) are averaged at the end either way."""
         clips = None
         if x.dim() >= 5 and modality != "vision":  # several clips per item: average at the end
             clips = x.shape[1]
@@ -238,7 +243,8 @@ class ImageBind(nn.Module):
         else:  # LayerNorm is per token, so taking the CLS token first is the same
             head = self.modality_heads[modality]
             out = head[-1](head[0](h[:, 0]))
-        out = self.modality_postprocessors[modality](out)
+        if normalize:
+            out = self.modality_postprocessors[modality](out)
         if clips is not None:
             out = out.reshape(-1, clips, out.shape[-1]).mean(1)
         return out
