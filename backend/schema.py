@@ -9,7 +9,9 @@ naming the dotted key. Each default is written once, on its field (`setting`).
 Field kinds: bool; int; float (a whole number stands for a float); str; Literal[...] (the
 choices); a nested config; `X | None` (absent or null: None); tuple[T, ...] (a JSON list);
 tuple[T, T] (exactly two); Span / IntSpan (a [lo, hi] range, lo <= hi, where a single
-number v stands for [v, v]); dict[str, T] (values of kind T, any keys). A field may carry
+number v stands for [v, v]); Ramp (a value going linearly from `start` at a phase's first step
+to `end` at its last, written [start, end]; a single number v is the constant [v, v]);
+dict[str, T] (values of kind T, any keys). A field may carry
 its own parser (`setting(parse=...)`), e.g. a losses table. After building, a config's
 `check(path)` method, when it has one, tests what spans fields (t_min < t_max).
 """
@@ -25,9 +27,18 @@ from typing import Annotated, Any, Callable, Literal, TypeVar, Union
 from .errors import ConfigError
 
 T = TypeVar("T")
-_SPAN = "span"
+_SPAN, _RAMP = "span", "ramp"
 Span = Annotated[tuple[float, float], _SPAN]  # [lo, hi]; a number v is [v, v]
 IntSpan = Annotated[tuple[int, int], _SPAN]
+Ramp = Annotated[tuple[float, float], _RAMP]  # [start, end] over a phase; a number v is [v, v]
+
+
+def ramp_at(ramp: tuple[float, float], step: int, total: int) -> float:
+    """A Ramp's value at step (0-based) of a phase of `total` steps: linear from start at
+    step 0 towards end at step `total`, as threestudio's C(value, step) interpolates a
+    [start_step, start_value, end_value, end_step] schedule with end_step = the run's steps."""
+    start, end = ramp
+    return start + (end - start) * min(step / max(total, 1), 1.0)
 
 
 def setting(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
@@ -81,14 +92,15 @@ def _kind(hint: Any) -> str:
 
 def _value(hint: Any, value: Any, key: str, meta: dict) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Annotated and args[1:] == (_SPAN,):
+    if origin is Annotated and args[1:] in ((_SPAN,), (_RAMP,)):
         kind = typing.get_args(args[0])[0]
+        what = "a range [lo, hi]" if args[1] == _SPAN else "a ramp [start, end]"
         if _is_number(value):
             return (_number(kind, value, key, meta),) * 2
         if not isinstance(value, list) or len(value) != 2:
-            raise ConfigError(f"{key}: expected a number or a range [lo, hi], got {value!r:.80}", key)
+            raise ConfigError(f"{key}: expected a number or {what}, got {value!r:.80}", key)
         lo, hi = (_number(kind, v, f"{key}[{i}]", meta) for i, v in enumerate(value))
-        if lo > hi:
+        if args[1] == _SPAN and lo > hi:
             raise ConfigError(f"{key}: a range [lo, hi] needs lo <= hi, got {value}", key)
         return (lo, hi)
     if origin in (Union, types.UnionType):

@@ -18,8 +18,11 @@ class FixedNoiseDenoiser:
     def __init__(self, eps_hat: torch.Tensor) -> None:
         self.eps_hat, self.alphas_cumprod = eps_hat, ddpm_alphas_cumprod()
 
-    def encode(self, images):
-        return images.permute(0, 3, 1, 2) * 2 - 1
+    def model_input(self, images):
+        return images.permute(0, 3, 1, 2)
+
+    def encode(self, x, generator=None):
+        return x * 2 - 1
 
     def decode(self, z):
         return (z + 1) / 2
@@ -50,12 +53,27 @@ def test_sds_latent_gradient_equals_weighted_noise_residual():
     assert torch.allclose(images.grad, (2 * expected_dz).permute(0, 2, 3, 1), atol=1e-6)
 
 
-def test_timestep_sqrt_anneal_decreases():
-    sched = TimestepSchedule(0.02, 0.98, "sqrt")
+def test_timestep_sqrt_anneal_is_threestudios():
+    """HiFA's anneal as threestudio computes it (update_step with sqrt_anneal, then
+    set_min_max_steps' int()): t = int(1000 ((max - min)(1 - sqrt(step/N)) + min)), the same
+    for every view, no draw. threestudio's hifa.yaml (min 0.3, max 0.98) at step 250 of 1000
+    gives 639, not 640 (0.64 is not exact in floating point; measured in threestudio
+    28d9d80's StableDiffusionGuidance)."""
     g = torch.Generator().manual_seed(0)
-    early = sched.sample(64, 0, 100, 1000, g).float().mean()
-    late = sched.sample(64, 100, 100, 1000, g).float().mean()
-    assert early > 900 and late < 100
+    state = g.get_state()
+    hifa = TimestepSchedule(0.3, 0.98, "sqrt")
+    assert hifa.sample(2, 250, 1000, 1000, g).tolist() == [639, 639]
+    assert hifa.sample(1, 0, 1000, 1000, g).tolist() == [980]
+    assert hifa.sample(1, 1000, 1000, 1000, g).tolist() == [300]
+    assert torch.equal(g.get_state(), state)  # nothing drawn
+    assert TimestepSchedule(0.02, 0.98, "sqrt").sample(1, 25, 100, 1000, g).tolist() == [500]
+
+
+def test_random_timesteps_include_both_ends():
+    """threestudio: torch.randint(min_step, max_step + 1): both ends drawn, nothing outside."""
+    g = torch.Generator().manual_seed(0)
+    t = TimestepSchedule(0.2, 0.203).sample(4000, 0, 1, 1000, g)
+    assert set(t.tolist()) == {200, 201, 202, 203}
 
 
 def _target() -> Mesh:
@@ -68,7 +86,7 @@ def test_oracle_predicts_the_noise_exactly_at_the_target(raster):
     target = _target()
     oracle = OracleDenoiser(target, raster)
     views = fixed_views(orbit_cameras(20.0, 30.0, 2.5, 40.0, 32))
-    x_star = oracle.encode(oracle.target_images(views))
+    x_star = oracle.encode(oracle.model_input(oracle.target_images(views)))
     t = torch.tensor([500])
     a = oracle.alphas_cumprod[t].reshape(1, 1, 1, 1)
     eps = torch.randn_like(x_star)

@@ -75,7 +75,9 @@ def test_gaussian_branch_is_the_posterior_mean_of_the_noise():
 
 
 def test_sds_with_cfg_and_image_term_is_eq5(oracle, views):
-    """grad_z = w(t)(ε_u + g(ε_c - ε_u) - ε) and grad_x = w(t) ω_img (x - x̂): XBind Eq. 5."""
+    """grad_z = w(t)(ε_u + g(ε_c - ε_u) - ε) and grad_x = w(t) ω_img (√ᾱ/√(1-ᾱ)) (x - x̂):
+    XBind Eq. 5 (written for x0, where z - ẑ = (√(1-ᾱ)/√ᾱ)(ε̂ - ε)) in ε form, as threestudio's
+    compute_grad_sds writes it (grad_img = w (image - image_denoised) alpha / sigma)."""
     g_scale, omega = 7.5, 0.3
     sds = SDS(oracle.with_scale(g_scale), TimestepSchedule(0.2, 0.8), "sds", omega, 11)
     x = torch.rand(2, 16, 16, 3, requires_grad=True)
@@ -94,7 +96,7 @@ def test_sds_with_cfg_and_image_term_is_eq5(oracle, views):
         w = 1 - a
         grads_z.append(w * (e_hat - noise[i]))
         x_hat = ((z_t - math.sqrt(1 - a) * e_hat) / math.sqrt(a) + 1) / 2
-        grads_x.append(w * omega * (x.detach().permute(0, 3, 1, 2)[i] - x_hat.clamp(0, 1)))
+        grads_x.append(w * omega * math.sqrt(a / (1 - a)) * (x.detach().permute(0, 3, 1, 2)[i] - x_hat.clamp(0, 1)))
     gz, gx = torch.stack(grads_z), torch.stack(grads_x)
     out["sds"].backward(retain_graph=True)
     assert torch.allclose(x.grad, _image_grad(gz), atol=1e-5)
@@ -103,25 +105,34 @@ def test_sds_with_cfg_and_image_term_is_eq5(oracle, views):
     assert torch.allclose(x.grad, (gx / 2).permute(0, 2, 3, 1), atol=1e-5)
 
 
-def test_cds_is_eq3_with_lambda_at_t2(oracle, views):
+@pytest.mark.parametrize("clip", [None, 0.002])
+def test_cds_is_eq3_with_lambda_at_t1(oracle, views, clip):
     """With Gaussian data of spread s the Euler step has a closed form (VE coordinates, σ_t):
-    ε1 - ε2 = (z - x* + σ1 ε*) s² (σ1 - σ2) / ((s² + σ1²)(s² + σ2²)), weighted λ(t2)."""
+    ε1 - ε2 = (z - x* + σ1 ε*) s² (σ1 - σ2) / ((s² + σ1²)(s² + σ2²)), weighted w(t1) as
+    Consistent3D's compute_grad_consistency weights it, one ε* for both views, each view its
+    own gap, then clamped elementwise to ±grad_clip. At CFG scale 1: the conditional branch."""
     schedule = TimestepSchedule(0.02, 0.3)
-    cds = CDS(oracle, CDSConfig(), schedule, "sds", 5)
+    cfg = CDSConfig(guidance_scale=(1.0, 1.0), grad_clip=None if clip is None else (clip, clip))
+    cds = CDS(oracle, cfg, schedule, "sds", 5)
     x = torch.rand(2, 16, 16, 3, requires_grad=True)
     cds(_frame(x), views, 3, 12)["cds"].backward()
     gen = torch.Generator().manual_seed(5)
-    gap = int(torch.randint(100, 300, (1,), generator=gen))
-    fixed = torch.randn((2, 3, 16, 16), generator=gen)
-    t2 = round(300 + (20 - 300) * math.sqrt(3 / 12))
-    t1 = t2 + gap
+    gaps = torch.randint(100, 200, (2,), generator=gen).tolist()
+    fixed = torch.randn((1, 3, 16, 16), generator=gen)
+    t2 = int(300 + (20 - 300) * math.sqrt(3 / 12))
     sig = lambda t: math.sqrt((1 - float(AC[t])) / float(AC[t]))  # noqa: E731
-    s1, s2, s = sig(t1), sig(t2), 0.2
     x_star, _, _ = _means(oracle, views)
     d = x.detach().permute(0, 3, 1, 2) * 2 - 1 - x_star
-    delta = (d + s1 * fixed) * s * s * (s1 - s2) / ((s * s + s1 * s1) * (s * s + s2 * s2))
-    expected = (1 - float(AC[t2])) * delta  # λ(t2), the "sds" weighting 1 - ᾱ
-    assert torch.allclose(x.grad, _image_grad(expected), atol=1e-5)
+    expected = []
+    for i, gap in enumerate(gaps):
+        s1, s2, s = sig(t2 + gap), sig(t2), 0.2
+        delta = (d[i] + s1 * fixed[0]) * s * s * (s1 - s2) / ((s * s + s1 * s1) * (s * s + s2 * s2))
+        expected.append((1 - float(AC[t2 + gap])) * delta)  # w(t1), the "sds" weighting 1 - ᾱ
+    grad = torch.stack(expected)
+    if clip is not None:
+        assert grad.abs().max() > clip  # the clamp is met
+        grad = grad.clamp(-clip, clip)
+    assert torch.allclose(x.grad, _image_grad(grad), atol=1e-5)
 
 
 def test_cds_vanishes_on_a_single_image(views):
@@ -131,15 +142,20 @@ def test_cds_vanishes_on_a_single_image(views):
 
     point = OracleDenoiser(_box(), TorchRasterizer(), sigma_cond=0.0)
     x = torch.rand(2, 16, 16, 3, requires_grad=True)
-    CDS(point, CDSConfig(), TimestepSchedule(0.02, 0.3), "sds", 1)(_frame(x), views, 2, 10)["cds"].backward()
+    cfg = CDSConfig(guidance_scale=(1.0, 1.0))
+    CDS(point, cfg, TimestepSchedule(0.02, 0.3), "sds", 1)(_frame(x), views, 2, 10)["cds"].backward()
     assert x.grad.abs().max() < 1e-5
 
 
 def test_cds_anneals_t2_over_the_phase_window(oracle):
+    """Consistent3D's refine stage (cur_steps [0, 300, 20, 3000], anneal_t's square root, int()):
+    t2 = int(300 - 280 √(step/N)); t2 at most max_t T - gap_lo, t1 = t2 + gap at most max_t T."""
     cds = CDS(oracle, CDSConfig(gap=(100, 101)), TimestepSchedule(0.02, 0.3), "sds", 0)
-    assert cds.timesteps(0, 100) == (400, 300)  # SPEC Sec. 12's refine stage: 300 -> 20
-    assert cds.timesteps(25, 100) == (260, 160)
-    assert cds.timesteps(100, 100) == (120, 20)
+    for step, (t1, t2) in ((0, (400, 300)), (25, (260, 160)), (30, (246, 146)), (100, (120, 20))):
+        assert [x.tolist() for x in cds.timesteps(2, step, 100)] == [[t1, t1], [t2, t2]]
+    near_top = CDS(oracle, CDSConfig(gap=(100, 200)), TimestepSchedule(0.02, 0.48), "sds", 0)
+    t1, t2 = near_top.timesteps(64, 0, 100)
+    assert set(t2.tolist()) == {400} and t1.max() == 500 and t1.min() >= 500
 
 
 def _single_step_inversion(z: torch.Tensor, t: int, flat: torch.Tensor) -> torch.Tensor:
@@ -184,7 +200,7 @@ def test_vpcsm_sees_front_right_back_left_in_the_texture_phase(tmp_path, raster)
     from backend.pipeline.guidance_terms import build_terms
 
     cfg = resolve("draft", mode="stylize").phase3
-    (term,) = build_terms(cfg, "oracle", raster, 0, print, oracle_target=_box())
+    (term,) = build_terms("phase3", cfg, "oracle", raster, 0, print, oracle_target=_box())
     cams = term.guidance.cameras
     eye = torch.nn.functional.normalize(cams.c2w[:, :3, 3], dim=-1)
     el = math.radians((cfg.cameras.elevation[0] + cfg.cameras.elevation[1]) / 2)

@@ -35,7 +35,7 @@ class ToyL2Config(LossConfig):
     roles: ClassVar[frozenset[str]] = frozenset({"dino"})
     target: float = 0.25
 
-    def paper_term(self, phase_cfg: dict, cond: Any) -> ToyL2:
+    def paper_term(self, phase_cfg: dict, cond: Any, seed: int) -> ToyL2:
         return ToyL2(self.target)
 
     def oracle_term(self, phase_cfg: dict, oracle: Any, seed: int) -> ToyL2:
@@ -56,7 +56,7 @@ def test_a_loss_registered_outside_pipeline_runs_in_a_phase(toy_loss, tmp_path, 
                             "phase1.iterations": 2, "phase1.resolution": 16, "phase1.samples": 8})
     assert required_roles(True, [cfg.phase1]) == {"dino"}  # the config's own roles, aug_sds off
     write_target("blocks", tmp_path)
-    terms = build_terms(cfg.phase1, "oracle", raster, 0, lambda m: None, load_mesh(tmp_path / "blocks.glb"))
+    terms = build_terms("phase1", cfg.phase1, "oracle", raster, 0, lambda m: None, load_mesh(tmp_path / "blocks.glb"))
     assert [(t.name, t.weight, type(t.guidance)) for t in terms] == [("toy_l2", 2.0, ToyL2)]
     phase = NeRFPhase(cfg.phase1, PhaseContext(raster, torch.device("cpu"), 0, 1.0), terms)
     values = phase.step(0)

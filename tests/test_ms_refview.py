@@ -23,10 +23,10 @@ def test_ms_loss_zero_for_identical_embedding_and_scale_invariant():
     target = torch.randn(16)
     encoder = lambda x: target.expand(x.shape[0], -1) * 3.0  # noqa: E731 (renders already match C_m)
     images = torch.rand(2, 32, 32, 3)
-    assert MSLoss(encoder, target, 32, MSConfig(), 0)(_frame(images), None, 0, 1)["ms"].abs() < 1e-6
+    assert MSLoss(encoder, target, MSConfig(), 0)(_frame(images), None, 0, 1)["ms"].abs() < 1e-6
     other = lambda x: x.mean(dim=(2, 3)).repeat(1, 6)[:, :16]  # noqa: E731
-    a = MSLoss(other, target, 32, MSConfig(), 1)(_frame(images), None, 0, 1)["ms"]
-    b = MSLoss(other, target * 10, 32, MSConfig(), 1)(_frame(images), None, 0, 1)["ms"]
+    a = MSLoss(other, target, MSConfig(), 1)(_frame(images), None, 0, 1)["ms"]
+    b = MSLoss(other, target * 10, MSConfig(), 1)(_frame(images), None, 0, 1)["ms"]
     assert torch.allclose(a, b) and a > 0
 
 
@@ -39,7 +39,7 @@ def test_ms_loss_is_eq2_over_n_augmentations():
     target = torch.randn(16)
     images = torch.rand(3, 32, 32, 3)
     cfg = MSConfig(omega_g=0.5, omega_l=2.0, omega_z=0.25, aug_weights=(0.7, 0.2, 0.1))
-    got = MSLoss(encoder, target, 32, cfg, 9)(_frame(images), None, 0, 1)["ms"]
+    got = MSLoss(encoder, target, cfg, 9)(_frame(images), None, 0, 1)["ms"]
     x = images.permute(0, 3, 1, 2)
     gen = torch.Generator().manual_seed(9)
     unit = torch.nn.functional.normalize(target, dim=0)
@@ -47,18 +47,18 @@ def test_ms_loss_is_eq2_over_n_augmentations():
     expected = 0.25 * sum(cfg.aug_weights) * e(x)
     for w in cfg.aug_weights:
         expected = expected + 0.5 * w * e(random_perspective(x, 0.5, gen))
-        crop = random_crop(x, (0.5, 0.9), 32, gen)
+        crop = random_crop(x, (0.5, 0.9), 32, gen)  # at the render's size
         expected = expected + 2.0 * w * e(random_perspective(crop, 0.5, gen))
     assert torch.allclose(got, expected, atol=1e-5)
 
 
 def test_ms_loss_on_tiny_clip_has_the_cosine_gradient(tmp_path):
     build_tiny(tmp_path, ["clip"])
-    encode, size = clip_image_encoder(ModelStore(str(tmp_path)))
-    images = torch.rand(2, size, size, 3, requires_grad=True)
-    target = torch.randn(32)
+    encode = clip_image_encoder(ModelStore(str(tmp_path)))
+    images = torch.rand(2, 48, 48, 3, requires_grad=True)  # larger than the tower's 32²: its processor resizes
+    target = torch.randn(1024)
     cfg = MSConfig(omega_g=0.0, omega_l=0.0)  # Z only: deterministic, so the gradient has a closed form
-    MSLoss(encode, target, size, cfg, 0)(_frame(images), None, 0, 1)["ms"].backward()
+    MSLoss(encode, target, cfg, 0)(_frame(images), None, 0, 1)["ms"].backward()
     probe = images.detach().clone().requires_grad_()
     emb = torch.nn.functional.normalize(encode(probe.permute(0, 3, 1, 2)).float(), dim=-1)
     (1 - emb @ torch.nn.functional.normalize(target, dim=0)).mean().backward()
@@ -72,14 +72,14 @@ def test_ms_loss_without_recompute_keeps_the_vit_activations_for_the_same_gradie
     from backend.perf.tracker import Tracker
 
     build_tiny(tmp_path, ["clip"])
-    encode, size = clip_image_encoder(ModelStore(str(tmp_path)))
-    images = torch.rand(2, size, size, 3)
-    target = torch.randn(32)
+    encode = clip_image_encoder(ModelStore(str(tmp_path)))
+    images = torch.rand(2, 32, 32, 3)
+    target = torch.randn(1024)
     out = {}
     for recompute in (True, False):
         x = images.clone().requires_grad_()
         with Tracker() as tracker:
-            loss = MSLoss(encode, target, size, MSConfig(recompute=recompute), 3)(_frame(x), None, 0, 1)["ms"]
+            loss = MSLoss(encode, target, MSConfig(recompute=recompute), 3)(_frame(x), None, 0, 1)["ms"]
             live = tracker.current
         loss.backward()
         out[recompute] = (loss.detach(), x.grad, live)

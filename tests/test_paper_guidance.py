@@ -71,7 +71,7 @@ def test_each_loss_reaches_each_phase(cond, loss):
     raster = TorchRasterizer()
     ctx = PhaseContext(raster, torch.device("cpu"), 0, 1.0, cond.ref_view() if loss == "ref_view" else None)
     cfg1 = _phase_cfg("phase1", loss)
-    p1 = NeRFPhase(cfg1, ctx, build_terms(cfg1, "paper", raster, 0, print, cond=cond))
+    p1 = NeRFPhase(cfg1, ctx, build_terms("phase1", cfg1, "paper", raster, 0, print, cond=cond))
     before = _params(p1.field)
     p1.step(0)
     _assert_first_step_followed_the_gradient(before, p1, p1.field, "phase I")
@@ -79,13 +79,13 @@ def test_each_loss_reaches_each_phase(cond, loss):
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731 (a known surface)
     p1.field.density = sphere
     dmtet = dmtet_from_density(sphere, cfg2.tet_res, cfg2.density_threshold)
-    p2 = GeometryPhase(cfg2, ctx, build_terms(cfg2, "paper", raster, 0, print, cond=cond), DMTetSurface(dmtet))
+    p2 = GeometryPhase(cfg2, ctx, build_terms("phase2", cfg2, "paper", raster, 0, print, cond=cond), DMTetSurface(dmtet))
     before = _params(p2.surface.module())
     p2.step(0)
     _assert_first_step_followed_the_gradient(before, p2, p2.surface.module(), "phase II")
     verts, faces = p2.mesh()
     cfg3 = _phase_cfg("phase3", loss)
-    p3 = TexturePhase(cfg3, ctx, build_terms(cfg3, "paper", raster, 0, print, cond=cond), verts, faces,
+    p3 = TexturePhase(cfg3, ctx, build_terms("phase3", cfg3, "paper", raster, 0, print, cond=cond), verts, faces,
                       p1.field.texture_field())
     frozen = p3.verts.clone()
     before = _params(p3.texture)
@@ -103,10 +103,11 @@ def test_unclip_losses_encode_at_the_smaller_of_max_resolution_and_the_training_
     for cap, side in ((None, 32), (512, 32), (16, 16)):
         cfg = _phase_cfg("phase2", loss, **({} if cap is None else
                                             {f"losses.{loss}": {"weight": 1.0, "max_resolution": cap}}))
-        (term,) = build_terms(cfg, "paper", raster, 0, print, cond=cond)
+        (term,) = build_terms("phase2", cfg, "paper", raster, 0, print, cond=cond)
         assert term.guidance.denoiser.resolution == side
-        assert term.guidance.denoiser.encode(torch.rand(1, 40, 40, 3)).shape[-1] == side // 2
-    assert cond.unclip(7.5).resolution == 32
+        d = term.guidance.denoiser
+        assert d.encode(d.model_input(torch.rand(1, 40, 40, 3))).shape[-1] == side // 2
+    assert cond.unclip().resolution == 32
 
 
 @pytest.mark.slow

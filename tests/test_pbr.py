@@ -137,7 +137,7 @@ def _phase3(target: Mesh, overrides: dict) -> TexturePhase:
     field = phase3_field(TextureField.from_config(cfg.phase1.field), cfg)
     c3 = cfg.phase3
     p3 = TexturePhase(c3, PhaseContext(raster, torch.device("cpu"), 0, 1.0),
-                      build_terms(c3, "oracle", raster, 0, print, oracle_target=target), target.verts, target.faces,
+                      build_terms("phase3", c3, "oracle", raster, 0, print, oracle_target=target), target.verts, target.faces,
                       field)
     for step in range(p3.iterations):
         p3.step(step)

@@ -84,7 +84,7 @@ def _texture_phase():  # noqa: ANN202
     torch.manual_seed(0)
     field = phase3_field(TextureField.from_config(cfg.phase1.field), cfg)
     return TexturePhase(cfg.phase3, PhaseContext(raster, torch.device("cpu"), 0, 1.0),
-                        build_terms(cfg.phase3, "oracle", raster, 0, print, oracle_target=target),
+                        build_terms("phase3", cfg.phase3, "oracle", raster, 0, print, oracle_target=target),
                         target.verts, target.faces, field)
 
 

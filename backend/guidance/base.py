@@ -1,12 +1,16 @@
 """The guidance interface and the SDS machinery every diffusion-based loss shares.
 
-A Denoiser is a diffusion model behind four calls: encode images to its sample space,
-decode back, predict noise for noisy samples at timesteps given the views being rendered
-(cameras carry the pose for view-conditioned models), and its DDPM schedule. The SDS
-code (timestep sampling and annealing, weighting, gradient injection) only talks to this
-interface, so the analytic oracle and the real diffusion models run the same machinery.
+A Denoiser is a diffusion model behind a few calls: the renders as it takes them (resized
+to its resolution), encoded to its sample space and decoded back, noise predicted for
+noisy samples at timesteps given the views being rendered (cameras carry the pose for
+view-conditioned models) at a classifier-free guidance scale, and its DDPM schedule. The
+SDS code (timestep sampling and annealing, weighting, gradient injection) only talks to
+this interface, so the analytic oracle and the real diffusion models run the same
+machinery.
 
-Images are [B,H,W,3] in [0,1] at the boundary; samples z are [B,C,h,w].
+Renders are [B,H,W,3] in [0,1] at the boundary, model inputs [B,3,R,R] in [0,1], samples
+z [B,C,h,w]. CFG is ε_u + s (ε_c - ε_u) throughout (diffusers', HiFA's and Magic123's
+form; threestudio and Consistent3D write ε_c + s (ε_c - ε_u), so their s is our s - 1).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..render.camera import CameraRange, Cameras
-from ..schema import setting
+from ..schema import Ramp, ramp_at, setting
 from ..render.shading import Frame, Views
 from ..models.encoders import tiny_decoder
 
@@ -31,10 +35,17 @@ def ddpm_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085, beta_end
 
 class Denoiser(Protocol):
     alphas_cumprod: torch.Tensor  # [T]
+    guidance_scale: float  # the CFG scale predict_noise applies
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Renders [B,H,W,3] -> the images it takes, [B,3,R,R] in [0,1] (differentiable)."""
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Model inputs [B,3,R,R] -> samples; generator: the caller's stream for a stochastic
+        encoder's draw (None: its mean)."""
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
     def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views) -> torch.Tensor: ...
+    def with_scale(self, guidance_scale: float) -> "Denoiser":
+        """The same denoiser predicting at another CFG scale."""
 
 
 class Guidance(Protocol):
@@ -72,8 +83,9 @@ class LossConfig:
         """The model roles this loss loads with these parameters."""
         return set(self.roles)
 
-    def paper_term(self, phase_cfg: "PhaseSettings", cond: Any) -> "Guidance":
-        """cond: the job's conditioning (pipeline/job_conditioning.JobConditioning)."""
+    def paper_term(self, phase_cfg: "PhaseSettings", cond: Any, seed: int) -> "Guidance":
+        """cond: the job's conditioning (pipeline/job_conditioning.JobConditioning); seed:
+        the term's own random stream (pipeline/seeds.py)."""
         raise ConfigError(f"loss {type(self).__name__} is not available with paper guidance in this build")
 
     def oracle_term(self, phase_cfg: "PhaseSettings", oracle: "Denoiser", seed: int) -> "Guidance | None":
@@ -123,7 +135,7 @@ class UnclipGuidanceConfig(LossConfig):
 
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"unclip", "imagebind"})  # C_m needs ImageBind
-    guidance_scale: float = setting(7.5, lo=0.0)
+    guidance_scale: Ramp = setting((7.5, 7.5), lo=0.0)  # CFG scale, constant or [start, end] over the phase
     # Renders are encoded at min(this, the model's training size). 512 as threestudio
     # (and HiFA's code on it) encode for every Stable Diffusion, the 768² unCLIP included:
     # phases II/III render at 512², so 768² would only upsample them, and the encoder, the
@@ -149,10 +161,10 @@ class AugSDSConfig(UnclipGuidanceConfig):
     def model_roles(self) -> set[str]:
         return set(self.roles) | ({"taesd"} if self.tiny_decoder else set())
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> "Guidance":
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> "Guidance":
         decoder = tiny_decoder(cond.store) if self.tiny_decoder else None
-        return SDS(cond.unclip(self.guidance_scale, self.max_resolution), *schedule_and_weighting(phase_cfg),
-                   self.image_weight, cond.seed, decoder)
+        return SDS(cond.unclip(self.max_resolution), *schedule_and_weighting(phase_cfg), self.image_weight, seed,
+                   decoder, self.guidance_scale)
 
     def oracle_term(self, phase_cfg: PhaseSettings, oracle: "Denoiser", seed: int) -> "Guidance":
         # SDS reads the oracle's conditional branch: the exact target (CFG, which makes up
@@ -180,8 +192,11 @@ def sds_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, kind: str) -> torc
 
 @dataclass(frozen=True)
 class TimestepSchedule:
-    """t in [t_min, t_max] (fractions of T; a preset's phaseN.timesteps). "random": uniform;
-    "sqrt": HiFA's t = (max - min)(1 - sqrt(step/N)) + min with a little jitter."""
+    """t in [t_min, t_max] (fractions of T; a preset's phaseN.timesteps), as threestudio's
+    StableDiffusionGuidance draws it (stable_diffusion_guidance.py update_step / __call__):
+    "random": uniform on the integers [int(t_min T), int(t_max T)], both ends included;
+    "sqrt": HiFA's anneal, deterministic: t = int(T ((t_max - t_min)(1 - sqrt(step/N)) + t_min))
+    for every view (threestudio's sqrt_anneal; HiFA's nerf/sd.py the same)."""
 
     t_min: float = setting(0.02, lo=0.0, hi=1.0)
     t_max: float = setting(0.98, lo=0.0, hi=1.0)
@@ -192,36 +207,44 @@ class TimestepSchedule:
             raise ConfigError(f"{path}: t_min must be below t_max", f"{path}.t_min")
 
     def sample(self, batch: int, step: int, total: int, num_train: int, generator: torch.Generator) -> torch.Tensor:
-        lo, hi = int(self.t_min * num_train), int(self.t_max * num_train)
+        """-> t [batch] (long); "random" draws from the generator, "sqrt" draws nothing."""
         if self.anneal == "sqrt":
-            frac = 1 - math.sqrt(min(step / max(total, 1), 1.0))
-            centre = lo + (hi - lo) * frac
-            jitter = (torch.rand(batch, generator=generator) - 0.5) * 0.1 * (hi - lo)
-            return (centre + jitter).round().long().clamp(lo, hi - 1)
-        return torch.randint(lo, hi, (batch,), generator=generator)
+            progress = math.sqrt(min(step / max(total, 1), 1.0))
+            t = int(num_train * ((self.t_max - self.t_min) * (1 - progress) + self.t_min))
+            return torch.full((batch,), min(t, num_train - 1), dtype=torch.long)
+        lo, hi = int(self.t_min * num_train), int(self.t_max * num_train)
+        return torch.randint(lo, min(hi, num_train - 1) + 1, (batch,), generator=generator)
 
 
 class SDS:
-    """Score distillation: grad_z = w(t) (ε̂(z_t, t) - ε), injected through z = encode(x).
-    With image_weight ω_img > 0 it adds HiFA's image-space term (XBind Eq. 5):
-    x̂ = decode((z_t - √(1-ᾱ) ε̂) / √ᾱ), grad_x = w(t) ω_img (x - x̂), x the render in [0,1];
-    `decode` is the denoiser's own unless an image_decoder (z [B,C,h,w] -> [B,3,H,W] in
-    [0,1], e.g. ModelStore.tiny_decoder) is given."""
+    """Score distillation: grad_z = w(t) (ε̂(z_t, t) - ε), injected through z = encode(x),
+    x the render as the denoiser takes it (resized to its resolution). With image_weight
+    ω_img > 0 it adds HiFA's image-space term, XBind Eq. 5 (written for x0) in ε form as
+    threestudio implements it (stable_diffusion_guidance.py compute_grad_sds, use_img_loss):
+    x̂ = decode((z_t - √(1-ᾱ) ε̂) / √ᾱ), grad_x = w(t) ω_img (√ᾱ/√(1-ᾱ)) (x - x̂), both at the
+    denoiser's resolution; `decode` is the denoiser's own unless an image_decoder (z
+    [B,C,h,w] -> [B,3,H,W] in [0,1], e.g. encoders.tiny_decoder) is given. guidance_scale:
+    the CFG scale (a Ramp over the phase) the denoiser predicts at (its with_scale); None:
+    the denoiser's own. Draws, in order: the encoder's sample, t, the noise."""
 
     cameras: Cameras | None = None
     needs_geometry = False
 
     def __init__(self, denoiser: Denoiser, schedule: TimestepSchedule, weighting: str,
                  image_weight: float, seed: int,
-                 image_decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 image_decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 guidance_scale: tuple[float, float] | None = None) -> None:
         self.denoiser, self.schedule, self.weighting, self.image_weight = denoiser, schedule, weighting, image_weight
+        self.guidance_scale = guidance_scale
         self.decode = image_decoder or denoiser.decode
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, frame: Frame, views: Views, step: int, total: int) -> dict[str, torch.Tensor]:
         d = self.denoiser
-        images = frame.image
-        z = d.encode(images)
+        if self.guidance_scale is not None:
+            d = d.with_scale(ramp_at(self.guidance_scale, step, total))
+        x = d.model_input(frame.image)
+        z = d.encode(x, self.generator)
         b = z.shape[0]
         t = self.schedule.sample(b, step, total, d.alphas_cumprod.shape[0], self.generator).to(z.device)
         noise = torch.randn(z.shape, generator=self.generator).to(z)
@@ -234,10 +257,7 @@ class SDS:
         if self.image_weight > 0:
             with torch.no_grad():
                 z_hat = (z_t - (1 - a).sqrt() * eps) / a.sqrt()
-                x_hat = self.decode(z_hat)
-                # The denoiser decodes at its own resolution; compare at the render's.
-                x_hat = torch.nn.functional.interpolate(x_hat.float(), images.shape[1:3], mode="bilinear",
-                                                        align_corners=False, antialias=True)
-            x = images.permute(0, 3, 1, 2)
-            losses["sds_image"] = inject_gradient(x, self.image_weight * w * (x.detach() - x_hat.to(x)))
+                x_hat = self.decode(z_hat).float()
+            scale = self.image_weight * w * (a / (1 - a)).sqrt()
+            losses["sds_image"] = inject_gradient(x, scale * (x.detach() - x_hat.to(x)))
         return losses

@@ -26,7 +26,8 @@ NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class BranchedDenoiser(Protocol):
     alphas_cumprod: torch.Tensor
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+    def model_input(self, images: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
     def uncond_noise(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor: ...
     def branches(self, z_t: torch.Tensor, t: torch.Tensor, views: Views | None,
                  perturbed: bool = False) -> tuple[torch.Tensor, ...]:
@@ -100,10 +101,9 @@ class CSMConfig(LossConfig):
     delta_t: int = setting(50, lo=1, hi=999)  # DDIM inversion step
     warmup: float = setting(1 / 3, lo=0.0, hi=1.0)  # fraction of the iterations the timestep window slides over
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
         sd = cond.store.get("sd")
-        return CSM(SDDenoiser(sd, cond.text, resolution=sd_resolution(sd)), self, phase_cfg.weighting,
-                   cond.seed)
+        return CSM(SDDenoiser(sd, cond.text, resolution=sd_resolution(sd)), self, phase_cfg.weighting, seed)
 
     def oracle_term(self, phase_cfg: PhaseSettings, oracle: Any, seed: int) -> Guidance:
         """On the oracle's branches, as TV-3DG defines CSM (CFG is checked on the oracle by
@@ -140,6 +140,7 @@ class CSM:
         return w * self.delta(z_inv, t, views), t_int
 
     def __call__(self, frame: Frame, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
-        z = self.denoiser.encode(frame.image)
+        d = self.denoiser
+        z = d.encode(d.model_input(frame.image), self.generator)
         grad, _ = self.latent_gradient(z.detach(), views, step, total)
         return {"csm": inject_gradient(z, grad)}

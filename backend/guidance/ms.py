@@ -24,16 +24,18 @@ from .base import Guidance, LossConfig, PhaseSettings, register_loss
 from ..models import graphs
 from ..models.encoders import clip_image_encoder
 
-# images [B,3,S,S] in [0,1] at the encoder's input size -> embeddings [B,D]
+# images [B,3,H,W] in [0,1] -> embeddings [B,D] (the encoder prepares them as its processor does)
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 def random_perspective(x: torch.Tensor, distortion: float, generator: torch.Generator) -> torch.Tensor:
-    """Warp [B,C,H,W] by a random homography that moves each corner by up to `distortion`
-    of the half-size (torchvision's RandomPerspective, in plain torch)."""
+    """Warp [B,C,H,W] by a random homography that moves each corner inwards by up to
+    `distortion` of the half-size along each axis (torchvision's RandomPerspective, which
+    Text2Mesh's augmentations use, in plain torch; continuous instead of whole pixels); what
+    falls outside the image takes its border (the render's background)."""
     b = x.shape[0]
     src = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]).expand(b, 4, 2)
-    dst = src + (torch.rand(b, 4, 2, generator=generator) * 2 - 1) * distortion
+    dst = src * (1 - torch.rand(b, 4, 2, generator=generator) * distortion)
     h = _homography(dst, src)  # maps output coordinates to input coordinates
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, x.shape[2]), torch.linspace(-1, 1, x.shape[3]), indexing="ij")
     pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3).expand(b, -1, -1)
@@ -58,7 +60,7 @@ def _homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 
 
 def random_crop(x: torch.Tensor, scale: tuple[float, float], size: int, generator: torch.Generator) -> torch.Tensor:
-    """Random square crops covering `scale` of the side, resized to size."""
+    """Random square crops covering `scale` of the side, resampled to size x size."""
     b = x.shape[0]
     s = scale[0] + (scale[1] - scale[0]) * torch.rand(b, generator=generator)
     c = (torch.rand(b, 2, generator=generator) * 2 - 1) * (1 - s)[:, None]
@@ -89,25 +91,25 @@ class MSConfig(LossConfig):
         if not self.aug_weights:
             raise ValueError("aug_weights: give at least one augmentation weight")
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
-        encoder, size = clip_image_encoder(cond.store)
-        return MSLoss(encoder, cond.c_m()[0], size, self, cond.seed)
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
+        return MSLoss(clip_image_encoder(cond.store), cond.c_m().unit, self, seed)
 
 
 class MSLoss:
     cameras: Cameras | None = None
     needs_geometry = False
 
-    def __init__(self, encoder: ImageEncoder, target: torch.Tensor, input_size: int, cfg: MSConfig, seed: int) -> None:
+    def __init__(self, encoder: ImageEncoder, target: torch.Tensor, cfg: MSConfig, seed: int) -> None:
         """target: C_m [D] (any scale)."""
-        self.encoder, self.size, self.cfg = encoder, input_size, cfg
+        self.encoder, self.cfg = encoder, cfg
         self.target = torch.nn.functional.normalize(target.reshape(1, -1).float(), dim=-1)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, frame: Frame, views: Views | None, step: int, total: int) -> dict[str, torch.Tensor]:
         c = self.cfg
-        x = torch.nn.functional.interpolate(frame.image.permute(0, 3, 1, 2), (self.size, self.size),
-                                            mode="bilinear", align_corners=False)
+        # Augmented at the render's resolution; the encoder then prepares each image as CLIP's
+        # processor does (antialiased bicubic to its input size).
+        x = frame.image.permute(0, 3, 1, 2)
         # Augmentations drawn in a fixed order: for each i, G's warp, then L's crop and warp.
         batches, weights = [x], [c.omega_z * sum(c.aug_weights)]
         for w_i in c.aug_weights:
@@ -115,7 +117,7 @@ class MSLoss:
                 batches.append(random_perspective(x, c.distortion, self.generator))
                 weights.append(c.omega_g * w_i)
             if c.omega_l:
-                crop = random_crop(x, c.crop_scale, self.size, self.generator)
+                crop = random_crop(x, c.crop_scale, x.shape[-1], self.generator)
                 batches.append(random_perspective(crop, c.distortion, self.generator))
                 weights.append(c.omega_l * w_i)
         # One encoder call for all augmentations.

@@ -45,8 +45,11 @@ class OracleDenoiser:
         other.guidance_scale = guidance_scale
         return other
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return images.permute(0, 3, 1, 2) * 2 - 1
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        return images.permute(0, 3, 1, 2)  # the render's own resolution
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x * 2 - 1  # deterministic: no draw
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return ((z + 1) / 2).clamp(0, 1)
@@ -59,7 +62,7 @@ class OracleDenoiser:
 
     def means(self, views: Views) -> dict[str, torch.Tensor]:
         """The branches' data means in z: cond x*, uncond its flat mean colour, perturbed x* blurred."""
-        x_star = self.encode(self.target_images(views))
+        x_star = self.encode(self.model_input(self.target_images(views)))
         flat = x_star.mean(dim=(2, 3), keepdim=True).expand_as(x_star)
         pad = self.blur // 2
         blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x_star, (pad,) * 4, mode="replicate"),

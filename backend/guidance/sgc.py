@@ -63,7 +63,7 @@ class SGCConfig(LossConfig):
     def model_roles(self) -> set[str]:
         return set(self.roles) | {PART_ROLES[k] for k in PARTS if getattr(self, k) > 0}
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
         return cond.sgc(self)
 
 

@@ -31,11 +31,11 @@ class VPCSMConfig(CSMConfig):
     pag_scale: float = setting(1.0, lo=0.0)  # s
     fixed_views: bool = True  # front/right/back/left each step instead of the sampled batch
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
         sd = cond.store.get("sd")
         den = SDDenoiser(sd, cond.text, resolution=sd_resolution(sd), visual_prompt=cond.visual_prompt(sd),
                          ip_scale=self.ip_scale)
-        return VPCSM(den, self, phase_cfg.weighting, cond.seed,
+        return VPCSM(den, self, phase_cfg.weighting, seed,
                      four_views(phase_cfg) if self.fixed_views else None)
 
     def oracle_term(self, phase_cfg: PhaseSettings, oracle: Any, seed: int) -> Guidance:

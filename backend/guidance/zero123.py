@@ -9,6 +9,7 @@ concatenated to the noisy latent on channels (8 in). The unconditional branch ze
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -18,8 +19,8 @@ from ..models import graphs
 from ..models.loaders import Zero123Components
 from ..render.camera import relative_pose
 from ..render.shading import Views
-from ..schema import setting
-from .base import SDS, Denoiser, Guidance, LossConfig, PhaseSettings, register_loss, schedule_and_weighting
+from ..schema import Ramp, setting
+from .base import SDS, Denoiser, Guidance, LossConfig, PhaseSettings, TimestepSchedule, register_loss
 from .diffusion import vae_encode
 
 
@@ -29,23 +30,27 @@ class Zero123SDSConfig(LossConfig):
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"zero123"})
     needs_reference: ClassVar[bool] = True
-    guidance_scale: float = setting(3.0, lo=0.0)  # Zero-1-to-3's usual 3-5
+    # Magic123's 3D prior (guochengqian/Magic123 scripts/magic123/run_both_priors.sh:
+    # --guidance_scale 100 5, --t_range 0.2 0.6; threestudio's magic123 configs the same): its own
+    # timestep window, not the phase's.
+    guidance_scale: Ramp = setting((5.0, 5.0), lo=0.0)  # CFG scale, constant or [start, end] over the phase
+    timesteps: TimestepSchedule = TimestepSchedule(0.2, 0.6, "random")
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any) -> Guidance:
-        return SDS(cond.zero123(self.guidance_scale), *schedule_and_weighting(phase_cfg), 0.0, cond.seed)
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
+        return SDS(cond.zero123(), self.timesteps, phase_cfg.weighting, 0.0, seed, guidance_scale=self.guidance_scale)
 
     def oracle_term(self, phase_cfg: PhaseSettings, oracle: Denoiser, seed: int) -> Guidance:
         """The oracle sees the target from any view, as Zero-1-to-3 imagines it."""
-        return SDS(oracle, *schedule_and_weighting(phase_cfg), 0.0, seed)
+        return SDS(oracle, self.timesteps, phase_cfg.weighting, 0.0, seed)
 
 
 class Zero123Denoiser:
     def __init__(self, comps: Zero123Components, image_encoder: Callable[[torch.Tensor], torch.Tensor],
                  reference: torch.Tensor, ref_elevation: float = 0.0, ref_azimuth: float = 0.0,
-                 ref_radius: float = 2.5, *, guidance_scale: float, resolution: int = 256) -> None:
+                 ref_radius: float = 2.5, *, guidance_scale: float = 1.0) -> None:
         """reference: [H,W,3] in [0,1] (background already removed and composited);
         image_encoder: its CLIP tower ([B,3,H,W] in [0,1] -> [B,D], models/encoders.py)."""
-        self.c, self.guidance_scale, self.resolution = comps, guidance_scale, resolution
+        self.c, self.guidance_scale, self.resolution = comps, guidance_scale, comps.resolution
         self.ref_pose = (ref_elevation, ref_azimuth, ref_radius)
         self.alphas_cumprod = comps.alphas_cumprod
         self.dtype = next(comps.unet.parameters()).dtype
@@ -55,12 +60,21 @@ class Zero123Denoiser:
             self.image_embed = image_encoder(x)  # [1,D]
             self.ref_latent = comps.vae.encode((x * 2 - 1).to(self.dtype)).latent_dist.mode().float()
 
+    def with_scale(self, guidance_scale: float) -> "Zero123Denoiser":
+        """The same denoiser (its reference shared) at another CFG scale."""
+        other = copy.copy(self)
+        other.guidance_scale = guidance_scale
+        return other
+
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.interpolate(x, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        x = self._resize(images.permute(0, 3, 1, 2))
-        return vae_encode(self.c.vae, (x * 2 - 1).to(self.dtype)).float() * self.scaling
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,H,W,3] renders -> [B,3,256,256], bilinearly (threestudio's zero123 guidances)."""
+        return self._resize(images.permute(0, 3, 1, 2))
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return vae_encode(self.c.vae, (x * 2 - 1).to(self.dtype), generator).float() * self.scaling
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return ((self.c.vae.decode((z / self.scaling).to(self.dtype)).sample.float() + 1) / 2).clamp(0, 1)

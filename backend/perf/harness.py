@@ -41,7 +41,7 @@ def bench_phases(cfg: Any, ctx: Any, cond: Any, field_mode: Any = None,
 
     def terms(key: str) -> list:
         with build_mode(key) if build_mode else nullcontext():
-            return build_terms(cfg.phase(key), "paper", ctx.raster, 0, lambda m: None, cond=cond)
+            return build_terms(key, cfg.phase(key), "paper", ctx.raster, 0, lambda m: None, cond=cond)
 
     t1 = terms("phase1")
     with field_mode or nullcontext():

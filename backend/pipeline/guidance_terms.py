@@ -13,6 +13,7 @@ from ..guidance.base import Guidance
 from ..guidance.oracle import OracleDenoiser
 from ..render.raster import Rasterizer
 from .job_conditioning import JobConditioning
+from .seeds import stream_seed
 from .settings import PHASES, Config, PhaseConfig
 
 
@@ -23,9 +24,11 @@ class Term:
     guidance: Guidance
 
 
-def build_terms(phase_cfg: PhaseConfig, mode: str, raster: Rasterizer, seed: int, log: Callable[[str], None],
-                oracle_target: Mesh | None = None, cond: JobConditioning | None = None) -> list[Term]:
-    """Guidance terms of one phase (anchors and regularisers are the phase's own). With
+def build_terms(phase: str, phase_cfg: PhaseConfig, mode: str, raster: Rasterizer, seed: int,
+                log: Callable[[str], None], oracle_target: Mesh | None = None,
+                cond: JobConditioning | None = None) -> list[Term]:
+    """Guidance terms of one phase (its key, e.g. "phase1", and config; anchors and
+    regularisers are the phase's own), each on its own random stream of the job seed. With
     paper guidance the previous phase's models leave the GPU first, and the encoders that
     only condition leave it once the terms are built, so a phase holds only what its
     steps run."""
@@ -40,14 +43,14 @@ def build_terms(phase_cfg: PhaseConfig, mode: str, raster: Rasterizer, seed: int
             if oracle_target is None:
                 raise ConfigError("oracle guidance needs oracle.target_mesh")
             denoiser = denoiser or OracleDenoiser(oracle_target, raster)
-            guidance = cfg.oracle_term(phase_cfg, denoiser, seed)
+            guidance = cfg.oracle_term(phase_cfg, denoiser, stream_seed(seed, phase, name))
             if guidance is None:
                 log(f"oracle guidance: {name} needs prompts and models, skipped")
                 continue
         else:
             if cond is None:
                 raise ConfigError("paper guidance needs its models and conditioning (JobConditioning)")
-            guidance = cfg.paper_term(phase_cfg, cond)
+            guidance = cfg.paper_term(phase_cfg, cond, stream_seed(seed, phase, name))
         terms.append(Term(name, cfg.weight, guidance))
     if cond is not None:
         cond.store.release_conditioning()

@@ -9,6 +9,7 @@ import torch
 from ..conditioning.image import Segmenter, foreground_mask, recentre
 from ..guidance.diffusion import SDDenoiser
 from ..guidance.sampling import ddim_generate
+from .seeds import stream
 
 SYNTHESIS_GUIDANCE = 7.5  # CFG scale of both syntheses (Stable Diffusion's usual)
 REFERENCE_SIZE = 256  # x_r's side (Zero-1-to-3's input size)
@@ -20,15 +21,16 @@ def _latent_shape(den: SDDenoiser) -> tuple[int, int, int, int]:
 
 
 def synthesise_reference(unclip: SDDenoiser, segmenter: Segmenter, seed: int) -> torch.Tensor:
-    """-> [256,256,4] x_r with its foreground mask in alpha, recentred as Zero-1-to-3 expects."""
+    """-> [256,256,4] x_r with its foreground mask in alpha, recentred as Zero-1-to-3 expects;
+    seed: the job's (the synthesis draws from its own stream of it, pipeline/seeds.py)."""
     image = ddim_generate(unclip, _latent_shape(unclip), unclip.sd.unet.device,
-                          generator=torch.Generator().manual_seed(seed))[0].cpu()
+                          generator=stream(seed, "reference"))[0].cpu()
     rgba = torch.cat([image, torch.ones_like(image[..., :1])], -1)
     return recentre(rgba, foreground_mask(rgba, segmenter), REFERENCE_SIZE)
 
 
 def synthesise_self_guidance(sd, text: str, resolution: int, seed: int) -> torch.Tensor:  # noqa: ANN001
-    """-> [H,W,3] in [0,1]: SD's image of the text."""
+    """-> [H,W,3] in [0,1]: SD's image of the text; seed: the job's (its own stream of it)."""
     plain = SDDenoiser(sd, text, guidance_scale=SYNTHESIS_GUIDANCE, resolution=resolution, visual_prompt=None)
     return ddim_generate(plain, _latent_shape(plain), sd.unet.device,
-                         generator=torch.Generator().manual_seed(seed))[0].cpu()
+                         generator=stream(seed, "self_guidance"))[0].cpu()

@@ -24,6 +24,7 @@ from ..render.sizes import StepSizes, sizing
 from ..render.volume import render_volume
 from .guidance_terms import Term
 from .optim import make_optimizer
+from .seeds import stream
 from .settings import Config, GeometryPhaseConfig, NeRFPhaseConfig, PhaseConfig, TexturePhaseConfig
 
 
@@ -60,12 +61,11 @@ def _add_parts(name: str, weight: float, parts: dict[str, torch.Tensor], losses:
 class Phase:
     name = ""
     key = ""  # its section of the config
-    seed_offset = 0  # distinct camera streams per phase
 
     def __init__(self, cfg: PhaseConfig, ctx: PhaseContext, terms: list[Term]) -> None:
         self.cfg, self.ctx, self.terms = cfg, ctx, terms
         self.iterations = cfg.iterations
-        self.generator = torch.Generator().manual_seed(ctx.seed * 10 + self.seed_offset)
+        self.generator = stream(ctx.seed, self.key, "views")  # the cameras and samples it draws
         self.sizes = StepSizes()  # the renders' data-dependent sizes, without a read a step
         self.weights = {k: c.weight for k, c in cfg.losses.items()}
         self.optimizer: torch.optim.Optimizer | None = None
@@ -224,7 +224,6 @@ class GeometryPhase(Phase):
     mesh) rendered as normal maps."""
 
     name, key = "geometry", "phase2"
-    seed_offset = 1
     preview_shading = "normal"
 
     def __init__(self, cfg: GeometryPhaseConfig, ctx: PhaseContext, terms: list[Term], surface: Surface) -> None:
@@ -290,7 +289,6 @@ class TexturePhase(Phase):
     """Phase III: geometry frozen, a texture field queried at visible surface points."""
 
     name, key = "texture", "phase3"
-    seed_offset = 2
 
     def __init__(self, cfg: TexturePhaseConfig, ctx: PhaseContext, terms: list[Term], verts: torch.Tensor,
                  faces: torch.Tensor, texture: TextureField) -> None:

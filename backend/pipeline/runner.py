@@ -71,7 +71,7 @@ class Runner:
         self.emit({"type": "log", "message": message})
 
     def _terms(self, key: str):  # noqa: ANN202
-        return build_terms(self.cfg.phase(key), self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
+        return build_terms(key, self.cfg.phase(key), self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
                            self.cond)
 
     def _run_phase(self, key: str, phase: Phase) -> None:

@@ -15,6 +15,7 @@ from ..guidance.sgc import SGC, SGC_AZIMUTHS, SGCConfig, SGCTargets
 from ..render.camera import Cameras, orbit_cameras
 from ..render.shading import fixed_views
 from ..models import encoders
+from .seeds import stream
 
 
 def sgc_cameras(cond: Any, resolution: int) -> Cameras:
@@ -25,10 +26,10 @@ def sgc_cameras(cond: Any, resolution: int) -> Cameras:
 
 def _synthesise(cond: Any, cams: Cameras, cfg: SGCConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """-> images [4,S,S,3] in [0,1], masks [4,S,S] in {0,1} at the SGC resolution S."""
-    den = cond.zero123(cfg.guidance_scale)
+    den = cond.zero123().with_scale(cfg.guidance_scale)
     f = den.resolution // den.ref_latent.shape[-1]
     side = fixed_views(cams.index([1, 2, 3]), "albedo").to(den.c.device)
-    gen = torch.Generator().manual_seed(cond.seed)
+    gen = stream(cond.seed, "sgc_targets")
     novel = ddim_generate(den, (3, 4, den.resolution // f, den.resolution // f), den.c.device, cfg.steps, gen,
                           side).cpu()
     rgba = cond.reference()
