@@ -135,7 +135,9 @@ class UnclipGuidanceConfig(LossConfig):
 
     kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"unclip", "imagebind"})  # C_m needs ImageBind
-    guidance_scale: Ramp = setting((7.5, 7.5), lo=0.0)  # CFG scale, constant or [start, end] over the phase
+    # CFG scale, constant or [start, end] over the phase: score distillation's 100 (DreamFusion,
+    # HiFA, threestudio; guidance/sources.py), not text-to-image's 7.5.
+    guidance_scale: Ramp = setting((100.0, 100.0), lo=0.0)
     # Renders are encoded at min(this, the model's training size). 512 as threestudio
     # (and HiFA's code on it) encode for every Stable Diffusion, the 768² unCLIP included:
     # phases II/III render at 512², so 768² would only upsample them, and the encoder, the

@@ -58,7 +58,7 @@ class SGCConfig(LossConfig):
     reward_margin: float = setting(25.0, lo=0.0)  # ϕ's margin, PickScore units
     resolution: int = setting(256, lo=8, hi=4096)  # of the four renders and targets
     guidance_scale: float = setting(3.0, lo=0.0)  # Zero-1-to-3 when synthesising the targets
-    steps: int = setting(30, lo=1, hi=1000)  # DDIM steps of that synthesis
+    steps: int = setting(50, lo=1, hi=1000)  # DDIM steps of that synthesis (Zero-1-to-3 gradio_new.py ddim_steps)
 
     def model_roles(self) -> set[str]:
         return set(self.roles) | {PART_ROLES[k] for k in PARTS if getattr(self, k) > 0}
