@@ -25,6 +25,13 @@ class OutOfGPUMemory(PipelineError):
     last step's checkpoint kept)."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Memory ran out: CUDA's allocator ("CUDA out of memory"), the CPU's ("DefaultCPUAllocator:
+    can't allocate memory") or Python's MemoryError."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 class Cancelled(Exception):
     """The user cancelled; the last checkpoint is on disk and the job can be resumed."""
 
@@ -39,7 +46,11 @@ class ModelNotAvailable(RuntimeError):
 
 
 class MeshError(ValueError):
-    """A mesh file that cannot be used; the message says why and what to do."""
+    """A mesh file that cannot be used; the message says why, `hint` what to give instead."""
+
+    def __init__(self, message: str, hint: str = "give a surface mesh (GLB, OBJ, PLY or STL) with faces") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class InputFileError(JobError):

@@ -5,6 +5,7 @@ Coordinates are the world frame of render/camera.py (glTF: +Y up). UVs follow gl
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from ..errors import MeshError
+from .mesh_files import (MAX_MESH_BYTES, MAX_TEXTURE_PIXELS, SIZE_HINT, Refusal, check_mesh_file, confined_resolver,
+                         too_many)
 
 
 @dataclass
@@ -129,34 +132,44 @@ def sample_colors(mesh: Mesh, uv: torch.Tensor | None, colors: torch.Tensor | No
     raise MeshError("mesh has neither a texture nor vertex colours")
 
 
-def load_mesh(path: str | Path, max_faces: int | None = None) -> Mesh:
+def load_mesh(path: str | Path) -> Mesh:
     """Load GLB/glTF/OBJ/PLY/STL (all parts, node transforms applied) as one Mesh.
 
-    Raises MeshError with an actionable message for unreadable files, point clouds and
-    empty meshes."""
+    Raises MeshError with an actionable message for unreadable files, point clouds, empty
+    meshes, and files that refer outside themselves or are too large (mesh_files.py: both
+    checked before the file is parsed)."""
     import trimesh
 
     path = Path(path)
     if not path.is_file():
         raise MeshError(f"mesh file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_MESH_BYTES:
+        raise Refusal(f"{path.name} is {size:,} bytes; a mesh file may have at most {MAX_MESH_BYTES:,}", SIZE_HINT)
+    data = path.read_bytes()
+    check_mesh_file(path, data)
+    resolver = confined_resolver(path)
     try:
-        loaded = trimesh.load(str(path), process=False)
+        loaded = trimesh.load(io.BytesIO(data), file_type=path.suffix.lower().lstrip("."), resolver=resolver,
+                              process=False)
     except Exception as exc:  # trimesh raises many types for bad files
+        if resolver.refused:
+            raise resolver.refused[0] from None
         raise MeshError(f"could not read {path.name} as a mesh ({exc}); export it as GLB or OBJ") from exc
+    if resolver.refused:  # trimesh goes on without a material it could not load: the refusal is the answer
+        raise resolver.refused[0]
     geoms = list(loaded.dump()) if isinstance(loaded, trimesh.Scene) else [loaded]
     meshes = [g for g in geoms if isinstance(g, trimesh.Trimesh) and len(g.faces)]
     if not meshes:
         kinds = sorted({type(g).__name__ for g in geoms}) or ["nothing"]
         raise MeshError(f"{path.name} holds no triangles (found: {', '.join(kinds)}); "
                         "a point cloud or empty file cannot be used: give a surface mesh")
-    parts = [_from_trimesh(m) for m in meshes]
-    mesh = parts[0] if len(parts) == 1 else _concat(parts)
-    if max_faces is not None and mesh.faces.shape[0] > max_faces:
-        raise MeshError(f"{path.name} has {mesh.faces.shape[0]} faces, more than {max_faces}")
-    return mesh
+    too_many(path.name, sum(len(m.faces) for m in meshes), "holds")  # polygons split: counted again
+    parts = [_from_trimesh(m, path.name) for m in meshes]
+    return parts[0] if len(parts) == 1 else _concat(parts)
 
 
-def _from_trimesh(m) -> Mesh:  # noqa: ANN001 (trimesh type is optional at import time)
+def _from_trimesh(m, name: str) -> Mesh:  # noqa: ANN001 (trimesh type is optional at import time)
     verts = torch.tensor(np.asarray(m.vertices), dtype=torch.float32)
     faces = torch.tensor(np.asarray(m.faces), dtype=torch.long)
     uv = tex = colors = None
@@ -164,6 +177,9 @@ def _from_trimesh(m) -> Mesh:  # noqa: ANN001 (trimesh type is optional at impor
     if visual.kind == "texture" and getattr(visual, "uv", None) is not None:
         image = getattr(visual.material, "baseColorTexture", None) or getattr(visual.material, "image", None)
         if image is not None:
+            if image.size[0] * image.size[1] > MAX_TEXTURE_PIXELS:  # before it is decoded
+                raise Refusal(f"{name}: its texture is a {image.size[0]}x{image.size[1]} image; at most "
+                              f"{MAX_TEXTURE_PIXELS:,} pixels", SIZE_HINT)
             uv_np = np.asarray(visual.uv, dtype=np.float32).copy()
             uv_np[:, 1] = 1.0 - uv_np[:, 1]  # trimesh holds OpenGL-style v; ours is glTF's
             uv = torch.tensor(uv_np)

@@ -10,8 +10,7 @@ from ..geometry.mesh import load_mesh
 from ..protocol import job_inputs
 
 HINTS = {"image": "give a PNG or JPEG image of at least 8x8 pixels",
-         "audio": "give a WAV, FLAC or OGG file of at least 25 ms",
-         "mesh": "give a surface mesh (GLB, OBJ, PLY or STL) with faces"}
+         "audio": "give a WAV, FLAC or OGG file of at least 25 ms with finite samples"}
 
 
 def check_input_files(job: dict) -> None:
@@ -23,4 +22,4 @@ def check_input_files(job: dict) -> None:
         try:
             {"image": load_image, "audio": read_audio, "mesh": load_mesh}[kind](path)
         except (ImageInputError, AudioError, MeshError) as exc:
-            raise InputFileError(field, str(exc), HINTS[kind]) from exc
+            raise InputFileError(field, str(exc), getattr(exc, "hint", None) or HINTS[kind]) from exc
