@@ -1,5 +1,6 @@
-"""Files written whole or not at all: a temporary file beside the target, renamed onto it
-when writing succeeded (a kill or a full disk never leaves a half-written output)."""
+"""Files written whole or not at all: a temporary file beside the target, flushed to the
+disk (fsync) and renamed onto it when writing succeeded, so a kill, a power cut or a full
+disk never leaves a half-written file for a later run to trust."""
 from __future__ import annotations
 
 import errno
@@ -14,16 +15,46 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
+def _fsync(path: Path, flags: int = os.O_RDWR) -> None:
+    fd = os.open(path, flags)  # read-write: Windows' fsync (_commit) refuses a read-only handle
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """The rename itself on the disk (POSIX; Windows has no directory handles to sync)."""
+    if os.name == "posix":
+        _fsync(folder, os.O_RDONLY)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields where to write; keeps the suffix so writers that go by it still work."""
+    """Yields where to write; keeps the suffix so writers that go by it still work. The
+    writer must have closed the file when its block ends."""
     path = Path(path)
     tmp = _partial(path)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # after a failure: its space back before anything else is written
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Text (UTF-8) or bytes into `path`, whole or not at all."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> None:
+    """A copy of src at dst (with src's times), whole or not at all."""
+    with atomic_path(dst) as tmp:
+        shutil.copy2(src, tmp)
 
 
 def remove_partials(folder: Path) -> list[Path]:
@@ -48,6 +79,8 @@ class DiskFull(OSError):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """No space left, as the OS says it or as torch.save's writer does ("file write failed")."""
+    """No space left (or over quota), as the OS says it or as torch.save's writer does
+    ("file write failed")."""
     text = str(exc)
-    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "file write failed" in text
+    return (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text
+            or "file write failed" in text)

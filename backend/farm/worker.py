@@ -25,7 +25,7 @@ from typing import Iterator
 
 from .kinds import KINDS
 
-SKIPPED = ("events.jsonl",)  # the front keeps its own event log
+SKIPPED = ("events.jsonl", ".events.reserve")  # the front keeps its own event log (and its reserve)
 
 
 class FolderSync:
