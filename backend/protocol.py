@@ -6,10 +6,12 @@ the backend server. Standard library only: the Blender add-on imports this modul
 offending field. Nothing is checked lazily: a job that passes can start.
 
 Every JSON that arrives (job files, stdio lines, HTTP bodies) is read by `loads`: Python's
-reader alone accepts NaN / Infinity literals, turns 1e400 into infinity and keeps the last
-of duplicate keys; here a duplicate key is refused, and a non-finite number anywhere in a
-job or a message is refused naming its dotted field (`first_non_finite`; overrides by
-pipeline.config.resolve).
+reader alone accepts NaN / Infinity literals, turns 1e400 into infinity, keeps the last of
+duplicate keys, recurses until the interpreter's stack gives out and spends quadratic time
+on a 4000-digit number before refusing it with an uncaught ValueError. Here a duplicate
+key is refused, nesting and number literals are bounded (JSONLimit, naming the field),
+and a non-finite number or text that is not valid Unicode anywhere in a job or a message
+is refused naming its dotted field (`first_unusable`; overrides by pipeline.config.resolve).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ JOB_DEFAULTS: dict[str, Any] = {
 _PROMPT_KEYS = {"text": str, "images": list, "audio": str, "weights": dict}
 _WEIGHT_KEYS = ("text", "images", "audio")
 WEIGHT_RANGE = (0.0, 100.0)  # a modality's relative weight in the Modality Similarity loss
+DEFAULT_WEIGHT = 1.0  # a given modality's weight when the job names none
 
 
 class JobError(ValueError):
@@ -58,24 +61,132 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
+MAX_DEPTH = 32  # nesting levels of any JSON that arrives (a job needs 4)
+# Characters of one number literal: a seed has at most 19 digits, and Python's int parser
+# gives up (ValueError) beyond 4300 after a quadratic amount of work.
+MAX_NUMBER = 64
+
+
+class JSONLimit(ValueError):
+    """JSON over a limit (MAX_DEPTH, MAX_NUMBER): `field` names where (dotted, "" for the
+    document itself); `partial` is what was read (a message's id, for its error)."""
+
+    def __init__(self, field: str, reason: str, partial: Any = None) -> None:
+        super().__init__(f"{field or 'the document'}: {reason}")
+        self.field, self.reason, self.partial = field, reason, partial
+
+
+class _LongNumber:
+    """A number literal over MAX_NUMBER characters, kept unparsed for loads to name."""
+
+    def __init__(self, text: str) -> None:
+        self.chars = len(text)
+
+
+def _number(parse: type) -> Any:
+    return lambda text: _LongNumber(text) if len(text) > MAX_NUMBER else parse(text)
+
+
+def _field(where: str, key: Any) -> str:
+    """A dotted field name (`prompt.weights.text`, `files[0]`); long keys shortened."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    key = key if len(key) <= 64 else key[:61] + "..."
+    return f"{where}.{key}" if where else key
+
+
+def _check_limits(value: Any, where: str, depth: int, root: Any) -> None:
+    if isinstance(value, _LongNumber):
+        raise JSONLimit(where, f"a number of {value.chars} characters; at most {MAX_NUMBER}", root)
+    if isinstance(value, (dict, list)):
+        if depth > MAX_DEPTH:
+            raise JSONLimit(where, f"nested deeper than {MAX_DEPTH} levels", root)
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            _check_limits(item, _field(where, key), depth + 1, root)
+
+
+# Strings (skipped whole, at the regular expression engine's speed) and brackets.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+
+
+def _cut_too_deep(text: str) -> str | None:
+    """The document cut where it first nests deeper than MAX_DEPTH, an empty list standing
+    in for the rest there and the open brackets closed: json reads it without recursing
+    past Python's limit, and _check_limits names the field. None if it never does."""
+    stack: list[str] = []
+    for m in _STRUCTURE.finditer(text):
+        token = m.group()
+        if token in ("[", "{"):
+            if len(stack) == MAX_DEPTH:
+                return text[:m.start()] + "[]" + "".join("]" if b == "[" else "}" for b in reversed(stack))
+            stack.append(token)
+        elif token in ("]", "}") and stack:
+            stack.pop()
+    return None
+
+
 def loads(text: str | bytes) -> Any:
-    """JSON -> Python, refusing duplicate keys (DuplicateKey, a ValueError). NaN, Infinity
-    and overflowing numbers parse to non-finite floats, for first_non_finite to name."""
-    return json.loads(text, object_pairs_hook=_no_duplicates)
+    """JSON -> Python, refusing duplicate keys (DuplicateKey) and, naming the field,
+    documents nested deeper than MAX_DEPTH or with a number literal over MAX_NUMBER
+    characters (JSONLimit); both are ValueErrors. NaN, Infinity and overflowing numbers
+    parse to non-finite floats, for first_unusable to name."""
+    read = lambda doc: json.loads(doc, object_pairs_hook=_no_duplicates,  # noqa: E731
+                                  parse_int=_number(int), parse_float=_number(float))
+    try:
+        value = read(text)
+    except RecursionError:
+        cut = _cut_too_deep(text.decode("utf-8", "surrogatepass") if isinstance(text, bytes) else text)
+        if cut is None:
+            raise JSONLimit("", f"nested deeper than {MAX_DEPTH} levels") from None
+        value = read(cut)
+    _check_limits(value, "", 1, value)
+    return value
 
 
-def first_non_finite(value: Any, where: str = "") -> tuple[str, float] | None:
-    """(dotted field, value) of the first NaN or infinite number in a JSON value
-    (`prompt.weights.text`, `files[0]`), else None."""
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def first_unusable(value: Any, where: str = "") -> tuple[str, str] | None:
+    """(dotted field, what is wrong) of the first value that no job or message may carry,
+    else None: a NaN or infinite number, or text that is not valid Unicode (a lone
+    surrogate, which JSON's \\ud800 escapes can spell), in keys too."""
     if isinstance(value, float) and not math.isfinite(value):
-        return where or "value", value
+        return where or "value", f"{value!r} is not a finite number"
+    if isinstance(value, str) and _SURROGATE.search(value):
+        return where or "value", "not valid Unicode text (a lone surrogate such as \\ud800)"
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        found = first_non_finite(item, f"{where}[{key}]" if isinstance(key, int) else
-                                 f"{where}.{key}" if where else str(key))
+        field = _field(where, key)
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return field, "the key is not valid Unicode text (a lone surrogate such as \\ud800)"
+        found = first_unusable(item, field)
         if found:
             return found
     return None
+
+
+MAX_MANIFEST = 1 << 20  # bytes of a models manifest (a few dozen roles)
+
+
+def read_manifest(path: str | Path) -> dict[str, str]:
+    """A models manifest, JSON {"role": "folder or hub id", ...}; ValueError saying what is
+    wrong with it."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_MANIFEST:
+            raise ValueError(f"{path.stat().st_size} bytes; a manifest has at most {MAX_MANIFEST}")
+        raw = loads(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:  # not UTF-8, not JSON, a duplicate key, over a limit
+        raise ValueError(f"not a JSON manifest ({exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                            for k, v in raw.items()):
+        raise ValueError('expected a JSON object {"role": "folder or hub id", ...}')
+    bad = first_unusable(raw)
+    if bad:
+        raise ValueError(f"{bad[0]}: {bad[1]}")
+    return raw
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -135,9 +246,9 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
     if not isinstance(raw, dict):
         raise JobError("job", f"expected a JSON object, got {type(raw).__name__}")
     # overrides are checked key by key against the typed presets (pipeline.config.resolve)
-    bad = first_non_finite({k: v for k, v in raw.items() if k != "overrides"})
+    bad = first_unusable({k: v for k, v in raw.items() if k != "overrides"})
     if bad:
-        raise JobError(bad[0], f"{bad[1]!r} is not a finite number")
+        raise JobError(*bad)
     unknown = sorted(set(raw) - set(JOB_DEFAULTS))
     if unknown:
         raise JobError(unknown[0], f"unknown key; allowed: {', '.join(JOB_DEFAULTS)}")
@@ -186,6 +297,11 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
         models = models if models.is_absolute() else base / models
         if not _is("exists", models):
             raise JobError("models", f"not found: {models}; use default, tiny, a models folder or a manifest file")
+        if _is("is_file", models):
+            try:
+                read_manifest(models)
+            except ValueError as exc:
+                raise JobError("models", f"{models.name}: {exc}") from None
         job["models"] = str(models.resolve())
     if job["style_image"] is not None:
         job["style_image"] = _file("style_image", job["style_image"], base, IMAGE_SUFFIXES, confined)
@@ -210,6 +326,10 @@ def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict
             raise JobError("prompt", "empty prompt: give text, reference images or an audio clip")
         if job["mode"] == "stylize" and not (job["style_image"] or has_prompt):
             raise JobError("style_image", "stylize needs a style image or a prompt")
+        given = [k for k in _WEIGHT_KEYS if prompt.get(k)]
+        if given and not any(weights.get(k, DEFAULT_WEIGHT) > 0 for k in given):
+            raise JobError("prompt.weights", f"every part of the prompt given ({', '.join(given)}) has weight 0: "
+                                             "nothing is left to guide the job; give one a weight above 0")
     return job
 
 
@@ -258,7 +378,12 @@ ERROR_CODES = ("invalid_job", "invalid_input", "model_missing", "pipeline", "out
 
 
 class ProtocolError(ValueError):
-    """A message that cannot be accepted; the text says what is wrong with it."""
+    """A message that cannot be accepted; the text says what is wrong with it, `job_id` the
+    job it was about when that could be read."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 def encode(message: dict) -> str:
@@ -281,13 +406,14 @@ def decode(line: str | bytes, expected: tuple[str, ...]) -> dict:
         raise ProtocolError(f"not JSON ({exc.msg}): {line[:80]!r}") from exc
     except DuplicateKey as exc:
         raise ProtocolError(str(exc)) from None
-    except RecursionError:
-        raise ProtocolError("JSON nested too deeply") from None
+    except JSONLimit as exc:
+        about = exc.partial.get("id") if isinstance(exc.partial, dict) else None
+        raise ProtocolError(str(exc), about if isinstance(about, str) else None) from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
-    bad = first_non_finite({k: v for k, v in msg.items() if k != "job"})  # a job: validate_job names its field
+    bad = first_unusable({k: v for k, v in msg.items() if k != "job"})  # a job: validate_job names its field
     if bad:
-        raise ProtocolError(f"{bad[0]}: {bad[1]!r} is not a finite number")
+        raise ProtocolError(f"{bad[0]}: {bad[1]}", msg["id"] if isinstance(msg.get("id"), str) else None)
     if msg.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {msg.get('v')!r} is not {PROTOCOL_VERSION}: "
                             "the add-on and the backend are from different releases; reinstall the backend")

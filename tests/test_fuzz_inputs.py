@@ -146,7 +146,7 @@ def test_every_job_field_is_refused_with_its_name_or_accepted(folder, case, conf
         return
     # accepted: a job that can start; every number finite, files readable, and a remote
     # job's files inside its folder
-    assert protocol.first_non_finite({k: v for k, v in valid.items() if k != "overrides"}) is None
+    assert protocol.first_unusable({k: v for k, v in valid.items() if k != "overrides"}) is None
     assert all(0 <= w <= protocol.WEIGHT_RANGE[1] for w in valid["prompt"]["weights"].values())
     for _, path in protocol.job_inputs(valid):
         assert Path(path).is_file()
@@ -206,7 +206,7 @@ def test_protocol_lines_decode_or_are_refused(line):
     except protocol.ProtocolError:
         return
     assert msg["type"] in protocol.CLIENT_TYPES
-    assert protocol.first_non_finite({k: v for k, v in msg.items() if k != "job"}) is None
+    assert protocol.first_unusable({k: v for k, v in msg.items() if k != "job"}) is None
 
 
 @pytest.fixture(scope="module")

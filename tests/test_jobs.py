@@ -279,7 +279,7 @@ def test_cli_broken_invocations_get_one_line_and_exit_2(tmp_path, capsys):
     good.write_text(json.dumps({"version": 1, "prompt": {"text": "x"}}))
     a_file = tmp_path / "taken"
     a_file.write_text("")
-    cases = [([str(deep)], "is nested too deeply to be a job"), ([str(latin)], "is not UTF-8 text"),
+    cases = [([str(deep)], "[0][0]: nested deeper than 32 levels"), ([str(latin)], "is not UTF-8 text"),
              ([str(tmp_path)], "is a folder; give the job's .json file"),
              ([str(tmp_path / "missing.json")], "job file not found"),
              ([str(good), "--out", str(a_file)], "is a file, not a folder"),

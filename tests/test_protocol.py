@@ -66,7 +66,7 @@ def test_stdio_server_answers_every_hostile_line_and_goes_on(tmp_path, monkeypat
                    protocol.encode({"type": "ping"}).encode()])
     assert [m["type"] for m in msgs] == ["hello", "error", "error", "error", "error", "error", "pong"]
     assert [m["message"] for m in msgs[1:6]] == [
-        "JSON nested too deeply", "submit's \"base_dir\" must be a path (a string)",
+        "[0]" * 32 + ": nested deeper than 32 levels", "submit's \"base_dir\" must be a path (a string)",
         "submit needs \"job\" (an object) and \"out_dir\" (a non-empty path)",
         "submit's out_dir and base_dir must be absolute paths", "no job 'nobody' to cancel"]
     assert msgs[5]["id"] == "nobody" and list(tmp_path.iterdir()) == []  # nothing written in the cwd

@@ -62,7 +62,8 @@ def resample(wave: torch.Tensor, orig: int, new: int, zero_crossings: int = 6, r
 
 
 def read_audio(path: str | Path) -> torch.Tensor:
-    """-> [channels, N] at 16 kHz in [-1, 1]."""
+    """-> [channels, N] at 16 kHz in [-1, 1]; AudioError for a file without usable samples
+    (none, under one 25 ms frame, NaN or infinite ones)."""
     import soundfile as sf
 
     try:
@@ -71,6 +72,10 @@ def read_audio(path: str | Path) -> torch.Tensor:
         raise AudioError(f"could not read {Path(path).name} as audio ({exc}); use WAV, FLAC or OGG") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{Path(path).name} contains no samples")
+    bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+    if bad.size:  # a float file can store them; the filterbank would carry them into C_m
+        raise AudioError(f"{Path(path).name} has {bad.size} samples that are NaN or infinite (the first at "
+                         f"{bad[0] / rate:.3f} s): re-export the audio")
     wave = resample(torch.from_numpy(np.ascontiguousarray(data.T)), rate, SAMPLE_RATE)
     if wave.shape[1] < int(SAMPLE_RATE * FRAME_MS / 1000):
         raise AudioError(f"{Path(path).name} lasts {1000 * data.shape[0] / rate:.0f} ms: give at least "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..protocol import DEFAULT_WEIGHT
 from .audio import audio_clips, read_audio
 from .image import load_image
 
@@ -71,7 +72,7 @@ def modality_embedding(model, tokenizer, prompt: dict) -> ModalityEmbedding:  # 
     """prompt: a validated job prompt {text?, images, audio?, weights}."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    weights = {"text": 1.0, "images": 1.0, "audio": 1.0, **prompt.get("weights", {})}
+    weights = {k: DEFAULT_WEIGHT for k in ("text", "images", "audio")} | prompt.get("weights", {})
     parts: list[tuple[float, torch.Tensor, torch.Tensor]] = []  # (weight, unit, unCLIP's form)
     if prompt.get("text") and weights["text"] > 0:
         ids = tokenizer([prompt["text"]], padding="max_length", max_length=77, truncation=True,

@@ -12,13 +12,13 @@ turns them into functions of images.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
 from ..errors import ModelNotAvailable
+from ..protocol import read_manifest
 from . import graphs
 from .loaders import LOADERS
 from .roles import (DEFAULT_IDS, DEFAULT_SUBFOLDERS, HUB_SOURCES, PREPROCESSOR_CONFIGS, conjure_cache, imagebind_dir,
@@ -67,7 +67,10 @@ class ModelStore:
         elif source not in ("default",):
             path = Path(source)
             if path.is_file():
-                self._manifest = json.loads(path.read_text())
+                try:
+                    self._manifest = read_manifest(path)
+                except ValueError as exc:
+                    raise ModelNotAvailable("*", source, f"the models manifest cannot be used: {exc}") from None
                 self._tiny_root = None
             elif path.is_dir():
                 self._tiny_root = path
@@ -75,6 +78,12 @@ class ModelStore:
                 raise ModelNotAvailable("*", source, "models must be default, tiny, a folder or a manifest file")
         else:
             self._tiny_root = None
+
+    @property
+    def tiny(self) -> bool:
+        """The test models (models/tiny.py, megabytes): the presets' memory estimates, made
+        for the papers' networks, do not apply to them."""
+        return self._tiny_root is not None and (self.source == "tiny" or (self._tiny_root / "tiny.json").is_file())
 
     def available(self, role: str) -> bool:
         """Whether a role's weights are on this machine (no download, nothing loaded)."""
