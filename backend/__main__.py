@@ -59,10 +59,8 @@ def _job_and_out(job: str, out_arg: str | None) -> tuple[Path, dict, Path]:
         raise _Refused(f"{path} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise _Refused(f"{path} is not valid JSON ({exc})") from None
-    except protocol.DuplicateKey as exc:
+    except (protocol.DuplicateKey, protocol.JSONLimit) as exc:
         raise _Refused(f"{path}: {exc}") from None
-    except RecursionError:
-        raise _Refused(f"{path} is nested too deeply to be a job") from None
     except OSError as exc:
         raise _Refused(f"cannot read {path}: {exc.strerror or exc}") from None
     out = Path(out_arg) if out_arg else path.parent / (path.stem + "_out")
@@ -79,14 +77,26 @@ def _job_and_out(job: str, out_arg: str | None) -> tuple[Path, dict, Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """0 when the job finished or a signal cancelled it (checkpointed, resumable); 1 when
+    it ended with an error."""
+    import threading
+
     from .server.jobs import run_job
+    from .server.signals import stop_on_signals
 
     try:
         path, raw, out = _job_and_out(args.job, args.out)
     except _Refused as exc:
         return _fail(str(exc))
-    result = run_job(raw, path.parent, out, _print_event, restart=args.restart)
-    return 0 if result is not None else 1
+    stop, last = threading.Event(), {}
+
+    def show(event: dict) -> None:
+        last["type"] = event["type"]
+        _print_event(event)
+
+    with stop_on_signals(lambda signum: stop.set(), "cancelling: the job stops at its next checkpoint"):
+        result = run_job(raw, path.parent, out, show, stop.is_set, restart=args.restart)
+    return 0 if result is not None or last.get("type") == "cancelled" else 1
 
 
 def _remote(args: argparse.Namespace, priority: str = "normal"):  # noqa: ANN202 (client.HttpBackend)

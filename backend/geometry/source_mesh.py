@@ -2,7 +2,8 @@
 moved into the unit frame the pipeline works in (the transform is kept to undo on export).
 
 Automatic fixes (each reported): a mesh over `max_faces` is decimated (quadric edge
-collapse; its texture becomes vertex colours first, its UVs are then rebuilt on export);
+collapse, in stages with progress between them: decimate.py; its texture becomes vertex
+colours first, its UVs are then rebuilt on export);
 any position and scale is recentred and rescaled. Refused with a MeshError: unreadable
 files, point clouds, meshes without faces, non-finite vertices, all-coincident vertices.
 """
@@ -14,7 +15,9 @@ from pathlib import Path
 import torch
 
 from .cleanup import cleanup
+from .decimate import coarse_stages, decimate_coarsely
 from ..errors import MeshError
+from ..progress import Stages
 from .mesh import Mesh, Normalization, load_mesh, normalization_for, sample_colors
 from .mesh_sdf import sample_surface
 
@@ -46,8 +49,8 @@ def vertex_colors(mesh: Mesh) -> torch.Tensor | None:
     return mesh.colors
 
 
-def prepare_source(path: str | Path, max_faces: int) -> SourceMesh:
-
+def prepare_source(path: str | Path, max_faces: int, stages: Stages | None = None) -> SourceMesh:
+    """stages: where the decimation's progress goes (cancel honoured between its stages)."""
     mesh = load_mesh(path)
     name = Path(path).name
     if not torch.isfinite(mesh.verts).all():
@@ -55,8 +58,12 @@ def prepare_source(path: str | Path, max_faces: int) -> SourceMesh:
     fixes: list[str] = []
     n_faces = mesh.faces.shape[0]
     if n_faces > max_faces:
-        colors = vertex_colors(mesh)
-        v, f, c = cleanup(mesh.verts, mesh.faces, max_faces, 0.0, colors)
+        stages = stages or Stages(lambda event: None, lambda: False, "input")
+        stages.add(coarse_stages(n_faces, max_faces) + 1)
+        v, f, c = decimate_coarsely(mesh.verts, mesh.faces, max_faces, stages.start, vertex_colors(mesh))
+        stages.start(f"decimating {f.shape[0]:,} -> {max_faces:,} faces")
+        v, f, c = cleanup(v, f, max_faces, 0.0, c)
+        stages.finish()
         mesh = Mesh(v, f, colors=c)
         fixes.append(f"decimated from {n_faces} to {f.shape[0]} faces (source.max_faces = {max_faces})")
     norm = normalization_for(mesh.verts)

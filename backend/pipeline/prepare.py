@@ -13,21 +13,32 @@ import torch
 
 from ..geometry.mesh import Mesh, load_mesh, normalized
 from ..geometry.source_mesh import SourceMesh, prepare_source
+from ..errors import OutOfGPUMemory
 from ..models.store import ModelStore, StoreKey
+from ..progress import Stages
+from ..protocol import JobError
 from ..render.raster import Rasterizer, make_rasterizer
 from .fingerprint import phase_fingerprints
 from .guidance_terms import job_roles
 from .job_conditioning import JobConditioning
+from .memory_budget import available_ram_gb, shortfall
 from .phases import PhaseContext
 from .settings import PHASES, Config
 
 
 def resolve_device(name: str) -> torch.device:
+    """A job's `device` (auto, cpu, cuda, cuda:N) as this machine has it; JobError naming
+    the field for a GPU it does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is visible to torch")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise JobError("device", f"{name!r}: no CUDA GPU is visible to torch on this machine; use auto or cpu")
+        if (device.index or 0) >= count:
+            raise JobError("device", f"{name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def networks_compiled(cfg: Config, device: torch.device) -> bool:
@@ -39,6 +50,21 @@ def networks_compiled(cfg: Config, device: torch.device) -> bool:
 def networks_graphed(cfg: Config, device: torch.device) -> bool:
     """runtime.cuda_graphs: on CUDA, unless the networks are compiled."""
     return cfg.runtime.cuda_graphs and device.type == "cuda" and not networks_compiled(cfg, device)
+
+
+def check_memory(device: torch.device, store: ModelStore, preset: str) -> None:
+    """Before any model runs, with the papers' networks: the preset's recorded estimate
+    (bench --estimate --record) against the free memory of the device the job runs on, the
+    GPU's or the machine's; OutOfGPUMemory (refused, nothing done) when it does not fit."""
+    if store.tiny:
+        return
+    if device.type == "cuda":
+        free_gb: float | None = torch.cuda.mem_get_info(device)[0] / 2 ** 30
+    else:
+        free_gb = available_ram_gb()
+    short = None if free_gb is None else shortfall(preset, free_gb, device.type)
+    if short is not None:
+        raise OutOfGPUMemory(*short)
 
 
 @dataclass
@@ -66,13 +92,15 @@ class RunContext:
 
 
 def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
-            stores: dict[StoreKey, ModelStore] | None = None) -> RunContext:
+            stores: dict[StoreKey, ModelStore] | None = None, input_stages: Stages | None = None) -> RunContext:
     """The RunContext of a job. stores: a server's model stores, kept between its jobs (one
-    per StoreKey); ModelNotAvailable before any work when a model the job needs is missing."""
+    per StoreKey); ModelNotAvailable before any work when a model the job needs is missing.
+    input_stages: the progress of the input mesh's decimation (stylize, edit)."""
     device = resolve_device(job.get("device", "auto"))
     ctx = PhaseContext(make_rasterizer(cfg.render.rasterizer, device), device, int(job.get("seed", 0)),
                        cfg.render.bound, fused_grid=cfg.runtime.fused_grid)
-    source = prepare_source(job["mesh"], cfg.source.max_faces) if job.get("mode", "generate") != "generate" else None
+    source = (prepare_source(job["mesh"], cfg.source.max_faces, input_stages)
+              if job.get("mode", "generate") != "generate" else None)
     target = cond = None
     if job.get("guidance") == "oracle":
         mesh = load_mesh(job["oracle"]["target_mesh"])
@@ -85,6 +113,7 @@ def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
         store = ModelStore.shared({} if stores is None else stores, key)
         cond = JobConditioning(job, store, log, ctx.seed)
         store.check_available(job_roles(job, cfg))
+        check_memory(device, store, job.get("preset", "standard"))
         if any(cfg.phase(p).iterations > 0 and cfg.phase(p).weight("ref_view") > 0 for p in PHASES):
             ctx.ref_view = cond.ref_view()
     return RunContext(job, cfg, Path(out), ctx, source, target, cond, phase_fingerprints(job, cfg))

@@ -1,6 +1,7 @@
 """Runs a resolved job through phases I-III and export, with progress events, periodic
-and per-phase checkpoints (atomic), resume from the last checkpoint, and cooperative
-cancellation between steps."""
+and per-phase checkpoints (atomic, checksummed), resume from the last good checkpoint, and
+cooperative cancellation between steps (and between the stages of the steps that have no
+iterations: the DMTet surface, export)."""
 from __future__ import annotations
 
 import json
@@ -10,16 +11,18 @@ from typing import Callable
 
 import torch
 
-from ..atomic import remove_partials
-from ..errors import Cancelled, OutOfGPUMemory
+from ..atomic import remove_partials, write_atomic
+from ..errors import Cancelled, OutOfGPUMemory, is_out_of_memory
 from ..export.mesh_export import baked_mesh, build_textured_mesh, write_glb
 from ..export.previews import to_png, write_previews
+from ..geometry.decimate import coarse_stages, decimate_coarsely
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
 from ..geometry.mesh import Mesh
 from ..geometry.source_mesh import SourceMesh, colored_samples
 from ..geometry.surfaces import DMTetSurface, OffsetSurface
 from ..guidance.ref_view import identity_views
+from ..progress import Stages
 from ..render.raster import Rasterizer
 from .checkpoints import Checkpoints
 from .guidance_terms import build_terms
@@ -43,19 +46,26 @@ class Runner:
         self.emit, self.should_cancel, self.measure = emit, should_cancel, measure
         self.ctx, self.raster, self.device = run.phase, run.raster, run.device
         self.source, self.target, self.cond, self.fingerprints = run.source, run.target, run.cond, run.fingerprints
-        self.checkpoints = Checkpoints(self.out)
+        self.checkpoints = Checkpoints(self.out, self.log)
         self.metrics: dict[str, dict] = {}
         iters = [self.cfg.phase(p).iterations for p in PHASES]
         self.remaining_after = {p: sum(iters[i + 1:]) for i, p in enumerate(PHASES)}
 
     def _clean(self) -> None:
-        """Before the first phase: interrupted writes removed, checkpoints of a job that has
-        changed discarded, the metrics kept so far read back."""
+        """Before the first phase: interrupted writes removed, damaged checkpoints dropped
+        (named in a warning), checkpoints of a job that has changed discarded, the metrics
+        kept so far read back (measured again where they cannot be read)."""
         for stale in remove_partials(self.out):
             self.log(f"removed {stale.relative_to(self.out)} (a write that was interrupted)")
+        self.checkpoints.verify()
         self._discard_stale()
-        if (self.out / "metrics.json").exists():
-            self.metrics = json.loads((self.out / "metrics.json").read_text())
+        path = self.out / "metrics.json"
+        if path.exists():
+            try:
+                self.metrics = json.loads(path.read_text())
+            except (ValueError, OSError) as exc:
+                self.log(f"warning: metrics.json is not used ({type(exc).__name__}): measured again")
+                path.unlink()
 
     def _discard_stale(self) -> None:
         """Checkpoints of a job that has changed since (config, inputs, seed, ...): from the
@@ -95,14 +105,17 @@ class Runner:
                 raise Cancelled(f"cancelled in {key} at step {step}")
             try:
                 losses = phase.step(step)
-            except torch.OutOfMemoryError as exc:
+            except (RuntimeError, MemoryError) as exc:  # CUDA's, the CPU allocator's, Python's
+                if not is_out_of_memory(exc):
+                    raise
                 phase.optimizer.zero_grad(set_to_none=True)  # free what the failed step held
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 ckpt.save_progress(key, step, phase.state(), fp)
+                which = "GPU memory" if self.device.type == "cuda" else "memory"
                 raise OutOfGPUMemory(
-                    f"out of GPU memory in {key} at step {step + 1} of {phase.iterations} (checkpoint kept)",
-                    f"free GPU memory and re-run to resume at step {step + 1}, or lower {key}.batch or "
+                    f"out of {which} in {key} at step {step + 1} of {phase.iterations} (checkpoint kept)",
+                    f"free {which} and re-run to resume at step {step + 1}, or lower {key}.batch or "
                     f"{key}.resolution, or use the draft preset") from exc
             n += 1
             rate = (time.monotonic() - t0) / n
@@ -117,20 +130,8 @@ class Runner:
             self.emit(event)
         ckpt.finish(key, phase.state(), fp)
 
-    def check_memory(self) -> None:
-        """On CUDA, before any work: the preset's recorded estimate against free memory."""
-        if self.device.type != "cuda" or self.cond is None:
-            return
-        from .memory_budget import shortfall
-
-        free, _ = torch.cuda.mem_get_info(self.device)
-        short = shortfall(self.job.get("preset", "standard"), free / 2 ** 30)
-        if short is not None:
-            raise OutOfGPUMemory(*short)
-
     def run(self) -> dict:
         self._clean()
-        self.check_memory()
         if self.source is not None:
             return self.run_from_mesh(self.source)
         p1 = NeRFPhase(self.cfg.phase1, self.ctx, self._terms("phase1"))
@@ -190,6 +191,8 @@ class Runner:
 
     def _dmtet_from_nerf(self, p1: NeRFPhase) -> DMTet:
         cfg = self.cfg.phase2
+        stages = Stages(self.emit, self.should_cancel, "phase2", cfg.iterations)  # before its step 1
+        stages.start("the DMTet surface from phase I's density")
         threshold, why = choose_threshold(p1.field.density, cfg.density_threshold, self.ctx.bound)
         if why:
             self.log(why)
@@ -202,27 +205,33 @@ class Runner:
         with torch.no_grad():
             albedo_fn = None if albedo is None else albedo.to(self.device)
             self.metrics[key] = self.measure(self.raster, self.target, mesh.to(self.device), albedo_fn)
-        (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+        write_atomic(self.out / "metrics.json", json.dumps(self.metrics, indent=2))
         self.log(f"{key} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics[key].items()))
 
     def export(self, p3: TexturePhase, src: SourceMesh | None = None, uv: torch.Tensor | None = None) -> dict:
         """Cleanup, UVs, bake, GLB and previews. With a source mesh the result goes back to its
         frame; with `uv` (the user's, stylize) the texture is baked into them, topology kept."""
-        self.emit({"type": "progress", "phase": "export", "step": 0, "total": 1, "losses": {}, "eta_s": 0})
+        stages = Stages(self.emit, self.should_cancel, "export", 3)  # the textured mesh, result.glb, previews
         ecfg = self.cfg.export
         material = lambda x: p3.texture(x.to(self.device))  # noqa: E731
         with torch.no_grad():
             verts, faces = p3.verts.cpu(), p3.faces.cpu()
             if uv is not None:
+                stages.start("baking the texture into the input's UVs")
                 mesh = baked_mesh(self.raster, verts, faces, uv.cpu(), material, ecfg.texture_size)
             else:
+                stages.add(coarse_stages(faces.shape[0], ecfg.max_faces))
+                verts, faces, _ = decimate_coarsely(verts, faces, ecfg.max_faces, stages.start)
+                stages.start("cleanup, UV unwrapping and baking")
                 mesh = build_textured_mesh(self.raster, verts, faces, material, ecfg)
         if src is not None:
             if self.target is not None:
                 self._measure("final", mesh)  # in the unit frame, like the target
             mesh = replace(mesh, verts=src.norm.undo(mesh.verts))
         glb = self.out / "result.glb"
+        stages.start("writing result.glb")
         write_glb(mesh, glb, ecfg.crease_angle, ecfg.metallic, ecfg.roughness)
+        stages.start("previews")
         write_previews(self.raster, mesh.to(self.device), self.out, ecfg.preview_resolution)
         result = {"glb": str(glb), "preview": str(self.out / "preview.png"),
                   "turntable": str(self.out / "turntable.png"),
@@ -231,5 +240,5 @@ class Runner:
             if src is None:
                 self._measure("final", mesh)
             result["metrics"] = self.metrics
-        self.emit({"type": "progress", "phase": "export", "step": 1, "total": 1, "losses": {}, "eta_s": 0})
+        stages.finish()
         return result

@@ -1,16 +1,21 @@
 """Job folders: the validated job with its inputs copied in, events.jsonl, checkpoints and
-outputs. Running a job in a folder that already has checkpoints resumes it."""
+outputs. Running a job in a folder that already has checkpoints resumes it; running a
+changed job there first moves the old job's results aside (previous/)."""
 from __future__ import annotations
 
+import filecmp
 import json
+import os
 import shutil
 import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..atomic import DiskFull, is_disk_full
-from ..errors import Cancelled, ConfigError, InputFileError, MeshError, ModelNotAvailable, OutOfGPUMemory, PipelineError
+from ..atomic import DiskFull, copy_atomic, is_disk_full, write_atomic
+from ..errors import (Cancelled, ConfigError, InputFileError, MeshError, ModelNotAvailable, OutOfGPUMemory,
+                      PipelineError, is_out_of_memory)
+from ..progress import Stages
 from ..protocol import JobError, job_inputs, set_input, validate_job
 
 if TYPE_CHECKING:
@@ -19,18 +24,51 @@ if TYPE_CHECKING:
 Emit = Callable[[dict], None]
 
 
+RESERVE = 64 << 10  # bytes held beside events.jsonl for the events that report a full disk
+RESULTS = ("result.glb", "preview.png", "turntable.png", "metrics.json")  # what a finished run leaves
+
+
 class EventLog:
-    """Appends every event to events.jsonl (with a timestamp) and forwards it."""
+    """Appends every event to events.jsonl (with a timestamp) and forwards it. Each line is
+    whole or absent: a write the disk has no room for is cut back off, then RESERVE bytes
+    kept in `.events.reserve` since the log was opened are given up and the line written
+    again (the event that says the disk is full gets written)."""
 
     def __init__(self, path: Path, forward: Emit | None = None) -> None:
         self.path, self.forward = path, forward
+        self.reserve = path.with_name(".events.reserve")
+        try:
+            if not self.reserve.exists():
+                self.reserve.write_bytes(os.urandom(RESERVE))  # random: no file system compresses it away
+        except OSError:
+            self.reserve.unlink(missing_ok=True)  # already full: nothing to hold
 
     def __call__(self, event: dict) -> None:
         event = {"time": round(time.time(), 3), **event}
-        with self.path.open("a") as f:
-            f.write(json.dumps(event) + "\n")
+        line = (json.dumps(event) + "\n").encode()
+        if not self._append(line) and self.reserve.exists():
+            self.reserve.unlink()
+            self._append(line)
         if self.forward is not None:
             self.forward(event)
+
+    def _append(self, line: bytes) -> bool:
+        """False (and the file as it was) when the disk is full."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                done = 0
+                while done < len(line):
+                    done += os.write(fd, line[done:])
+                return True
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                os.ftruncate(fd, size)  # no broken line for a reader
+                return False
+        finally:
+            os.close(fd)
 
 
 def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False) -> tuple[dict, "Config"]:
@@ -41,7 +79,10 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False
     from ..pipeline.config import parse_config, resolve_data
     from ..pipeline.input_files import check_input_files
 
+    from ..pipeline.prepare import resolve_device
+
     job = validate_job(raw, base_dir, confined)
+    resolve_device(job["device"])  # a device this machine does not have: JobError naming it
     try:
         data = resolve_data(job["preset"], job["overrides"], job["mode"])
         cfg = parse_config(data)
@@ -52,17 +93,45 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False
     inputs = out_dir / "inputs"
     inputs.mkdir(exist_ok=True)
     stored = json.loads(json.dumps(job))
+    new_inputs = False
     for i, (field, path) in enumerate(job_inputs(job)):
-        src = Path(path)
-        dst = inputs / f"{i:02d}_{src.name}"
-        if src.resolve() != dst.resolve():
-            shutil.copy2(src, dst)
+        src = Path(path).resolve()
+        if src.parent == inputs.resolve():  # the folder's own copy (its job.json run again): used in place
+            dst = inputs / src.name
+        else:
+            dst = inputs / f"{i:02d}_{src.name}"
+            if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):
+                new_inputs |= dst.exists()
+                copy_atomic(src, dst)
         set_input(job, field, str(dst.resolve()))
         set_input(stored, field, str(dst.relative_to(out_dir)))
-    (out_dir / "job.json").write_text(json.dumps(stored, indent=2))
-    (out_dir / "config.json").write_text(json.dumps(data, indent=2))
+    text = {"job.json": json.dumps(stored, indent=2), "config.json": json.dumps(data, indent=2)}
+    if new_inputs or any(_read(out_dir / name) not in (None, content) for name, content in text.items()):
+        _set_aside(out_dir)
+    for name, content in text.items():
+        write_atomic(out_dir / name, content)
     check_input_files(job)  # the copies, so a refused file stays with the job for a look
     return job, cfg
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _set_aside(out_dir: Path) -> None:
+    """The job changed: the previous job's results (and what described it) go to previous/,
+    replacing older ones there, so none of them stands beside the new job.json."""
+    found = [out_dir / name for name in (*RESULTS, "job.json", "config.json") if (out_dir / name).exists()]
+    if not any(p.name in RESULTS for p in found):
+        return
+    aside = out_dir / "previous"
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for p in found:
+        os.replace(p, aside / p.name)
 
 
 def error_event(exc: BaseException, code: str, hint: str = "") -> dict:
@@ -90,6 +159,8 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         emit(error_event(exc, "invalid_input" if unusable else "invalid_job",
                          exc.hint if unusable else f"fix the field {exc.field!r} in the job"))
         return None
+    except Exception as exc:  # noqa: BLE001 (a full disk while copying the inputs, ...)
+        return _failed(exc, emit, out_dir)
     emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
     from ..pipeline.prepare import prepare
     from ..pipeline.runner import Runner
@@ -98,13 +169,14 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         measure = None
         if job["guidance"] == "oracle":
             from ..eval.oracle_report import oracle_report as measure
-        run = prepare(job, cfg, out_dir, lambda message: emit({"type": "log", "message": message}), stores)
+        run = prepare(job, cfg, out_dir, lambda message: emit({"type": "log", "message": message}), stores,
+                      Stages(emit, should_cancel, "input"))
         result = Runner(run, emit, should_cancel, measure).run()
     except ModelNotAvailable as exc:
         emit(error_event(exc, "model_missing", exc.hint))
         return None
     except MeshError as exc:
-        emit(error_event(exc, "invalid_input", "give a surface mesh (GLB, OBJ, PLY or STL) with faces"))
+        emit(error_event(exc, "invalid_input", exc.hint))
         return None
     except Cancelled as exc:
         emit({"type": "cancelled", "message": str(exc)})
@@ -119,17 +191,22 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         emit(error_event(exc, "out_of_memory", "use the draft preset or a smaller texture size"))
         return None
     except Exception as exc:  # noqa: BLE001 (reported with its traceback; the folder survives)
-        if is_disk_full(exc):
-            full = exc if isinstance(exc, DiskFull) else DiskFull(out_dir)
-            emit(error_event(full, "disk_full", "free disk space, then run the same job again: it resumes from "
-                                                "its last checkpoint"))
-            return None
-        oom = "out of memory" in str(exc).lower()
-        emit(error_event(exc, "out_of_memory" if oom else "internal",
-                         "use the draft preset or free GPU memory" if oom else
-                         "an unexpected failure: re-running resumes from the last checkpoint; if it stops at the "
-                         "same place again, the traceback in events.jsonl says why"))
-        return None
+        return _failed(exc, emit, out_dir)
     emit({"type": "result", **{k: v for k, v in result.items() if k != "metrics"}})
     emit({"type": "done"})
     return result
+
+
+def _failed(exc: Exception, emit: Emit, out_dir: Path) -> None:
+    """Report a failure no earlier handler named: a full disk, memory, or the unexpected."""
+    if is_disk_full(exc):
+        full = exc if isinstance(exc, DiskFull) else DiskFull(out_dir)
+        emit(error_event(full, "disk_full", "free disk space, then run the same job again: it resumes from "
+                                            "its last checkpoint"))
+        return None
+    oom = is_out_of_memory(exc)
+    emit(error_event(exc, "out_of_memory" if oom else "internal",
+                     "use the draft preset or free memory" if oom else
+                     "an unexpected failure: re-running resumes from the last checkpoint; if it stops at the "
+                     "same place again, the traceback in events.jsonl says why"))
+    return None
