@@ -21,7 +21,12 @@ the files uploaded with it (every path field is confined to its upload folder, m
 the server's own, the preset a name). Job ids and file names are plain names (no dots
 beyond one extension, no separators). Each job's events, files and cancel need the key
 returned when it was submitted (header `X-Conjure-Job-Key`): clients sharing a token still
-see only their own jobs. Event buffers are bounded. `--tls-cert/--tls-key` serve HTTPS.
+see only their own jobs, and their events and errors name paths inside the job's folder
+only (`out/result.glb`; any other absolute path shortened to its last part). Event buffers
+are bounded: a job's events are kept until it ends, then the oldest finished jobs of the
+same user are forgotten beyond MAX_FINISHED. A job refused before it started has its
+folder deleted (its events stay readable). Idle or half-sent requests are dropped after
+IDLE_TIMEOUT seconds. `--tls-cert/--tls-key` serve HTTPS.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import math
 import os
 import re
 import secrets
-import signal
+import shutil
 import ssl
 import sys
 import threading
@@ -44,54 +49,101 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import protocol
+from ..atomic import is_disk_full, write_atomic
 from .model_service import status_message
 from .service import Emit, JobService, capabilities
+from .signals import stop_on_signals
 
 OUTPUT_FILES = ("result.glb", "preview.png", "turntable.png", "events.jsonl")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[A-Za-z0-9]{1,8}")
 MAX_BODY = 256 << 20  # uploads: reference images, audio, a mesh
 MAX_EVENTS = 2000  # kept per job (progress events are small; older ones are dropped)
-MAX_JOBS = 256  # jobs whose events are kept
+MAX_FINISHED = 256  # finished jobs per user whose events are kept (running ones are always kept)
+IDLE_TIMEOUT = 30.0  # seconds a connection may wait between bytes of a request
 KEY_HEADER = "X-Conjure-Job-Key"
+TERMINAL = ("done", "cancelled", "error")
+REFUSED = ("invalid_job", "invalid_input")  # refused before work: the job folder is deleted
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str, hint: str = "") -> None:
+    def __init__(self, status: int, message: str, hint: str = "", code: str = "protocol") -> None:
         super().__init__(message)
-        self.status, self.hint = status, hint
+        self.status, self.hint, self.code = status, hint, code
+
+
+# An absolute path (POSIX, or a Windows drive's) that does not start inside a word, a URL or
+# a relative path.
+_ABSOLUTE = re.compile(r"(?<![\w.:/~-])(?:/|[A-Za-z]:\\)[^\s'\"`()\[\]{},;|<>]+")
+
+
+def job_relative(value: Any, folder: str) -> Any:
+    """A job event for a remote client: strings with the job's folder (`folder`, absolute)
+    written relative to it, and any other absolute path (the server's install, its models,
+    its other jobs) cut to its last part."""
+    if isinstance(value, dict):
+        return {k: job_relative(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [job_relative(v, folder) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = value.replace(folder + os.sep, "").replace(folder, ".")
+    return _ABSOLUTE.sub(lambda m: ".../" + re.split(r"[\\/]", m.group().rstrip("/\\"))[-1], text)
+
+
+class _Log:
+    """One job's events, numbered from 0 (the newest MAX_EVENTS kept)."""
+
+    def __init__(self, user: str) -> None:
+        self.events: deque = deque(maxlen=MAX_EVENTS)
+        self.count, self.user, self.accepted, self.ended = 0, user, False, False
 
 
 class JobEvents:
-    """Each job's events, numbered from 0, the newest MAX_EVENTS kept, with a condition for
-    long-polls; the events of the oldest jobs are dropped beyond MAX_JOBS."""
+    """Each job's events (job-relative paths), with a condition for long-polls. A job's
+    events are kept until it ends; when a user's finished jobs pass MAX_FINISHED, their
+    oldest are forgotten. on_refused(job_id): called when a job ends refused before work."""
 
-    def __init__(self) -> None:
-        self.jobs: OrderedDict[str, tuple[deque, list[int]]] = OrderedDict()  # id -> (events, [count])
+    def __init__(self, jobs_dir: Path, on_refused: Callable[[str], None] | None = None) -> None:
+        self.jobs_dir, self.on_refused = Path(jobs_dir), on_refused
+        self.jobs: OrderedDict[str, _Log] = OrderedDict()
         self.cond = threading.Condition()
 
-    def open(self, job_id: str) -> None:
+    def open(self, job_id: str, user: str = "local") -> list[str]:
+        """-> the ids of the user's finished jobs forgotten to make room."""
         with self.cond:
-            self.jobs[job_id] = (deque(maxlen=MAX_EVENTS), [0])
-            while len(self.jobs) > MAX_JOBS:
-                self.jobs.popitem(last=False)
+            self.jobs[job_id] = _Log(user)
+            finished = [j for j, log in self.jobs.items() if log.user == user and log.ended]
+            dropped = finished[:max(len(finished) - MAX_FINISHED, 0)]
+            for j in dropped:
+                del self.jobs[j]
+            return dropped
 
     def __call__(self, event: dict) -> None:
+        job_id = event.get("id", "")
         with self.cond:
-            entry = self.jobs.get(event.get("id", ""))
-            if entry is None:  # server-wide events (freed) have no reader over HTTP
+            log = self.jobs.get(job_id)
+            if log is None:  # server-wide events (freed) have no reader over HTTP
                 return
-            entry[0].append({"v": protocol.PROTOCOL_VERSION, **event})
-            entry[1][0] += 1
+            log.accepted |= event.get("type") == "accepted"
+            refused = event.get("type") in TERMINAL and event.get("code") in REFUSED and not log.accepted
+        if refused and self.on_refused is not None:  # gone before a reader can see the refusal
+            self.on_refused(job_id)
+        with self.cond:
+            log.events.append({"v": protocol.PROTOCOL_VERSION, **job_relative(event, str(self.jobs_dir / job_id))})
+            log.count += 1
+            log.ended |= event.get("type") in TERMINAL
             self.cond.notify_all()
 
     def since(self, job_id: str, after: int, wait: float) -> tuple[list[dict], int]:
+        """KeyError for a job whose events are not kept."""
         with self.cond:
-            if self.jobs[job_id][1][0] <= after:
+            log = self.jobs[job_id]
+            if log.count <= after:
                 self.cond.wait(timeout=wait)
-            events, count = self.jobs[job_id][0], self.jobs[job_id][1][0]
-            first = count - len(events)  # number of the oldest event kept
-            return list(events)[max(after - first, 0):], count
+            log = self.jobs[job_id]
+            first = log.count - len(log.events)  # number of the oldest event kept
+            return list(log.events)[max(after - first, 0):], log.count
 
 
 class _Server(ThreadingHTTPServer):
@@ -128,13 +180,25 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                 users: dict[str, str] | None = None) -> ThreadingHTTPServer:
     """service_factory: JobService (one machine) or a farm's front (backend/farm); users:
     token -> user name (several artists, each their own token); else `token` is everyone's."""
-    events = JobEvents()
+    jobs_dir = Path(jobs_dir)
+
+    def remove_refused(job_id: str) -> None:
+        shutil.rmtree(jobs_dir / job_id, ignore_errors=True)
+
+    events = JobEvents(jobs_dir, remove_refused)
     service = service_factory(events)
     tokens = dict(users or {}) or ({token: "default"} if token else {})
     keys: dict[str, str] = {}  # job id -> its key
     keys_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = IDLE_TIMEOUT  # per read or write on the connection (StreamRequestHandler.setup)
+
+        def setup(self) -> None:
+            super().setup()
+            if isinstance(self.connection, ssl.SSLSocket):  # here, under the timeout, not in accept()
+                self.connection.do_handshake()
+
         def log_message(self, fmt: str, *args: object) -> None:  # requests go to stderr quietly
             pass
 
@@ -146,8 +210,8 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, status: int, message: str, hint: str = "") -> None:
-            self._reply(status, {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": "protocol",
+        def _error(self, status: int, message: str, hint: str = "", code: str = "protocol") -> None:
+            self._reply(status, {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": code,
                                  "message": message, "hint": hint, "traceback": ""})
 
         def _check_token(self) -> str:
@@ -181,12 +245,15 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                                  "reference files must stay under 256 MB together")
             try:
                 body = protocol.loads(self.rfile.read(length) or b"{}")
-            except protocol.DuplicateKey as exc:
+            except (protocol.DuplicateKey, protocol.JSONLimit) as exc:
                 raise BadRequest(400, f"body: {exc}") from None
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise BadRequest(400, f"body is not a JSON object: {type(exc).__name__}") from None
             if not isinstance(body, dict):
                 raise BadRequest(400, f"body must be a JSON object, got {type(body).__name__}")
+            bad = protocol.first_unusable({k: v for k, v in body.items() if k not in ("job", "files")})
+            if bad:  # the job's own fields are named by its validation, as an invalid_job event
+                raise BadRequest(400, f"body.{bad[0]}: {bad[1]}")
             return body
 
         def _handle(self, method: str) -> None:
@@ -197,7 +264,13 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                 route(path, dict(p.split("=", 1) for p in query.split("&") if "=" in p))
             except BadRequest as exc:
                 self.close_connection = True  # an unread body must not be parsed as the next request
-                self._error(exc.status, str(exc), exc.hint)
+                self._error(exc.status, str(exc), exc.hint, exc.code)
+            except OSError:  # the client went quiet (IDLE_TIMEOUT) or away mid-request: nothing to answer
+                self.close_connection = True
+            except Exception as exc:  # noqa: BLE001 (answered; the server goes on)
+                self.close_connection = True
+                self._error(500, job_relative(f"the server failed on this request: {exc}", str(jobs_dir)),
+                            "see the server's log", "internal")
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             self._handle("get")
@@ -225,14 +298,22 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                 if not math.isfinite(wait):
                     raise BadRequest(400, f"wait={wait}: a number of seconds (0 to 30)")
                 wait = min(max(wait, 0.0), 30.0)
-                batch, nxt = events.since(job_id, after, wait)
+                try:
+                    batch, nxt = events.since(job_id, after, wait)
+                except KeyError:
+                    raise BadRequest(404, f"the events of job {job_id!r} are no longer kept",
+                                     f"its folder's events.jsonl has them (GET /jobs/{job_id}/files/events.jsonl)") from None
                 return self._reply(200, {"events": batch, "next": nxt})
             if m := re.fullmatch(r"/jobs/([^/]+)/files/([^/]+)", path):
                 job_id, name = self._job(m.group(1)), m.group(2)
                 file = jobs_dir / job_id / "out" / name
                 if name not in OUTPUT_FILES or not file.is_file():
                     raise BadRequest(404, f"no {name} for job {job_id}")
-                return self._reply(200, file.read_bytes(), "application/octet-stream")
+                data = file.read_bytes()
+                if name == "events.jsonl":  # the log as the client's events show it: job-relative paths
+                    data = b"".join(json.dumps(job_relative(json.loads(line), str(jobs_dir / job_id))).encode() + b"\n"
+                                    for line in data.splitlines() if line.strip())
+                return self._reply(200, data, "application/octet-stream")
             raise BadRequest(404, f"unknown path {path}")
 
         def _post(self, path: str, params: dict[str, str]) -> None:
@@ -274,10 +355,23 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                 keys[job_id] = secrets.token_urlsafe(24)
                 key = keys[job_id]
             upload = jobs_dir / job_id / "upload"
-            upload.mkdir(parents=True)
-            for name, data in decoded.items():
-                (upload / name).write_bytes(data)
-            events.open(job_id)
+            try:
+                upload.mkdir(parents=True)
+                for name, data in decoded.items():
+                    write_atomic(upload / name, data)
+            except OSError as exc:  # nothing half-written is kept, and the id is free again
+                shutil.rmtree(jobs_dir / job_id, ignore_errors=True)
+                with keys_lock:
+                    del keys[job_id]
+                if is_disk_full(exc):
+                    raise BadRequest(507, "the server's disk is full: the upload was not kept",
+                                     "free disk space on the server, then submit the job again", "disk_full") from None
+                raise BadRequest(500, f"the upload could not be stored ({exc.strerror or type(exc).__name__})",
+                                 "see the server's log", "internal") from None
+            forgotten = events.open(job_id, self.user)
+            with keys_lock:
+                for old in forgotten:
+                    keys.pop(old, None)
             ticket = {"user": self.user, "priority": protocol.PRIORITIES[priority]} if service.shared_between_users else {}
             service.submit(job_id, job, str(upload), str(jobs_dir / job_id / "out"), confined=True, **ticket)
             return {"id": job_id, "key": key}
@@ -289,10 +383,6 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
         server.socket = context.wrap_socket(server.socket, server_side=True)
     server.service = service  # type: ignore[attr-defined]
     return server
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def serve_http(address: str, jobs_dir: str | None = None, token: str | None = None,
@@ -332,14 +422,14 @@ def serve_http(address: str, jobs_dir: str | None = None, token: str | None = No
     except RuntimeError as exc:  # a farm that cannot start (no cluster, no workers) says why
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # SIGTERM (systemd, kill, a script's background job) stops it as Ctrl-C does: jobs are
-    # cancelled at a checkpoint and a farm's workers stop.
-    signal.signal(signal.SIGTERM, _interrupt)
     scheme = "https" if tls_cert else "http"
     print(f"conjure backend serving on {scheme}://{host}:{server.server_address[1]} (jobs in {root})", flush=True)
-    try:
+    # SIGTERM (systemd, kill, a script's background job) and Ctrl-C: no new requests, the
+    # running job cancelled at its next checkpoint (its `cancelled` event written), then exit
+    # 0. shutdown() waits for serve_forever, so it runs beside it.
+    with stop_on_signals(lambda signum: threading.Thread(target=server.shutdown, daemon=True).start(),
+                         "stopping: the running job is cancelled at its next checkpoint"):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    server.service.close(wait=False)  # type: ignore[attr-defined]
+        server.server_close()
+        server.service.close(wait=True)  # type: ignore[attr-defined]
     return 0
