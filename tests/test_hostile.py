@@ -259,25 +259,24 @@ def _post(port: int, path: str, body: dict) -> dict:
 
 
 def _launch(kind: str, folder: Path) -> tuple[subprocess.Popen, Path]:
-    """A real process running a long stylize job -> (process, the job's out folder)."""
+    """A real process running a long stylize job -> (process, the job's out folder). Its
+    stdout (but a server's, read for its port) and stderr go to files in `folder`."""
     folder.mkdir(parents=True)
     job = _stylize(folder, **{"phase2.iterations": 400})
-    log = (folder / "stderr.txt").open("wb")
-    cmd = [sys.executable, "-m", "backend"]
+    (folder / "job.json").write_text(json.dumps(job))
+    args = {"run": ["run", str(folder / "job.json"), "--out", str(folder / "out")], "stdio": ["serve", "--stdio"],
+            "http": ["serve", "--http", "127.0.0.1:0", "--jobs-dir", str(folder / "jobs")]}[kind]
+    with (folder / "stdout.txt").open("wb") as stdout, (folder / "stderr.txt").open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "backend", *args], cwd=ROOT, env=ENV, stderr=stderr,
+                                stdin=subprocess.PIPE if kind == "stdio" else None,
+                                stdout=subprocess.PIPE if kind == "http" else stdout)
     if kind == "run":
-        (folder / "job.json").write_text(json.dumps(job))
-        proc = subprocess.Popen([*cmd, "run", str(folder / "job.json"), "--out", str(folder / "out")], cwd=ROOT,
-                                env=ENV, stdout=(folder / "stdout.txt").open("wb"), stderr=log)
         return proc, folder / "out"
     if kind == "stdio":
-        proc = subprocess.Popen([*cmd, "serve", "--stdio"], cwd=ROOT, env=ENV, stdin=subprocess.PIPE,
-                                stdout=(folder / "stdout.txt").open("wb"), stderr=log)
         line = {"v": 1, "type": "submit", "id": "j", "job": job, "base_dir": str(folder), "out_dir": str(folder / "out")}
         proc.stdin.write((json.dumps(line) + "\n").encode())
         proc.stdin.flush()
         return proc, folder / "out"
-    proc = subprocess.Popen([*cmd, "serve", "--http", "127.0.0.1:0", "--jobs-dir", str(folder / "jobs")], cwd=ROOT,
-                            env=ENV, stdout=subprocess.PIPE, stderr=log)
     port = int(proc.stdout.readline().decode().split("127.0.0.1:")[1].split()[0])
     upload = {"blocks.glb": base64.b64encode((folder / "blocks.glb").read_bytes()).decode()}
     _post(port, "/jobs", {"id": "j", "job": job, "files": upload})
@@ -296,26 +295,34 @@ def signalled(tmp_path_factory) -> dict:
     sent the signal; they run side by side.
     -> {(kind, signal): (return code, out folder, stdout, stderr)}."""
     root = tmp_path_factory.mktemp("signals")
-    running = {key: _launch(key[0], root / f"{key[0]}-{key[1].name}") for key in ENTRY_POINTS}
-    sent: set = set()
-    deadline = time.monotonic() + 300
-    while len(sent) < len(running):
+    folder = {key: root / f"{key[0]}-{key[1].name}" for key in ENTRY_POINTS}
+    running: dict = {}
+    try:
+        for key in ENTRY_POINTS:
+            running[key] = _launch(key[0], folder[key])
+        sent: set = set()
+        deadline = time.monotonic() + 300
+        while len(sent) < len(running):
+            for key, (proc, out) in running.items():
+                if key in sent:
+                    continue
+                assert proc.poll() is None, (key, (folder[key] / "stderr.txt").read_text()[-2000:])
+                if any(e["type"] == "progress" and e["phase"] == "phase2" and e["step"] >= 2 for e in _events(out)):
+                    proc.send_signal(key[1])
+                    sent.add(key)
+            assert time.monotonic() < deadline, "a job never reached phase II"
+            time.sleep(0.05)
+        results = {}
         for key, (proc, out) in running.items():
-            if key in sent:
-                continue
-            assert proc.poll() is None, (key, (root / f"{key[0]}-{key[1].name}" / "stderr.txt").read_text()[-2000:])
-            if any(e["type"] == "progress" and e["phase"] == "phase2" and e["step"] >= 2 for e in _events(out)):
-                proc.send_signal(key[1])
-                sent.add(key)
-        assert time.monotonic() < deadline, "a job never reached phase II"
-        time.sleep(0.05)
-    results = {}
-    for key, (proc, out) in running.items():
-        rc = proc.wait(timeout=120)
-        folder = root / f"{key[0]}-{key[1].name}"
-        stdout = (folder / "stdout.txt").read_bytes() if key[0] != "http" else proc.stdout.read()
-        results[key] = (rc, out, stdout.decode(), (folder / "stderr.txt").read_text())
-    return results
+            rc = proc.wait(timeout=120)
+            stdout = (folder[key] / "stdout.txt").read_bytes() if key[0] != "http" else proc.stdout.read()
+            results[key] = (rc, out, stdout.decode(), (folder[key] / "stderr.txt").read_text())
+        return results
+    finally:
+        for proc, _ in running.values():  # on a failure above: none outlives the test
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.parametrize("kind,sig", ENTRY_POINTS, ids=[f"{k}-{s.name}" for k, s in ENTRY_POINTS])
@@ -643,6 +650,29 @@ def test_idle_and_half_sent_requests_are_dropped(tmp_path, monkeypatch):
             assert s.recv(100) == b""  # the server closed it
             s.close()
         assert _call(srv, "GET", "/hello")[0] == 200
+    finally:
+        _stop(srv)
+
+
+def test_a_client_that_never_starts_tls_holds_up_no_one(tmp_path, monkeypatch):
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate can be made")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    monkeypatch.setattr(server_http, "IDLE_TIMEOUT", 0.5)
+    srv = server_http.make_server("127.0.0.1", 0, tmp_path / "jobs", None, (str(cert), str(key)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10)  # says nothing
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.server_address[1], timeout=10,
+                                           context=ssl.create_default_context(cafile=str(cert)))
+        conn.request("GET", "/hello")
+        assert conn.getresponse().status == 200  # answered while the silent one waits
+        assert silent.recv(100) == b""  # then dropped
     finally:
         _stop(srv)
 

@@ -380,7 +380,7 @@ def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     server.service = service  # type: ignore[attr-defined]
     return server
 
