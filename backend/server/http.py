@@ -87,7 +87,7 @@ def job_relative(value: Any, folder: str) -> Any:
         return [job_relative(v, folder) for v in value]
     if not isinstance(value, str):
         return value
-    text = value.replace(folder + os.sep, "").replace(folder, ".")
+    text = re.sub(re.escape(folder) + r"(?![\w.-])", ".", value.replace(folder + os.sep, ""))  # not jobs/<id>x
     return _ABSOLUTE.sub(lambda m: ".../" + re.split(r"[\\/]", m.group().rstrip("/\\"))[-1], text)
 
 
