@@ -4,6 +4,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from backend.eval.targets import write_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +44,14 @@ def assert_clean_gltf(path: Path) -> None:
     report = gltf_report(path)
     if report is not None:
         assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"]
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """(cert.pem, key.pem) for 127.0.0.1, made by openssl; the test is skipped without it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate can be made")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key

@@ -43,7 +43,7 @@ from backend.server import http as server_http
 from backend.server.jobs import EventLog, prepare_job, run_job
 from backend.server.stdio import serve_stdio
 
-from .helpers import ROOT, TINY
+from .helpers import ROOT, TINY, self_signed_certificate
 
 # A job's mechanics in a few seconds: 4 steps a phase, checkpoints every 2, small export.
 FEW = {**TINY, "phase1.iterations": 4, "phase2.iterations": 4, "phase3.iterations": 4, "progress.checkpoint_every": 2,
@@ -657,12 +657,7 @@ def test_idle_and_half_sent_requests_are_dropped(tmp_path, monkeypatch):
 def test_a_client_that_never_starts_tls_holds_up_no_one(tmp_path, monkeypatch):
     import ssl
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: no certificate can be made")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed_certificate(tmp_path)
     monkeypatch.setattr(server_http, "IDLE_TIMEOUT", 0.5)
     srv = server_http.make_server("127.0.0.1", 0, tmp_path / "jobs", None, (str(cert), str(key)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -5,7 +5,6 @@ import base64
 import http.client
 import json
 import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,8 @@ from PIL import Image
 from backend.client import HttpBackend
 from backend.eval.targets import write_target
 from backend.server import http as server_http
+
+from .helpers import self_signed_certificate
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -231,12 +232,7 @@ def test_an_upload_the_server_refuses_arrives_as_the_jobs_error(server, tmp_path
 
 
 def test_https_with_a_self_signed_certificate(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: no certificate can be made")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed_certificate(tmp_path)
     srv = server_http.make_server("127.0.0.1", 0, tmp_path / "jobs", TOKEN, (str(cert), str(key)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     port = srv.server_address[1]
