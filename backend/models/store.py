@@ -12,6 +12,7 @@ turns them into functions of images.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
