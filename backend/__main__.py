@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .models_cli import add_parser as add_models_parser
 from . import protocol
@@ -170,13 +170,14 @@ def doctor() -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend", description="Conjure generation backend")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _run_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="run one job file")
     run.add_argument("job", help="JOB.json (paths inside are relative to it)")
     run.add_argument("--out", help="output folder (default: JOB_out beside the job); resumes if it has checkpoints")
     run.add_argument("--restart", action="store_true", help="ignore checkpoints in the output folder")
+
+
+def _serve_parser(sub: Any) -> None:
     serve = sub.add_parser("serve", help="protocol server for the Blender add-on")
     how = serve.add_mutually_exclusive_group(required=True)
     how.add_argument("--stdio", action="store_true", help="JSON lines on stdin/stdout (a local add-on)")
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--tls-key", help="--http: the certificate's private key (PEM)")
     serve.add_argument("--users", metavar="FILE", help="--http: JSON {\"user\": \"token\", ...}: one token per "
                                                       "artist (a farm shares its GPUs fairly between them)")
-    farm = serve.add_argument_group("studio farm (README, Studio)")
+    farm = serve.add_argument_group("studio farm (docs/farm.md)")
     farm.add_argument("--ray", metavar="ADDRESS", help="--http: run the jobs on a Ray cluster's GPUs (auto, "
                                                        "HEAD:6379 or ray://HEAD:10001)")
     farm.add_argument("--workers", type=int, help="--ray: worker actors (default: one per GPU in the cluster)")
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     farm.add_argument("--shared-dir", metavar="DIR",
                       help="--ray: job folders in DIR, mounted at the same path on every node (workers write "
                            "checkpoints and outputs in place instead of sending them to the front)")
+
+
+def _remote_parsers(sub: Any) -> None:
     for name, what in (("submit", "send a job to a remote server or farm and follow it"),
                        ("status", "a farm's workers, queue and per-user counts (JSON)")):
         remote = sub.add_parser(name, help=what)
@@ -210,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         remote.add_argument("--url", required=True, help="http(s)://HOST:PORT of serve --http")
         remote.add_argument("--token", help="your token (default: $CONJURE_TOKEN)")
         remote.add_argument("--cafile", help="a PEM bundle that signs a self-signed server certificate")
+
+
+def _bench_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="per-phase seconds per iteration and peak memory (JSON)")
     bench.add_argument("--preset", default="standard")
     bench.add_argument("--device", default="auto")
@@ -226,47 +233,58 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--profile", metavar="DIR",
                        help="on the bench's device: a torch.profiler Chrome trace per phase and a per-component "
                             "table (module, calls, time, memory) in DIR")
+
+
+def cmd_serve(args: Any) -> int:
+    if args.stdio:
+        from .server.stdio import serve_stdio
+
+        return serve_stdio()
+    from .server.http import serve_http
+
+    if args.ray is None:
+        if args.shared_dir or args.workers is not None:
+            return _fail("--shared-dir and --workers are for a farm: add --ray ADDRESS")
+        return serve_http(args.http, args.jobs_dir, args.token, args.tls_cert, args.tls_key, users_file=args.users)
+    if args.max_running_per_user < 1 or (args.workers is not None and args.workers < 1):
+        return _fail("--workers and --max-running-per-user must be at least 1")
+    if args.shared_dir and args.jobs_dir:
+        return _fail("--shared-dir is where the job folders go: leave --jobs-dir out")
+    from .farm.front import Farm
+
+    def farm(emit: Callable[[dict], None]) -> Farm:
+        return Farm(emit, args.ray, args.workers, args.worker_resource, args.max_running_per_user,
+                    shared=bool(args.shared_dir))
+
+    return serve_http(args.http, args.shared_dir or args.jobs_dir, args.token, args.tls_cert, args.tls_key,
+                      farm, args.users)
+
+
+def cmd_bench(args: Any) -> int:
+    from .perf.cli import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_doctor(args: Any) -> int:
+    print(json.dumps(doctor(), indent=2))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Any], int]] = {"run": cmd_run, "serve": cmd_serve, "submit": cmd_submit,
+                                             "status": cmd_status, "bench": cmd_bench, "models": models_main,
+                                             "doctor": cmd_doctor}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Conjure generation backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_run_parser, _serve_parser, _remote_parsers, _bench_parser):
+        add(sub)
     sub.add_parser("doctor", help="environment report (JSON)")
     add_models_parser(sub)
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return cmd_run(args)
-    if args.command == "bench":
-        from .perf.cli import main as bench_main
-
-        return bench_main(args)
-    if args.command == "serve":
-        if args.stdio:
-            from .server.stdio import serve_stdio
-
-            return serve_stdio()
-        from .server.http import serve_http
-
-        if args.ray is None:
-            if args.shared_dir or args.workers is not None:
-                return _fail("--shared-dir and --workers are for a farm: add --ray ADDRESS")
-            return serve_http(args.http, args.jobs_dir, args.token, args.tls_cert, args.tls_key,
-                              users_file=args.users)
-        if args.max_running_per_user < 1 or (args.workers is not None and args.workers < 1):
-            return _fail("--workers and --max-running-per-user must be at least 1")
-        if args.shared_dir and args.jobs_dir:
-            return _fail("--shared-dir is where the job folders go: leave --jobs-dir out")
-        from .farm.front import Farm
-
-        def farm(emit: Callable[[dict], None]) -> Farm:
-            return Farm(emit, args.ray, args.workers, args.worker_resource, args.max_running_per_user,
-                        shared=bool(args.shared_dir))
-
-        return serve_http(args.http, args.shared_dir or args.jobs_dir, args.token, args.tls_cert, args.tls_key,
-                          farm, args.users)
-    if args.command == "models":
-        return models_main(args)
-    if args.command == "submit":
-        return cmd_submit(args)
-    if args.command == "status":
-        return cmd_status(args)
-    print(json.dumps(doctor(), indent=2))
-    return 0
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

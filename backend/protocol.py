@@ -372,9 +372,6 @@ SERVER_TYPES = ("hello", "queued", "accepted", "progress", "log", "result", "don
                 "pong", "freed", "models_status", "download", "models_done")
 MODEL_ACTIONS = ("status", "download", "cancel")
 PRIORITIES = {"low": -1, "normal": 0, "high": 1}  # a job's priority on a farm (POST /jobs "priority")
-# Error codes a client may see; "backend_died" and "protocol" are raised on the client side.
-ERROR_CODES = ("invalid_job", "invalid_input", "model_missing", "pipeline", "out_of_memory", "internal", "protocol",
-               "backend_died", "busy", "disk_full", "download", "licence")
 
 
 class ProtocolError(ValueError):

@@ -30,7 +30,6 @@ class Job:
     job_dir: Path
     target: str = ""  # stylize / edit: the object worked on
     on_result: Callable[[dict], None] | None = None
-    cancel_step: int | None = None  # the step shown when cancel was asked
     messages: list[dict] = field(default_factory=list)
 
 
@@ -101,7 +100,6 @@ class Session:
     def cancel(self) -> bool:
         if self.job is None or self.backend is None:
             return False
-        self.job.cancel_step = bpy.context.window_manager.conjure.step
         if self.backend.alive:
             self.backend.cancel(self.job.id)
         return True

@@ -64,6 +64,25 @@ def test_no_cycles_between_backend_packages():
     # the layering the README describes, bottom first
     assert "eval" not in graph["pipeline"] and "perf" not in graph["pipeline"]
     assert graph.get("geometry", set()) == set()
+    # guidance asks the job through its own interface (guidance/base.Conditioning): it neither
+    # imports the pipeline nor types against it (the graph counts TYPE_CHECKING imports too)
+    assert "pipeline" not in graph["guidance"]
+
+
+MAX_LINES = 80
+
+
+def test_no_backend_function_is_longer_than_80_lines():
+    """A function (or method) from its def to its last line, decorators and docstring
+    included: longer ones are split into named steps."""
+    long = []
+    for path in BACKEND.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES:
+                    long.append(f"{path.relative_to(BACKEND)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []
 
 
 def test_the_addon_reads_no_attribute_blender_6_removes():

@@ -2,8 +2,7 @@ import math
 
 import torch
 
-from backend.render.camera import (camera_rays, gltf_to_blender, orbit_cameras, orbit_position,
-                                   pixel_centers_ndc, relative_pose)
+from backend.render.camera import camera_rays, orbit_cameras, orbit_position, pixel_centers_ndc, relative_pose
 
 
 def test_orbit_axes():
@@ -50,8 +49,3 @@ def test_relative_pose_zero123():
     assert torch.allclose(pose[0], torch.tensor([0.0, 0.0, 1.0, 0.0]), atol=1e-6)
     assert torch.allclose(pose[1], torch.tensor([-math.radians(30), 1.0, 0.0, 0.5]), atol=1e-6)
 
-
-def test_gltf_to_blender_axes():
-    up_front = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    # glTF up (+Y) is Blender up (+Z); glTF front (+Z) is Blender -Y (Blender's front view)
-    assert torch.allclose(gltf_to_blender(up_front), torch.tensor([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from backend.guidance.base import ddpm_alphas_cumprod, sds_weight
-from backend.guidance.csm import CSM, CSMConfig, WindowSchedule, ddim_invert, ddim_sample, inversion_timesteps
+from backend.guidance.csm import CSM, CSMConfig, WindowSchedule, ddim_invert, ddim_step, inversion_timesteps
 from backend.guidance.diffusion import SDDenoiser
 from backend.errors import ModelNotAvailable
 from backend.models.store import ModelStore
@@ -26,6 +26,16 @@ def test_inversion_timesteps_remainder_first():
     assert inversion_timesteps(120, 50) == [0, 20, 70, 120]
     assert inversion_timesteps(100, 50) == [0, 50, 100]
     assert inversion_timesteps(30, 50) == [0, 30]
+
+
+def ddim_sample(noise_fn, alphas_cumprod: torch.Tensor, z_t: torch.Tensor, t: int, delta: int) -> torch.Tensor:
+    """DDIM sampling back down ddim_invert's timesteps (its reverse, for the round trips)."""
+    steps = inversion_timesteps(t, delta)[::-1]
+    x = z_t
+    for s, s_next in zip(steps[:-1], steps[1:]):
+        x = ddim_step(x, noise_fn(x, torch.full((x.shape[0],), s, dtype=torch.long)), alphas_cumprod[s],
+                      alphas_cumprod[s_next])
+    return x
 
 
 def test_ddim_inversion_then_sampling_is_exact_for_constant_noise():

@@ -106,9 +106,9 @@ def test_ref_view_zero_at_the_reference_and_pulls_towards_it(raster):
     ref = RefView(rgba, elevation=10.0, azimuth=20.0)
     same = ref(render_target(raster, target, views), out.mask, views)
     grey = torch.full((1, 32, 32, 3), 0.5, requires_grad=True)
-    off = ref(grey, out.mask, views)["ref_rgb"]
+    off = ref(grey, out.mask, views)["rgb"]
     # only antialiased silhouette pixels differ from the binary mask composite
-    assert same["ref_rgb"] < 0.05 * off.detach() and same["ref_mask"] < 0.01
+    assert same["rgb"] < 0.05 * off.detach() and same["mask"] < 0.01
     off.backward()
     inside = out.mask[0, ..., 0] > 0
     target_rgb = rgba[..., :3]

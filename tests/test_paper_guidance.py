@@ -69,9 +69,10 @@ def _assert_first_step_followed_the_gradient(before: torch.Tensor, phase, module
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_reaches_each_phase(cond, loss):
     raster = TorchRasterizer()
-    ctx = PhaseContext(raster, torch.device("cpu"), 0, 1.0, cond.ref_view() if loss == "ref_view" else None)
+    ctx = PhaseContext(raster, torch.device("cpu"), 0, 1.0)
+    anchors = {"ref_view": {None: cond.ref_view()}}
     cfg1 = _phase_cfg("phase1", loss)
-    p1 = NeRFPhase(cfg1, ctx, build_terms("phase1", cfg1, "paper", raster, 0, print, cond=cond))
+    p1 = NeRFPhase(cfg1, ctx, build_terms("phase1", cfg1, "paper", raster, 0, print, cond=cond, anchors=anchors))
     before = _params(p1.field)
     p1.step(0)
     _assert_first_step_followed_the_gradient(before, p1, p1.field, "phase I")
@@ -79,14 +80,15 @@ def test_each_loss_reaches_each_phase(cond, loss):
     sphere = lambda x: 20.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731 (a known surface)
     p1.field.density = sphere
     dmtet = dmtet_from_density(sphere, cfg2.tet_res, cfg2.density_threshold)
-    p2 = GeometryPhase(cfg2, ctx, build_terms("phase2", cfg2, "paper", raster, 0, print, cond=cond), DMTetSurface(dmtet))
+    p2 = GeometryPhase(cfg2, ctx, build_terms("phase2", cfg2, "paper", raster, 0, print, cond=cond, anchors=anchors),
+                       DMTetSurface(dmtet))
     before = _params(p2.surface.module())
     p2.step(0)
     _assert_first_step_followed_the_gradient(before, p2, p2.surface.module(), "phase II")
     verts, faces = p2.mesh()
     cfg3 = _phase_cfg("phase3", loss)
-    p3 = TexturePhase(cfg3, ctx, build_terms("phase3", cfg3, "paper", raster, 0, print, cond=cond), verts, faces,
-                      p1.field.texture_field())
+    p3 = TexturePhase(cfg3, ctx, build_terms("phase3", cfg3, "paper", raster, 0, print, cond=cond, anchors=anchors),
+                      verts, faces, p1.field.texture_field())
     frozen = p3.verts.clone()
     before = _params(p3.texture)
     p3.step(0)
@@ -131,7 +133,7 @@ def test_text_image_audio_job_writes_a_textured_glb(tmp_path):
     mesh = load_mesh(result["glb"])
     assert mesh.uv is not None and mesh.texture is not None and mesh.faces.shape[0] > 0
     seen = {k for e in events if e["type"] == "progress" for k in e["losses"]}
-    assert {"ms", "aug_sds", "zero123_sds", "ref_rgb", "cds"} <= seen
+    assert {"ms", "aug_sds", "zero123_sds", "ref_view", "ref_view/mask", "cds"} <= seen
 
 
 def test_missing_model_fails_the_job_with_the_role_named(tmp_path):

@@ -134,7 +134,7 @@ def _regions_target(size: int = 64) -> Mesh:
 def _phase3(target: Mesh, overrides: dict) -> TexturePhase:
     cfg = resolve("draft", {"phase3.iterations": 600, "phase3.resolution": 64, **overrides})
     raster = TorchRasterizer()
-    field = phase3_field(TextureField.from_config(cfg.phase1.field), cfg)
+    field = phase3_field(TextureField.from_config(cfg.phase1.field), cfg, 0)
     c3 = cfg.phase3
     p3 = TexturePhase(c3, PhaseContext(raster, torch.device("cpu"), 0, 1.0),
                       build_terms("phase3", c3, "oracle", raster, 0, print, oracle_target=target), target.verts, target.faces,

@@ -107,15 +107,14 @@ def test_tracker_worst_case_for_fake_masks_and_exact_for_real_ones():
         assert bool(mask.any()) is True and int(mask.sum()) == 0
 
 
-def test_time_model_reproduces_the_h100_points_it_was_fitted_to():
+def test_time_model_reproduces_the_standard_h100_points_it_was_fitted_to():
+    """The 3-constant fit to the H100 points (calibration.json, measured 2026-12-02) holds
+    standard's phases within 10% (the fit's measured residual there: 9.1%); draft's points,
+    run at a higher FLOP rate, are not held by three constants and are not asserted."""
     points = json.loads(CALIBRATION.read_text())["points"]
-    errors = {(p["preset"], p["phase"]): seconds_per_it(p["launches"], p["tflop"] * 1e12, p["gb_moved"] * 2 ** 30)
-              / p["s_per_it"] - 1 for p in points}
-    # Measured residuals of the 3-constant fit to the kernel counts of tracker.launches_kernel:
-    # standard within 9.1%, draft over by 28-96% (draft ran at a higher FLOP rate than
-    # standard, which filled 69 of the H100's 80 GB; three constants cannot hold both).
-    assert all(abs(e) < 0.1 for (preset, _), e in errors.items() if preset == "standard")
-    assert all(0.25 < e < 1.0 for (preset, _), e in errors.items() if preset == "draft")
+    errors = [seconds_per_it(p["launches"], p["tflop"] * 1e12, p["gb_moved"] * 2 ** 30) / p["s_per_it"] - 1
+              for p in points if p["preset"] == "standard"]
+    assert errors and all(abs(e) < 0.1 for e in errors)
 
 
 def test_estimate_at_tiny_size_through_the_cli_has_every_figure():

@@ -3,7 +3,8 @@ the SGC model roles (DINO, depth, reward, segmenter) loaded from tiny saved mode
 import pytest
 import torch
 
-from backend.guidance.sgc import SGC, SGC_AZIMUTHS, SGCConfig, SGCTargets, grid2x2, pearson
+from backend.guidance.multiview import SGCTargets
+from backend.guidance.sgc import SGC, SGC_AZIMUTHS, SGCConfig, grid2x2, pearson
 from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.render.camera import normals_from_depth, orbit_cameras, world_to_camera_dirs

@@ -82,7 +82,7 @@ def _texture_phase():  # noqa: ANN202
     cfg = resolve("draft", {"phase3.resolution": 48})
     target, raster = _regions_target(16), TorchRasterizer(dense=True)
     torch.manual_seed(0)
-    field = phase3_field(TextureField.from_config(cfg.phase1.field), cfg)
+    field = phase3_field(TextureField.from_config(cfg.phase1.field), cfg, 0)
     return TexturePhase(cfg.phase3, PhaseContext(raster, torch.device("cpu"), 0, 1.0),
                         build_terms("phase3", cfg.phase3, "oracle", raster, 0, print, oracle_target=target),
                         target.verts, target.faces, field)

@@ -69,9 +69,6 @@ class Backend:
     def cancel(self, job_id: str) -> None:
         raise NotImplementedError
 
-    def free(self) -> None:
-        raise NotImplementedError
-
     def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
                accept_licences: bool = False) -> None:
         """Model status, download or cancel (protocol.MODEL_ACTIONS); the answers arrive as

@@ -137,9 +137,6 @@ class HttpBackend(Backend):
     def cancel(self, job_id: str) -> None:
         self._request("POST", f"/jobs/{job_id}/cancel", {}, job_id=job_id)
 
-    def free(self) -> None:
-        self._request("POST", "/free", {})
-
     def status(self) -> dict:
         """A farm's workers, queue (this client's user sees its own job ids) and per-user
         counts; RuntimeError (HTTP 404) from a one-machine server."""

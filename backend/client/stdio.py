@@ -98,9 +98,6 @@ class StdioBackend(Backend):
     def cancel(self, job_id: str) -> None:
         self._send({"type": "cancel", "id": job_id})
 
-    def free(self) -> None:
-        self._send({"type": "free"})
-
     def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
                accept_licences: bool = False) -> None:
         self._send({"type": "models", "action": action, "roles": list(roles or []), "job": job,

@@ -119,7 +119,6 @@ def make_target(name: str):  # noqa: ANN201 (trimesh.Trimesh)
 
 
 TARGETS = ("mug", "chair", "ring_stick", "table", "ring", "blocks")
-THIN_TARGETS = ("mug", "chair", "ring_stick")  # parts 4% of the object's size
 
 
 def write_target(name: str, out_dir: Path, preset: str = "draft", overrides: dict | None = None) -> Path:

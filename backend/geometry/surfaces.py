@@ -6,7 +6,8 @@ phases.GeometryPhase) runs the loop, losses and checkpoints for any of them.
   (stylize: topology and UVs stay the user's).
 
 mesh() -> verts [V,3], faces [F,3] long, in the unit frame; state() is what a checkpoint
-keeps and restored(state) the surface it describes.
+keeps and restored(state) the surface it describes. `kind` names what a regulariser of the
+surface itself may read ("dmtet": its grid's values and edges; "offsets": its offsets).
 """
 from __future__ import annotations
 
@@ -15,24 +16,23 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import PipelineError
-from . import regularizers as reg
 from .dmtet import DMTet
 
 
 class Surface(Protocol):
     key: str  # its name among the phase's modules (and in checkpoints)
+    kind: str
 
     def module(self) -> torch.nn.Module: ...
     def to(self, device: torch.device) -> "Surface": ...
-    def prepare(self, weights: dict[str, float]) -> None: ...
+    def prepare(self, edges: bool) -> None: ...
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def regularizers(self, weights: dict[str, float]) -> dict[str, torch.Tensor]: ...
     def state(self) -> Any: ...
     def restored(self, state: Any) -> "Surface": ...
 
 
 class DMTetSurface:
-    key = "dmtet"
+    key = kind = "dmtet"
 
     def __init__(self, dmtet: DMTet) -> None:
         self.dmtet = dmtet
@@ -44,10 +44,10 @@ class DMTetSurface:
         self.dmtet = self.dmtet.to(device)
         return self
 
-    def prepare(self, weights: dict[str, float]) -> None:
-        # The grid's edges, built here rather than inside a step: marching tets' over the whole
-        # grid (DMTet.whole_grid) and the sign entropy's.
-        if self.dmtet.uses_whole_grid() or weights.get("sdf_entropy", 0) > 0:
+    def prepare(self, edges: bool) -> None:
+        """edges: a regulariser reads the grid's edges. They are built here rather than inside a
+        step: marching tets' over the whole grid (DMTet.whole_grid) and the sign entropy's."""
+        if self.dmtet.uses_whole_grid() or edges:
             self.dmtet.edges()
 
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,11 +57,6 @@ class DMTetSurface:
                                 "lower phase2.density_threshold or give phase I more iterations")
         return verts, faces
 
-    def regularizers(self, weights: dict[str, float]) -> dict[str, torch.Tensor]:
-        """The DMTet's sign entropy."""
-        w = weights.get("sdf_entropy", 0)
-        return {"sdf_entropy": w * reg.sdf_sign_entropy(self.dmtet.values(), self.dmtet.edges())} if w > 0 else {}
-
     def state(self) -> Any:
         return self.dmtet.state()  # the grid with its values: a checkpoint rebuilds it whole
 
@@ -70,10 +65,10 @@ class DMTetSurface:
 
 
 class OffsetSurface:
-    """The input surface moved by per-vertex offsets (loss "tie": weight x mean squared
-    offset keeps it near where it started)."""
+    """The input surface moved by per-vertex offsets (the "tie" regulariser keeps them
+    near where they started)."""
 
-    key = "surface"
+    key, kind = "surface", "offsets"
 
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor) -> None:
         self.base, self.faces = verts.detach(), faces
@@ -86,15 +81,11 @@ class OffsetSurface:
         self.base, self.faces, self.params = self.base.to(device), self.faces.to(device), self.params.to(device)
         return self
 
-    def prepare(self, weights: dict[str, float]) -> None:
+    def prepare(self, edges: bool) -> None:
         pass
 
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.base + self.params["offset"], self.faces
-
-    def regularizers(self, weights: dict[str, float]) -> dict[str, torch.Tensor]:
-        w = weights.get("tie", 0)
-        return {"tie": w * (self.params["offset"] ** 2).sum(-1).mean()} if w > 0 else {}
 
     def state(self) -> Any:
         return self.params.state_dict()

@@ -14,17 +14,25 @@ form; threestudio and Consistent3D write ε_c + s (ε_c - ε_u), so their s is o
 """
 from __future__ import annotations
 
+import inspect
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal, Protocol
 
 import torch
 
-from ..errors import ConfigError
 from ..render.camera import CameraRange, Cameras
 from ..schema import Ramp, ramp_at, setting
-from ..render.shading import Frame, Views
+from ..render.shading import Background, Frame, Views, fixed_views
 from ..models.encoders import tiny_decoder
+
+from .multiview import MultiviewSettings, SGCTargets
+
+if TYPE_CHECKING:  # the types a loss may ask the job for
+    from ..conditioning.embedding import ModalityEmbedding
+    from ..models.loaders import SDComponents
+    from ..models.store import ModelStore
 
 
 def ddpm_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
@@ -51,44 +59,91 @@ class Denoiser(Protocol):
 class Guidance(Protocol):
     """A loss on rendered views. `step`/`total` drive timestep annealing.
 
-    cameras: None to see the phase's sampled batch; else the fixed cameras it renders
-    itself (the phase renders them in its preview shading). needs_geometry: the frame must
-    carry depth and normals. generator: the CPU generator of its random draws (timesteps,
-    noise, augmentations), checkpointed with the phase so that a resumed run draws what an
-    uninterrupted one would; None for a loss that draws nothing."""
+    views(shading, background): None to see the phase's sampled batch; else the fixed views
+    it renders itself (given the phase's preview shading and background). needs_geometry:
+    the frame must carry depth and normals. generator: the CPU generator of its random draws
+    (timesteps, noise, augmentations), checkpointed with the phase so that a resumed run
+    draws what an uninterrupted one would; None for a loss that draws nothing."""
 
-    cameras: Cameras | None
     needs_geometry: bool
     generator: torch.Generator | None
 
+    def views(self, shading: str, background: Background) -> Views | None: ...
     def __call__(self, frame: Frame, views: Views, step: int, total: int) -> dict[str, torch.Tensor]: ...
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """One entry of a phase's losses table: its weight, and in subclasses the loss's own
-    parameters (each default defined here, once). kind: "guidance" (built into a Guidance),
-    "anchor" (rendered by the phase at its own cameras) or "regularizer". A guidance loss
-    also says which model roles it loads, whether it needs the job's reference view, and
-    builds its term for paper guidance (on its models and the job's conditioning) and for
-    the oracle (on the analytic denoiser of a known target; None: it needs prompts and
-    models)."""
+class OnBatch:
+    """A Guidance that reads the phase's sampled batch (colours only)."""
 
-    kind: ClassVar[str] = "regularizer"
-    roles: ClassVar[frozenset[str]] = frozenset()
+    needs_geometry = False
+
+    def views(self, shading: str, background: Background) -> Views | None:
+        return None
+
+
+class OnCameras:
+    """A Guidance that renders its own fixed cameras (self.cameras) in the phase's shading."""
+
+    cameras: Cameras
+
+    def views(self, shading: str, background: Background) -> Views | None:
+        return fixed_views(self.cameras, shading, background)
+
+
+class Conditioning(Protocol):
+    """What a loss may ask of its job under paper guidance (pipeline/job_conditioning.
+    JobConditioning implements it): the text, C_m, the reference view, the denoisers
+    conditioned on them, SGC's multi-view targets, and the models by role."""
+
+    store: "ModelStore"
+    text: str
+    seed: int
+
+    def c_m(self) -> "ModalityEmbedding": ...
+    def unclip(self, max_resolution: int | None = None) -> "Denoiser":
+        """Stable unCLIP conditioned on the text and C_m (at most at max_resolution)."""
+    def zero123(self) -> "Denoiser":
+        """Zero-1-to-3 conditioned on the reference view."""
+    def visual_prompt(self, sd: "SDComponents") -> torch.Tensor: ...
+    def sgc_targets(self, cfg: MultiviewSettings) -> tuple[SGCTargets, Cameras]: ...
+
+
+@dataclass(frozen=True)
+class LossConfig(ABC):
+    """One entry of a phase's losses table: its weight, and in subclasses the loss's own
+    parameters (each default defined there, once). Three kinds, each a base class whose
+    method a registered loss must implement (register_loss refuses one that does not):
+    GuidanceConfig (a term on renders, from the job's models or the oracle), AnchorConfig
+    (pipeline/losses.py: a term on views of a known image) and RegularizerConfig
+    (pipeline/losses.py: a term on what a phase's step computed). needs_reference: it needs
+    the job's reference view (synthesised from C_m when no image is given)."""
+
+    kind: ClassVar[str]
     needs_reference: ClassVar[bool] = False
     weight: float = setting(1.0, lo=0.0)
 
     def model_roles(self) -> set[str]:
         """The model roles this loss loads with these parameters."""
+        return set()
+
+
+@dataclass(frozen=True)
+class GuidanceConfig(LossConfig):
+    """A guidance loss: the model roles it loads, whether it needs the job's reference view,
+    and its term for paper guidance (its models and the job's conditioning) and for the
+    oracle (the analytic denoiser of a known target; None: it needs prompts and models)."""
+
+    kind: ClassVar[str] = "guidance"
+    roles: ClassVar[frozenset[str]] = frozenset()
+
+    def model_roles(self) -> set[str]:
         return set(self.roles)
 
-    def paper_term(self, phase_cfg: "PhaseSettings", cond: Any, seed: int) -> "Guidance":
-        """cond: the job's conditioning (pipeline/job_conditioning.JobConditioning); seed:
-        the term's own random stream (pipeline/seeds.py)."""
-        raise ConfigError(f"loss {type(self).__name__} is not available with paper guidance in this build")
+    @abstractmethod
+    def paper_term(self, phase_cfg: "PhaseSettings", cond: Conditioning, seed: int) -> Guidance:
+        """seed: the term's own random stream (pipeline/seeds.py)."""
 
-    def oracle_term(self, phase_cfg: "PhaseSettings", oracle: "Denoiser", seed: int) -> "Guidance | None":
+    def oracle_term(self, phase_cfg: "PhaseSettings", oracle: "Denoiser", seed: int) -> Guidance | None:
         return None
 
 
@@ -110,8 +165,12 @@ LOSSES: dict[str, type[LossConfig]] = {}
 
 
 def register_loss(name: str) -> Callable[[type[LossConfig]], type[LossConfig]]:
-    """Class decorator: a losses table may name `name` for this config class."""
+    """Class decorator: a losses table may name `name` for this config class, which must
+    implement its kind's method (a loss that cannot be computed cannot be named)."""
     def add(cls: type[LossConfig]) -> type[LossConfig]:
+        if inspect.isabstract(cls):
+            raise TypeError(f"loss {name!r}: {cls.__name__} does not implement "
+                            f"{', '.join(sorted(cls.__abstractmethods__))}")
         if LOSSES.get(name, cls) is not cls:
             raise ValueError(f"loss {name!r} is already registered to {LOSSES[name].__name__}")
         LOSSES[name] = cls
@@ -130,10 +189,9 @@ def four_views(phase_cfg: PhaseSettings) -> Cameras:
 
 
 @dataclass(frozen=True)
-class UnclipGuidanceConfig(LossConfig):
+class UnclipGuidanceConfig(GuidanceConfig):
     """What the Stable unCLIP losses (augmented SDS, CDS) share."""
 
-    kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"unclip", "imagebind"})  # C_m needs ImageBind
     # CFG scale, constant or [start, end] over the phase: score distillation's 100 (DreamFusion,
     # HiFA, threestudio; guidance/sources.py), not text-to-image's 7.5.
@@ -156,19 +214,19 @@ class AugSDSConfig(UnclipGuidanceConfig):
     image_decoder: Literal["tiny", "vae"] = "tiny"
 
     @property
-    def tiny_decoder(self) -> bool:
+    def decodes_with_taesd(self) -> bool:
         """The image term's target is decoded by TAESD (the "taesd" role)."""
         return self.image_weight > 0 and self.image_decoder == "tiny"
 
     def model_roles(self) -> set[str]:
-        return set(self.roles) | ({"taesd"} if self.tiny_decoder else set())
+        return set(self.roles) | ({"taesd"} if self.decodes_with_taesd else set())
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> "Guidance":
-        decoder = tiny_decoder(cond.store) if self.tiny_decoder else None
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Conditioning, seed: int) -> Guidance:
+        decoder = tiny_decoder(cond.store) if self.decodes_with_taesd else None
         return SDS(cond.unclip(self.max_resolution), *schedule_and_weighting(phase_cfg), self.image_weight, seed,
                    decoder, self.guidance_scale)
 
-    def oracle_term(self, phase_cfg: PhaseSettings, oracle: "Denoiser", seed: int) -> "Guidance":
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: "Denoiser", seed: int) -> Guidance:
         # SDS reads the oracle's conditional branch: the exact target (CFG, which makes up
         # for a learnt model's weak conditioning, would extrapolate past it)
         return SDS(oracle, *schedule_and_weighting(phase_cfg), self.image_weight, seed)
@@ -218,7 +276,7 @@ class TimestepSchedule:
         return torch.randint(lo, min(hi, num_train - 1) + 1, (batch,), generator=generator)
 
 
-class SDS:
+class SDS(OnBatch):
     """Score distillation: grad_z = w(t) (ε̂(z_t, t) - ε), injected through z = encode(x),
     x the render as the denoiser takes it (resized to its resolution). With image_weight
     ω_img > 0 it adds HiFA's image-space term, XBind Eq. 5 (written for x0) in ε form as
@@ -228,9 +286,6 @@ class SDS:
     [B,C,h,w] -> [B,3,H,W] in [0,1], e.g. encoders.tiny_decoder) is given. guidance_scale:
     the CFG scale (a Ramp over the phase) the denoiser predicts at (its with_scale); None:
     the denoiser's own. Draws, in order: the encoder's sample, t, the noise."""
-
-    cameras: Cameras | None = None
-    needs_geometry = False
 
     def __init__(self, denoiser: Denoiser, schedule: TimestepSchedule, weighting: str,
                  image_weight: float, seed: int,

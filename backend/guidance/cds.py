@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from ..render.camera import Cameras
 from ..render.shading import Frame, Views
 from ..schema import IntSpan, Ramp, ramp_at, setting
-from .base import (SDS, Denoiser, Guidance, PhaseSettings, TimestepSchedule, UnclipGuidanceConfig, inject_gradient,
-                   register_loss, schedule_and_weighting, sds_weight)
+from .base import (SDS, Conditioning, Denoiser, Guidance, OnBatch, PhaseSettings, TimestepSchedule,
+                   UnclipGuidanceConfig, inject_gradient, register_loss, schedule_and_weighting, sds_weight)
 
 
 @register_loss("cds")
@@ -35,7 +33,7 @@ class CDSConfig(UnclipGuidanceConfig):
     max_t: float = setting(0.5, lo=0.0, hi=1.0)  # t1 at most max_t T (Consistent3D's max_sigma_percent)
     grad_clip: Ramp | None = setting((2.0, 8.0), lo=0.0)  # elementwise clamp of the latent gradient; null: none
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Conditioning, seed: int) -> Guidance:
         return CDS(cond.unclip(self.max_resolution), self, *schedule_and_weighting(phase_cfg), seed)
 
     def oracle_term(self, phase_cfg: PhaseSettings, oracle: Denoiser, seed: int) -> Guidance:
@@ -46,9 +44,7 @@ class CDSConfig(UnclipGuidanceConfig):
         return SDS(oracle, *schedule_and_weighting(phase_cfg), 0.0, seed)
 
 
-class CDS:
-    cameras: Cameras | None = None
-    needs_geometry = False
+class CDS(OnBatch):
 
     def __init__(self, denoiser: Denoiser, cfg: CDSConfig, schedule: TimestepSchedule, weighting: str,
                  seed: int) -> None:

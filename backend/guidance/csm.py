@@ -10,14 +10,14 @@ third of the iterations (the paper's warm-up W), then stays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import torch
 
-from ..render.camera import Cameras
 from ..render.shading import Frame, Views
 from ..schema import setting
-from .base import Guidance, LossConfig, PhaseSettings, inject_gradient, register_loss, sds_weight
+from .base import (Conditioning, Denoiser, Guidance, GuidanceConfig, OnBatch, PhaseSettings, inject_gradient,
+                   register_loss, sds_weight)
 from .diffusion import SDDenoiser, sd_resolution
 
 NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -61,18 +61,6 @@ def ddim_invert(noise_fn: NoiseFn, alphas_cumprod: torch.Tensor, z0: torch.Tenso
     return x
 
 
-@torch.no_grad()
-def ddim_sample(noise_fn: NoiseFn, alphas_cumprod: torch.Tensor, z_t: torch.Tensor, t: int, delta: int) -> torch.Tensor:
-    """The reverse of ddim_invert over the same timesteps."""
-    ac = alphas_cumprod.to(z_t)
-    steps = inversion_timesteps(t, delta)[::-1]
-    x = z_t
-    for s, s_next in zip(steps[:-1], steps[1:]):
-        ts = torch.full((z_t.shape[0],), s, device=z_t.device, dtype=torch.long)
-        x = ddim_step(x, noise_fn(x, ts), ac[s], ac[s_next])
-    return x
-
-
 @dataclass
 class WindowSchedule:
     """Timestep window (fractions of T) sliding linearly from `start` to `end` over the
@@ -94,26 +82,23 @@ class WindowSchedule:
 
 @register_loss("csm")
 @dataclass(frozen=True)
-class CSMConfig(LossConfig):
-    kind: ClassVar[str] = "guidance"
+class CSMConfig(GuidanceConfig):
     roles: ClassVar[frozenset[str]] = frozenset({"sd"})
     scale: float = setting(7.5, lo=0.0)  # λ, the classifier-free guidance scale
     delta_t: int = setting(50, lo=1, hi=999)  # DDIM inversion step
     warmup: float = setting(1 / 3, lo=0.0, hi=1.0)  # fraction of the iterations the timestep window slides over
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Conditioning, seed: int) -> Guidance:
         sd = cond.store.get("sd")
         return CSM(SDDenoiser(sd, cond.text, resolution=sd_resolution(sd)), self, phase_cfg.weighting, seed)
 
-    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Any, seed: int) -> Guidance:
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Denoiser, seed: int) -> Guidance:
         """On the oracle's branches, as TV-3DG defines CSM (CFG is checked on the oracle by
         the formula tests)."""
         return CSM(oracle, self, phase_cfg.weighting, seed)
 
 
-class CSM:
-    cameras: Cameras | None = None
-    needs_geometry = False
+class CSM(OnBatch):
 
     def __init__(self, denoiser: BranchedDenoiser, cfg: CSMConfig, weighting: str, seed: int) -> None:
         self.denoiser, self.delta_t, self.scale, self.weighting = denoiser, cfg.delta_t, cfg.scale, weighting

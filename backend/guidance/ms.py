@@ -12,15 +12,14 @@ scale of either embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..render.camera import Cameras
 from ..render.shading import Frame, Views
 from ..schema import Span, setting
-from .base import Guidance, LossConfig, PhaseSettings, register_loss
+from .base import Conditioning, Guidance, GuidanceConfig, OnBatch, PhaseSettings, register_loss
 from ..models import graphs
 from ..models.encoders import clip_image_encoder
 
@@ -73,8 +72,7 @@ def random_crop(x: torch.Tensor, scale: tuple[float, float], size: int, generato
 
 @register_loss("ms")
 @dataclass(frozen=True)
-class MSConfig(LossConfig):
-    kind: ClassVar[str] = "guidance"
+class MSConfig(GuidanceConfig):
     roles: ClassVar[frozenset[str]] = frozenset({"clip", "imagebind"})
     omega_g: float = setting(1.0, lo=0.0)  # global augmentation
     omega_l: float = setting(1.0, lo=0.0)  # local augmentation
@@ -91,13 +89,11 @@ class MSConfig(LossConfig):
         if not self.aug_weights:
             raise ValueError("aug_weights: give at least one augmentation weight")
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Conditioning, seed: int) -> Guidance:
         return MSLoss(clip_image_encoder(cond.store), cond.c_m().unit, self, seed)
 
 
-class MSLoss:
-    cameras: Cameras | None = None
-    needs_geometry = False
+class MSLoss(OnBatch):
 
     def __init__(self, encoder: ImageEncoder, target: torch.Tensor, cfg: MSConfig, seed: int) -> None:
         """target: C_m [D] (any scale)."""

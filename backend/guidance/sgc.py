@@ -24,14 +24,16 @@ its preset keeps only depth and normal; phase III has frozen geometry: reward, s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
-from ..render.camera import Cameras, normals_from_depth, world_to_camera_dirs
+from ..models import encoders
+from ..render.camera import Cameras, world_to_camera_dirs
 from ..render.shading import Frame, Views
 from ..schema import setting
-from .base import Guidance, LossConfig, PhaseSettings, register_loss
+from .base import Conditioning, Guidance, GuidanceConfig, OnCameras, PhaseSettings, register_loss
+from .multiview import SGCTargets
 
 # images [B,3,H,W] in [0,1] -> features [B,D]
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -45,10 +47,9 @@ PART_ROLES = {"reward": "reward", "semantic": "dino", "depth": "depth", "normal"
 
 @register_loss("sgc")
 @dataclass(frozen=True)
-class SGCConfig(LossConfig):
+class SGCConfig(GuidanceConfig):
     """TV-3DG's λ per part (λ_1 for depth and normal); a part at 0 is not computed."""
 
-    kind: ClassVar[str] = "guidance"
     roles: ClassVar[frozenset[str]] = frozenset({"zero123"})  # the multi-view targets
     needs_reference: ClassVar[bool] = True
     reward: float = setting(2.5, lo=0.0)
@@ -63,34 +64,12 @@ class SGCConfig(LossConfig):
     def model_roles(self) -> set[str]:
         return set(self.roles) | {PART_ROLES[k] for k in PARTS if getattr(self, k) > 0}
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
-        return cond.sgc(self)
-
-
-@dataclass
-class SGCTargets:
-    """The multi-view images M and what is estimated from them, all at the render size:
-    image [4,H,W,3] in [0,1], mask [4,H,W] in {0,1}, disparity [4,H,W] (relative inverse
-    depth), normal [4,H,W,3] camera space (OpenGL: +x right, +y up, +z to the viewer)."""
-
-    image: torch.Tensor
-    mask: torch.Tensor
-    disparity: torch.Tensor | None = None  # only when SGC has geometry parts
-    normal: torch.Tensor | None = None
-
-    @staticmethod
-    def estimate(images: torch.Tensor, masks: torch.Tensor, depth_model: FeatureFn) -> "SGCTargets":
-        """images [4,H,W,3], masks [4,H,W]; depth_model: [B,3,H,W] -> disparity [B,h,w]."""
-        with torch.no_grad():
-            disp = depth_model(images.permute(0, 3, 1, 2)).float()[:, None]
-            disp = torch.nn.functional.interpolate(disp, images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
-        lo = torch.stack([d[m > 0.5].min() if (m > 0.5).any() else d.min() for d, m in zip(disp, masks)])
-        hi = disp.flatten(1).amax(1)
-        # Disparity normalised to [0,1] inside the object, read as depth in units of the image
-        # width for the normals: relative, so only the shape of the surface matters.
-        norm = (disp - lo[:, None, None]) / (hi - lo).clamp(min=1e-6)[:, None, None]
-        normal = normals_from_depth(-norm * 0.5)  # nearer = larger disparity = smaller depth
-        return SGCTargets(images, masks, disp, normal)
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Conditioning, seed: int) -> Guidance:
+        """The job's multi-view targets (made once a job and size), its reward and DINO."""
+        targets, cameras = cond.sgc_targets(self)
+        reward = encoders.reward(cond.store, cond.text) if self.reward > 0 else None
+        dino = encoders.dino(cond.store) if self.semantic > 0 else None
+        return SGC(targets, cameras, reward, dino, self)
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,7 +89,7 @@ def grid2x2(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([top, bottom], dim=1)[None]
 
 
-class SGC:
+class SGC(OnCameras):
     def __init__(self, targets: SGCTargets, cameras: Cameras, reward: RewardFn | None, dino: FeatureFn | None,
                  cfg: SGCConfig) -> None:
         """cameras: the four SGC cameras the targets were made for (the phase renders them)."""

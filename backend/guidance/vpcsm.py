@@ -11,14 +11,14 @@ unconditional branch, as in CSM. In the texture phase it sees the four fixed vie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from ..render.camera import Cameras
-from ..render.shading import Views
+from ..render.shading import Background, Views, fixed_views
 from ..schema import setting
-from .base import Guidance, PhaseSettings, four_views, register_loss
+from .base import Conditioning, Denoiser, Guidance, PhaseSettings, four_views, register_loss
 from .csm import CSM, BranchedDenoiser, CSMConfig
 from .diffusion import SDDenoiser, sd_resolution
 
@@ -31,14 +31,14 @@ class VPCSMConfig(CSMConfig):
     pag_scale: float = setting(1.0, lo=0.0)  # s
     fixed_views: bool = True  # front/right/back/left each step instead of the sampled batch
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Conditioning, seed: int) -> Guidance:
         sd = cond.store.get("sd")
         den = SDDenoiser(sd, cond.text, resolution=sd_resolution(sd), visual_prompt=cond.visual_prompt(sd),
                          ip_scale=self.ip_scale)
         return VPCSM(den, self, phase_cfg.weighting, seed,
                      four_views(phase_cfg) if self.fixed_views else None)
 
-    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Any, seed: int) -> Guidance:
+    def oracle_term(self, phase_cfg: PhaseSettings, oracle: Denoiser, seed: int) -> Guidance:
         return VPCSM(oracle, self, phase_cfg.weighting, seed,
                      four_views(phase_cfg) if self.fixed_views else None)
 
@@ -46,9 +46,13 @@ class VPCSMConfig(CSMConfig):
 class VPCSM(CSM):
     def __init__(self, denoiser: BranchedDenoiser, cfg: VPCSMConfig, weighting: str, seed: int,
                  cameras: Cameras | None = None) -> None:
-        """denoiser: its conditional branch sees the text and the visual prompt."""
+        """denoiser: its conditional branch sees the text and the visual prompt; cameras: the
+        fixed views it renders (None: the phase's batch)."""
         super().__init__(denoiser, cfg, weighting, seed)
         self.pag_scale, self.cameras = cfg.pag_scale, cameras
+
+    def views(self, shading: str, background: Background) -> Views | None:
+        return None if self.cameras is None else fixed_views(self.cameras, shading, background)
 
     def delta(self, z_inv: torch.Tensor, t: torch.Tensor, views: Views | None) -> torch.Tensor:
         if self.pag_scale == 0:

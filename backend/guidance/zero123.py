@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
@@ -20,14 +20,13 @@ from ..models.loaders import Zero123Components
 from ..render.camera import relative_pose
 from ..render.shading import Views
 from ..schema import Ramp, setting
-from .base import SDS, Denoiser, Guidance, LossConfig, PhaseSettings, TimestepSchedule, register_loss
+from .base import SDS, Conditioning, Denoiser, Guidance, GuidanceConfig, PhaseSettings, TimestepSchedule, register_loss
 from .diffusion import vae_encode
 
 
 @register_loss("zero123_sds")
 @dataclass(frozen=True)
-class Zero123SDSConfig(LossConfig):
-    kind: ClassVar[str] = "guidance"
+class Zero123SDSConfig(GuidanceConfig):
     roles: ClassVar[frozenset[str]] = frozenset({"zero123"})
     needs_reference: ClassVar[bool] = True
     # Magic123's 3D prior (guochengqian/Magic123 scripts/magic123/run_both_priors.sh:
@@ -36,7 +35,7 @@ class Zero123SDSConfig(LossConfig):
     guidance_scale: Ramp = setting((5.0, 5.0), lo=0.0)  # CFG scale, constant or [start, end] over the phase
     timesteps: TimestepSchedule = TimestepSchedule(0.2, 0.6, "random")
 
-    def paper_term(self, phase_cfg: PhaseSettings, cond: Any, seed: int) -> Guidance:
+    def paper_term(self, phase_cfg: PhaseSettings, cond: Conditioning, seed: int) -> Guidance:
         return SDS(cond.zero123(), self.timesteps, phase_cfg.weighting, 0.0, seed, guidance_scale=self.guidance_scale)
 
     def oracle_term(self, phase_cfg: PhaseSettings, oracle: Denoiser, seed: int) -> Guidance:

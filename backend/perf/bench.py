@@ -108,7 +108,7 @@ def _bench(preset: str, device: str, size: str, iterations: int, overrides: dict
              ModelStore(str(build_tiny(scratch / "tiny")), device=dev, **speed))
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
     raster = make_rasterizer(cfg.render.rasterizer, dev)
-    ctx = PhaseContext(raster, dev, 0, cfg.render.bound, cond.ref_view(), fused_grid=cfg.runtime.fused_grid)
+    ctx = PhaseContext(raster, dev, 0, cfg.render.bound, fused_grid=cfg.runtime.fused_grid)
     report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "preset": preset,
                     "size": size, "phases": {}}
 

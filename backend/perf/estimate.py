@@ -114,7 +114,7 @@ def _estimate(preset: str, overrides: dict | None, size: str, scratch: Path) -> 
 
         store = ModelStore(str(build_tiny(scratch / "tiny")), device=cpu, graph_networks=graphed)
     cond = JobConditioning(bench_job(scratch), store, lambda m: None)
-    ctx = PhaseContext(TorchRasterizer(dense=True), cpu, 0, cfg.render.bound, cond.ref_view(), fused_grid=cfg.runtime.fused_grid)
+    ctx = PhaseContext(TorchRasterizer(dense=True), cpu, 0, cfg.render.bound, fused_grid=cfg.runtime.fused_grid)
     phases: dict[str, dict] = {}
 
     builds: dict[str, Tracker] = {}

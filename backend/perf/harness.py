@@ -39,9 +39,11 @@ def bench_phases(cfg: Any, ctx: Any, cond: Any, field_mode: Any = None,
     from ..pipeline.guidance_terms import build_terms
     from ..pipeline.phases import GeometryPhase, NeRFPhase, TexturePhase, phase3_field
 
+    anchors = {"ref_view": {None: cond.ref_view()}}
+
     def terms(key: str) -> list:
         with build_mode(key) if build_mode else nullcontext():
-            return build_terms(key, cfg.phase(key), "paper", ctx.raster, 0, lambda m: None, cond=cond)
+            return build_terms(key, cfg.phase(key), "paper", ctx.raster, 0, lambda m: None, cond=cond, anchors=anchors)
 
     t1 = terms("phase1")
     with field_mode or nullcontext():
@@ -54,7 +56,7 @@ def bench_phases(cfg: Any, ctx: Any, cond: Any, field_mode: Any = None,
     yield "phase2", p2
     verts, faces = (t.detach() for t in p2.mesh())
     with field_mode or nullcontext():  # a fresh field of the NeRF's shape: fake tensors must not be deep-copied
-        texture = phase3_field(TextureField.from_config(cfg.phase1.field, cfg.render.bound, ctx.fused_grid), cfg)
+        texture = phase3_field(TextureField.from_config(cfg.phase1.field, cfg.render.bound, ctx.fused_grid), cfg, 0)
     yield "phase3", TexturePhase(cfg.phase3, ctx, terms("phase3"), verts, faces, texture)
 
 

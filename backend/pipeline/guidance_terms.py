@@ -1,7 +1,8 @@
-"""A phase's guidance terms, built from its typed loss configs (losses.py) for the job's
-guidance mode: "paper" builds each loss on its models and the job's conditioning;
-"oracle" builds the same loss classes on the analytic denoiser of a known target. Each
-config builds its own term and names its roles (guidance/base.LossConfig)."""
+"""A phase's terms, built from its typed loss configs (losses.py): a guidance loss for the
+job's guidance mode ("paper": on its models and the job's conditioning; "oracle": the same
+loss classes on the analytic denoiser of a known target), an anchor from the known views
+the job has for it. Each config builds its own term and names its roles
+(guidance/base.GuidanceConfig). Regularisers are the phase's own (phases.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,10 +10,12 @@ from typing import Callable
 
 from ..errors import ConfigError
 from ..geometry.mesh import Mesh
-from ..guidance.base import Guidance
+from ..guidance.base import Guidance, GuidanceConfig
 from ..guidance.oracle import OracleDenoiser
+from ..guidance.ref_view import RefView
 from ..render.raster import Rasterizer
 from .job_conditioning import JobConditioning
+from .losses import AnchorConfig
 from .seeds import stream_seed
 from .settings import PHASES, Config, PhaseConfig
 
@@ -24,20 +27,34 @@ class Term:
     guidance: Guidance
 
 
+# An anchor loss's known views: {shading they were made in (None: any): views}.
+Anchors = dict[str, dict[str | None, RefView]]
+
+
 def build_terms(phase: str, phase_cfg: PhaseConfig, mode: str, raster: Rasterizer, seed: int,
                 log: Callable[[str], None], oracle_target: Mesh | None = None,
-                cond: JobConditioning | None = None) -> list[Term]:
-    """Guidance terms of one phase (its key, e.g. "phase1", and config; anchors and
-    regularisers are the phase's own), each on its own random stream of the job seed. With
+                cond: JobConditioning | None = None, anchors: Anchors | None = None) -> list[Term]:
+    """The terms of one phase (its key, e.g. "phase1", and config), each guidance term on its
+    own random stream of the job seed; anchors: the known views by anchor loss (the
+    reference view, the identity views), an anchor without them is skipped, saying so. With
     paper guidance the previous phase's models leave the GPU first, and the encoders that
-    only condition leave it once the terms are built, so a phase holds only what its
-    steps run."""
+    only condition leave it once the terms are built, so a phase holds only what its steps
+    run."""
     if cond is not None:
         cond.store.park()
     terms: list[Term] = []
     denoiser = None
     for name, cfg in phase_cfg.losses.items():
-        if cfg.kind != "guidance" or cfg.weight == 0:
+        if cfg.weight == 0:
+            continue
+        if isinstance(cfg, AnchorConfig):
+            refs = (anchors or {}).get(name)
+            if refs is None:
+                log(f"{phase}: {name} has no views to anchor to in this job, skipped")
+            else:
+                terms.append(Term(name, cfg.weight, cfg.anchor_term(phase_cfg, refs)))
+            continue
+        if not isinstance(cfg, GuidanceConfig):
             continue
         if mode == "oracle":
             if oracle_target is None:

@@ -19,12 +19,15 @@ from ..conditioning.embedding import ModalityEmbedding, modality_embedding
 from ..conditioning.image import Segmenter, border_flood_mask, load_image, prepare_reference
 from ..guidance.diffusion import SDDenoiser, sd_resolution
 from ..guidance.ref_view import RefView
-from ..guidance.sgc import SGC, SGCConfig
+from ..guidance.multiview import MultiviewSettings, SGCTargets
 from ..guidance.zero123 import Zero123Denoiser
 from ..errors import ModelNotAvailable
 from ..models.store import ModelStore
+from ..render.camera import Cameras
 from .guide_images import synthesise_reference, synthesise_self_guidance
-from .sgc_targets import make_sgc
+from .seeds import stream
+from .sgc_targets import sgc_cameras, synthesise_views
+from ..models import encoders
 from ..models.encoders import clip_image_encoder, ip_adapter, segmenter
 
 
@@ -121,9 +124,22 @@ class JobConditioning:
             return encoder(image.permute(2, 0, 1)[None])
         return self.once("visual", make)
 
-    def sgc(self, cfg: SGCConfig) -> SGC:
-        """TV-3DG's self-guided consistency with its multi-view targets (made once a job)."""
-        return make_sgc(self, cfg)
+    def sgc_targets(self, cfg: MultiviewSettings) -> tuple[SGCTargets, Cameras]:
+        """TV-3DG's multi-view targets of x_r at the config's size (made once per job and size;
+        disparity and normals only when SGC has geometry parts) and their four cameras."""
+        cams = sgc_cameras(self.ref_view().pose, cfg.resolution)
+
+        def synthesise() -> tuple[torch.Tensor, torch.Tensor]:
+            views = synthesise_views(self.zero123().with_scale(cfg.guidance_scale), self.reference(), self.segmenter(),
+                                     cams, cfg, stream(self.seed, "sgc_targets"))
+            self.log("SGC: multi-view images synthesised by Zero-1-to-3")
+            return views
+
+        images, masks = self.once(f"sgc_views{cfg.resolution}", synthesise)
+        if cfg.depth > 0 or cfg.normal > 0:
+            return self.once(f"sgc_targets{cfg.resolution}",
+                             lambda: SGCTargets.estimate(images, masks, encoders.depth(self.store))), cams
+        return SGCTargets(images, masks), cams
 
     def zero123(self) -> Zero123Denoiser:
         """Zero-1-to-3 conditioned on x_r at the reference pose's origin (its users set

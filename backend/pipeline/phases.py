@@ -12,10 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import PipelineError
-from ..geometry import regularizers as reg
 from ..geometry.surfaces import Surface
 from ..geometry.fields import NeRFField, TextureField
-from ..guidance.ref_view import RefView
 from ..render.camera import orbit_cameras
 from ..render.mesh_renderer import render_mesh
 from ..render.raster import Rasterizer
@@ -23,8 +21,9 @@ from ..render.shading import Frame, Views, fixed_views, sample_views
 from ..render.sizes import StepSizes, sizing
 from ..render.volume import render_volume
 from .guidance_terms import Term
+from .losses import StepData, active_regularizers
 from .optim import make_optimizer
-from .seeds import stream
+from .seeds import seeded, stream
 from .settings import Config, GeometryPhaseConfig, NeRFPhaseConfig, PhaseConfig, TexturePhaseConfig
 
 
@@ -34,8 +33,6 @@ class PhaseContext:
     device: torch.device
     seed: int
     bound: float
-    ref_view: RefView | None = None  # the reference-view loss, when the job has a reference
-    identity: dict[str, RefView] | None = None  # stylize / edit: the original's views, by shading
     fused_grid: bool = True  # runtime.fused_grid: hash grids may take their Triton kernels (on CUDA)
 
 
@@ -61,16 +58,22 @@ def _add_parts(name: str, weight: float, parts: dict[str, torch.Tensor], losses:
 class Phase:
     name = ""
     key = ""  # its section of the config
+    provides: frozenset[str] = frozenset()  # what its steps compute for regularisers (losses.StepData)
+    preview_shading = "albedo"
 
-    def __init__(self, cfg: PhaseConfig, ctx: PhaseContext, terms: list[Term]) -> None:
+    def __init__(self, cfg: PhaseConfig, ctx: PhaseContext, terms: list[Term], provides: frozenset[str] = frozenset()
+                 ) -> None:
+        """provides: what this phase's steps compute beyond its class's (its surface's kind)."""
         self.cfg, self.ctx, self.terms = cfg, ctx, terms
         self.iterations = cfg.iterations
         self.generator = stream(ctx.seed, self.key, "views")  # the cameras and samples it draws
         self.sizes = StepSizes()  # the renders' data-dependent sizes, without a read a step
-        self.weights = {k: c.weight for k, c in cfg.losses.items()}
+        self.regularizers = active_regularizers(cfg, self.key, set(self.provides | provides))
         self.optimizer: torch.optim.Optimizer | None = None
 
-    preview_shading = "albedo"
+    def needs(self, what: str) -> bool:
+        """Whether a regulariser reads `what` (e.g. the NeRF's per-sample normals)."""
+        return any(what in r.needs for r in self.regularizers.values())
 
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
@@ -87,30 +90,22 @@ class Phase:
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def guidance_losses(self, frame: Frame, views: Views, step: int) -> dict[str, torch.Tensor]:
-        """The preset's guidance terms on the rendered batch `frame` of `views` (or on the
-        fixed cameras a term asks for), plus the anchors the phase renders itself: the
-        reference-view loss (a reference image) and the identity loss (stylize / edit:
-        views of the original)."""
+    def step_losses(self, frame: Frame, views: Views, step: int, data: StepData) -> dict[str, torch.Tensor]:
+        """The phase's terms on the rendered batch `frame` of `views`, or on the fixed views a
+        term renders itself (SGC's and VPCSM's cameras, the anchors' known views), then its
+        regularisers on what the step computed (`data`), each weighted as the preset says."""
         losses: dict[str, torch.Tensor] = {}
         for term in self.terms:
             g = term.guidance
-            if g.cameras is None:
+            fixed = g.views(self.preview_shading, self.cfg.background)
+            if fixed is None:
                 parts = g(frame, views, step, self.iterations)
             else:
-                fixed = fixed_views(g.cameras, self.preview_shading, self.cfg.background)
                 fixed = fixed.to(self.ctx.device)
                 parts = g(self.frame(fixed, geometry=g.needs_geometry), fixed, step, self.iterations)
             _add_parts(term.name, term.weight, parts, losses)
-        identity = (self.ctx.identity or {}).get(self.preview_shading)
-        for name, anchor in (("ref_view", self.ctx.ref_view), ("identity", identity)):
-            weight = self.weights.get(name, 0)
-            if anchor is not None and weight > 0:
-                anchor = anchor.at_most(self.cfg.resolution)
-                anchor_views = anchor.views(self.cfg.background).to(self.ctx.device)
-                image, opacity = self.render(anchor_views)
-                for key, value in anchor(image, opacity, anchor_views).items():
-                    losses[key] = weight * value
+        for name, reg in self.regularizers.items():
+            losses[name] = reg.weight * reg.compute(data)
         return losses
 
     @torch.no_grad()
@@ -187,13 +182,15 @@ class NeRFPhase(Phase):
     """Phase I: hash-grid NeRF rendered by volume rendering."""
 
     name, key = "nerf", "phase1"
+    provides = frozenset({"volume", "normals"})
 
     cfg: NeRFPhaseConfig
 
     def __init__(self, cfg: NeRFPhaseConfig, ctx: PhaseContext, terms: list[Term]) -> None:
         super().__init__(cfg, ctx, terms)
-        torch.manual_seed(ctx.seed)
-        self.field = _on_device(NeRFField.from_config(cfg.field, ctx.bound, ctx.fused_grid), ctx.device)
+        with seeded(ctx.seed, self.key, "field"):
+            field = NeRFField.from_config(cfg.field, ctx.bound, ctx.fused_grid)
+        self.field = _on_device(field, ctx.device)
         self.optimizer = make_optimizer(cfg.optimizer, self.field.parameters(), cfg.lr)
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -204,14 +201,8 @@ class NeRFPhase(Phase):
         if step >= every and step % every == 0:
             self.field.update_occupancy(self.cfg.occupancy_threshold, self.generator)
         views = _views(self.cfg, self.generator, self.ctx.device)
-        need_normals = self.weights.get("orientation", 0) > 0
-        out = render_volume(self.field, views, self.cfg.samples, self.generator, self.ctx.bound, need_normals)
-        losses = self.guidance_losses(Frame(out.image, out.opacity), views, step)
-        if self.weights.get("z_variance", 0) > 0:
-            losses["z_variance"] = self.weights["z_variance"] * reg.z_variance(out.weights, out.t_vals)
-        if need_normals:
-            losses["orientation"] = self.weights["orientation"] * reg.orientation(out.weights, out.sample_normals, out.dirs)
-        return losses
+        out = render_volume(self.field, views, self.cfg.samples, self.generator, self.ctx.bound, self.needs("normals"))
+        return self.step_losses(Frame(out.image, out.opacity), views, step, StepData(volume=out))
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         # Mid-point samples: no draw from the camera stream (previews must not shift it).
@@ -225,9 +216,10 @@ class GeometryPhase(Phase):
 
     name, key = "geometry", "phase2"
     preview_shading = "normal"
+    provides = frozenset({"mesh"})
 
     def __init__(self, cfg: GeometryPhaseConfig, ctx: PhaseContext, terms: list[Term], surface: Surface) -> None:
-        super().__init__(cfg, ctx, terms)
+        super().__init__(cfg, ctx, terms, frozenset({surface.kind}))
         # The surface's mesh while a step runs: extracted once (marching tets), rendered by the
         # batch, the fixed-camera terms and the anchors alike.
         self._step_mesh: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -236,7 +228,7 @@ class GeometryPhase(Phase):
     def _use(self, surface: Surface) -> None:
         self.surface = surface.to(self.ctx.device)
         self.optimizer = make_optimizer(self.cfg.optimizer, list(surface.module().parameters()), self.cfg.lr)
-        surface.prepare(self.weights)
+        surface.prepare(edges=self.needs(surface.kind))
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {self.surface.key: self.surface.module()}
@@ -254,14 +246,8 @@ class GeometryPhase(Phase):
         views = _views(self.cfg, self.generator, self.ctx.device)
         verts, faces = self._step_mesh = self.mesh()
         out = render_mesh(self.ctx.raster, verts, faces, views)
-        losses = self.guidance_losses(Frame(out.image, out.alpha), views, step)
-        w = self.weights
-        if w.get("normal_consistency", 0) > 0:
-            losses["normal_consistency"] = w["normal_consistency"] * reg.normal_consistency(verts, faces)
-        if w.get("laplacian", 0) > 0:
-            losses["laplacian"] = w["laplacian"] * reg.laplacian_smoothness(verts, faces)
-        losses.update(self.surface.regularizers(w))
-        return losses
+        data = StepData(mesh=(verts, faces), surface=self.surface)
+        return self.step_losses(Frame(out.image, out.alpha), views, step, data)
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         out = render_mesh(self.ctx.raster, *(self._step_mesh or self.mesh()), views)
@@ -277,11 +263,13 @@ class GeometryPhase(Phase):
         return s
 
 
-def phase3_field(texture: TextureField, cfg: Config) -> TextureField:
+def phase3_field(texture: TextureField, cfg: Config, seed: int) -> TextureField:
     """Phase III's field; a PBR material (phase3.material "pbr") also learns roughness and
-    metallic, starting from the preset's constants (export.roughness, export.metallic)."""
+    metallic, starting from the preset's constants (export.roughness, export.metallic), its
+    head initialised from the job's stream."""
     if cfg.phase3.material == "pbr":
-        texture.add_material(cfg.export.roughness, cfg.export.metallic)
+        with seeded(seed, "phase3", "material"):
+            texture.add_material(cfg.export.roughness, cfg.export.metallic)
     return texture
 
 
@@ -305,7 +293,7 @@ class TexturePhase(Phase):
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         views = _views(self.cfg, self.generator, self.ctx.device)
-        return self.guidance_losses(self.frame(views), views, step)
+        return self.step_losses(self.frame(views), views, step, StepData())
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
         out = render_mesh(self.ctx.raster, self.verts, self.faces, views, self._material)

@@ -19,7 +19,7 @@ from ..progress import Stages
 from ..protocol import JobError
 from ..render.raster import Rasterizer, make_rasterizer
 from .fingerprint import phase_fingerprints
-from .guidance_terms import job_roles
+from .guidance_terms import Anchors, job_roles
 from .job_conditioning import JobConditioning
 from .memory_budget import available_ram_gb, shortfall
 from .phases import PhaseContext
@@ -70,25 +70,28 @@ def check_memory(device: torch.device, store: ModelStore, preset: str) -> None:
 @dataclass
 class RunContext:
     """A validated job (absolute input paths), its typed config and output folder, and what
-    prepare() made of them. source: stylize / edit's mesh; target: the oracle's mesh in the
-    frame the run works in; cond: paper guidance's models and conditioning."""
+    prepare() made of them. phase_ctx: what every phase is given; source: stylize / edit's
+    mesh; target: the oracle's mesh in the frame the run works in; cond: paper guidance's
+    models and conditioning; anchors: the known views of its anchor losses (the reference
+    view here, the identity views once the source is ready)."""
 
     job: dict
     cfg: Config
     out: Path
-    phase: PhaseContext
+    phase_ctx: PhaseContext
     source: SourceMesh | None
     target: Mesh | None
     cond: JobConditioning | None
     fingerprints: dict[str, dict[str, str]]
+    anchors: Anchors
 
     @property
     def raster(self) -> Rasterizer:
-        return self.phase.raster
+        return self.phase_ctx.raster
 
     @property
     def device(self) -> torch.device:
-        return self.phase.device
+        return self.phase_ctx.device
 
 
 def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
@@ -102,6 +105,7 @@ def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
     source = (prepare_source(job["mesh"], cfg.source.max_faces, input_stages)
               if job.get("mode", "generate") != "generate" else None)
     target = cond = None
+    anchors: Anchors = {}
     if job.get("guidance") == "oracle":
         mesh = load_mesh(job["oracle"]["target_mesh"])
         # Stylize / edit targets are variants of the input: they share its frame.
@@ -115,5 +119,5 @@ def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
         store.check_available(job_roles(job, cfg))
         check_memory(device, store, job.get("preset", "standard"))
         if any(cfg.phase(p).iterations > 0 and cfg.phase(p).weight("ref_view") > 0 for p in PHASES):
-            ctx.ref_view = cond.ref_view()
-    return RunContext(job, cfg, Path(out), ctx, source, target, cond, phase_fingerprints(job, cfg))
+            anchors["ref_view"] = {None: cond.ref_view()}
+    return RunContext(job, cfg, Path(out), ctx, source, target, cond, phase_fingerprints(job, cfg), anchors)

@@ -25,9 +25,10 @@ from ..guidance.ref_view import identity_views
 from ..progress import Stages
 from ..render.raster import Rasterizer
 from .checkpoints import Checkpoints
-from .guidance_terms import build_terms
+from .guidance_terms import Term, build_terms
 from .phases import GeometryPhase, NeRFPhase, Phase, TexturePhase, phase3_field
 from .prepare import RunContext
+from .seeds import seeded
 from .settings import PHASES
 
 Emit = Callable[[dict], None]
@@ -44,7 +45,7 @@ class Runner:
         phase (the caller's, so the pipeline does not depend on the evaluation package)."""
         self.job, self.cfg, self.out = run.job, run.cfg, run.out
         self.emit, self.should_cancel, self.measure = emit, should_cancel, measure
-        self.ctx, self.raster, self.device = run.phase, run.raster, run.device
+        self.ctx, self.raster, self.device, self.anchors = run.phase_ctx, run.raster, run.device, run.anchors
         self.source, self.target, self.cond, self.fingerprints = run.source, run.target, run.cond, run.fingerprints
         self.checkpoints = Checkpoints(self.out, self.log)
         self.metrics: dict[str, dict] = {}
@@ -80,9 +81,9 @@ class Runner:
     def log(self, message: str) -> None:
         self.emit({"type": "log", "message": message})
 
-    def _terms(self, key: str):  # noqa: ANN202
-        return build_terms(key, self.cfg.phase(key), self.job["guidance"], self.raster, self.ctx.seed, self.log, self.target,
-                           self.cond)
+    def _terms(self, key: str) -> list[Term]:
+        return build_terms(key, self.cfg.phase(key), self.job["guidance"], self.raster, self.ctx.seed, self.log,
+                           self.target, self.cond, self.anchors)
 
     def _run_phase(self, key: str, phase: Phase) -> None:
         fp, ckpt = self.fingerprints[key], self.checkpoints
@@ -144,7 +145,7 @@ class Runner:
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts, faces), p1.field.texture_field())
         p3 = TexturePhase(self.cfg.phase3, self.ctx, self._terms("phase3"), verts, faces,
-                          phase3_field(p1.field.texture_field(), self.cfg))
+                          phase3_field(p1.field.texture_field(), self.cfg, self.ctx.seed))
         self._run_phase("phase3", p3)
         return self.export(p3)
 
@@ -156,10 +157,12 @@ class Runner:
         if "input" not in self.metrics:
             self._measure("input", mesh)
         if any(self.cfg.phase(p).weight("identity") > 0 for p in PHASES):
-            self.ctx.identity = {shading: identity_views(self.raster, mesh, scfg.identity_views,
-                                                         scfg.identity_resolution, shading)
-                                 for shading in ("albedo", "normal")}
-        texture = TextureField.from_config(self.cfg.phase1.field, self.ctx.bound, self.ctx.fused_grid).to(self.device)
+            self.anchors["identity"] = {shading: identity_views(self.raster, mesh, scfg.identity_views,
+                                                                scfg.identity_resolution, shading)
+                                        for shading in ("albedo", "normal")}
+        with seeded(self.ctx.seed, "source", "texture"):
+            texture = TextureField.from_config(self.cfg.phase1.field, self.ctx.bound, self.ctx.fused_grid)
+        texture = texture.to(self.device)
         samples = colored_samples(src.mesh, 1 << 17, self.ctx.seed)
         if samples is not None and scfg.texture_fit_steps > 0:
             mse = texture.fit(*samples, steps=scfg.texture_fit_steps, seed=self.ctx.seed)
@@ -175,7 +178,7 @@ class Runner:
         if "phase2" not in self.metrics:
             self._measure("phase2", Mesh(verts.detach(), faces), texture)
         p3 = TexturePhase(self.cfg.phase3, self.ctx, self._terms("phase3"), verts, faces,
-                          phase3_field(texture, self.cfg))
+                          phase3_field(texture, self.cfg, self.ctx.seed))
         self._run_phase("phase3", p3)
         keep_uvs = mode == "stylize" and scfg.keep_uvs and src.uv_valid
         return self.export(p3, src, src.mesh.uv if keep_uvs else None)

@@ -7,6 +7,8 @@ run draws exactly what an uninterrupted one would."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -21,3 +23,14 @@ def stream_seed(job_seed: int, *name: str) -> int:
 def stream(job_seed: int, *name: str) -> torch.Generator:
     """A CPU generator on the stream `name` of a job."""
     return torch.Generator().manual_seed(stream_seed(job_seed, *name))
+
+
+@contextmanager
+def seeded(job_seed: int, *name: str) -> Iterator[None]:
+    """Modules built in this block initialise their weights from the stream `name` of the
+    job (torch initialises parameters from the global generator); the process's global
+    generator is left as it was (a server runs many jobs, and a resumed run builds what an
+    uninterrupted one did whatever ran before it in the process)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(job_seed, *name))
+        yield

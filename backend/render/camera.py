@@ -21,8 +21,6 @@ import torch
 
 from ..schema import Span, setting
 
-GLTF_TO_BLENDER = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-
 
 @dataclass
 class Cameras:
@@ -176,11 +174,6 @@ def relative_pose(cams: Cameras, ref_elevation: float, ref_azimuth: float,
     d_polar = -torch.deg2rad(cams.elevation - ref_elevation)
     d_az = torch.deg2rad(cams.azimuth - ref_azimuth)
     return torch.stack([d_polar, torch.sin(d_az), torch.cos(d_az), cams.radius - ref_radius], dim=-1)
-
-
-def gltf_to_blender(points: torch.Tensor) -> torch.Tensor:
-    """[...,3] glTF (+Y up) coordinates -> Blender (+Z up), as the glTF importer maps them."""
-    return points @ GLTF_TO_BLENDER.to(points).T
 
 
 def world_to_camera_dirs(dirs: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:

@@ -205,6 +205,26 @@ def texture(tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return uv_lookup(tex, uv)
 
 
+def _neighbour_pairs(tri_id: torch.Tensor, dense: bool) -> tuple[int, ...]:
+    """4-neighbour pixel pairs [N] where the triangle changes (dense: every pair, those
+    masked out by `cand`): -> (the count of horizontal pairs, which come first, b, y, x of
+    each pair's first pixel, cand, dy (0: horizontal, 1: vertical)). One batch for both
+    directions: half the launches of one pass each."""
+    _, height, width = tri_id.shape
+    found = []
+    for dy, dx in ((0, 1), (1, 0)):
+        a_id, b_id = tri_id[:, : height - dy, : width - dx], tri_id[:, dy:, dx:]
+        cand = (a_id != b_id) & ((a_id >= 0) | (b_id >= 0))
+        if dense:  # every neighbour pair, the others masked (no data-dependent size)
+            bi, yi, xi = _pixels(cand.shape[0], cand.shape[1], cand.shape[2], tri_id.device)
+            cand = cand.reshape(-1)
+        else:
+            bi, yi, xi = torch.nonzero(cand, as_tuple=True)
+            cand = torch.ones_like(bi, dtype=torch.bool)
+        found.append((bi, yi, xi, cand, torch.full_like(bi, dy)))
+    return (found[0][0].shape[0], *(torch.cat(parts) for parts in zip(*found)))
+
+
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
               depth_tolerance: float = 0.01, dense: bool | None = None) -> torch.Tensor:
     """Silhouette antialiasing. color: [B,H,W,C]; returns [B,H,W,C].
@@ -221,20 +241,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     zw = rast[..., 2]
     flat = color.reshape(-1, color.shape[-1])
     dense = _use_dense(color, dense)
-    # The horizontal and the vertical pairs in one batch (half the launches of one pass each).
-    found = []
-    for dy, dx in ((0, 1), (1, 0)):
-        a_id, b_id = tri_id[:, : height - dy, : width - dx], tri_id[:, dy:, dx:]
-        cand = (a_id != b_id) & ((a_id >= 0) | (b_id >= 0))
-        if dense:  # every neighbour pair, the others masked (no data-dependent size)
-            bi, yi, xi = _pixels(cand.shape[0], cand.shape[1], cand.shape[2], color.device)
-            cand = cand.reshape(-1)
-        else:
-            bi, yi, xi = torch.nonzero(cand, as_tuple=True)
-            cand = torch.ones_like(bi, dtype=torch.bool)
-        found.append((bi, yi, xi, cand, torch.full_like(bi, dy)))
-    n_h = found[0][0].shape[0]
-    bi, yi, xi, cand, dy = (torch.cat(parts) for parts in zip(*found))
+    n_h, bi, yi, xi, cand, dy = _neighbour_pairs(tri_id, dense)
     if bi.numel() == 0:
         return color
     dx = 1 - dy

@@ -147,8 +147,44 @@ class JobEvents:
 
 
 class _Server(ThreadingHTTPServer):
+    """The HTTP server and what its requests share: the jobs folder, the job service, the
+    events, the tokens (token -> user) and each job's key."""
+
     daemon_threads = True
     request_queue_size = 128  # listen backlog: a burst of clients is queued, not reset
+    jobs_dir: Path
+    events: JobEvents
+    service: Any
+    tokens: dict[str, str]
+
+    def __init__(self, address: tuple[str, int], jobs_dir: Path, tokens: dict[str, str],
+                 service_factory: Callable[[Emit], Any]) -> None:
+        super().__init__(address, Handler)
+        self.jobs_dir, self.tokens = jobs_dir, tokens
+        self.events = JobEvents(jobs_dir, self.remove_refused)
+        self.service = service_factory(self.events)
+        self.keys: dict[str, str] = {}  # job id -> its key
+        self.keys_lock = threading.Lock()
+
+    def remove_refused(self, job_id: str) -> None:
+        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+
+    def key_of(self, job_id: str) -> str | None:
+        with self.keys_lock:
+            return self.keys.get(job_id)
+
+    def new_key(self, job_id: str) -> str:
+        """A key for a new job id; BadRequest 409 when the id is taken."""
+        with self.keys_lock:
+            if job_id in self.keys or (self.jobs_dir / job_id).exists():
+                raise BadRequest(409, f"job id {job_id!r} is in use", "give each job a new id")
+            self.keys[job_id] = secrets.token_urlsafe(24)
+            return self.keys[job_id]
+
+    def forget(self, job_ids: list[str]) -> None:
+        with self.keys_lock:
+            for job_id in job_ids:
+                self.keys.pop(job_id, None)
 
 
 def _is_loopback(host: str) -> bool:
@@ -175,213 +211,217 @@ def load_users(path: str) -> dict[str, str]:
     return tokens
 
 
+class Handler(BaseHTTPRequestHandler):
+    """One request, against its server's shared state (_Server)."""
+
+    server: _Server
+    timeout = IDLE_TIMEOUT  # per read or write on the connection (StreamRequestHandler.setup)
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):  # here, under the timeout, not in accept()
+            self.connection.do_handshake()
+
+    def log_message(self, fmt: str, *args: object) -> None:  # requests go to stderr quietly
+        pass
+
+    def _reply(self, status: int, body: dict | bytes, kind: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, hint: str = "", code: str = "protocol") -> None:
+        self._reply(status, {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": code,
+                             "message": message, "hint": hint, "traceback": ""})
+
+    def _check_token(self) -> str:
+        """-> the user the request's token belongs to ("local" on a server without tokens)."""
+        if not self.server.tokens:
+            return "local"
+        given = self.headers.get("Authorization", "")
+        if given.startswith("Bearer "):
+            for known, user in self.server.tokens.items():
+                if hmac.compare_digest(given[7:].strip().encode(), known.encode()):
+                    return user
+        raise BadRequest(401, "missing or wrong token", "set the remote token in the add-on preferences "
+                         "(sent as 'Authorization: Bearer <token>')")
+
+    def _job(self, job_id: str) -> str:
+        """The job named in the path, if this request holds its key."""
+        key = self.server.key_of(job_id) if JOB_ID.fullmatch(job_id) else None
+        given = self.headers.get(KEY_HEADER, "")
+        if key is None or not hmac.compare_digest(given.encode(), key.encode()):
+            raise BadRequest(404, f"no job {job_id!r} for this client")
+        return job_id
+
+    def _body(self) -> dict:
+        raw = self.headers.get("Content-Length", "0")
+        if not raw.isdigit():
+            raise BadRequest(400, f"Content-Length {raw!r} is not a byte count")
+        length = int(raw)
+        if length > MAX_BODY:
+            raise BadRequest(413, f"request of {length} bytes is too large",
+                             "reference files must stay under 256 MB together")
+        try:
+            body = protocol.loads(self.rfile.read(length) or b"{}")
+        except (protocol.DuplicateKey, protocol.JSONLimit) as exc:
+            raise BadRequest(400, f"body: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(400, f"body is not a JSON object: {type(exc).__name__}") from None
+        if not isinstance(body, dict):
+            raise BadRequest(400, f"body must be a JSON object, got {type(body).__name__}")
+        bad = protocol.first_unusable({k: v for k, v in body.items() if k not in ("job", "files")})
+        if bad:  # the job's own fields are named by its validation, as an invalid_job event
+            raise BadRequest(400, f"body.{bad[0]}: {bad[1]}")
+        return body
+
+    def _handle(self, method: str) -> None:
+        try:
+            self.user = self._check_token()
+            path, _, query = self.path.partition("?")
+            route = getattr(self, f"_{method}")
+            route(path, dict(p.split("=", 1) for p in query.split("&") if "=" in p))
+        except BadRequest as exc:
+            self.close_connection = True  # an unread body must not be parsed as the next request
+            self._error(exc.status, str(exc), exc.hint, exc.code)
+        except OSError:  # the client went quiet (IDLE_TIMEOUT) or away mid-request: nothing to answer
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 (answered; the server goes on)
+            self.close_connection = True
+            self._error(500, job_relative(f"the server failed on this request: {exc}", str(self.server.jobs_dir)),
+                        "see the server's log", "internal")
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._handle("get")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("post")
+
+    def _get(self, path: str, params: dict[str, str]) -> None:
+        service = self.server.service
+        if path == "/hello":
+            return self._reply(200, {"v": protocol.PROTOCOL_VERSION, "type": "hello",
+                                     "capabilities": capabilities()})
+        if path == "/models":  # status only: downloads on the server machine are its admin's
+            return self._reply(200, status_message())
+        if path == "/status":
+            if not service.shared_between_users:
+                raise BadRequest(404, "this server runs one job at a time; it has no farm status",
+                                 "a farm is started with serve --http ... --ray ADDRESS")
+            return self._reply(200, service.status(self.user))
+        if m := re.fullmatch(r"/jobs/([^/]+)/events", path):
+            return self._reply(200, self._events(self._job(m.group(1)), params))
+        if m := re.fullmatch(r"/jobs/([^/]+)/files/([^/]+)", path):
+            return self._reply(200, self._file(self._job(m.group(1)), m.group(2)), "application/octet-stream")
+        raise BadRequest(404, f"unknown path {path}")
+
+    def _events(self, job_id: str, params: dict[str, str]) -> dict:
+        """A long-poll: the job's events after `after`, waiting up to `wait` s for news."""
+        try:
+            after, wait = max(int(params.get("after", 0)), 0), float(params.get("wait", 0))
+        except ValueError:
+            raise BadRequest(400, "after and wait must be numbers") from None
+        if not math.isfinite(wait):
+            raise BadRequest(400, f"wait={wait}: a number of seconds (0 to 30)")
+        try:
+            batch, nxt = self.server.events.since(job_id, after, min(max(wait, 0.0), 30.0))
+        except KeyError:
+            raise BadRequest(404, f"the events of job {job_id!r} are no longer kept",
+                             f"its folder's events.jsonl has them (GET /jobs/{job_id}/files/events.jsonl)") from None
+        return {"events": batch, "next": nxt}
+
+    def _file(self, job_id: str, name: str) -> bytes:
+        """An output of the job; its event log as the client's events show it (job-relative paths)."""
+        folder = self.server.jobs_dir / job_id
+        file = folder / "out" / name
+        if name not in OUTPUT_FILES or not file.is_file():
+            raise BadRequest(404, f"no {name} for job {job_id}")
+        data = file.read_bytes()
+        if name == "events.jsonl":
+            data = b"".join(json.dumps(job_relative(json.loads(line), str(folder))).encode() + b"\n"
+                            for line in data.splitlines() if line.strip())
+        return data
+
+    def _post(self, path: str, params: dict[str, str]) -> None:
+        body = self._body()
+        if path == "/jobs":
+            return self._reply(200, self._submit(body))
+        if m := re.fullmatch(r"/jobs/([^/]+)/cancel", path):
+            self.server.service.cancel(self._job(m.group(1)))
+            return self._reply(200, {})
+        if path == "/free":
+            self.server.service.free()
+            return self._reply(200, {})
+        raise BadRequest(404, f"unknown path {path}")
+
+    def _submit(self, body: dict) -> dict:
+        job_id, job, files = body.get("id"), body.get("job"), body.get("files") or {}
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+            raise BadRequest(400, "a job id is 1-64 letters, digits, _ and -, starting with a letter or digit")
+        if not isinstance(job, dict):
+            raise BadRequest(400, "job must be a JSON object")
+        service = self.server.service
+        priority = body.get("priority", "normal")
+        if not isinstance(priority, str) or priority not in protocol.PRIORITIES:
+            raise BadRequest(400, f"priority {priority!r} is not one of {', '.join(protocol.PRIORITIES)}")
+        if priority != "normal" and not service.shared_between_users:
+            raise BadRequest(400, "priorities need a farm (serve --ray): this server runs jobs in order")
+        decoded = _decoded_files(files)
+        key = self.server.new_key(job_id)
+        upload = self._store_upload(job_id, decoded)
+        self.server.forget(self.server.events.open(job_id, self.user))
+        ticket = {"user": self.user, "priority": protocol.PRIORITIES[priority]} if service.shared_between_users else {}
+        service.submit(job_id, job, str(upload), str(self.server.jobs_dir / job_id / "out"), confined=True, **ticket)
+        return {"id": job_id, "key": key}
+
+    def _store_upload(self, job_id: str, decoded: dict[str, bytes]) -> Path:
+        """The uploaded files in the job's upload folder; on failure nothing half-written is
+        kept and the id is free again."""
+        upload = self.server.jobs_dir / job_id / "upload"
+        try:
+            upload.mkdir(parents=True)
+            for name, data in decoded.items():
+                write_atomic(upload / name, data)
+        except OSError as exc:
+            shutil.rmtree(self.server.jobs_dir / job_id, ignore_errors=True)
+            self.server.forget([job_id])
+            if is_disk_full(exc):
+                raise BadRequest(507, "the server's disk is full: the upload was not kept",
+                                 "free disk space on the server, then submit the job again", "disk_full") from None
+            raise BadRequest(500, f"the upload could not be stored ({exc.strerror or type(exc).__name__})",
+                             "see the server's log", "internal") from None
+        return upload
+
+
+def _decoded_files(files: Any) -> dict[str, bytes]:
+    """A submission's files {name: base64} -> {name: bytes}, names checked."""
+    if not isinstance(files, dict):
+        raise BadRequest(400, "files must map file names to base64 strings")
+    decoded = {}
+    for name, data in files.items():
+        if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
+            raise BadRequest(400, f"bad file name {name!r}: a name and one extension, letters, digits, _ -")
+        try:
+            decoded[name] = base64.b64decode(data, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise BadRequest(400, f"files.{name} is not base64") from None
+    return decoded
+
+
 def make_server(host: str, port: int, jobs_dir: Path, token: str | None,
                 tls: tuple[str, str] | None = None, service_factory: Callable[[Emit], Any] = JobService,
                 users: dict[str, str] | None = None) -> ThreadingHTTPServer:
     """service_factory: JobService (one machine) or a farm's front (backend/farm); users:
     token -> user name (several artists, each their own token); else `token` is everyone's."""
-    jobs_dir = Path(jobs_dir)
-
-    def remove_refused(job_id: str) -> None:
-        shutil.rmtree(jobs_dir / job_id, ignore_errors=True)
-
-    events = JobEvents(jobs_dir, remove_refused)
-    service = service_factory(events)
     tokens = dict(users or {}) or ({token: "default"} if token else {})
-    keys: dict[str, str] = {}  # job id -> its key
-    keys_lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = IDLE_TIMEOUT  # per read or write on the connection (StreamRequestHandler.setup)
-
-        def setup(self) -> None:
-            super().setup()
-            if isinstance(self.connection, ssl.SSLSocket):  # here, under the timeout, not in accept()
-                self.connection.do_handshake()
-
-        def log_message(self, fmt: str, *args: object) -> None:  # requests go to stderr quietly
-            pass
-
-        def _reply(self, status: int, body: dict | bytes, kind: str = "application/json") -> None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, hint: str = "", code: str = "protocol") -> None:
-            self._reply(status, {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": code,
-                                 "message": message, "hint": hint, "traceback": ""})
-
-        def _check_token(self) -> str:
-            """-> the user the request's token belongs to ("local" on a server without tokens)."""
-            if not tokens:
-                return "local"
-            given = self.headers.get("Authorization", "")
-            if given.startswith("Bearer "):
-                for known, user in tokens.items():
-                    if hmac.compare_digest(given[7:].strip().encode(), known.encode()):
-                        return user
-            raise BadRequest(401, "missing or wrong token", "set the remote token in the add-on preferences "
-                             "(sent as 'Authorization: Bearer <token>')")
-
-        def _job(self, job_id: str) -> str:
-            """The job named in the path, if this request holds its key."""
-            with keys_lock:
-                key = keys.get(job_id) if JOB_ID.fullmatch(job_id) else None
-            given = self.headers.get(KEY_HEADER, "")
-            if key is None or not hmac.compare_digest(given.encode(), key.encode()):
-                raise BadRequest(404, f"no job {job_id!r} for this client")
-            return job_id
-
-        def _body(self) -> dict:
-            raw = self.headers.get("Content-Length", "0")
-            if not raw.isdigit():
-                raise BadRequest(400, f"Content-Length {raw!r} is not a byte count")
-            length = int(raw)
-            if length > MAX_BODY:
-                raise BadRequest(413, f"request of {length} bytes is too large",
-                                 "reference files must stay under 256 MB together")
-            try:
-                body = protocol.loads(self.rfile.read(length) or b"{}")
-            except (protocol.DuplicateKey, protocol.JSONLimit) as exc:
-                raise BadRequest(400, f"body: {exc}") from None
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BadRequest(400, f"body is not a JSON object: {type(exc).__name__}") from None
-            if not isinstance(body, dict):
-                raise BadRequest(400, f"body must be a JSON object, got {type(body).__name__}")
-            bad = protocol.first_unusable({k: v for k, v in body.items() if k not in ("job", "files")})
-            if bad:  # the job's own fields are named by its validation, as an invalid_job event
-                raise BadRequest(400, f"body.{bad[0]}: {bad[1]}")
-            return body
-
-        def _handle(self, method: str) -> None:
-            try:
-                self.user = self._check_token()
-                path, _, query = self.path.partition("?")
-                route = getattr(self, f"_{method}")
-                route(path, dict(p.split("=", 1) for p in query.split("&") if "=" in p))
-            except BadRequest as exc:
-                self.close_connection = True  # an unread body must not be parsed as the next request
-                self._error(exc.status, str(exc), exc.hint, exc.code)
-            except OSError:  # the client went quiet (IDLE_TIMEOUT) or away mid-request: nothing to answer
-                self.close_connection = True
-            except Exception as exc:  # noqa: BLE001 (answered; the server goes on)
-                self.close_connection = True
-                self._error(500, job_relative(f"the server failed on this request: {exc}", str(jobs_dir)),
-                            "see the server's log", "internal")
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            self._handle("get")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._handle("post")
-
-        def _get(self, path: str, params: dict[str, str]) -> None:
-            if path == "/hello":
-                return self._reply(200, {"v": protocol.PROTOCOL_VERSION, "type": "hello",
-                                         "capabilities": capabilities()})
-            if path == "/models":  # status only: downloads on the server machine are its admin's
-                return self._reply(200, status_message())
-            if path == "/status":
-                if not service.shared_between_users:
-                    raise BadRequest(404, "this server runs one job at a time; it has no farm status",
-                                     "a farm is started with serve --http ... --ray ADDRESS")
-                return self._reply(200, service.status(self.user))
-            if m := re.fullmatch(r"/jobs/([^/]+)/events", path):
-                job_id = self._job(m.group(1))
-                try:
-                    after, wait = max(int(params.get("after", 0)), 0), float(params.get("wait", 0))
-                except ValueError:
-                    raise BadRequest(400, "after and wait must be numbers") from None
-                if not math.isfinite(wait):
-                    raise BadRequest(400, f"wait={wait}: a number of seconds (0 to 30)")
-                wait = min(max(wait, 0.0), 30.0)
-                try:
-                    batch, nxt = events.since(job_id, after, wait)
-                except KeyError:
-                    raise BadRequest(404, f"the events of job {job_id!r} are no longer kept",
-                                     f"its folder's events.jsonl has them (GET /jobs/{job_id}/files/events.jsonl)") from None
-                return self._reply(200, {"events": batch, "next": nxt})
-            if m := re.fullmatch(r"/jobs/([^/]+)/files/([^/]+)", path):
-                job_id, name = self._job(m.group(1)), m.group(2)
-                file = jobs_dir / job_id / "out" / name
-                if name not in OUTPUT_FILES or not file.is_file():
-                    raise BadRequest(404, f"no {name} for job {job_id}")
-                data = file.read_bytes()
-                if name == "events.jsonl":  # the log as the client's events show it: job-relative paths
-                    data = b"".join(json.dumps(job_relative(json.loads(line), str(jobs_dir / job_id))).encode() + b"\n"
-                                    for line in data.splitlines() if line.strip())
-                return self._reply(200, data, "application/octet-stream")
-            raise BadRequest(404, f"unknown path {path}")
-
-        def _post(self, path: str, params: dict[str, str]) -> None:
-            body = self._body()
-            if path == "/jobs":
-                return self._reply(200, self._submit(body))
-            if m := re.fullmatch(r"/jobs/([^/]+)/cancel", path):
-                service.cancel(self._job(m.group(1)))
-                return self._reply(200, {})
-            if path == "/free":
-                service.free()
-                return self._reply(200, {})
-            raise BadRequest(404, f"unknown path {path}")
-
-        def _submit(self, body: dict) -> dict:
-            job_id, job, files = body.get("id"), body.get("job"), body.get("files") or {}
-            if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
-                raise BadRequest(400, "a job id is 1-64 letters, digits, _ and -, starting with a letter or digit")
-            if not isinstance(job, dict):
-                raise BadRequest(400, "job must be a JSON object")
-            if not isinstance(files, dict):
-                raise BadRequest(400, "files must map file names to base64 strings")
-            priority = body.get("priority", "normal")
-            if not isinstance(priority, str) or priority not in protocol.PRIORITIES:
-                raise BadRequest(400, f"priority {priority!r} is not one of {', '.join(protocol.PRIORITIES)}")
-            if priority != "normal" and not service.shared_between_users:
-                raise BadRequest(400, "priorities need a farm (serve --ray): this server runs jobs in order")
-            decoded = {}
-            for name, data in files.items():
-                if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
-                    raise BadRequest(400, f"bad file name {name!r}: a name and one extension, letters, digits, _ -")
-                try:
-                    decoded[name] = base64.b64decode(data, validate=True)
-                except (binascii.Error, TypeError, ValueError):
-                    raise BadRequest(400, f"files.{name} is not base64") from None
-            with keys_lock:
-                if job_id in keys or (jobs_dir / job_id).exists():
-                    raise BadRequest(409, f"job id {job_id!r} is in use", "give each job a new id")
-                keys[job_id] = secrets.token_urlsafe(24)
-                key = keys[job_id]
-            upload = jobs_dir / job_id / "upload"
-            try:
-                upload.mkdir(parents=True)
-                for name, data in decoded.items():
-                    write_atomic(upload / name, data)
-            except OSError as exc:  # nothing half-written is kept, and the id is free again
-                shutil.rmtree(jobs_dir / job_id, ignore_errors=True)
-                with keys_lock:
-                    del keys[job_id]
-                if is_disk_full(exc):
-                    raise BadRequest(507, "the server's disk is full: the upload was not kept",
-                                     "free disk space on the server, then submit the job again", "disk_full") from None
-                raise BadRequest(500, f"the upload could not be stored ({exc.strerror or type(exc).__name__})",
-                                 "see the server's log", "internal") from None
-            forgotten = events.open(job_id, self.user)
-            with keys_lock:
-                for old in forgotten:
-                    keys.pop(old, None)
-            ticket = {"user": self.user, "priority": protocol.PRIORITIES[priority]} if service.shared_between_users else {}
-            service.submit(job_id, job, str(upload), str(jobs_dir / job_id / "out"), confined=True, **ticket)
-            return {"id": job_id, "key": key}
-
-    server = _Server((host, port), Handler)
+    server = _Server((host, port), Path(jobs_dir), tokens, service_factory)
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
         server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-    server.service = service  # type: ignore[attr-defined]
     return server
 
 
@@ -431,5 +471,5 @@ def serve_http(address: str, jobs_dir: str | None = None, token: str | None = No
                          "stopping: the running job is cancelled at its next checkpoint"):
         server.serve_forever()
         server.server_close()
-        server.service.close(wait=True)  # type: ignore[attr-defined]
+        server.service.close(wait=True)
     return 0
