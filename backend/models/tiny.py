@@ -143,18 +143,21 @@ def tiny_scheduler(out_dir: Path, repo: str = SD15, **changes: object) -> None:
     _write_json(out_dir / "scheduler_config.json", {**published(repo, "scheduler/scheduler_config.json"), **changes})
 
 
-def tiny_stable_diffusion(out_dir: Path, repo: str = SD15) -> None:
+def tiny_stable_diffusion(out_dir: Path, repo: str = SD15, side: int = TINY_SIDE, vae_levels: int = 2) -> None:
     """A diffusers Stable Diffusion folder: tokenizer, text_encoder, unet, vae, scheduler,
     feature_extractor and model_index.json (as published; the safety checker's weights are
-    left out: no loader reads them)."""
+    left out: no loader reads them). side: the image size its configs give (the UNet's
+    sample_size times the VAE's factor 2^(vae_levels-1)); side 512 with vae_levels 4 has
+    the real model's geometry (512² images, 64² latents), which reference code that
+    hard-codes it needs (tests/fixtures/guidance_parity)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tiny_tokenizer(out_dir / "tokenizer")
     from transformers import CLIPTokenizer
 
     vocab_size = len(CLIPTokenizer.from_pretrained(out_dir / "tokenizer"))
     tiny_text_encoder(out_dir / "text_encoder", vocab_size)
-    tiny_unet(out_dir / "unet")
-    tiny_vae(out_dir / "vae")
+    tiny_unet(out_dir / "unet", sample_size=side // 2 ** (vae_levels - 1))
+    tiny_vae(out_dir / "vae", levels=vae_levels)
     tiny_scheduler(out_dir / "scheduler", repo)
     tiny_feature_extractor(out_dir / "feature_extractor", published(SD15, "feature_extractor/preprocessor_config.json"),
                            TINY_SIDE)
