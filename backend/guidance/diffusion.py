@@ -90,8 +90,9 @@ class SDDenoiser:
 
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
         """[B,H,W,3] renders -> [B,3,R,R] at the model's resolution, bilinearly (threestudio's
-        guidances: F.interpolate(rgb, (512, 512), mode="bilinear", align_corners=False))."""
-        x = images.permute(0, 3, 1, 2)
+        guidances: F.interpolate(rgb, (512, 512), mode="bilinear", align_corners=False)); laid
+        out channels first (torch's CPU GroupNorm is less precise on a channels-last view)."""
+        x = images.permute(0, 3, 1, 2).contiguous()
         if tuple(x.shape[-2:]) != (self.resolution, self.resolution):
             x = torch.nn.functional.interpolate(x, (self.resolution, self.resolution), mode="bilinear",
                                                 align_corners=False)

@@ -72,7 +72,7 @@ class Zero123Denoiser:
 
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
         """[B,H,W,3] renders -> [B,3,256,256], bilinearly (threestudio's zero123 guidances)."""
-        return self._resize(images.permute(0, 3, 1, 2))
+        return self._resize(images.permute(0, 3, 1, 2).contiguous())  # channels first: see SDDenoiser.model_input
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return vae_encode(self.c.vae, (x * 2 - 1).to(self.dtype), generator).float() * self.scaling
