@@ -55,3 +55,31 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
+
+
+def forward_kwarg(module, name: str, call) -> "torch.Tensor":  # noqa: ANN001
+    """The keyword argument `name` a module's forward receives while call() runs, every call
+    concatenated (a network seen as a black box)."""
+    import torch
+
+    seen = []
+    handle = module.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs[name].clone()),
+                                              with_kwargs=True)
+    try:
+        call()
+    finally:
+        handle.remove()
+    return torch.cat(seen)
+
+
+def assert_first_ddim_step(scheduler, seen: dict, latents, eps) -> None:  # noqa: ANN001
+    """A diffusers pipeline's first DDIM step of a 2-step run (seen: its t and the latents
+    after it) equals one DDIM step from `latents` along the noise `eps` ours predicted."""
+    import torch
+
+    from backend.guidance.csm import ddim_step
+
+    prev = seen["t"] - scheduler.config.num_train_timesteps // 2
+    ac = scheduler.alphas_cumprod
+    a_prev = ac[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+    assert torch.allclose(seen["latents"], ddim_step(latents, eps, ac[seen["t"]], a_prev), atol=1e-5)

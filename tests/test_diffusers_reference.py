@@ -11,6 +11,8 @@ from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.models.encoders import ip_adapter
 
+from .helpers import assert_first_ddim_step
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -50,10 +52,7 @@ def test_cfg_ip_adapter_and_pag_match_the_diffusers_pag_pipeline(tiny, pag_scale
         eps = eps_u + 5.0 * (eps_c - eps_u) + pag_scale * (eps_c - eps_p)
     else:
         eps = den.predict_noise(latents, t, None)
-    prev = seen["t"] - scheduler.config.num_train_timesteps // 2
-    ac = scheduler.alphas_cumprod
-    a_prev = ac[prev] if prev >= 0 else scheduler.final_alpha_cumprod
-    assert torch.allclose(seen["latents"], ddim_step(latents, eps, ac[seen["t"]], a_prev), atol=1e-5)
+    assert_first_ddim_step(scheduler, seen, latents, eps)
 
 
 def test_ddim_inversion_step_matches_diffusers_inverse_scheduler(tiny):

@@ -12,6 +12,8 @@ from backend.models.layouts import published
 from backend.models.processing import ImageProcessing, processor_class
 from backend.models.roles import PREPROCESSOR_CONFIGS
 
+from .helpers import forward_kwarg
+
 PUBLISHED = [
     ("stable-diffusion-v1-5/stable-diffusion-v1-5", "feature_extractor/preprocessor_config.json"),
     ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "preprocessor_config.json"),
@@ -90,18 +92,6 @@ def store(tmp_path_factory):
     return ModelStore(str(root))
 
 
-def _seen_pixels(module: torch.nn.Module, call) -> torch.Tensor:  # noqa: ANN001
-    """The pixel_values a network's forward receives while call() runs."""
-    seen = []
-    handle = module.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["pixel_values"].clone()),
-                                              with_kwargs=True)
-    try:
-        call()
-    finally:
-        handle.remove()
-    return seen[0]
-
-
 @pytest.mark.parametrize("role", ["segmenter", "ip_adapter/image_encoder", "zero123/image_encoder", "depth"])
 def test_conditioning_images_reach_the_network_exactly_as_its_processor_makes_them(store, role):
     """A non-square 8-bit picture: the pixels the network receives are, value for value,
@@ -119,7 +109,7 @@ def test_conditioning_images_reach_the_network_exactly_as_its_processor_makes_th
         call = lambda: encoders.depth(store)(x.permute(2, 0, 1)[None])  # noqa: E731
     else:
         call = lambda: encoders.clip_image_encoder(store, role, differentiable=False)(x.permute(2, 0, 1)[None])  # noqa: E731
-    got = _seen_pixels(store.get(role), call)
+    got = forward_kwarg(store.get(role), "pixel_values", call)
     if path is None:  # diffusers' IP-Adapter loader: CLIPImageProcessor at the tower's size
         side = store.get(role).config.image_size
         ref_proc = processor_class({"image_processor_type": "CLIPImageProcessor"})(size=side, crop_size=side)

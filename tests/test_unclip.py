@@ -7,30 +7,19 @@ import pytest
 import torch
 
 from backend.guidance.base import SDS, TimestepSchedule
-from backend.guidance.csm import ddim_step
 from backend.guidance.diffusion import SDDenoiser
 from backend.models.encoders import tiny_decoder
 from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
 from backend.render.shading import Frame
 
+from .helpers import assert_first_ddim_step, forward_kwarg
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = build_tiny(tmp_path_factory.mktemp("tiny"), ["unclip", "taesd", "imagebind"])
     return root, ModelStore(str(root))
-
-
-def _labels_seen(unet: torch.nn.Module, call) -> torch.Tensor:  # noqa: ANN001
-    """The class_labels the UNet's forward receives while call() runs (a black box)."""
-    seen = []
-    handle = unet.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["class_labels"].clone()),
-                                            with_kwargs=True)
-    try:
-        call()
-    finally:
-        handle.remove()
-    return torch.cat(seen)
 
 
 def test_an_image_prompt_reaches_unclip_raw_and_its_null_is_all_zero(tiny, tmp_path):
@@ -53,7 +42,7 @@ def test_an_image_prompt_reaches_unclip_raw_and_its_null_is_all_zero(tiny, tmp_p
     cond = JobConditioning(job, store, lambda m: None)
     den = cond.unclip().with_scale(4.0)
     z, t = torch.randn(2, 4, 16, 16), torch.tensor([400, 400])
-    labels = _labels_seen(den.sd.unet, lambda: den.predict_noise(z, t, None))
+    labels = forward_kwarg(den.sd.unet, "class_labels", lambda: den.predict_noise(z, t, None))
     assert labels.shape == (4, 2048)
     uncond, conditional = labels[:2], labels[2:]
     assert torch.equal(uncond, torch.zeros_like(uncond))
@@ -96,12 +85,7 @@ def test_guided_noise_matches_diffusers_stable_unclip_pipeline(tiny, scale):
     pipe(prompt="a robot", image_embeds=raw, noise_level=0, height=32, width=32, num_inference_steps=2,
          guidance_scale=scale, latents=latents.clone(), output_type="latent", callback=first_step)
     den = SDDenoiser(sd, "a robot", guidance_scale=scale, resolution=32, image_embeds=raw)
-    t = torch.tensor([seen["t"]])
-    eps = den.predict_noise(latents, t, None)
-    prev = seen["t"] - scheduler.config.num_train_timesteps // 2
-    ac = scheduler.alphas_cumprod
-    a_prev = ac[prev] if prev >= 0 else scheduler.final_alpha_cumprod
-    assert torch.allclose(seen["latents"], ddim_step(latents, eps, ac[seen["t"]], a_prev), atol=1e-5)
+    assert_first_ddim_step(scheduler, seen, latents, den.predict_noise(latents, torch.tensor([seen["t"]]), None))
 
 
 def test_taesd_decodes_unet_latents_as_diffusers_pipelines_do(tiny):

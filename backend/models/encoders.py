@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from . import graphs
 from .loaders import SDComponents, ip_adapter_weights
@@ -35,6 +36,8 @@ def pixels_8bit(store: ModelStore, role: str) -> Images:
     processing = store.image_processing(role)
 
     def prep(images: torch.Tensor) -> torch.Tensor:
+        if is_fake(images):  # the estimator's images have no pixels: the same shapes through torch
+            return processing(images.to(store.device)).to(store.dtype)
         pil = [to_pil(image.permute(1, 2, 0)) for image in images]
         return processing.from_pil(pil).to(store.device, store.dtype)
 
