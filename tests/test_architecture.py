@@ -7,34 +7,61 @@ from pathlib import Path
 BACKEND = Path(__file__).resolve().parents[1] / "backend"
 
 
-def _package_graph() -> dict[str, set[str]]:
-    graph: dict[str, set[str]] = {}
-    for path in BACKEND.rglob("*.py"):
-        rel = path.relative_to(BACKEND).parts
-        if len(rel) < 2:  # top-level modules (protocol, atomic, CLI) are not packages
+def _module_name(path: Path) -> tuple[str, ...]:
+    """backend/models/roles/sd.py -> ("models", "roles", "sd"); a package's __init__ is the package."""
+    parts = path.relative_to(BACKEND).with_suffix("").parts
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def _is_module(name: tuple[str, ...]) -> bool:
+    return BACKEND.joinpath(*name).with_suffix(".py").is_file() or BACKEND.joinpath(*name).is_dir()
+
+
+def _imports(path: Path) -> list[tuple[str, ...]]:
+    """The backend modules a file imports relatively (`from .x import y`, `from . import x`,
+    `from ..pkg.x import y`, at any depth), by name from the backend's root: a name that is
+    no module (an attribute) stands for the module it is read from."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here[:-1]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
             continue
-        package = rel[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
-                target = node.module.split(".")[0]
-                if (BACKEND / target).is_dir() and target != package:
-                    graph.setdefault(package, set()).add(target)
+        base = package[:len(package) - (node.level - 1)]
+        stem = base + tuple(node.module.split(".")) if node.module else base
+        for name in [stem + (a.name,) for a in node.names] if not node.module else [stem]:
+            while name and not _is_module(name):
+                name = name[:-1]
+            if name and name != here:
+                out.append(name)
+    return out
+
+
+def _backend_files() -> list[Path]:
+    return [p for p in BACKEND.rglob("*.py") if len(p.relative_to(BACKEND).parts) >= 2]
+
+
+def _package_graph() -> dict[str, set[str]]:
+    """Top-level package -> the other top-level packages it imports (top-level modules such
+    as protocol, atomic and the CLI are not packages)."""
+    graph: dict[str, set[str]] = {}
+    for path in _backend_files():
+        package = _module_name(path)[0]
+        for target in _imports(path):
+            if (BACKEND / target[0]).is_dir() and target[0] != package:
+                graph.setdefault(package, set()).add(target[0])
     return graph
 
 
 def _module_graph() -> dict[str, set[str]]:
-    """package.module -> the modules of the same package it imports (`from .x import`,
-    `from . import x`)."""
+    """package.module (nested packages included: models.roles.sd) -> the modules of the same
+    top-level package it imports."""
     graph: dict[str, set[str]] = {}
-    for path in BACKEND.rglob("*.py"):
-        rel = path.relative_to(BACKEND).parts
-        if len(rel) < 2:
-            continue
-        here = f"{rel[0]}.{path.stem}"
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-                graph.setdefault(here, set()).update(f"{rel[0]}.{n}" for n in names if f"{rel[0]}.{n}" != here)
+    for path in _backend_files():
+        here = _module_name(path)
+        for target in _imports(path):
+            if target[0] == here[0]:
+                graph.setdefault(".".join(here), set()).add(".".join(target))
     return graph
 
 
