@@ -58,17 +58,18 @@ def _bar(event: dict) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
-    from .models.catalog import COMPANIONS, SOURCES
     from .models.cached import role_status
+    from .models.roles import registered
     from .models.store import ModelStore
 
+    roles = registered()
     if args.models == "default":
-        rows = [role_status(r) for r in SOURCES]
+        rows = [role_status(r.name) for r in roles]
     else:
         store = ModelStore(args.models)
-        companions = {c for cs in COMPANIONS.values() for c in cs}  # read from the folder's own roles
-        rows = [{"role": r, "present": store.available(r), "where": store.location(r)} for r in SOURCES
-                if r not in companions]
+        companions = {c for r in roles for c in r.companions}  # read from the folder's own roles
+        rows = [{"role": r.name, "present": store.available(r.name), "where": store.location(r.name)} for r in roles
+                if r.name not in companions]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -143,8 +143,17 @@ class HubMirror:
 STANDIN = "/fbaipublicfiles/imagebind/imagebind_huge.pth"
 
 
-# Where each role's files are in a build_tiny folder (the tokenizer roles: their files only).
-_TINY_FOLDER = {"clip": "unclip", "imagebind_tokenizer": "imagebind/tokenizer", "reward_tokenizer": "reward"}
+def tiny_folder(tiny: Path, role: str) -> Path:
+    """Where a build_tiny folder holds a role's files: its own folder, or for a role with no
+    tiny build of its own (a tokenizer shipped apart) the folder of the role that reads it,
+    its tokenizer/ where it has one (where the loaders look)."""
+    from backend.models.roles import registered
+
+    reader = next((r.name for r in registered() if role in r.companions), None)
+    if reader is None:
+        return tiny / role
+    folder = tiny / reader
+    return folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
 
 
 def _half(data: bytes) -> bytes:
@@ -155,15 +164,15 @@ def _half(data: bytes) -> bytes:
 
 
 def published(role: str, tiny: Path) -> dict[str, bytes]:
-    """A role's repository as the hub publishes it (backend.models.layouts): exactly the
+    """A role's repository as the hub publishes it (its record's layout): exactly the
     layout's files; those the tiny folder has are its own, fp16 variants are converted from
     the tiny safetensors beside them, and the rest (originals, cards, pickles beside
     safetensors: files no loader reads) are placeholder bytes that cannot load."""
-    from backend.models.layouts import LAYOUTS
+    from backend.models.roles import role as find_role
 
-    own = folder_files(tiny / _TINY_FOLDER.get(role, role))
+    own = folder_files(tiny_folder(tiny, role))
     out = {}
-    for name in LAYOUTS[role].files:
+    for name in find_role(role).layout.files:
         full = name.replace(".fp16.safetensors", ".safetensors")
         if name in own:
             out[name] = own[name]
@@ -175,11 +184,15 @@ def published(role: str, tiny: Path) -> dict[str, bytes]:
 
 
 def tiny_repos(tiny: Path) -> dict[str, dict[str, bytes]]:
-    """Every role that tiny has a folder for, under its hub id, in its published layout."""
-    from backend.models.layouts import LAYOUTS
+    """Every role that tiny has a folder for, under its hub id, in its published layout (a
+    repository two roles share, unCLIP's, from the first: the whole pipeline's folder)."""
+    from backend.models.roles import registered
 
-    return {LAYOUTS[role].repo: published(role, tiny) for role in LAYOUTS
-            if (tiny / _TINY_FOLDER.get(role, role)).is_dir()}
+    repos: dict[str, dict[str, bytes]] = {}
+    for r in registered():
+        if r.layout and tiny_folder(tiny, r.name).is_dir():
+            repos.setdefault(r.layout.repo, published(r.name, tiny))
+    return repos
 
 
 def tiny_mirror(tiny: Path, hold_at: int | None = None) -> HubMirror:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from backend.models import cached, download as dl
-from backend.models.catalog import SOURCES, select_files
+from backend.models.catalog import select_files
 from backend.errors import ModelNotAvailable
 from backend.models.store import ModelStore
-from backend.models.roles import DEFAULT_IDS
+from backend.models.roles import default_id, role as find_role
 from backend.models.tiny import build_tiny
 
 from .helpers import ROOT
@@ -71,7 +71,7 @@ def test_loaders_files_only(tiny):
     # Stable unCLIP as published (fp16 variants, pickles, the .ckpt originals, the card, the
     # image tower that belongs to the "clip" role): on a CPU machine, the float32 safetensors
     # of the parts the loaders read, one weights file a folder
-    chosen = select_files(SOURCES["unclip"], list(published("unclip", tiny)))
+    chosen = select_files(find_role("unclip").files, list(published("unclip", tiny)))
     weights = {"text_encoder": "model.safetensors", "unet": "diffusion_pytorch_model.safetensors",
                "vae": "diffusion_pytorch_model.safetensors", "image_normalizer": "diffusion_pytorch_model.safetensors"}
     assert chosen == sorted(["model_index.json", "scheduler/scheduler_config.json",
@@ -81,17 +81,18 @@ def test_loaders_files_only(tiny):
                              *(f"{folder}/config.json" for folder in weights),
                              *(f"{folder}/{name}" for folder, name in weights.items())])
     # a .bin is taken only where a folder has no safetensors
-    assert select_files(SOURCES["dino"], ["config.json", "pytorch_model.bin"]) == ["config.json", "pytorch_model.bin"]
+    dino = ["config.json", "pytorch_model.bin"]
+    assert select_files(find_role("dino").files, dino) == dino
     # TAESD's repository also holds the original repo's .pth halves and a .bin copy: only the diffusers files
     taesd = ["README.md", "config.json", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors",
              "taesd_decoder.pth", "taesd_encoder.pth"]
-    assert select_files(SOURCES["taesd"], taesd) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert select_files(find_role("taesd").files, taesd) == ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
 def _loaders_bytes(role: str, tiny: Path) -> dict[str, bytes]:
     """The files of a role's published repository that a CPU machine downloads."""
     repo = published(role, tiny)
-    return {name: repo[name] for name in select_files(SOURCES[role], list(repo))}
+    return {name: repo[name] for name in select_files(find_role(role).files, list(repo))}
 
 
 def test_download_for_a_job_then_the_job_runs_offline(tmp_path, hub, tiny):
@@ -158,7 +159,7 @@ def test_checksum_mismatch_is_refused_and_nothing_is_left_half_written(online, m
     p = dl.plan(["imagebind"])
     with pytest.raises(dl.DownloadError, match="SHA-256"):
         dl.download(p, lambda e: None)
-    folder = cached.imagebind_folder()
+    folder = cached.url_folder("imagebind")
     assert not (folder / "imagebind_huge.pth").exists() and not (folder / "imagebind_huge.pth.part").exists()
 
 
@@ -178,7 +179,7 @@ def test_licences_are_asked_once(tmp_path, hub, tiny):
     assert refused.returncode == 3 and "dino: Apache-2.0" in refused.stderr and _fetched(hub) == []
     assert subprocess.run(cli + ["--accept-licences"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600).returncode == 0
-    (tmp_path / "hub" / f"models--{DEFAULT_IDS['dino'].replace('/', '--')}").rename(tmp_path / "gone")
+    (tmp_path / "hub" / f"models--{default_id('dino').replace('/', '--')}").rename(tmp_path / "gone")
     again = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert again.returncode == 0 and "licences" not in again.stderr  # accepted once, on this machine
 
@@ -237,7 +238,7 @@ def test_protocol_models_status_and_download(tmp_path, hub, tiny):
         backend.models("download", ["dino"])
         refused = _until(backend, lambda m: m["type"] == "error")[-1]
         assert refused["code"] == "licence" and refused["licences"] == [f"dino: Apache-2.0 (https://huggingface.co/"
-                                                                        f"{DEFAULT_IDS['dino']})"]
+                                                                        f"{default_id('dino')})"]
         backend.models("download", ["dino"], accept_licences=True)
         msgs = _until(backend, lambda m: m["type"] == "models_status")
         progress = [m for m in msgs if m["type"] == "download"]

@@ -1,5 +1,6 @@
 """The tiny models and the test hub mirror against each role's repository as published
-(backend/models/layouts.py: file lists taken from the repositories' own pages, cited there),
+(each role record's layout, backend/models/roles/: file lists taken from the repositories'
+own pages, cited there),
 and the fp16 weight variants a CUDA machine fetches and loads instead of float32.
 
 These would have caught: the catalog asking Zero-1-to-3 XL for `cc_projection/` (its
@@ -14,14 +15,16 @@ import pytest
 import torch
 
 from backend.models import cached, download as dl
-from backend.models.catalog import SOURCES, missing_groups, select_files
-from backend.models.layouts import LAYOUTS
+from backend.models.catalog import missing_groups, select_files
+from backend.models.roles import default_id, registered, role as find_role
 from backend.models.store import ModelStore
-from backend.models.roles import DEFAULT_IDS, REWARD_TOKENIZER
 from backend.models.tiny import build_tiny
 from backend.models.variants import weight_kind, weights_variant
 
-from .hub_mirror import _TINY_FOLDER, HubMirror, folder_files, published, tiny_repos
+from .hub_mirror import HubMirror, folder_files, published, tiny_folder, tiny_repos
+
+# The roles read from the hub, each in its repository's published layout.
+HUB_ROLES = sorted(r.name for r in registered() if r.layout)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +33,8 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _tiny_files(tiny: Path, role: str) -> dict[str, bytes]:
-    files = folder_files(tiny / (role if role == "clip" else _TINY_FOLDER.get(role, role)))
-    if role in ("imagebind_tokenizer", "reward_tokenizer"):
+    files = folder_files(tiny_folder(tiny, role))
+    if find_role(role).tiny is None:  # a tokenizer in the folder of the role that reads it
         files = {k: v for k, v in files.items() if "token" in k or k in ("vocab.json", "merges.txt")}
     return files
 
@@ -43,29 +46,20 @@ def _named_class(data: bytes, name: str) -> str:
     return cfg.get("_class_name") or cfg["architectures"][0]
 
 
-def test_every_hub_role_has_a_published_layout_at_its_default_id():
-    hub_roles = {r for r in SOURCES if r != "imagebind"}
-    assert set(LAYOUTS) == hub_roles
-    for role, layout in LAYOUTS.items():
-        assert layout.repo == (REWARD_TOKENIZER if role == "reward_tokenizer" else DEFAULT_IDS[role]) == \
-            SOURCES[role].repo
-        assert layout.listed_at and all(u.startswith("https://huggingface.co/") for u in layout.listed_at)
-
-
-@pytest.mark.parametrize("role", sorted(LAYOUTS))
+@pytest.mark.parametrize("role", HUB_ROLES)
 def test_the_catalog_finds_every_file_group_in_the_published_repository(role):
-    layout = LAYOUTS[role]
-    assert missing_groups(SOURCES[role], list(layout.files)) == []
+    layout, files = find_role(role).layout, find_role(role).files
+    assert missing_groups(files, list(layout.files)) == []
     for half in (False, True):  # one weights file a folder, whichever precision is fetched
-        chosen = select_files(SOURCES[role], list(layout.files), half)
+        chosen = select_files(files, list(layout.files), half)
         folders = [str(Path(f).parent) for f in chosen if weight_kind(f)]
         assert len(folders) == len(set(folders)), chosen
 
 
-@pytest.mark.parametrize("role", sorted(LAYOUTS))
+@pytest.mark.parametrize("role", HUB_ROLES)
 def test_tiny_folders_have_the_published_names_and_config_classes(tiny, role):
     own = _tiny_files(tiny, role)
-    layout = LAYOUTS[role]
+    layout = find_role(role).layout
     extra = sorted(n for n in own if n not in layout.files and not n.endswith("tiny.json"))
     if role == "reward_tokenizer":  # the CLIP-H copy we could list publishes no merges.txt
         extra = [n for n in extra if n != "merges.txt"]
@@ -73,7 +67,7 @@ def test_tiny_folders_have_the_published_names_and_config_classes(tiny, role):
     # everything a loader reads is a real tiny file (no placeholder), at either precision
     served = published(role, tiny)
     for half in (False, True):
-        for name in select_files(SOURCES[role], list(layout.files), half):
+        for name in select_files(find_role(role).files, list(layout.files), half):
             assert not served[name].startswith(b"published, not read"), f"{role}: {name}"
     for name, cls in layout.classes.items():
         if name in own:
@@ -82,8 +76,9 @@ def test_tiny_folders_have_the_published_names_and_config_classes(tiny, role):
 
 def test_the_mirror_lists_exactly_each_published_repository(tiny):
     repos = tiny_repos(tiny)
-    assert set(repos) == {layout.repo for layout in LAYOUTS.values()}
-    for layout in LAYOUTS.values():
+    layouts = [find_role(role).layout for role in HUB_ROLES]
+    assert set(repos) == {layout.repo for layout in layouts}
+    for layout in layouts:
         assert sorted(repos[layout.repo]) == sorted(layout.files)
 
 
@@ -118,7 +113,7 @@ def _online(monkeypatch, tmp_path: Path, mirror: HubMirror) -> None:
 @pytest.mark.parametrize("half", [True, False])
 def test_a_gpu_machine_fetches_and_loads_the_fp16_variants(monkeypatch, tmp_path, tiny, half):
     repo = published("unclip", tiny)
-    with HubMirror({DEFAULT_IDS["unclip"]: repo}) as mirror:
+    with HubMirror({default_id("unclip"): repo}) as mirror:
         _online(monkeypatch, tmp_path, mirror)
         p = dl.plan(["unclip"], half=half)
         dl.download(p, lambda e: None)
@@ -138,8 +133,8 @@ def test_a_gpu_machine_fetches_and_loads_the_fp16_variants(monkeypatch, tmp_path
     # the store reads what is there: in fp16 on CUDA the variant; on this CPU the variant when
     # it is the only copy (upcast), else the float32 file
     store = ModelStore("default")
-    assert weights_variant(DEFAULT_IDS["unclip"], "unet", half=True) == ("fp16" if half else None)
-    assert weights_variant(DEFAULT_IDS["unclip"], "unet", half=False) == ("fp16" if half else None)
+    assert weights_variant(default_id("unclip"), "unet", half=True) == ("fp16" if half else None)
+    assert weights_variant(default_id("unclip"), "unet", half=False) == ("fp16" if half else None)
     unet = store.get("unclip").unet
     from safetensors.torch import load
 

@@ -8,16 +8,18 @@ from pathlib import Path
 import pytest
 
 from backend.models import cached, download as dl
-from backend.models.catalog import SOURCES
 from backend.errors import ModelNotAvailable
 from backend.models.store import ModelStore
-from backend.models.roles import DEFAULT_IDS, HUB_SOURCES, REWARD_TOKENIZER
+from backend.models.roles import default_id, registered, role
 from backend.models.tiny import build_tiny
 
 from .hub_mirror import HubMirror, folder_files
 from backend.models.encoders import reward
 
 REMOVED = "stabilityai/stable-diffusion-2-1-unclip"  # gone from the hub since 2025-11
+UNCLIP = default_id("unclip")
+UNCLIP_SOURCES = role("unclip").sources
+REWARD_TOKENIZER = default_id("reward_tokenizer")
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +43,22 @@ def _fetch(roles: list[str]) -> dl.Plan:
 
 
 def test_no_default_id_is_a_removed_repository():
-    assert REMOVED not in DEFAULT_IDS.values()
-    assert HUB_SOURCES["unclip"][0] == DEFAULT_IDS["unclip"] == "sd2-community/stable-diffusion-2-1-unclip"
-    assert HUB_SOURCES["clip"] == HUB_SOURCES["unclip"]  # the image tower ships inside unCLIP
-    assert all(HUB_SOURCES[r][0] == DEFAULT_IDS[r] for r in DEFAULT_IDS)
-    assert SOURCES["unclip"].repo == DEFAULT_IDS["unclip"] and "sd2-community" in SOURCES["unclip"].licence.url
+    assert REMOVED not in {r.default for r in registered()}
+    assert UNCLIP_SOURCES == ("sd2-community/stable-diffusion-2-1-unclip", REMOVED)
+    assert role("clip").sources == UNCLIP_SOURCES  # the image tower ships inside unCLIP
+    assert "sd2-community" in role("unclip").licence.url
 
 
 def test_the_community_copy_answers_first_and_status_says_so(monkeypatch, tmp_path, tiny):
-    with HubMirror({DEFAULT_IDS["unclip"]: folder_files(tiny / "unclip"),
+    with HubMirror({UNCLIP: folder_files(tiny / "unclip"),
                     REMOVED: folder_files(tiny / "unclip")}) as mirror:
         _online(monkeypatch, tmp_path, mirror)
         p = _fetch(["unclip"])
-        assert {t.repo for t in p.tasks} == {DEFAULT_IDS["unclip"]}
+        assert {t.repo for t in p.tasks} == {UNCLIP}
         assert not any(REMOVED in path for _, path, _ in mirror.log)  # the second source was never asked
     status = cached.role_status("unclip")
-    assert status["present"] and status["source"] == DEFAULT_IDS["unclip"]
-    assert status["sources"] == list(HUB_SOURCES["unclip"])
+    assert status["present"] and status["source"] == UNCLIP
+    assert status["sources"] == list(UNCLIP_SOURCES)
 
 
 def test_first_source_missing_falls_back_and_the_store_loads_it(monkeypatch, tmp_path, tiny):
@@ -65,7 +66,7 @@ def test_first_source_missing_falls_back_and_the_store_loads_it(monkeypatch, tmp
         _online(monkeypatch, tmp_path, mirror)
         p = _fetch(["unclip"])
         assert {t.repo for t in p.tasks} == {REMOVED}
-        assert ("GET", f"/api/models/{DEFAULT_IDS['unclip']}", None) in mirror.log  # asked first
+        assert ("GET", f"/api/models/{UNCLIP}", None) in mirror.log  # asked first
     status = cached.role_status("unclip")
     assert status["present"] and status["source"] == REMOVED
     store = ModelStore("default")
@@ -80,7 +81,7 @@ def test_no_source_answering_names_the_role_every_source_and_the_way_out(monkeyp
             dl.plan(["unclip"])
     message = str(err.value)
     assert message.startswith("unclip: no source answered; tried ")
-    assert all(repo in message for repo in HUB_SOURCES["unclip"])
+    assert all(repo in message for repo in UNCLIP_SOURCES)
     assert "models manifest" in err.value.hint and '"unclip"' in err.value.hint
 
 
@@ -90,7 +91,7 @@ def test_a_missing_role_offline_names_every_source_tried(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelNotAvailable) as err:
         ModelStore("default").get("unclip")
-    assert all(repo in err.value.hint for repo in HUB_SOURCES["unclip"]) and "models manifest" in err.value.hint
+    assert all(repo in err.value.hint for repo in UNCLIP_SOURCES) and "models manifest" in err.value.hint
 
 
 def test_pickscore_loads_its_tokenizer_from_its_real_source(monkeypatch, tmp_path, tiny):
@@ -99,10 +100,10 @@ def test_pickscore_loads_its_tokenizer_from_its_real_source(monkeypatch, tmp_pat
     files = folder_files(tiny / "reward")
     weights = {k: v for k, v in files.items() if not k.startswith("tokenizer")}
     tokenizer = {k: v for k, v in files.items() if k.startswith("tokenizer")}
-    with HubMirror({DEFAULT_IDS["reward"]: weights, REWARD_TOKENIZER: tokenizer}) as mirror:
+    with HubMirror({default_id("reward"): weights, REWARD_TOKENIZER: tokenizer}) as mirror:
         _online(monkeypatch, tmp_path, mirror)
         p = _fetch(["reward"])
-        assert {t.repo for t in p.tasks} == {DEFAULT_IDS["reward"], REWARD_TOKENIZER}
+        assert {t.repo for t in p.tasks} == {default_id("reward"), REWARD_TOKENIZER}
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -121,14 +122,16 @@ def test_pickscore_loads_its_tokenizer_from_its_real_source(monkeypatch, tmp_pat
 def test_a_tiny_role_is_built_whole_or_not_at_all(tmp_path, monkeypatch):
     """A killed build leaves no folder that looks built; a role another process built
     meanwhile is kept (the second build's copy is dropped)."""
-    from backend.models import tiny
+    import dataclasses
+
+    from backend.models import roles, tiny
 
     def broken(folder):  # noqa: ANN001, ANN202 (a build that dies half-way)
         folder.mkdir(parents=True)
         (folder / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(tiny.BUILDERS, "taesd", broken)
+    monkeypatch.setitem(roles._ROLES, "taesd", dataclasses.replace(role("taesd"), tiny=broken))
     with pytest.raises(KeyboardInterrupt):
         tiny.build_tiny_role(tmp_path, "taesd")
     assert list(tmp_path.iterdir()) == []

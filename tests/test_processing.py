@@ -10,7 +10,7 @@ from PIL import Image
 
 from backend.models.layouts import published
 from backend.models.processing import ImageProcessing, processor_class
-from backend.models.roles import PREPROCESSOR_CONFIGS
+from backend.models.roles import network
 
 from .helpers import forward_kwarg
 
@@ -101,7 +101,7 @@ def test_conditioning_images_reach_the_network_exactly_as_its_processor_makes_th
 
     image = _photo(45, 70, seed=3)
     x = torch.from_numpy(image).float() / 255
-    base, path = PREPROCESSOR_CONFIGS[role]
+    base, path = role.split("/")[0], network(role).processor.path
     folder = store.location(base)
     if role == "segmenter":
         call = lambda: encoders.segmenter(store, "a chair")(x)  # noqa: E731

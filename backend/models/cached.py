@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .catalog import SOURCES, HubSource, URLSource, missing_groups, select_files
-from .roles import DEFAULT_IDS, HUB_SOURCES, imagebind_dir
+from .catalog import HubFiles, URLFile, missing_groups, select_files
+from .roles import cache_folder, role as find_role
 
 
 def hub_cache(cache_dir: str | Path | None = None) -> Path:
@@ -15,9 +15,10 @@ def hub_cache(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or constants.HF_HUB_CACHE)
 
 
-def imagebind_folder() -> Path:
-    """Where the default "imagebind" role is read from (store.ModelStore)."""
-    return imagebind_dir(DEFAULT_IDS["imagebind"])
+def url_folder(role: str) -> Path:
+    """Where a role read from an address (ImageBind) is downloaded to and read from by
+    default: its folder under the Conjure cache."""
+    return cache_folder(find_role(role).default)
 
 
 def repo_root(cache: Path, repo: str) -> Path:
@@ -46,7 +47,7 @@ def files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def cached(source: HubSource, repo: str, cache: Path) -> tuple[Path | None, list[str]]:
+def cached(source: HubFiles, repo: str, cache: Path) -> tuple[Path | None, list[str]]:
     """A repository's cached snapshot (or None) and the file groups it still lacks."""
     snap = snapshot(repo, cache)
     return snap, missing_groups(source, files(snap) if snap else [])
@@ -55,17 +56,18 @@ def cached(source: HubSource, repo: str, cache: Path) -> tuple[Path | None, list
 def answering_source(role: str, cache_dir: str | Path | None = None) -> str:
     """The first of a role's hub sources whose cached copy is complete, else the first."""
     cache = hub_cache(cache_dir)
-    source = SOURCES[role]
-    return next((r for r in HUB_SOURCES[role] if not cached(source, r, cache)[1]), HUB_SOURCES[role][0])
+    record = find_role(role)
+    return next((r for r in record.sources if not cached(record.files, r, cache)[1]), record.default)
 
 
 def role_status(role: str, cache_dir: str | Path | None = None) -> dict:
     """One role: present (complete), where it is (or would be), size on disk, the source
     that answered (the first whose copy is complete; else the first), every source, licence."""
-    source = SOURCES[role]
-    entry = {"role": role, "licence": source.licence.name, "licence_url": source.licence.url}
-    if isinstance(source, URLSource):
-        path = imagebind_folder() / source.filename
+    record = find_role(role)
+    source = record.files
+    entry = {"role": role, "licence": record.licence.name, "licence_url": record.licence.url}
+    if isinstance(source, URLFile):
+        path = url_folder(role) / source.filename
         return {**entry, "present": path.is_file(), "where": str(path), "source": source.url,
                 "sources": [source.url], "size_bytes": path.stat().st_size if path.is_file() else 0,
                 "missing": [] if path.is_file() else [source.filename]}
@@ -74,7 +76,7 @@ def role_status(role: str, cache_dir: str | Path | None = None) -> dict:
     snap, missing = cached(source, repo, cache)
     size = sum((snap / f).stat().st_size for f in select_files(source, files(snap), computes_in_half())) if snap else 0
     return {**entry, "present": not missing, "where": str(snap or repo_root(cache, repo)),
-            "source": repo, "sources": list(HUB_SOURCES[role]), "size_bytes": size, "missing": missing}
+            "source": repo, "sources": list(record.sources), "size_bytes": size, "missing": missing}
 
 
 def complete(role: str, cache_dir: str | Path | None = None) -> bool:

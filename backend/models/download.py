@@ -8,8 +8,8 @@ metadata (commit, etag, size, redirect) comes from huggingface_hub. Every file a
 a `<name>.part` beside its destination, hashed as it arrives, resumed with a Range
 request after a cancel or a lost connection (huggingface_hub 2.x discards partial files),
 checked (size; SHA-256 for LFS files, whose etag it is, and for ImageBind) and renamed
-into place only then. ImageBind's checkpoint comes from its official address into
-$CONJURE_CACHE/imagebind.
+into place only then. A role read from an address (ImageBind's checkpoint, from its
+official one) lands in its folder under the Conjure cache ($CONJURE_CACHE/imagebind).
 Progress events (dicts, `type: "download"`): role, file, bytes_done / bytes_total over the
 whole plan, rate_bps, eta_s.
 """
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .cached import computes_in_half, hub_cache, imagebind_folder, repo_root, role_status
-from .catalog import SOURCES, HubSource, URLSource, imagebind_sha256, missing_groups, select_files, with_companions
-from .roles import HUB_SOURCES, point_elsewhere
+from .cached import computes_in_half, hub_cache, repo_root, role_status, url_folder
+from .catalog import HubFiles, URLFile, missing_groups, select_files
+from .roles import point_elsewhere, role as find_role, with_companions
 
 Progress = Callable[[dict], None]
 SPACE_MARGIN = 1.05  # free space wanted beyond the bytes still to fetch (file system slack)
@@ -93,11 +93,11 @@ def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: st
     out = Plan(with_companions(roles))
     api = HfApi(endpoint=endpoint or constants.ENDPOINT)
     for role in out.roles:
-        source = SOURCES[role]
-        if isinstance(source, URLSource):
-            part = imagebind_folder() / f"{source.filename}.part"
-            if not (imagebind_folder() / source.filename).is_file():
-                size = _remote_size(_imagebind_url(source))
+        source = find_role(role).files
+        if isinstance(source, URLFile):
+            part = url_folder(role) / f"{source.filename}.part"
+            if not (url_folder(role) / source.filename).is_file():
+                size = _remote_size(source.address())
                 out.tasks.append(FileTask(role, source.filename, size, part.stat().st_size if part.is_file() else 0))
             continue
         if not role_status(role, cache)["missing"]:
@@ -112,11 +112,11 @@ def plan(roles: list[str] | set[str], endpoint: str | None = None, cache_dir: st
     return out
 
 
-def _answering_listing(role: str, source: HubSource, api) -> tuple[str, dict]:  # noqa: ANN001 (HfApi)
+def _answering_listing(role: str, source: HubFiles, api) -> tuple[str, dict]:  # noqa: ANN001 (HfApi)
     """The first of the role's sources whose listing has every file group the loaders
     read -> (repository, {path: sibling}); DownloadError naming each source tried."""
     tried = []
-    for repo in HUB_SOURCES[role]:
+    for repo in find_role(role).sources:
         try:
             listing = api.model_info(repo, files_metadata=True).siblings or []
         except Exception as exc:  # noqa: BLE001 (hub errors come in many types)
@@ -131,10 +131,6 @@ def _answering_listing(role: str, source: HubSource, api) -> tuple[str, dict]:  
                         f"check the connection (and HF_ENDPOINT, or a token for gated models), {point_elsewhere(role)}")
 
 
-def _imagebind_url(source: URLSource) -> str:
-    return os.environ.get("CONJURE_IMAGEBIND_URL", source.url)
-
-
 def _remote_size(url: str) -> int:
     with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as r:
         return int(r.headers.get("Content-Length") or 0)
@@ -144,7 +140,7 @@ def check_space(p: Plan, cache_dir: str | Path | None = None) -> None:
     """Refuse before fetching anything when a destination's file system has too little room."""
     need: dict[Path, int] = {}
     for t in p.tasks:
-        dest = imagebind_folder() if isinstance(SOURCES[t.role], URLSource) else hub_cache(cache_dir)
+        dest = url_folder(t.role) if isinstance(find_role(t.role).files, URLFile) else hub_cache(cache_dir)
         need[dest] = need.get(dest, 0) + max(t.size - t.done, 0)
     for dest, remaining in need.items():
         free = free_bytes(dest)
@@ -199,11 +195,11 @@ def download(p: Plan, progress: Progress, cancelled: Callable[[], bool] = lambda
     meter.emit()
     for t in p.tasks:
         meter.role, meter.file = t.role, t.name
-        source = SOURCES[t.role]
-        if isinstance(source, URLSource):
-            dest = imagebind_folder() / source.filename
-            digest = _stream(_imagebind_url(source), dest, meter, {}, t.size)
-            _verify(dest, digest, imagebind_sha256(), t.size)
+        source = find_role(t.role).files
+        if isinstance(source, URLFile):
+            dest = url_folder(t.role) / source.filename
+            digest = _stream(source.address(), dest, meter, {}, t.size)
+            _verify(dest, digest, source.checksum(), t.size)
             dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
         else:
             _fetch_hub_file(t.repo, t.name, hub_cache(cache_dir), meter, endpoint)

@@ -17,7 +17,7 @@ from torch._subclasses.fake_tensor import is_fake
 from . import graphs
 from .loaders import SDComponents, ip_adapter_weights
 from .processing import to_pil
-from .roles import DEFAULT_IDS, REWARD_TOKENIZER
+from .roles import default_id
 from .store import ModelStore
 
 Images = Callable[[torch.Tensor], torch.Tensor]
@@ -103,7 +103,7 @@ def reward(store: ModelStore, text: str, role: str = "reward") -> Images:
     """CLIP-based human-preference reward (PickScore): images -> [B] = logit_scale ·
     cos(text, image), the text bound here (differentiable in the images)."""
     model = store.get(role)
-    tok = store.read_tokenizer(role, REWARD_TOKENIZER)
+    tok = store.read_tokenizer(role, default_id("reward_tokenizer"))  # shipped apart from PickScore's weights
     ids = tok([text or ""], padding="max_length", truncation=True, max_length=77,
               return_tensors="pt").input_ids.to(store.device)
     with torch.no_grad():
@@ -126,7 +126,7 @@ def segmenter(store: ModelStore, text: str, role: str = "segmenter") -> Callable
     embeddings), the logits are resized back to the image bilinearly, as transformers'
     CLIPSeg example does."""
     model = store.get(role)
-    tok = store.read_tokenizer(role, DEFAULT_IDS[role])
+    tok = store.read_tokenizer(role, default_id(role))
     ids = tok([text or "the main object"], padding=True, truncation=True, return_tensors="pt").input_ids
     prep = pixels_8bit(store, role)
 

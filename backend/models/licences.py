@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_path
-from .catalog import SOURCES
-from .roles import conjure_cache
+from .roles import conjure_cache, role as find_role
 
 
 def _licence_file() -> Path:
@@ -33,4 +32,4 @@ def accept_licences(roles: list[str]) -> None:
 
 
 def licence_lines(roles: list[str]) -> list[str]:
-    return [f"{r}: {SOURCES[r].licence.name} ({SOURCES[r].licence.url})" for r in roles]
+    return [f"{r}: {find_role(r).licence.name} ({find_role(r).licence.url})" for r in roles]

@@ -1,9 +1,10 @@
-"""Role -> the function that loads it (LOADERS): each builds the role's frozen objects from
+"""The loaders several roles share, and what every loader reads through. A loader (a role's
+record names it: models/roles/, `Network.loader`) builds the role's frozen objects from
 where the store says the role is, through the store's readers (ModelStore.read_parts /
 read_model / read_tokenizer, which a store of random networks overrides). The store caches
 what a loader returns and places it on the device; nothing here caches.
 
-A loader: (store, role) -> a module, a components dataclass, or a tuple of them. The
+A loader: (store, key) -> a module, a components dataclass, or a tuple of them. The
 preprocessing that turns them into functions of images is encoders.py's.
 """
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from ..errors import ModelNotAvailable
-from .roles import DEFAULT_IDS, IP_ADAPTER_WEIGHTS, imagebind_dir
+from .roles import cache_folder, default_id
+
+# IP-Adapter for SD 1.5 in h94/IP-Adapter's models/ (its record's file groups name it too).
+IP_ADAPTER_WEIGHTS = "ip-adapter_sd15.safetensors"
 
 
 class ModelStore(Protocol):
@@ -135,14 +139,14 @@ def load_imagebind(store: ModelStore, role: str) -> tuple[Any, Any]:
 
     from .imagebind import CHECKPOINT, load_imagebind as build
 
-    folder = imagebind_dir(store.location(role))
+    folder = cache_folder(store.location(role))
     try:
         model = build(folder, store.device)
     except FileNotFoundError as exc:
         raise ModelNotAvailable(role, str(folder / CHECKPOINT),
                                 "download the official imagebind_huge.pth (ImageBind repository README) into "
                                 "that folder, or point a models manifest's \"imagebind\" at its folder") from exc
-    tok_where = str(folder / "tokenizer") if (folder / "tokenizer").exists() else DEFAULT_IDS["imagebind_tokenizer"]
+    tok_where = str(folder / "tokenizer") if (folder / "tokenizer").exists() else default_id("imagebind_tokenizer")
     try:
         tokenizer = CLIPTokenizer.from_pretrained(tok_where, local_files_only=not store.allow_download
                                                   and not Path(tok_where).exists())
@@ -180,62 +184,13 @@ def ip_adapter_weights(store: ModelStore, role: str = "ip_adapter") -> dict[str,
     return nested
 
 
-def _tower(base: str, sub: str, store: ModelStore, role: str) -> Any:
+def image_tower(base: str, sub: str, store: ModelStore, role: str) -> Any:
     """A CLIP image tower inside another role's repository (Zero-1-to-3's, IP-Adapter's)."""
     from transformers import CLIPVisionModelWithProjection
 
     where = store.location(base)
     inner = store.subfolder(base, where)
     return store.read_model(role, CLIPVisionModelWithProjection, where, f"{inner}/{sub}".strip("/"))
-
-
-def _clip(store: ModelStore, role: str) -> Any:
-    from transformers import CLIPVisionModelWithProjection
-
-    model = store.read_model(role, CLIPVisionModelWithProjection)
-    store.graph({role: model})
-    return model
-
-
-def _taesd(store: ModelStore, role: str) -> Any:
-    from diffusers import AutoencoderTiny
-
-    model = store.read_model(role, AutoencoderTiny)
-    store.compile({f"{role}.decoder": model.decoder})
-    store.graph({f"{role}.decoder": model})
-    return model
-
-
-def _dino(store: ModelStore, role: str) -> Any:
-    from transformers import ViTModel
-
-    return store.read_model(role, ViTModel, add_pooling_layer=False)
-
-
-def _depth(store: ModelStore, role: str) -> Any:
-    from transformers import AutoModelForDepthEstimation
-
-    return store.read_model(role, AutoModelForDepthEstimation)
-
-
-def _reward(store: ModelStore, role: str) -> Any:
-    from transformers import CLIPModel
-
-    return store.read_model(role, CLIPModel)
-
-
-def _segmenter(store: ModelStore, role: str) -> Any:
-    from transformers import CLIPSegForImageSegmentation
-
-    return store.read_model(role, CLIPSegForImageSegmentation)
-
-
-LOADERS: dict[str, Callable[[ModelStore, str], Any]] = {
-    "sd": load_sd, "unclip": load_sd, "zero123": load_zero123, "imagebind": load_imagebind,
-    "zero123/image_encoder": partial(_tower, "zero123", "image_encoder"),
-    "ip_adapter/image_encoder": partial(_tower, "ip_adapter", "image_encoder"),
-    "clip": _clip, "taesd": _taesd, "dino": _dino, "depth": _depth, "reward": _reward, "segmenter": _segmenter,
-}
 
 
 def _checkpoint_blocks(vae: Any) -> None:

@@ -5,10 +5,11 @@ A job's `models` field picks the source: "default" (public hub ids, read from th
 Hugging Face cache; a download only when the job allows it), "tiny" (random miniature
 models built on first use into a cache folder), a folder written by
 `python -m backend models build-tiny`, or a JSON manifest mapping roles to folders or ids.
-Models load lazily, once (each role's loader: models/loaders.py), in fp16 on CUDA (fp32 on
-CPU), from a repository's fp16 weight variant where one is on disk (half the bytes;
-models/variants.py); park() moves them off the GPU between phases. models/encoders.py
-turns them into functions of images.
+Models load lazily, once (each with the loader its role's record names: models/roles/), in
+fp16 on CUDA (fp32 on CPU), from a repository's fp16 weight variant where one is on disk
+(half the bytes; models/variants.py); park() moves them off the GPU between phases, and
+what only conditions leaves it once a phase's guidance is built. models/encoders.py turns
+them into functions of images.
 """
 from __future__ import annotations
 
@@ -21,9 +22,8 @@ import torch
 from ..errors import ModelNotAvailable
 from ..protocol import read_manifest
 from . import graphs
-from .loaders import LOADERS
-from .roles import (DEFAULT_IDS, DEFAULT_SUBFOLDERS, HUB_SOURCES, PREPROCESSOR_CONFIGS, conjure_cache, imagebind_dir,
-                    point_elsewhere)
+from .catalog import URLFile
+from .roles import cache_folder, conjure_cache, find, network, networks, point_elsewhere, registered
 
 def tiny_cache_dir() -> Path:
     from .tiny import TINY_VERSION
@@ -89,10 +89,9 @@ class ModelStore:
     def available(self, role: str) -> bool:
         """Whether a role's weights are on this machine (no download, nothing loaded)."""
         where = self.location(role)
-        if role == "imagebind":
-            from .imagebind import CHECKPOINT
-
-            return (imagebind_dir(where) / CHECKPOINT).exists()
+        files = find(role).files
+        if isinstance(files, URLFile):  # one file, in a folder of the Conjure cache
+            return (cache_folder(where) / files.filename).exists()
         if Path(where).exists():
             return True
         if Path(where).is_absolute() or where.count("/") != 1:  # a folder that is not there, not a hub id
@@ -107,7 +106,7 @@ class ModelStore:
         if self.source == "tiny" or self.allow_download:
             return
         if self.source == "default":
-            from .catalog import with_companions  # the tokenizers shipped apart from their models
+            from .roles import with_companions  # the tokenizers shipped apart from their models
 
             roles = set(with_companions(roles))
         missing = sorted(r for r in roles if not self.available(r))
@@ -129,21 +128,24 @@ class ModelStore:
 
                 build_tiny_role(self._tiny_root, role)
             return str(folder)
-        if role not in DEFAULT_IDS:
-            raise ModelNotAvailable(role, "the store", f"unknown role; known roles: {', '.join(DEFAULT_IDS)}")
-        if len(HUB_SOURCES[role]) == 1:
-            return DEFAULT_IDS[role]
+        record = find(role)
+        if record is None:
+            raise ModelNotAvailable(role, "the store",
+                                    f"unknown role; known roles: {', '.join(r.name for r in registered())}")
+        if len(record.sources) == 1:
+            return record.default
         from .cached import answering_source  # the first source whose copy is cached, else the first
 
         return answering_source(role)
 
     def get(self, role: str) -> Any:
-        """A role's loaded object (models/loaders.py LOADERS), loaded on first use, on the
-        device (moved back if park() had moved it off)."""
+        """A role's loaded object (its record's loader; role: a role or "<role>/<part>"),
+        loaded on first use, on the device (moved back if park() had moved it off)."""
         if role not in self._loaded:
-            if role not in LOADERS:
-                raise ModelNotAvailable(role, "the store", f"no loader; roles: {', '.join(LOADERS)}")
-            self._loaded[role] = LOADERS[role](self, role)
+            net = network(role)
+            if net is None:
+                raise ModelNotAvailable(role, "the store", f"no loader; roles: {', '.join(k for k, _ in networks())}")
+            self._loaded[role] = net.loader(self, role)
         return self._ready(role)
 
     def _kwargs(self, where: str, sub: str = "") -> dict:
@@ -154,7 +156,8 @@ class ModelStore:
 
     def subfolder(self, role: str, where: str) -> str:
         """The role's subfolder in its repository, unless a local folder holds it at the root."""
-        sub = DEFAULT_SUBFOLDERS.get(role, "")
+        record = find(role)
+        sub = record.subfolder if record else ""
         return "" if sub and Path(where).is_dir() and not (Path(where) / sub).is_dir() else sub
 
     def missing(self, role: str, where: str, exc: Exception) -> ModelNotAvailable:
@@ -162,7 +165,7 @@ class ModelStore:
         if Path(where).exists():
             return ModelNotAvailable(role, where, f"the folder exists but could not be read ({exc})")
         base = role.split("/")[0]  # "zero123/image_encoder" -> zero123
-        tried = HUB_SOURCES[base] if where in HUB_SOURCES.get(base, ()) else (where,)
+        tried = _sources(base) if where in _sources(base) else (where,)
         return ModelNotAvailable(role, where, f"tried {', '.join(tried)}: not in this machine's cache; download it "
                                  f"once (`python -m backend models download {base}`) or allow downloads in the job/"
                                  f"preferences; {point_elsewhere(base)}")
@@ -207,25 +210,34 @@ class ModelStore:
             raise self.missing(role, where, exc) from exc
 
     def image_processing(self, role: str) -> Any:
-        """How the images of an image role are prepared (models/processing.ImageProcessing),
-        from the image processor configuration its repository publishes
-        (roles.PREPROCESSOR_CONFIGS), read once."""
+        """How the images of an image network are prepared (models/processing.ImageProcessing),
+        from the image processor configuration its repository publishes (its record's
+        Processor), read once."""
         key = f"{role}/processing"
         if key not in self._loaded:
             from .processing import ImageProcessing
 
-            base, path = PREPROCESSOR_CONFIGS[role]
+            net = network(role)
+            if net is None or net.processor is None:
+                raise ModelNotAvailable(role, "the store", "not an image network: it has no image processor")
+            path = net.processor.path
             if path is None:  # the processor's defaults at the tower's size
                 side = int(self.get(role).config.image_size)
                 config = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": side},
                           "crop_size": {"height": side, "width": side}}
             else:
-                config = self.read_config(base, path)
+                config = self.processor_config(role)
             try:
                 self._loaded[key] = ImageProcessing(config)
             except (ValueError, TypeError) as exc:
+                base = role.split("/")[0]
                 raise ModelNotAvailable(role, f"{self.location(base)}: {path}", f"unusable image processor ({exc})") from exc
         return self._loaded[key]
+
+    def processor_config(self, role: str) -> dict[str, Any]:
+        """An image network's processor configuration as its role's repository publishes it
+        (a network "<role>/<part>" reads it from its role's)."""
+        return self.read_config(role.split("/")[0], network(role).processor.path)
 
     def read_tokenizer(self, role: str, fallback: str) -> Any:
         """The CLIP tokenizer in a role's folder (root or tokenizer/), else `fallback`; for
@@ -239,7 +251,7 @@ class ModelStore:
             sub = "tokenizer" if (Path(where) / "tokenizer").is_dir() else ""
             folder = Path(where).is_dir()
             has_files = any((Path(where) / sub / f).is_file() for f in ("vocab.json", "tokenizer.json"))
-            if folder and not has_files or not folder and where in HUB_SOURCES.get(role, ()):
+            if folder and not has_files or not folder and where in _sources(role):
                 where, sub = fallback, ""
             try:
                 tok = CLIPTokenizer.from_pretrained(where, subfolder=sub, local_files_only=not self.allow_download
@@ -291,21 +303,18 @@ class ModelStore:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # Parts that only condition (run once when a phase's guidance is built), never per step.
-    CONDITIONING = (("sd", "text_encoder"), ("unclip", "text_encoder"), ("imagebind", None),
-                    ("zero123/image_encoder", None), ("ip_adapter/image_encoder", None), ("depth", None),
-                    ("segmenter", None))
-
     def release_conditioning(self) -> None:
         """Once a phase's guidance is built: text / image encoders used only to condition it
-        leave the GPU (they come back if asked for again, e.g. by the next phase)."""
+        (run once when a phase's guidance is built, never per step: each record's
+        `conditioning`) leave the GPU (they come back if asked for again, e.g. by the next
+        phase)."""
         if not self.offload:
             return
-        for role, part in self.CONDITIONING:
-            obj = self._loaded.get(role)
-            if obj is None:
+        for key, net in networks():
+            obj = self._loaded.get(key)
+            if obj is None or not net.conditioning:
                 continue
-            for m in _modules(obj) if part is None else [getattr(obj, part)]:
+            for m in _modules(obj) if net.conditioning == "all" else [getattr(obj, a) for a in net.conditioning]:
                 self._place(m, False)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -321,6 +330,12 @@ class ModelStore:
                 if id(m) not in self._away:
                     seen[id(m)] = m
         return sum(t.nbytes for m in seen.values() for t in [*m.parameters(), *m.buffers()])
+
+
+def _sources(role: str) -> tuple[str, ...]:
+    """A role's hub sources; none for a name that is not a role."""
+    record = find(role)
+    return record.sources if record else ()
 
 
 def _modules(obj: Any) -> list[torch.nn.Module]:

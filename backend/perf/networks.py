@@ -1,6 +1,7 @@
 """The papers' networks at their published sizes with random weights (nothing is
 downloaded), behind the ModelStore's readers so every code path is the store's and the
-loaders' own.
+loaders' own. Each network is built by its role's record (models/roles/,
+`Network.full_size`); a role whose record says "tiny" runs its tiny build.
 
 With a FakeTensorMode the networks are built as fake tensors (shapes, no memory): the
 estimator runs them on any machine. Parking then only keeps the books of what would be on
@@ -8,33 +9,16 @@ the GPU (ModelStore.resident_bytes), as it would on CUDA.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..models.layouts import processor_config
+from ..models.roles import MODEL, network, networks
 from ..models.store import ModelStore
-from ..models.tiny import build_tiny
-
-# Published sizes (diffusers / transformers configs of the hub models).
-_UNET = {
-    "sd": dict(sample_size=64, cross_attention_dim=768),
-    "zero123": dict(sample_size=32, cross_attention_dim=768, in_channels=8),
-    "unclip": dict(sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20],
-                   use_linear_projection=True, class_embed_type="projection",
-                   projection_class_embeddings_input_dim=2048),
-}
-_TEXT = {"sd": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                    projection_dim=768),
-         "unclip": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-                        projection_dim=1024, hidden_act="gelu")}
-_VIT_H = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, image_size=224,
-              patch_size=14, projection_dim=1024, hidden_act="gelu")
-# Zero-1-to-3 conditions on OpenAI CLIP ViT-L/14 (768 + 4 pose values -> 772).
-_VIT_L = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
-              patch_size=14, projection_dim=768)
+from ..models.tiny import build_tiny, tiny_tokenizer
 
 
 class RandomStore(ModelStore):
@@ -43,9 +27,13 @@ class RandomStore(ModelStore):
 
     def __init__(self, device: torch.device | str, scratch: Path, fake: FakeTensorMode | None = None,
                  compile_networks: bool = False, graph_networks: bool = False) -> None:
-        # A tiny ImageBind: its embedding is the huge model's 1024-d, unCLIP's image_embeds.
-        super().__init__(str(build_tiny(scratch, ["imagebind"])), device=device, compile_networks=compile_networks,
+        tiny = sorted({key.split("/")[0] for key, net in networks() if net.full_size == "tiny"})
+        super().__init__(str(build_tiny(scratch, tiny)), device=device, compile_networks=compile_networks,
                          graph_networks=graph_networks)
+        # CLIP's BPE at toy size: tokenizers are no network, and the text encoders' vocabularies
+        # keep their published 49408 ids.
+        self._tokenizer_dir = scratch / "tokenizer"
+        tiny_tokenizer(self._tokenizer_dir, fast_file=True)
         self.fake = fake
         if fake is not None:
             self.dtype, self.offload = torch.float16, True
@@ -56,7 +44,7 @@ class RandomStore(ModelStore):
         else:
             (self._away.discard if on_device else self._away.add)(id(module))
 
-    def _make(self, build: Any) -> Any:
+    def _make(self, build: Callable[[], Any]) -> Any:
         if self.fake is None:
             return build()
         from transformers.initialization import no_init_weights
@@ -75,68 +63,31 @@ class RandomStore(ModelStore):
             object.__setattr__(obj, "to", lambda *args, **kwargs: obj)
         return obj
 
-    def _build(self, role: str, name: str) -> Any:
-        from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
-        from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-        from ..models.zero123_parts import CLIPCameraProjection
-
-        key = "unclip" if role == "unclip" else "sd"
-        if name == "tokenizer":
-            return CLIPTokenizer.from_pretrained(Path(self.location("imagebind")) / "tokenizer")
-        if name == "text_encoder":
-            return CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **_TEXT[key]))
-        if name == "unet":
-            return UNet2DConditionModel(**_UNET[role])
-        if name == "vae":
-            return AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-        if name == "scheduler":
-            return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                                 set_alpha_to_one=False,
-                                 prediction_type="v_prediction" if role == "unclip" else "epsilon")
-        if name == "normalizer":
-            return StableUnCLIPImageNormalizer(embedding_dim=1024)
-        if name == "noising":
-            return DDPMScheduler(beta_schedule="squaredcos_cap_v2")
-        if name == "proj":
-            return CLIPCameraProjection(768, 4)
-        raise KeyError(f"{role}/{name}")
+    def _builder(self, role: str, name: str) -> Callable[[], Any]:
+        """The full-size builder of a role's part (read_parts' names; MODEL: read_model's)."""
+        net = network(role)
+        builders = net.full_size if net is not None else None
+        if not isinstance(builders, Mapping) or name not in builders:
+            raise NotImplementedError(f"bench builds no {role} ({name}): its record has no full-size builder for it")
+        return builders[name]
 
     def read_parts(self, role: str, where: str, parts: dict) -> dict[str, Any]:
         out = {}
         for name in parts:
-            obj = self._make(lambda: self._build(role, name))
+            if name == "tokenizer":
+                out[name] = self.read_tokenizer(role, "")
+                continue
+            obj = self._make(self._builder(role, name))
             out[name] = obj.to(self.dtype) if isinstance(obj, torch.nn.Module) else obj
         return out
 
     def read_tokenizer(self, role: str, fallback: str) -> Any:
-        return self._build(role, "tokenizer")  # CLIP's BPE, shipped with the tiny ImageBind
+        from transformers import CLIPTokenizer
 
-    def read_config(self, role: str, path: str) -> dict[str, Any]:
-        return processor_config(role)  # the only configs read beside the networks: processors
+        return CLIPTokenizer.from_pretrained(self._tokenizer_dir)
+
+    def processor_config(self, role: str) -> dict[str, Any]:
+        return network(role).processor.published_config()  # as vendored, at its published size
 
     def read_model(self, role: str, cls: Any, where: str | None = None, sub: str | None = None, **kw: Any) -> Any:
-        from transformers import (AutoModelForDepthEstimation, CLIPConfig, CLIPModel, CLIPVisionConfig,
-                                  CLIPVisionModelWithProjection, DPTConfig, DPTForDepthEstimation, ViTConfig, ViTModel)
-
-        from diffusers import AutoencoderTiny
-
-        if cls is AutoencoderTiny:  # its defaults are madebyollin/taesd's configuration
-            build = AutoencoderTiny
-        elif cls is CLIPVisionModelWithProjection:
-            config = CLIPVisionConfig(**(_VIT_L if role.startswith("zero123") else _VIT_H))
-            build = lambda: CLIPVisionModelWithProjection(config)  # noqa: E731
-        elif cls is ViTModel:  # DINO ViT-B/16
-            build = lambda: ViTModel(ViTConfig(image_size=224, patch_size=16), add_pooling_layer=False)  # noqa: E731
-        elif cls is AutoModelForDepthEstimation:  # DPT at ViT-B size (dpt-hybrid-midas is ViT-B hybrid)
-            build = lambda: DPTForDepthEstimation(DPTConfig(  # noqa: E731
-                hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                neck_hidden_sizes=[96, 192, 384, 768]))
-        elif cls is CLIPModel:  # PickScore: OpenCLIP ViT-H/14
-            build = lambda: CLIPModel(CLIPConfig(text_config={**_TEXT["unclip"], "num_hidden_layers": 24},  # noqa: E731
-                                                 vision_config=_VIT_H, projection_dim=1024))
-        else:
-            raise NotImplementedError(f"bench builds no {cls.__name__}")
-        return self._make(build).to(self.dtype).requires_grad_(False).eval().to(self.device)
+        return self._make(self._builder(role, MODEL)).to(self.dtype).requires_grad_(False).eval().to(self.device)

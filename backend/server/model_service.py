@@ -21,10 +21,10 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..models.catalog import SOURCES, with_companions
 from ..models.cached import complete, hub_cache, role_status
 from ..models.download import free_bytes
 from ..models.licences import accept_licences, licence_lines, unaccepted
+from ..models.roles import registered, with_companions
 from ..pipeline.guidance_terms import needed_roles
 
 Emit = Callable[[dict], None]
@@ -34,7 +34,7 @@ BACKEND_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the bac
 def status_message() -> dict:
     """The `models_status` event: every role's status, the hub cache folder and its free space."""
     cache = hub_cache()
-    return {"type": "models_status", "roles": [role_status(r) for r in SOURCES], "cache": str(cache),
+    return {"type": "models_status", "roles": [role_status(r.name) for r in registered()], "cache": str(cache),
             "free_bytes": free_bytes(cache), "downloading": False}
 
 
