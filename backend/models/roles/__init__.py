@@ -145,6 +145,7 @@ def find(name: str) -> ModelRole | None:
 
 
 def role(name: str) -> ModelRole:
+    """A role's record; KeyError naming the known roles."""
     found = find(name)
     if found is None:
         raise KeyError(f"unknown model role {name!r}; known: {', '.join(r.name for r in registered())}")
@@ -177,11 +178,12 @@ def network(key: str) -> Network | None:
 
 def with_companions(roles: set[str] | list[str]) -> list[str]:
     """The roles and the roles whose files they also read, in order."""
-    wanted = set(roles) | {c for r in roles if find(r) for c in role(r).companions}
-    unknown = sorted(r for r in wanted if find(r) is None)
+    known = {r.name: r for r in registered()}
+    unknown = sorted(set(roles) - set(known))
     if unknown:
-        raise KeyError(f"unknown model role {unknown[0]!r}; known: {', '.join(r.name for r in registered())}")
-    return [r.name for r in registered() if r.name in wanted]
+        raise KeyError(f"unknown model role {unknown[0]!r}; known: {', '.join(known)}")
+    wanted = set(roles) | {c for r in roles for c in known[r].companions}
+    return [name for name in known if name in wanted]
 
 
 def point_elsewhere(role: str) -> str:
