@@ -89,9 +89,9 @@ class ModelStore:
     def available(self, role: str) -> bool:
         """Whether a role's weights are on this machine (no download, nothing loaded)."""
         where = self.location(role)
-        files = find(role).files
-        if isinstance(files, URLFile):  # one file, in a folder of the Conjure cache
-            return (cache_folder(where) / files.filename).exists()
+        record = find(role)
+        if record is not None and isinstance(record.files, URLFile):  # one file, in a folder of the Conjure cache
+            return (cache_folder(where) / record.files.filename).exists()
         if Path(where).exists():
             return True
         if Path(where).is_absolute() or where.count("/") != 1:  # a folder that is not there, not a hub id
