@@ -43,7 +43,8 @@ PYTHONS = ((3, 11), (3, 13))
 WINDOWS_MAX_PATH = 259
 # The longest path a backend wheel installs below site-packages: torch 2.13.0's win_amd64
 # wheels (cp311 and cp313 alike), `torch-2.13.0.dist-info/licenses/third_party/kineto/.../
-# duktape-1.5.2/LICENSE.txt` (tests/fixtures/torch_win_amd64_record.json, with its source).
+# duktape-1.5.2/LICENSE.txt` (tests/fixtures/torch_win_amd64_record.json, with its source); the
+# next longest of the 66 win_amd64 cp313 wheels backend.txt resolves to: diffusers', 112.
 LONGEST_WHEEL_PATH = 167
 # uv unpacks each wheel into CACHE\archive-v0\<a 21-character id>\ and links the files from there.
 UV_ARCHIVE_DEPTH = len("\\archive-v0\\") + 21
@@ -52,11 +53,15 @@ LONG_PATHS_FIX = ("turn on Windows' long paths once (as administrator, in PowerS
                   "-PropertyType DWORD -Force; then restart Blender and install again")
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """"13.6.1" -> (13, 6)."""
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
+
+
 def refusal(system: str, machine: str, release: str, python: tuple[int, int], libc: tuple[str, str]) -> str | None:
     """Why the backend cannot be installed on this machine, before anything downloads; None
     when it can. system, machine: platform.system(), platform.machine(); release: macOS's
     version (platform.mac_ver()[0]); libc: platform.libc_ver()."""
-    version = lambda text: tuple(int(x) for x in re.findall(r"\d+", text)[:2])  # noqa: E731
     arch = machine.lower()
     where = "the PyTorch wheels the backend pins"
     if system == "Darwin":
@@ -64,14 +69,14 @@ def refusal(system: str, machine: str, release: str, python: tuple[int, int], li
             return ("this Blender runs on Intel (an Intel Mac, or Blender's Intel build under Rosetta): "
                     f"{where} are for Apple silicon only. On an Apple-silicon Mac use Blender's Apple-silicon "
                     "download; otherwise use a Remote backend URL (a GPU machine running the backend)")
-        if version(release) < MACOS_MIN:
+        if _version(release) < MACOS_MIN:
             return (f"macOS {release}: {where} need macOS {MACOS_MIN[0]} (Sonoma) or newer. Update macOS, or "
                     "use a Remote backend URL (a GPU machine running the backend)")
     elif system in ("Windows", "Linux"):
         if arch not in ("amd64", "x86_64"):
             return (f"{system} on {machine}: the backend installs on x86-64 only ({where}); use a Remote "
                     "backend URL (a GPU machine running the backend)")
-        if system == "Linux" and libc[0] == "glibc" and version(libc[1]) < GLIBC_MIN:
+        if system == "Linux" and libc[0] == "glibc" and _version(libc[1]) < GLIBC_MIN:
             return (f"glibc {libc[1]}: {where} need glibc {GLIBC_MIN[0]}.{GLIBC_MIN[1]} or newer (RHEL/Rocky 8, "
                     "Ubuntu 20.04, Debian 10 and later)")
     else:

@@ -48,8 +48,8 @@ def test_decimation_matches_the_reference_decimator():
     """The marching-tets torus decimated 29x (tests/fixtures/decimation: pymeshlab's quadric
     collapse on the same surface, the backend's decimator before VTK, stored with the script that
     made it): same budget and topology, and the distance to the true torus and the normals
-    within 5% of pymeshlab's (VTK measures 3% above it here, at 29x; below it on the oracle
-    targets at the presets' budgets: README, Decimation)."""
+    within 5% of pymeshlab's (VTK measures 3% above it here, at 29x; on the oracle targets:
+    README, Decimation)."""
     import json
 
     from tests.fixtures.decimation.make_reference import BUDGET, measure, torus_surface

@@ -236,10 +236,14 @@ def _tiny_wheel(folder: Path, name: str, version: str, body: str = "", script: b
     info = f"{module}-{version}.dist-info"
     files = {f"{module}/__init__.py": f"__version__ = {version!r}\n{body}",
              f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: conjure-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: conjure-tests\nRoot-Is-Purelib: true\n"
+                              "Tag: py3-none-any\n"}
     if script:
         files[f"{info}/entry_points.txt"] = f"[console_scripts]\n{name} = {module}:main\n"
-    digest = lambda text: base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()  # noqa: E731
+
+    def digest(text: str) -> str:  # RECORD's hash: urlsafe base64 of the sha256, unpadded
+        return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+
     files[f"{info}/RECORD"] = "".join(f"{p},sha256={digest(t)},{len(t.encode())}\n" for p, t in files.items()) + \
         f"{info}/RECORD,,\n"
     with zipfile.ZipFile(folder / f"{module}-{version}-py3-none-any.whl", "w") as whl:
@@ -286,7 +290,8 @@ def test_install_backend_builds_the_venv(tmp_path, version, with_uv):
     with log_path.open("w") as log:
         def run(steps: list) -> None:
             for step in steps:
-                assert subprocess.run(step.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode == 0
+                done = subprocess.run(step.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+                assert done.returncode == 0, step.argv
         first = plan.first(venv_exists=py.exists())
         assert len(first) == 1 + with_uv
         run(first)

@@ -41,8 +41,9 @@ def resolve(files: list[Path], platform: str, python: str) -> tuple[bool, str]:
            *map(str, files)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        reason = [line.strip() for line in proc.stderr.splitlines() if line.strip().startswith("cause:")]
-        return False, (reason or [proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "uv failed"])[0]
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()] or ["uv failed"]
+        cause = [line.removeprefix("cause:").strip() for line in lines if line.startswith("cause:")]
+        return False, (cause or lines[-1:])[0]
     return True, proc.stdout
 
 
