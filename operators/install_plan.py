@@ -265,8 +265,9 @@ class InstallPlan:
         return [Step(cmd), self.doctor()]
 
     def with_pip(self, index: str | None) -> list[Step]:
-        """pip (uv missing): an up-to-date pip (online; raw progress needs pip 24.1, Blender
-        4.2's venv has 24.0), torch from its build's index (or the wheel folder), the rest."""
+        """pip (uv missing): an up-to-date pip (online: raw progress needs pip 24.1, and a new
+        venv's own pip can be older, 23.2.1 from CPython 3.11.7), torch from its build's index
+        (or the wheel folder, with the venv's pip and no raw progress), the rest."""
         pip = [str(self.python), "-m", "pip", "install"]
         steps = [] if self.wheels else [Step(pip + ["--upgrade", "pip"])]
         pip += [] if self.wheels else ["--progress-bar", "raw"]
