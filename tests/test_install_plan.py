@@ -195,7 +195,7 @@ def test_query_index_reads_the_page_and_answers_none_offline():
     assert query_index("2.13.0", "cp311", ("linux", "x86_64"), url, timeout=2) is None  # nobody answers
 
 
-# pip's and uv's own output (pip 25.1 with --progress-bar raw, uv 0.13.9 off a terminal)
+# pip's lines with --progress-bar raw; uv 0.13.9's off a terminal (captured from `uv pip install scipy` here)
 PIP_LOG = ("Collecting torch==2.13.0\n  Downloading torch-2.13.0-cp311-linux_x86_64.whl (800 MB)\n"
            "Progress 200000000 of 800000000\nProgress 400000000 of 800000000\n")
 UV_LOG = ("Using Python 3.13.0 environment at: venv\nResolved 3 packages in 382ms\nDownloading numpy (15.9MiB)\n"
