@@ -12,9 +12,9 @@ NEWEST_PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/py
 BPY_VENV := .venv-bpy
 BPY_STAMP := $(BPY_VENV)/.installed
 
-.PHONY: demo demo-oracle test test-fast doctor clean
+.PHONY: demo demo-oracle test test-fast check-install doctor clean
 
-$(STAMP): requirements/backend.txt requirements/blender.txt requirements/cluster.txt requirements/test.txt
+$(STAMP): $(addprefix requirements/,test.txt backend-common.txt blender.txt cluster.txt installer.txt)
 	@test -x $(PY) || { test -n "$(PYTHON)" && $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; } \
 	  || { echo "error: Python 3.11 is needed (bpy 4.5 wheels are cp311): install python3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ test: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
 # The quick loop: skips tests marked slow.
 test-fast: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
+
+# Resolves requirements/ from PyPI alone for every platform and Python the backend installs on,
+# and for make test's venvs, one line per target (needs the network: not part of make test).
+# Run it before changing a pin.
+check-install: $(STAMP)
+	$(PY) tools/check_install.py
 
 doctor: $(STAMP)
 	$(PY) -m backend doctor

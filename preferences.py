@@ -1,24 +1,43 @@
 """Add-on preferences: where the backend runs and what it may do."""
 from __future__ import annotations
 
+import os
 import sys
+import textwrap
 from pathlib import Path
 
 import bpy
 
+from .operators.install_plan import venv_layout, windows_uv_cache, windows_venv
+
+REFUSED = "cannot install here: "  # Install Backend's status when this machine is not supported
 PRESETS = [("draft", "Draft", "A few minutes: quick look"), ("standard", "Standard", "The papers' settings (GPU)"),
            ("high", "High", "Larger grids and textures, SGC (large GPU)")]
 
 
+def _local_appdata() -> str:
+    return os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+
+
 def venv_dir(create: bool = False) -> Path:
     """The backend's own environment, created by the Install backend operator (only it
-    creates the folder: drawing the preferences must not)."""
-    return Path(bpy.utils.extension_path_user(__package__, path="venv", create=create))
+    creates the folder: drawing the preferences must not). Under the extension's user folder;
+    on Windows a short folder of its own (install_plan.windows_root: the path limit)."""
+    if sys.platform != "win32":
+        return Path(bpy.utils.extension_path_user(__package__, path="venv", create=create))
+    path = Path(windows_venv(_local_appdata(), bpy.app.version[:2]))
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def uv_cache_dir() -> Path | None:
+    """uv's cache for Install Backend: a short folder on Windows, else uv's own."""
+    return Path(windows_uv_cache(_local_appdata())) if sys.platform == "win32" else None
 
 
 def venv_python() -> Path:
-    sub = ("Scripts", "python.exe") if sys.platform == "win32" else ("bin", "python")
-    return venv_dir().joinpath(*sub)
+    return Path(venv_layout(venv_dir(), sys.platform == "win32")[0])
 
 
 class ConjurePreferences(bpy.types.AddonPreferences):
@@ -56,7 +75,8 @@ class ConjurePreferences(bpy.types.AddonPreferences):
     wheels_dir: bpy.props.StringProperty(
         name="Wheel folder", subtype="DIR_PATH",
         description="Install the backend offline from this folder of wheels (pip download -r "
-                    "requirements/backend.txt -d DIR on a connected machine); empty: from the network")
+                    "requirements/installer.txt -r requirements/backend.txt -d DIR on a connected machine of "
+                    "this platform, with this Blender's Python version; README); empty: from the network")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -67,7 +87,10 @@ class ConjurePreferences(bpy.types.AddonPreferences):
         row.label(text=f"Environment: {venv_dir()}")
         col.prop(self, "wheels_dir")
         state = context.window_manager.conjure
-        if state.install_status:
+        if state.install_status.startswith(REFUSED):  # the reason, whole (a bar would cut it)
+            for i, line in enumerate(textwrap.wrap(state.install_status, 110)):
+                col.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        elif state.install_status:
             col.progress(factor=state.install_progress, type="BAR", text=state.install_status)
         if state.doctor:
             col.label(text=state.doctor, icon="CHECKMARK")

@@ -149,7 +149,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def doctor() -> dict:
     report: dict = {"python": sys.version.split()[0], "platform": platform.platform(), "packages": {}}
-    for name in ("torch", "diffusers", "transformers", "xatlas", "pymeshlab", "trimesh", "numpy", "nvdiffrast"):
+    for name in ("torch", "diffusers", "transformers", "xatlas", "vtk", "trimesh", "numpy", "nvdiffrast"):
         try:
             report["packages"][name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,46 @@ def test_cleanup_removes_specks_and_duplicates():
     assert f.shape[0] == a.faces.shape[0]
     v2, f2, _ = cleanup(torch.tensor(a.vertices, dtype=torch.float32), torch.tensor(a.faces), 100, 0.0)
     assert f2.shape[0] <= 100
+
+
+def test_cleanup_welds_and_drops_degenerate_faces():
+    """Known answers: a tetrahedron given as a triangle soup (12 vertices), one face repeated
+    with the other winding, one face with no area -> 4 vertices, 4 faces, colours kept."""
+    tet = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    soup = tet[faces.reshape(-1)]
+    extra = np.array([[0, 1, 2], [1, 0, 2]]) + len(soup)  # face 0 wound the other way; three points on a line
+    v = np.concatenate([soup, tet[[0, 1, 2]], np.array([[0, 0, 0], [0.5, 0, 0], [1, 0, 0]], np.float32)])
+    f = np.concatenate([np.arange(12).reshape(4, 3), extra[:1], extra[1:] + 3])
+    colors = torch.from_numpy(v).clone()  # a vertex's colour is its position
+    cv, cf, cc = cleanup(torch.from_numpy(v), torch.from_numpy(f), 1000, 0.0, colors)
+    assert cv.shape == (4, 3) and cf.shape == (4, 3) and torch.equal(cc, cv)
+    assert sorted(map(tuple, cv.tolist())) == sorted(map(tuple, tet.tolist()))
+    assert sorted(tuple(sorted(cv[i].tolist() for i in face)) for face in cf.tolist()) == \
+        sorted(tuple(sorted(tet[i].tolist() for i in face)) for face in faces.tolist())
+
+
+def test_decimation_matches_the_reference_decimator():
+    """The marching-tets torus decimated 29x (tests/fixtures/decimation: pymeshlab's quadric
+    collapse on the same surface, the backend's decimator before VTK, stored with the script that
+    made it): same budget and topology, and the distance to the true torus and the normals
+    within 5% of pymeshlab's (VTK measures 3% above it here, at 29x; on the oracle targets:
+    README, Decimation)."""
+    import json
+
+    from tests.fixtures.decimation.make_reference import BUDGET, measure, torus_surface
+
+    ref = json.loads((Path(__file__).parent / "fixtures" / "decimation" / "reference.json").read_text())
+    v, f = torus_surface()
+    assert measure(v, f) == pytest.approx(ref["dense"], rel=1e-5)  # the same input as the reference's
+    cv, cf, _ = cleanup(torch.from_numpy(v).float(), torch.from_numpy(f), BUDGET, 0.0)
+    got, want = measure(cv.double().numpy(), cf.numpy()), ref["pymeshlab"]
+    assert got["faces"] <= BUDGET and want["faces"] == BUDGET
+    assert {k: got[k] for k in ("euler", "boundary_edges", "components")} == \
+        {k: want[k] for k in ("euler", "boundary_edges", "components")} == {"euler": 0, "boundary_edges": 0,
+                                                                             "components": 1}
+    assert got["max_vertex_distance"] <= 1.05 * want["max_vertex_distance"]
+    assert got["mean_normal_degrees"] <= 1.05 * want["mean_normal_degrees"]
 
 
 def test_uv_bake_round_trip(raster):

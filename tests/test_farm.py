@@ -202,7 +202,7 @@ def test_cancel_queued_and_running_jobs_and_two_users_take_turns(cluster):
     events = Events()
     from backend.farm.front import Farm
 
-    farm = Farm(events, cluster.address, workers=1, resource=RESOURCE, prepare_meshlab=False)
+    farm = Farm(events, cluster.address, workers=1, resource=RESOURCE)
     try:
         for user in "ab":  # all queued before the worker is up: the turns are the scheduler's
             for k in range(5):

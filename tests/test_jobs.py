@@ -92,20 +92,21 @@ def test_cli_reports_bad_json(tmp_path):
 
 
 def test_doctor_reports_environment():
-    """Known answers: this interpreter, the pinned packages of requirements/backend.txt as
-    installed, no CUDA here, the presets on disk."""
+    """Known answers: this interpreter, the pinned packages of make test's venv
+    (requirements/test.txt) as installed, no CUDA here, the presets on disk."""
     import platform
 
     import torch
 
+    from operators.install_plan import pins as read_pins
+
     proc = subprocess.run([sys.executable, "-m", "backend", "doctor"], cwd=ROOT, capture_output=True, text=True)
     report = json.loads(proc.stdout)
-    pins = dict(line.split("==") for line in (ROOT / "requirements" / "backend.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    pins = read_pins(ROOT / "requirements" / "test.txt")
     assert report["python"] == platform.python_version()
     assert report["packages"]["torch"] == torch.__version__ and report["packages"]["torch"].startswith(pins["torch"])
-    assert {k: report["packages"][k] for k in ("diffusers", "transformers", "trimesh", "numpy")} == \
-        {k: pins[k] for k in ("diffusers", "transformers", "trimesh", "numpy")}
+    assert {k: report["packages"][k] for k in ("diffusers", "transformers", "trimesh", "numpy", "vtk")} == \
+        {k: pins[k] for k in ("diffusers", "transformers", "trimesh", "numpy", "vtk")}
     assert report["cuda"] is torch.cuda.is_available() and report["devices"][-1] == "cpu"
     assert report["presets"] == sorted(p.stem for p in (ROOT / "backend" / "pipeline" / "presets").glob("*.json"))
     assert "torch" in report["rasterizers"]

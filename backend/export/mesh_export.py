@@ -42,15 +42,6 @@ class ExportConfig:
     roughness: float = setting(lo=0.0, hi=1.0)
 
 
-def init_meshlab() -> None:
-    """Initialise pymeshlab on the calling thread. It is Qt-based: first used from a worker
-    thread, it corrupts the heap at interpreter exit, so servers call this on the main
-    thread before running jobs in their worker."""
-    import pymeshlab
-
-    pymeshlab.MeshSet()
-
-
 def unwrap(verts: torch.Tensor, faces: torch.Tensor, resolution: int, padding: int
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """xatlas parametrisation -> new verts [V',3] (split at seams), faces [F,3], uv [V',2]."""

@@ -31,8 +31,7 @@ class Farm:
     shared_between_users = True
 
     def __init__(self, emit: Emit, address: str | None = "auto", workers: int | None = None, resource: str = "GPU",
-                 max_running_per_user: int = 1, shared: bool = False, prepare_meshlab: bool = True,
-                 max_attempts: int = 3) -> None:
+                 max_running_per_user: int = 1, shared: bool = False, max_attempts: int = 3) -> None:
         """address: "auto", "ray://..." or HOST:PORT of the head (None: a Ray already
         initialised in this process). resource: "GPU" (one per worker) or a custom
         resource name. shared: job folders lie where every node mounts them (same path)."""
@@ -52,7 +51,6 @@ class Farm:
         # num_cpus=0: a worker's CPU threads are its GPU job's; max_concurrency: cancel, info
         # and free are answered while a job runs.
         self._actor_cls = ray.remote(FarmWorker).options(num_cpus=0, max_concurrency=4, **need)
-        self._prepare_meshlab = prepare_meshlab
         self._queue = FairQueue(max_running_per_user)
         self._jobs: dict[str, FarmJob] = {}
         self._running: dict[str, int] = {}
@@ -201,7 +199,7 @@ class Farm:
         self._cond.notify_all()
 
     def _start_worker(self, slot: Slot) -> None:
-        slot.actor, slot.state, slot.info = self._actor_cls.remote(self._prepare_meshlab), "starting", {}
+        slot.actor, slot.state, slot.info = self._actor_cls.remote(), "starting", {}
         threading.Thread(target=self._await_worker, args=(slot, slot.actor), daemon=True).start()
 
     def _await_worker(self, slot: Slot, actor: Any) -> None:
@@ -219,7 +217,7 @@ class Farm:
                 with self._cond:
                     if slot.actor is not actor:
                         return
-                    actor = slot.actor = self._actor_cls.remote(self._prepare_meshlab)
+                    actor = slot.actor = self._actor_cls.remote()
             except Exception:  # noqa: BLE001 (Ray shut down: the farm is closing)
                 return
         with self._cond:

@@ -46,7 +46,7 @@ def simulate(jobs: int = 1000, users: int = 50, workers: int = 8, seconds: float
     connect("local", num_cpus=2, resources={RESOURCE: workers}, object_store_memory=128 << 20)
     farm = None
     try:
-        farm = Farm(collect, None, workers, RESOURCE, max_running_per_user, prepare_meshlab=False)
+        farm = Farm(collect, None, workers, RESOURCE, max_running_per_user)
         order = [(f"u{u:03d}-{k:03d}", f"u{u:03d}") for u in range(users) for k in range(per_user)]
         for job_id, user in order:
             farm.submit_task(job_id, {"kind": "sleep", "steps": 1, "seconds": seconds}, user)

@@ -89,11 +89,7 @@ _END = object()
 class FarmWorker:
     """Wrapped by ray.remote in front.py (resources decided there)."""
 
-    def __init__(self, prepare_meshlab: bool = True) -> None:
-        if prepare_meshlab:  # on the actor's main thread, as JobService does (native init)
-            from ..export.mesh_export import init_meshlab
-
-            init_meshlab()
+    def __init__(self) -> None:
         self.stores: dict = {}
         self.flags: dict[str, threading.Event] = {}
         self.ran: list[str] = []

@@ -49,10 +49,6 @@ class JobService:
     shared_between_users = False  # one queue, first come first served (the farm's front is fair)
 
     def __init__(self, emit: Emit) -> None:
-        """Call on the main thread (native libraries initialise here, see init_meshlab)."""
-        from ..export.mesh_export import init_meshlab
-
-        init_meshlab()
         self.emit = emit
         self._queue: queue.Queue[dict | None] = queue.Queue()
         self._cancel: dict[str, threading.Event] = {}
