@@ -34,10 +34,15 @@ class CONJURE_PT_main(_Tab, bpy.types.Panel):
         self.layout.prop(context.scene.conjure, "mode", text="")
 
 
-class CONJURE_PT_inputs(_Tab, bpy.types.Panel):
+class _Section(_Tab):
+    """A collapsible section under the tab's main panel."""
+
+    bl_parent_id = CONJURE_PT_main.bl_idname
+
+
+class CONJURE_PT_inputs(_Section, bpy.types.Panel):
     bl_label = "Inputs"
     bl_idname = "CONJURE_PT_inputs"
-    bl_parent_id = CONJURE_PT_main.bl_idname
 
     def draw(self, context: bpy.types.Context) -> None:
         s, layout = context.scene.conjure, self.layout
@@ -67,19 +72,17 @@ class CONJURE_PT_weights(_Tab, bpy.types.Panel):
         col.prop(s, "weight_audio")
 
 
-class CONJURE_PT_style(_Tab, bpy.types.Panel):
+class CONJURE_PT_style(_Section, bpy.types.Panel):
     bl_label = "Style"
     bl_idname = "CONJURE_PT_style"
-    bl_parent_id = CONJURE_PT_main.bl_idname
 
     def draw(self, context: bpy.types.Context) -> None:
         self.layout.template_ID(context.scene.conjure, "style_image", open="image.open")
 
 
-class CONJURE_PT_output(_Tab, bpy.types.Panel):
+class CONJURE_PT_output(_Section, bpy.types.Panel):
     bl_label = "Output"
     bl_idname = "CONJURE_PT_output"
-    bl_parent_id = CONJURE_PT_main.bl_idname
 
     def draw(self, context: bpy.types.Context) -> None:
         s, layout = context.scene.conjure, self.layout
@@ -98,10 +101,9 @@ class CONJURE_PT_output(_Tab, bpy.types.Panel):
         row.prop(s, "pbr", toggle=True)
 
 
-class CONJURE_PT_progress(_Tab, bpy.types.Panel):
+class CONJURE_PT_progress(_Section, bpy.types.Panel):
     bl_label = "Progress"
     bl_idname = "CONJURE_PT_progress"
-    bl_parent_id = CONJURE_PT_main.bl_idname
 
     def draw(self, context: bpy.types.Context) -> None:
         s, state, layout = context.scene.conjure, context.window_manager.conjure, self.layout
