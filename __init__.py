@@ -7,10 +7,10 @@ Imports happen in register() so that the repository can also be imported without
 
 def _modules():  # noqa: ANN202
     from . import preferences, properties
-    from .operators import backend_ops, job_ops, model_ops, session
+    from .operators import backend_ops, input_ops, job_ops, model_ops, session
     from .panels import sidebar
 
-    return (preferences, properties, session, job_ops, backend_ops, model_ops, sidebar)
+    return (preferences, properties, session, job_ops, input_ops, backend_ops, model_ops, sidebar)
 
 
 def register() -> None:

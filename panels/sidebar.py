@@ -1,4 +1,7 @@
-"""3D view sidebar tab "Conjure": inputs, Generate / Cancel, progress, preview, last error."""
+"""3D view sidebar tab "Conjure": the mode on top, then collapsible sub-panels (parented
+with bl_parent_id, as Dream Textures' ui/panels/dream_texture.py builds its own): Inputs
+(with Weights, closed by default), Style, Output, and Progress (Generate / Cancel / Resume,
+progress, preview, last error)."""
 from __future__ import annotations
 
 import bpy
@@ -15,35 +18,34 @@ class CONJURE_UL_images(bpy.types.UIList):
             row.prop(item, "path", text="")
 
 
-class CONJURE_OT_image_slot(bpy.types.Operator):
-    """Add or remove a reference image"""
+class _Tab:
+    """Where every panel of the tab lives (a mixin: Blender reads these class attributes)."""
 
-    bl_idname, bl_label = "conjure.image_slot", "Reference Image"
-    remove: bpy.props.BoolProperty()
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        s = context.scene.conjure
-        if self.remove:
-            if len(s.images):
-                s.images.remove(s.active_image)
-                s.active_image = max(0, s.active_image - 1)
-        else:
-            s.images.add()
-            s.active_image = len(s.images) - 1
-        return {"FINISHED"}
-
-
-class CONJURE_PT_main(bpy.types.Panel):
-    bl_label = "Conjure"
-    bl_idname = "CONJURE_PT_main"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Conjure"
 
+
+class CONJURE_PT_main(_Tab, bpy.types.Panel):
+    bl_label = "Conjure"
+    bl_idname = "CONJURE_PT_main"
+
     def draw(self, context: bpy.types.Context) -> None:
-        s, state = context.scene.conjure, context.window_manager.conjure
-        layout = self.layout
-        layout.prop(s, "mode", text="")
+        self.layout.prop(context.scene.conjure, "mode", text="")
+
+
+class _Section(_Tab):
+    """A collapsible section under the tab's main panel."""
+
+    bl_parent_id = CONJURE_PT_main.bl_idname
+
+
+class CONJURE_PT_inputs(_Section, bpy.types.Panel):
+    bl_label = "Inputs"
+    bl_idname = "CONJURE_PT_inputs"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        s, layout = context.scene.conjure, self.layout
         layout.prop(s, "prompt", text="", icon="TEXT")
         layout.label(text="Reference images")
         row = layout.row()
@@ -52,25 +54,59 @@ class CONJURE_PT_main(bpy.types.Panel):
         col.operator("conjure.image_slot", icon="ADD", text="").remove = False
         col.operator("conjure.image_slot", icon="REMOVE", text="").remove = True
         layout.prop(s, "audio")
-        box = layout.box()
-        box.label(text="Weights")
-        r = box.row(align=True)
-        r.prop(s, "weight_text")
-        r.prop(s, "weight_images")
-        r.prop(s, "weight_audio")
-        layout.template_ID(s, "style_image", open="image.open")
+
+
+class CONJURE_PT_weights(_Tab, bpy.types.Panel):
+    """How much each kind of input counts (1 each unless changed: closed by default)."""
+
+    bl_label = "Weights"
+    bl_idname = "CONJURE_PT_weights"
+    bl_parent_id = CONJURE_PT_inputs.bl_idname
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        s = context.scene.conjure
+        col = self.layout.column(align=True)
+        col.prop(s, "weight_text")
+        col.prop(s, "weight_images")
+        col.prop(s, "weight_audio")
+
+
+class CONJURE_PT_style(_Section, bpy.types.Panel):
+    bl_label = "Style"
+    bl_idname = "CONJURE_PT_style"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.template_ID(context.scene.conjure, "style_image", open="image.open")
+
+
+class CONJURE_PT_output(_Section, bpy.types.Panel):
+    bl_label = "Output"
+    bl_idname = "CONJURE_PT_output"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        s, layout = context.scene.conjure, self.layout
         row = layout.row(align=True)
         row.prop(s, "preset")
         row.prop(s, "seed")
-        row = layout.row(align=True)
-        row.prop(s, "max_faces")
-        row.prop(s, "texture_size", text="")
-        row.prop(s, "quads", toggle=True)
-        row.prop(s, "pbr", toggle=True)
         preset = prefs().default_preset if s.preset == "DEFAULT" else s.preset
         need = estimated_peak_gb(preset)
         if need is not None:  # the estimator's figure, for a GPU backend
             layout.label(text=f"{preset}: about {need:.1f} GB of GPU memory (estimate)", icon="MEMORY")
+        row = layout.row(align=True)
+        row.prop(s, "max_faces")
+        row.prop(s, "texture_size", text="")
+        row = layout.row(align=True)
+        row.prop(s, "quads", toggle=True)
+        row.prop(s, "pbr", toggle=True)
+
+
+class CONJURE_PT_progress(_Section, bpy.types.Panel):
+    bl_label = "Progress"
+    bl_idname = "CONJURE_PT_progress"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        s, state, layout = context.scene.conjure, context.window_manager.conjure, self.layout
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.enabled = not state.running
@@ -104,12 +140,14 @@ class CONJURE_PT_main(bpy.types.Panel):
                 row.enabled = bpy.app.online_access  # else the hint: allow it in Preferences > System
                 row.operator("conjure.models_download", text="Download What This Job Needs",
                              icon="IMPORT").for_job = True
-        m = context.window_manager.conjure.models
+        m = state.models
         if m.downloading or m.licences or m.status == "error":
             draw_models(layout.box(), m)  # the download it started, its licences, its error
 
 
-CLASSES = (CONJURE_UL_images, CONJURE_OT_image_slot, CONJURE_PT_main)
+# Parents before their children: Blender needs a sub-panel's parent registered first.
+CLASSES = (CONJURE_UL_images, CONJURE_PT_main, CONJURE_PT_inputs, CONJURE_PT_weights, CONJURE_PT_style,
+           CONJURE_PT_output, CONJURE_PT_progress)
 
 
 # Blender's own helper: registers in order, unregisters in reverse.

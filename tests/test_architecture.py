@@ -88,7 +88,7 @@ def test_no_cycles_inside_a_backend_package():
 def test_no_cycles_between_backend_packages():
     graph = _package_graph()
     _assert_acyclic(graph)
-    # the layering the README describes, bottom first
+    # the layering docs/architecture.md describes, bottom first
     assert "eval" not in graph["pipeline"] and "perf" not in graph["pipeline"]
     assert graph.get("geometry", set()) == set()
     # guidance asks the job through its own interface (guidance/base.Conditioning): it neither

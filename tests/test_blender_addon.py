@@ -58,11 +58,36 @@ def newest_blender() -> Path:
     return NEWEST
 
 
-def test_installs_from_the_built_zip_and_registers_cleanly(extension, tmp_path):
-    r = drive(extension, "register", tmp_path)
-    assert r["ops"] and r["panel"] and r["scene_props"]
-    assert r["after_disable"] == {"scene_props": False, "panel": False}
+@pytest.fixture(scope="module")
+def registered(extension, tmp_path_factory) -> dict:
+    return drive(extension, "register", tmp_path_factory.mktemp("register"))
+
+
+def test_installs_from_the_built_zip_and_registers_cleanly(registered):
+    r = registered
+    assert all(r["ops"].values()), r["ops"]
+    assert r["panel"] and r["scene_props"]
+    assert r["after_disable"] == {"scene_props": False, "panel": False, "ops": []}
     assert r["re_enabled"]
+
+
+def test_the_sidebar_is_collapsible_sub_panels_that_draw_every_input(registered):
+    main = "CONJURE_PT_main"
+    assert registered["panels"] == {
+        main: {"parent": "", "options": []},
+        "CONJURE_PT_inputs": {"parent": main, "options": []},
+        "CONJURE_PT_weights": {"parent": "CONJURE_PT_inputs", "options": ["DEFAULT_CLOSED"]},
+        "CONJURE_PT_style": {"parent": main, "options": []},
+        "CONJURE_PT_output": {"parent": main, "options": []},
+        "CONJURE_PT_progress": {"parent": main, "options": []},
+    }
+    # drawn in each mode and job state: no property, operator or list that does not exist,
+    # and every job input the scene holds has its place in some panel
+    assert registered["draw"]["missing"] == []
+    drawn = {name for cls, name in registered["draw"]["drawn"] if cls == "ConjureSettings"}
+    assert drawn == set(registered["settings"])
+    # the list's operator (operators/input_ops.py): three rows added, the active one removed
+    assert registered["image_slot"] == {"results": [["FINISHED"]] * 4, "images": 2, "active": 1}
 
 
 def test_generate_from_a_script_imports_a_textured_object_at_the_cursor(extension, tmp_path):

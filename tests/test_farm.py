@@ -278,8 +278,8 @@ def test_scheduling_simulation_1000_jobs_50_users_8_workers():
     assert report["wait_mean_s_per_user"]["spread"] < report["fifo_wait_mean_s_per_user"]["spread"] / 10
 
 
-def test_the_readme_studio_steps_run_on_one_machine(tmp_path):
-    """tools/studio_trial.sh: README's Studio steps with `ray start`, the front, a job from
+def test_the_farm_setup_steps_run_on_one_machine(tmp_path):
+    """tools/studio_trial.sh: docs/farm.md's set-up steps with `ray start`, the front, a job from
     the command line with an artist's token, the farm's status as another artist."""
     work = tmp_path / "trial"
     proc = subprocess.run(["bash", str(ROOT / "tools" / "studio_trial.sh"), str(work)], cwd=ROOT, text=True,

@@ -140,7 +140,7 @@ def test_standard_fits_an_artists_gpu_by_the_estimate():
     # measured against 9.75 / 9.24 / 9.10 GB), and the preset's peak covers both.
     for p in report["phases"].values():
         assert p["conditioning_peak_gb"] <= p["peak_gb"] <= report["peak_gb"]
-    # Host reads a step as a GPU makes them (the README's 1 / 2 / 1): a CPU-only fast path
+    # Host reads a step as a GPU makes them (docs/performance.md's 1 / 2 / 1): a CPU-only fast path
     # taken by the estimator would count its reads here (DMTet.whole_grid).
     assert [p["syncs"] for p in report["phases"].values()] == [1, 2, 1]
 

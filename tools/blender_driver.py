@@ -59,13 +59,118 @@ def state() -> dict:
             "running": s.running, "result": s.result_object, "preview": s.preview}
 
 
+OPERATORS = ("generate", "stylize", "edit", "cancel", "resume", "wait", "free_backend", "install_backend",
+             "image_slot", "models_status", "models_download", "models_accept", "models_cancel")
+
+
+def operator_exists(idname: str) -> bool:
+    """hasattr(bpy.ops.conjure, name) is True for any name; the RNA type is only found for a
+    registered operator."""
+    module, name = idname.split(".")
+    try:
+        getattr(getattr(bpy.ops, module), name).get_rna_type()
+    except KeyError:
+        return False
+    return True
+
+
+class _OperatorProps:
+    """What layout.operator returns: only the operator's own properties may be set."""
+
+    def __init__(self, idname: str, missing: list) -> None:
+        module, name = idname.split(".")
+        props = getattr(getattr(bpy.ops, module), name).get_rna_type().properties
+        object.__setattr__(self, "_check", lambda key: key in props or missing.append(f"{idname}.{key}"))
+
+    def __setattr__(self, key: str, value: object) -> None:
+        self._check(key)
+
+
+class Layout:
+    """Stands in for a panel's UILayout (headless Blender has no region to draw in): records
+    each property drawn and names every property, operator or list that does not exist.
+    __slots__: a misspelt layout attribute raises, as it does on a real UILayout."""
+
+    __slots__ = ("missing", "drawn", "enabled", "alert", "scale_y", "use_property_split")
+
+    def __init__(self, missing: list, drawn: set) -> None:
+        self.missing, self.drawn = missing, drawn
+
+    def row(self, **kw: object) -> "Layout":
+        return Layout(self.missing, self.drawn)
+
+    column = box = row
+
+    def _prop(self, data: bpy.types.bpy_struct, name: str) -> None:
+        self.drawn.add((data.bl_rna.identifier, name))
+        if name not in data.bl_rna.properties:
+            self.missing.append(f"{data.bl_rna.identifier}.{name}")
+
+    def prop(self, data: bpy.types.bpy_struct, name: str, **kw: object) -> None:
+        self._prop(data, name)
+
+    def operator(self, idname: str, **kw: object) -> _OperatorProps | None:
+        if not operator_exists(idname):
+            self.missing.append(idname)
+            return None
+        return _OperatorProps(idname, self.missing)
+
+    def template_list(self, ui_list: str, list_id: str, data: bpy.types.bpy_struct, prop: str,
+                      active_data: bpy.types.bpy_struct, active_prop: str, **kw: object) -> None:
+        if not hasattr(bpy.types, ui_list):
+            self.missing.append(ui_list)
+        self._prop(data, prop)
+        self._prop(active_data, active_prop)
+
+    def template_ID(self, data: bpy.types.bpy_struct, prop: str, open: str = "", **kw: object) -> None:  # noqa: A002, N802
+        self._prop(data, prop)
+        if open and not operator_exists(open):
+            self.missing.append(open)
+
+    def label(self, **kw: object) -> None:
+        pass
+
+    progress = template_icon = separator = label
+
+
+def draw_panels() -> dict:
+    """Every panel of the tab drawn in each mode: idle; queued after a job failed for missing
+    models, the models box showing a download; the same with the download stopped on an
+    error. Returns the (class, property) pairs drawn and the names drawn that do not exist."""
+    missing: list = []
+    drawn: set = set()
+    panels = [c for c in bpy.types.Panel.__subclasses__() if c.__name__.startswith("CONJURE_PT_")]
+    wm, scene = bpy.context.window_manager.conjure, bpy.context.scene.conjure
+    failed = {"status": "queued", "queue_position": 2, "farm": "1/1 GPUs busy, 3 waiting", "error": "missing",
+              "hint": "download", "error_code": "model_missing"}
+    states = [({}, {}), (failed, {"status": "downloading", "downloading": True, "licences": "CC-BY-NC 4.0"}),
+              (failed, {"status": "error", "downloading": False, "error": "no space", "hint": "free some"})]
+    for mode in ("generate", "stylize", "edit"):
+        scene.mode = mode
+        for job, models in states:
+            for target, values in ((wm, job), (wm.models, models)):
+                for key, value in values.items():
+                    setattr(target, key, value)
+            for panel in panels:
+                panel.draw(type("Drawn", (), {"layout": Layout(missing, drawn)})(), bpy.context)
+    return {"missing": sorted(set(missing)), "drawn": sorted(drawn)}
+
+
 def scenario_register(work: Path, args: dict) -> dict:
-    out = {"ops": all(hasattr(bpy.ops.conjure, n) for n in ("generate", "stylize", "edit", "cancel",
-                                                            "free_backend", "install_backend", "wait")),
-           "panel": hasattr(bpy.types, "CONJURE_PT_main"), "scene_props": hasattr(bpy.types.Scene, "conjure")}
+    panels = {c.bl_idname: {"parent": getattr(c, "bl_parent_id", ""), "options": sorted(getattr(c, "bl_options", ()))}
+              for c in bpy.types.Panel.__subclasses__() if c.__name__.startswith("CONJURE_PT_")}
+    out = {"ops": {n: operator_exists(f"conjure.{n}") for n in OPERATORS}, "panels": panels,
+           "panel": hasattr(bpy.types, "CONJURE_PT_main"), "scene_props": hasattr(bpy.types.Scene, "conjure"),
+           "settings": sorted(p.identifier for p in bpy.context.scene.conjure.bl_rna.properties
+                              if p.identifier not in ("rna_type", "name")),
+           "draw": draw_panels()}
+    s = bpy.context.scene.conjure
+    slots = [bpy.ops.conjure.image_slot(remove=r) for r in (False, False, False, True)]
+    out["image_slot"] = {"results": [sorted(r) for r in slots], "images": len(s.images), "active": s.active_image}
     bpy.ops.preferences.addon_disable(module=MODULE)
     out["after_disable"] = {"scene_props": hasattr(bpy.types.Scene, "conjure"),
-                            "panel": hasattr(bpy.types, "CONJURE_PT_main")}
+                            "panel": hasattr(bpy.types, "CONJURE_PT_main"),
+                            "ops": [n for n in OPERATORS if operator_exists(f"conjure.{n}")]}
     bpy.ops.preferences.addon_enable(module=MODULE)
     out["re_enabled"] = hasattr(bpy.types, "CONJURE_PT_main")
     return out

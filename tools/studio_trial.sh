@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README "Studio", step by step, on one machine: a head and a second node, each with a CPU
+# docs/farm.md's steps, one by one, on one machine: a head and a second node, each with a CPU
 # stand-in for one GPU (the resource "conjure_gpu"), the front with two artists' tokens, a job
 # submitted from the command line, the farm's status; everything stopped at the end.
 # tests/test_farm.py runs it.   Usage: tools/studio_trial.sh [WORKDIR]

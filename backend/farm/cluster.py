@@ -64,7 +64,7 @@ def connect(address: str | None, **local: Any) -> None:
                  runtime_env={"py_modules": [str(BACKEND_DIR)], "excludes": ["__pycache__"]}, **local)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise FarmError(f"cannot reach the Ray cluster at {address!r}: {exc}; start it with `ray start "
-                        "--head` (README, Studio) or give --ray the head's address") from exc
+                        "--head` (docs/farm.md) or give --ray the head's address") from exc
 
 
 def job_files(job: FarmJob) -> dict:

@@ -46,7 +46,7 @@ class Farm:
         if workers < 1:
             self._shutdown_ray()
             raise FarmError(f"the cluster has no {resource!r} to run workers on: start GPU nodes with "
-                            "`ray start --address HEAD:6379` (README, Studio)")
+                            "`ray start --address HEAD:6379` (docs/farm.md)")
         need = {"num_gpus": 1} if resource == "GPU" else {"num_gpus": 0, "resources": {resource: 1}}
         # num_cpus=0: a worker's CPU threads are its GPU job's; max_concurrency: cancel, info
         # and free are answered while a job runs.

@@ -1,6 +1,6 @@
 """What a mesh file may refer to and how big it may be, checked before trimesh reads it.
 
-A job reads only its own files, local or remote (README, Security). Mesh formats can name
+A job reads only its own files, local or remote (docs/security.md). Mesh formats can name
 other files: glTF's `buffers[].uri` and `images[].uri`, OBJ's `mtllib` and the texture
 maps inside the MTL, PLY's `comment TextureFile`. trimesh's default resolver opens any
 such name, absolute or `../`, as given (and `/dev/zero` until memory runs out). Here:

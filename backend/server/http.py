@@ -15,7 +15,7 @@ mesh), follows that job's events by long-polling, and downloads its outputs.
 POST /jobs may carry "priority": low | normal | high on a farm (serve --ray, backend/farm),
 which serves users fairly: each token is a user (--users), round robin between them.
 
-Trust (README "Security"): with a token every request needs `Authorization: Bearer
+Trust (docs/security.md): with a token every request needs `Authorization: Bearer
 <token>`; a server on a non-loopback address refuses to start without one. A job reads only
 the files uploaded with it (every path field is confined to its upload folder, models are
 the server's own, the preset a name). Job ids and file names are plain names (no dots
