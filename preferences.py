@@ -6,8 +6,10 @@ from pathlib import Path
 
 import bpy
 
-PRESETS = [("draft", "Draft", "A few minutes: quick look"), ("standard", "Standard", "The papers' settings (GPU)"),
-           ("high", "High", "Larger grids and textures, SGC (large GPU)")]
+from .backend.pipeline.preset_files import describe, preset_names
+
+# The backend's presets (its files, quickest first), not a list of the add-on's own
+PRESETS = [(name, name.title(), describe(name)) for name in preset_names()]
 
 
 def venv_dir(create: bool = False) -> Path:

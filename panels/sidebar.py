@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bpy
 
+from ..backend.job import MODALITIES
 from ..backend.pipeline.memory_budget import estimated_peak_gb
 from ..preferences import draw_models, prefs
 
@@ -55,9 +56,8 @@ class CONJURE_PT_main(bpy.types.Panel):
         box = layout.box()
         box.label(text="Weights")
         r = box.row(align=True)
-        r.prop(s, "weight_text")
-        r.prop(s, "weight_images")
-        r.prop(s, "weight_audio")
+        for m in MODALITIES:
+            r.prop(s, f"weight_{m}")
         layout.template_ID(s, "style_image", open="image.open")
         row = layout.row(align=True)
         row.prop(s, "preset")
@@ -74,8 +74,7 @@ class CONJURE_PT_main(bpy.types.Panel):
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.enabled = not state.running
-        op = {"generate": "conjure.generate", "stylize": "conjure.stylize", "edit": "conjure.edit"}[s.mode]
-        row.operator(op, icon="SHADERFX")
+        row.operator(f"conjure.{s.mode}", icon="SHADERFX")  # one operator per mode, named by it
         row = layout.row(align=True)
         row.enabled = state.running
         row.operator("conjure.cancel", icon="CANCEL")
