@@ -1,6 +1,6 @@
 """Conjure: a Blender 4.2+ extension. This module only registers; the add-on's parts live
 in preferences.py, properties.py, operators/ and panels/. Nothing here imports torch: the
-generation backend runs in its own process (backend/, talked to through backend/client.py).
+generation backend runs in its own process (backend/, talked to through backend/client/).
 Imports happen in register() so that the repository can also be imported without bpy.
 """
 

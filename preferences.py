@@ -8,11 +8,12 @@ from pathlib import Path
 
 import bpy
 
+from .backend.pipeline.preset_files import describe, preset_names
 from .operators.install_plan import venv_layout, windows_uv_cache, windows_venv
 
 REFUSED = "cannot install here: "  # Install Backend's status when this machine is not supported
-PRESETS = [("draft", "Draft", "A few minutes: quick look"), ("standard", "Standard", "The papers' settings (GPU)"),
-           ("high", "High", "Larger grids and textures, SGC (large GPU)")]
+# The backend's presets (its files, quickest first), not a list of the add-on's own
+PRESETS = [(name, name.title(), describe(name)) for name in preset_names()]
 
 
 def _local_appdata() -> str:

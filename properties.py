@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import bpy
 
+from .backend.job import DEFAULT_WEIGHT, MODALITIES, MODE_HELP, MODES
 from .preferences import PRESETS
 
-MODES = [("generate", "Generate", "A new object from the prompt"),
-         ("stylize", "Stylize selected", "Restyle the selected mesh from a style image (and text)"),
-         ("edit", "Edit selected", "Change the selected mesh as the prompt says")]
+MODE_ITEMS = [(m, m.title() if m == "generate" else f"{m.title()} selected", MODE_HELP[m]) for m in MODES]
 
 
 class ConjureImageItem(bpy.types.PropertyGroup):
@@ -21,11 +20,8 @@ class ConjureSettings(bpy.types.PropertyGroup):
     images: bpy.props.CollectionProperty(type=ConjureImageItem)
     active_image: bpy.props.IntProperty()
     audio: bpy.props.StringProperty(name="Sound", subtype="FILE_PATH", description="WAV, FLAC or OGG clip")
-    weight_text: bpy.props.FloatProperty(name="Text", default=1.0, min=0.0, soft_max=2.0)
-    weight_images: bpy.props.FloatProperty(name="Images", default=1.0, min=0.0, soft_max=2.0)
-    weight_audio: bpy.props.FloatProperty(name="Sound", default=1.0, min=0.0, soft_max=2.0)
     style_image: bpy.props.PointerProperty(type=bpy.types.Image, name="Style image")
-    mode: bpy.props.EnumProperty(name="Mode", items=MODES)
+    mode: bpy.props.EnumProperty(name="Mode", items=MODE_ITEMS)
     preset: bpy.props.EnumProperty(name="Preset", items=[("DEFAULT", "Default", "The preferences' default preset")]
                                    + PRESETS)
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
@@ -39,6 +35,12 @@ class ConjureSettings(bpy.types.PropertyGroup):
     pbr: bpy.props.BoolProperty(name="PBR", default=False,
                                 description="Learn roughness and metallic maps along with the colours (from lit "
                                             "views); off: the preset's constant roughness and metallic")
+
+
+# weight_text, weight_images, weight_audio: one per modality the job's prompt has
+ConjureSettings.__annotations__.update(
+    {f"weight_{m}": bpy.props.FloatProperty(name=m.title(), default=DEFAULT_WEIGHT, min=0.0, soft_max=2.0)
+     for m in MODALITIES})
 
 
 class ConjureModelRole(bpy.types.PropertyGroup):

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .models_cli import add_parser as add_models_parser
 from . import protocol
+from .job import parse_job
 from .protocol import PRIORITIES
 from .models_cli import main as models_main
 
@@ -117,7 +118,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # unreachable server, wrong token
         return _fail(str(exc))
     try:
-        job_id = client.submit(raw, path.parent, out)
+        job_id = client.submit(parse_job(raw), path.parent, out)
     except ValueError as exc:  # protocol.JobError: checked here before anything is uploaded
         client.close()
         return _fail(f"invalid job: {exc}")
@@ -162,7 +163,7 @@ def doctor() -> dict:
                                        for i in range(torch.cuda.device_count())]
     except ImportError:
         report["cuda"], report["devices"] = False, []
-    from .pipeline.config import preset_names
+    from .pipeline.preset_files import preset_names
     from .render.raster import nvdiffrast_available
 
     report["rasterizers"] = ["torch"] + (["nvdiffrast"] if nvdiffrast_available() else [])

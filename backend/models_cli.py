@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-MODES = ("generate", "stylize", "edit")
+from .job import MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,13 +27,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _wanted(args: argparse.Namespace) -> list[str]:
+    from .job import Job, parse_job
     from .pipeline.guidance_terms import needed_roles
 
     roles = set(args.roles)
     if args.for_job:
-        roles |= needed_roles(json.loads(Path(args.for_job).read_text()))
-    if args.mode:
-        roles |= needed_roles({"mode": args.mode, **({"preset": args.preset} if args.preset else {})})
+        roles |= needed_roles(parse_job(json.loads(Path(args.for_job).read_text())))
+    if args.mode:  # a job of that mode and preset with a text prompt (an image prompt needs fewer)
+        roles |= needed_roles(Job(mode=args.mode, **({"preset": args.preset} if args.preset else {})))
     if not roles:
         raise SystemExit("name roles, --for-job JOB.json or --mode MODE [--preset P]")
     return sorted(roles)

@@ -1,9 +1,6 @@
-"""Job schema and validation (SPEC Sec. 11) and the wire protocol between the add-on and
-the backend server. Standard library only: the Blender add-on imports this module too.
-
-`validate_job(raw, base_dir)` returns a normalised copy with every path made absolute
-(relative paths are relative to the job file's folder) or raises JobError naming the
-offending field. Nothing is checked lazily: a job that passes can start.
+"""The wire protocol between the add-on and the backend server, and how every JSON that
+arrives is read. Standard library only: the Blender add-on imports this module too. The job
+itself is backend/job.py.
 
 Every JSON that arrives (job files, stdio lines, HTTP bodies) is read by `loads`: Python's
 reader alone accepts NaN / Infinity literals, turns 1e400 into infinity, keeps the last of
@@ -15,30 +12,11 @@ is refused naming its dotted field (`first_unusable`; overrides by pipeline.conf
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
 from pathlib import Path
 from typing import Any
-
-JOB_VERSION = 1
-MODES = ("generate", "stylize", "edit")
-GUIDANCE = ("paper", "oracle")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tga", ".tif", ".tiff")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
-
-JOB_DEFAULTS: dict[str, Any] = {
-    "version": JOB_VERSION, "mode": "generate", "prompt": {}, "style_image": None, "mesh": None,
-    "preset": "draft", "models": "default", "guidance": "paper", "oracle": None, "seed": 0,
-    "device": "auto", "overrides": {}, "allow_downloads": False,
-}
-_PROMPT_KEYS = {"text": str, "images": list, "audio": str, "weights": dict}
-_WEIGHT_KEYS = ("text", "images", "audio")
-WEIGHT_RANGE = (0.0, 100.0)  # a modality's relative weight in the Modality Similarity loss
-DEFAULT_WEIGHT = 1.0  # a given modality's weight when the job names none
-
 
 class JobError(ValueError):
     """An invalid job; `field` names the key (dotted) at fault."""
@@ -189,172 +167,6 @@ def read_manifest(path: str | Path) -> dict[str, str]:
     return raw
 
 
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,2})?")
-
-
-def _type_name(t: type | tuple) -> str:
-    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
-
-
-def _check_type(field: str, value: Any, expected: type | tuple) -> None:
-    if isinstance(value, bool) and expected in (int, float, (int, float)):
-        raise JobError(field, f"expected {_type_name(expected)}, got bool")
-    if not isinstance(value, expected):
-        raise JobError(field, f"expected {_type_name(expected)}, got {type(value).__name__}")
-
-
-MAX_TEXT = 4000  # characters of a text prompt (the encoders read 77 tokens of it)
-MAX_PATH = 4096  # characters of a path (PATH_MAX on Linux)
-
-
-def _path(field: str, value: Any) -> Path:
-    """A path-valued field as a Path: a non-empty string without NUL bytes (the OS refuses
-    those) and of a length the OS can look up."""
-    _check_type(field, value, str)
-    if not value or "\x00" in value or len(value) > MAX_PATH:
-        raise JobError(field, "not a usable path (empty, a NUL byte, or over 4096 characters)")
-    return Path(value)
-
-
-def _is(check: str, path: Path) -> bool:
-    """path.is_file() / .exists(), False where the OS cannot look the name up (a component
-    over NAME_MAX raises instead of answering)."""
-    try:
-        return getattr(path, check)()
-    except OSError:
-        return False
-
-
-def _file(field: str, value: Any, base: Path, suffixes: tuple[str, ...], confined: bool = False) -> str:
-    path = _path(field, value)
-    if confined and (path.is_absolute() or ".." in path.parts or
-                     not (base / path).resolve().is_relative_to(base.resolve())):
-        raise JobError(field, f"{value!r}: a remote job may only name files uploaded with it")
-    path = path if path.is_absolute() else (base / path)
-    if not _is("is_file", path):
-        raise JobError(field, f"file not found: {path}")
-    if path.suffix.lower() not in suffixes:
-        raise JobError(field, f"{path.name}: unsupported file type; use one of {', '.join(suffixes)}")
-    return str(path.resolve())
-
-
-def validate_job(raw: Any, base_dir: str | Path, confined: bool = False) -> dict:
-    """confined: a job from the network; every file it names must lie inside base_dir (its
-    upload folder) and it uses the server's own models."""
-    base = Path(base_dir)
-    if not isinstance(raw, dict):
-        raise JobError("job", f"expected a JSON object, got {type(raw).__name__}")
-    # overrides are checked key by key against the typed presets (pipeline.config.resolve)
-    bad = first_unusable({k: v for k, v in raw.items() if k != "overrides"})
-    if bad:
-        raise JobError(*bad)
-    unknown = sorted(set(raw) - set(JOB_DEFAULTS))
-    if unknown:
-        raise JobError(unknown[0], f"unknown key; allowed: {', '.join(JOB_DEFAULTS)}")
-    job = {**copy.deepcopy(JOB_DEFAULTS), **copy.deepcopy(raw)}
-    if job["version"] != JOB_VERSION:
-        raise JobError("version", f"unsupported job version {job['version']!r}; this backend reads {JOB_VERSION}")
-    for key, choices in (("mode", MODES), ("guidance", GUIDANCE)):
-        if job[key] not in choices:
-            raise JobError(key, f"{job[key]!r} is not one of {', '.join(choices)}")
-    for key, t in (("preset", str), ("models", str), ("device", str), ("seed", int), ("overrides", dict),
-                   ("allow_downloads", bool)):
-        _check_type(key, job[key], t)
-    if not 0 <= job["seed"] < 2 ** 63:
-        raise JobError("seed", f"{job['seed']} is outside [0, 2^63)")
-    if not _DEVICE.fullmatch(job["device"]):
-        raise JobError("device", f"{job['device']!r}: use auto, cpu, cuda or cuda:N")
-    if not _NAME.fullmatch(job["preset"]):
-        raise JobError("preset", f"{job['preset']!r}: a preset is a name (letters, digits, _ and -)")
-    _check_type("prompt", job["prompt"], dict)
-    prompt = job["prompt"]
-    for key, value in prompt.items():
-        if key not in _PROMPT_KEYS:
-            raise JobError(f"prompt.{key}", f"unknown key; allowed: {', '.join(_PROMPT_KEYS)}")
-        _check_type(f"prompt.{key}", value, _PROMPT_KEYS[key])
-    if "text" in prompt:
-        if len(prompt["text"]) > MAX_TEXT:
-            raise JobError("prompt.text", f"{len(prompt['text'])} characters; a prompt has at most {MAX_TEXT}")
-        prompt["text"] = prompt["text"].strip()
-        if not prompt["text"]:
-            del prompt["text"]
-    prompt["images"] = [_file(f"prompt.images[{i}]", p, base, IMAGE_SUFFIXES, confined)
-                        for i, p in enumerate(prompt.get("images", []))]
-    if "audio" in prompt:
-        prompt["audio"] = _file("prompt.audio", prompt["audio"], base, AUDIO_SUFFIXES, confined)
-    weights = prompt.setdefault("weights", {})
-    for key, value in weights.items():
-        if key not in _WEIGHT_KEYS:
-            raise JobError(f"prompt.weights.{key}", f"unknown modality; allowed: {', '.join(_WEIGHT_KEYS)}")
-        _check_type(f"prompt.weights.{key}", value, (int, float))
-        if not WEIGHT_RANGE[0] <= value <= WEIGHT_RANGE[1]:
-            raise JobError(f"prompt.weights.{key}", f"{value!r} is outside [{WEIGHT_RANGE[0]:g}, {WEIGHT_RANGE[1]:g}]")
-    if job["models"] not in ("default", "tiny"):
-        if confined:
-            raise JobError("models", "a remote job uses the server's models: default or tiny")
-        models = _path("models", job["models"])
-        models = models if models.is_absolute() else base / models
-        if not _is("exists", models):
-            raise JobError("models", f"not found: {models}; use default, tiny, a models folder or a manifest file")
-        if _is("is_file", models):
-            try:
-                read_manifest(models)
-            except ValueError as exc:
-                raise JobError("models", f"{models.name}: {exc}") from None
-        job["models"] = str(models.resolve())
-    if job["style_image"] is not None:
-        job["style_image"] = _file("style_image", job["style_image"], base, IMAGE_SUFFIXES, confined)
-    if job["mesh"] is not None:
-        job["mesh"] = _file("mesh", job["mesh"], base, MESH_SUFFIXES, confined)
-    elif job["mode"] in ("stylize", "edit"):
-        raise JobError("mesh", f"mode {job['mode']!r} needs the mesh to work on")
-    if job["guidance"] == "oracle":
-        oracle = job["oracle"]
-        if not isinstance(oracle, dict) or "target_mesh" not in oracle:
-            raise JobError("oracle.target_mesh", "oracle guidance needs a target mesh")
-        extra = sorted(set(oracle) - {"target_mesh"})
-        if extra:
-            raise JobError(f"oracle.{extra[0]}", "unknown key; allowed: target_mesh")
-        job["oracle"] = {"target_mesh": _file("oracle.target_mesh", oracle["target_mesh"], base, MESH_SUFFIXES,
-                                              confined)}
-    else:
-        if job["oracle"] is not None:
-            raise JobError("oracle", "only used with \"guidance\": \"oracle\"")
-        has_prompt = any(k in prompt for k in ("text", "audio")) or prompt["images"]
-        if job["mode"] != "stylize" and not has_prompt:
-            raise JobError("prompt", "empty prompt: give text, reference images or an audio clip")
-        if job["mode"] == "stylize" and not (job["style_image"] or has_prompt):
-            raise JobError("style_image", "stylize needs a style image or a prompt")
-        given = [k for k in _WEIGHT_KEYS if prompt.get(k)]
-        if given and not any(weights.get(k, DEFAULT_WEIGHT) > 0 for k in given):
-            raise JobError("prompt.weights", f"every part of the prompt given ({', '.join(given)}) has weight 0: "
-                                             "nothing is left to guide the job; give one a weight above 0")
-    return job
-
-
-def job_inputs(job: dict) -> list[tuple[str, str]]:
-    """(field, absolute path) of every input file a validated job names."""
-    found = [(f"prompt.images[{i}]", p) for i, p in enumerate(job["prompt"].get("images", []))]
-    for field, path in (("prompt.audio", job["prompt"].get("audio")), ("style_image", job["style_image"]),
-                        ("mesh", job["mesh"]), ("oracle.target_mesh", (job["oracle"] or {}).get("target_mesh"))):
-        if path:
-            found.append((field, path))
-    return found
-
-
-def set_input(job: dict, field: str, value: str) -> None:
-    """Set an input path named as job_inputs names it (e.g. "prompt.images[1]")."""
-    if field.startswith("prompt.images["):
-        job["prompt"]["images"][int(field[len("prompt.images["):-1])] = value
-    elif field == "prompt.audio":
-        job["prompt"]["audio"] = value
-    elif field == "oracle.target_mesh":
-        job["oracle"]["target_mesh"] = value
-    else:
-        job[field] = value
-
-
 # --- Wire protocol (serve --stdio / --http) ------------------------------------------------
 # One JSON object per line, UTF-8, each with "v": PROTOCOL_VERSION and a "type".
 #   client -> server: submit {id, job, base_dir, out_dir}, cancel {id}, free, ping, shutdown,
@@ -408,7 +220,7 @@ def decode(line: str | bytes, expected: tuple[str, ...]) -> dict:
         raise ProtocolError(str(exc), about if isinstance(about, str) else None) from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
-    bad = first_unusable({k: v for k, v in msg.items() if k != "job"})  # a job: validate_job names its field
+    bad = first_unusable({k: v for k, v in msg.items() if k != "job"})  # a job: parse_job names its field
     if bad:
         raise ProtocolError(f"{bad[0]}: {bad[1]}", msg["id"] if isinstance(msg.get("id"), str) else None)
     if msg.get("v") != PROTOCOL_VERSION:

@@ -42,10 +42,13 @@ def ramp_at(ramp: tuple[float, float], step: int, total: int) -> float:
 
 
 def setting(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
-            parse: Callable[[Any, str], Any] | None = None) -> Any:
-    """A config field: its default (none: required), its inclusive range (for a number, a
-    list's items, a Span's ends), or its own parser (data, dotted path) -> value."""
+            parse: Callable[[Any, str], Any] | None = None, factory: Callable[[], Any] | None = None) -> Any:
+    """A config field: its default (none: required; factory: made anew for each record, for
+    a value that cannot be shared), its inclusive range (for a number, a list's items, a
+    Span's ends), or its own parser (data, dotted path) -> value."""
     meta = {k: v for k, v in (("lo", lo), ("hi", hi), ("parse", parse)) if v is not None}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 

@@ -15,14 +15,21 @@ from pathlib import Path
 
 import bpy
 
+from ..backend.job import MESH_MODES, MODALITIES, Job, output_overrides, parse_job
 from ..preferences import prefs
 from .result_import import export_selected_mesh, import_result
 from .session import SESSION
 
-WEIGHT_KEYS = ("text", "images", "audio")
-# PBR: the share of phase III's views lit (roughness and metallic only show under light;
-# the other half stay unlit, where the base colour is seen as it is)
-PBR_LIT_SHARE = 0.5
+
+# A job folder holds the job once (JOB_FILE, the typed job as JSON) and, beside it, what
+# only the add-on needs to import the result (IMPORT_FILE); the backend's out/ folder
+# keeps its own self-contained copy with the inputs.
+JOB_FILE, IMPORT_FILE = "job_request.json", "addon.json"
+
+
+def read_job_file(folder: Path) -> Job:
+    """The job a folder holds (Resume, downloading what it needs)."""
+    return parse_job(json.loads((folder / JOB_FILE).read_text()))
 
 
 def _jobs_root() -> Path:
@@ -75,8 +82,8 @@ class JobOperator:
     images: bpy.props.StringProperty(name="Images", description="JSON list of file paths or image names")
     audio: bpy.props.StringProperty(name="Sound", subtype="FILE_PATH")
     style_image: bpy.props.StringProperty(name="Style image", description="File path or image name")
-    weights: bpy.props.FloatVectorProperty(name="Weights", size=3, default=(1.0, 1.0, 1.0), min=0.0,
-                                           description="Text, images, sound")
+    weights: bpy.props.FloatVectorProperty(name="Weights", size=len(MODALITIES), default=(1.0,) * len(MODALITIES),
+                                           min=0.0, description=", ".join(MODALITIES).capitalize())
     preset: bpy.props.StringProperty(name="Preset")
     models: bpy.props.StringProperty(name="Models", description="default, tiny, a folder or a manifest")
     overrides: bpy.props.StringProperty(name="Overrides", description="JSON object of dotted preset keys")
@@ -92,8 +99,9 @@ class JobOperator:
     def _value(self, name: str, panel_value):  # noqa: ANN001, ANN202
         return getattr(self, name) if self.properties.is_property_set(name) else panel_value
 
-    def build_job(self, context: bpy.types.Context, folder: Path) -> tuple[dict, str]:
-        """-> (job dict with paths relative to folder or absolute, target object name)."""
+    def build_job(self, context: bpy.types.Context, folder: Path) -> tuple[Job, str]:
+        """-> (the job, its paths absolute; the target object's name). A field the backend
+        would refuse is refused here (JobError naming it), before anything is sent."""
         s, p = context.scene.conjure, prefs(context)
         text = self._value("prompt", s.prompt).strip()
         if self.properties.is_property_set("images"):
@@ -106,41 +114,38 @@ class JobOperator:
         images = [_image_file(r, folder, i) for i, r in enumerate(refs)]
         audio = self._value("audio", s.audio)
         style = self._value("style_image", s.style_image.name if s.style_image else "")
-        weights = self._value("weights", (s.weight_text, s.weight_images, s.weight_audio))
+        weights = self._value("weights", [getattr(s, f"weight_{m}") for m in MODALITIES])
         preset = self._value("preset", s.preset)
         preset = p.default_preset if preset in ("", "DEFAULT") else preset
         try:
             overrides = json.loads(self.overrides) if self.overrides.strip() else {}
         except json.JSONDecodeError as exc:
             raise RuntimeError(f"overrides must be a JSON object ({exc})") from exc
-        # The panel's sizes are export overrides; explicit overrides win.
-        faces, size = self._value("max_faces", s.max_faces), int(self._value("texture_size", int(s.texture_size)))
-        if faces > 0:
-            overrides.setdefault("export.max_faces", faces)
-        if size > 0:
-            overrides.setdefault("export.texture_size", size)
-        if self._value("pbr", s.pbr):
-            overrides.setdefault("phase3.material", "pbr")
-            overrides.setdefault("phase3.shading.lambertian", PBR_LIT_SHARE)
-        prompt: dict = {"weights": dict(zip(WEIGHT_KEYS, map(float, weights)))}
+        if not isinstance(overrides, dict):
+            raise RuntimeError("overrides must be a JSON object of dotted preset keys")
+        # The panel's output settings; explicit overrides win.
+        overrides = {**output_overrides(self._value("max_faces", s.max_faces),
+                                        int(self._value("texture_size", int(s.texture_size))),
+                                        self._value("pbr", s.pbr)), **overrides}
+        prompt: dict = {"weights": dict(zip(MODALITIES, map(float, weights)))}
         if text:
             prompt["text"] = text
         if images:
             prompt["images"] = images
         if audio:
             prompt["audio"] = bpy.path.abspath(audio)
-        job = {"version": 1, "mode": self.mode, "prompt": prompt, "preset": preset,
+        raw = {"mode": self.mode, "prompt": prompt, "preset": preset,
                "models": self._value("models", p.models) or "default", "seed": self._value("seed", s.seed),
                "device": p.device, "overrides": overrides,
                "allow_downloads": bool(p.allow_downloads and bpy.app.online_access)}
         if style:
-            job["style_image"] = _image_file(style, folder, 99)
+            raw["style_image"] = _image_file(style, folder, 99)
         target = ""
-        if self.mode in ("stylize", "edit"):
+        if self.mode in MESH_MODES:
             obj = context.active_object
-            job["mesh"] = str(export_selected_mesh(obj, folder / "input_mesh.glb"))
+            raw["mesh"] = str(export_selected_mesh(obj, folder / "input_mesh.glb"))
             target = obj.name
-        return job, target
+        return parse_job(raw), target
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         return self.execute(context)
@@ -153,11 +158,10 @@ class JobOperator:
         try:
             folder = _new_job_dir(text, self.mode)
             job, target = self.build_job(context, folder)
-            (folder / "job_request.json").write_text(json.dumps(job, indent=2))
+            (folder / JOB_FILE).write_text(json.dumps(job.to_json(), indent=2))
             quads = bool(self._value("quads", context.scene.conjure.quads))
-            (folder / "addon.json").write_text(json.dumps({"mode": self.mode, "prompt": text, "target": target,
-                                                           "quads": quads}))
-            submit_in(folder, job, self.mode, text, target, quads)
+            (folder / IMPORT_FILE).write_text(json.dumps({"target": target, "quads": quads}))
+            submit_in(folder, job, target, quads)
         except Exception as exc:  # noqa: BLE001 (shown to the user, Blender goes on)
             return _refused(self, context, exc)
         return self.follow(context)
@@ -200,14 +204,14 @@ class JobOperator:
         return {"CANCELLED"}
 
 
-def submit_in(folder: Path, job: dict, mode: str, text: str, target: str, quads: bool = False) -> None:
+def submit_in(folder: Path, job: Job, target: str, quads: bool = False) -> None:
     """Submit a job in its folder; its result is imported when it arrives (bpy.context at
     that time, not the operator's: the operator may be long gone)."""
     def on_result(msg: dict) -> None:
-        obj = import_result(msg["glb"], folder, text, mode, target, quads)
+        obj = import_result(msg["glb"], folder, job.prompt.words, job.mode, target, quads)
         bpy.context.window_manager.conjure.result_object = obj.name
 
-    SESSION.submit(job, folder, mode, text, target, on_result)
+    SESSION.submit(job, folder, target, on_result)
 
 
 def _refused(op: bpy.types.Operator, context: bpy.types.Context, exc: Exception) -> set[str]:
@@ -232,9 +236,9 @@ class CONJURE_OT_resume(JobOperator, bpy.types.Operator):
             return {"CANCELLED"}
         folder = SESSION.last.job_dir
         try:
-            job = json.loads((folder / "job_request.json").read_text())
-            meta = json.loads((folder / "addon.json").read_text())
-            submit_in(folder, job, meta["mode"], meta["prompt"], meta["target"], meta.get("quads", False))
+            job = read_job_file(folder)
+            meta = json.loads((folder / IMPORT_FILE).read_text())
+            submit_in(folder, job, meta["target"], meta.get("quads", False))
         except Exception as exc:  # noqa: BLE001 (shown to the user, Blender goes on)
             return _refused(self, context, exc)
         return self.follow(context)

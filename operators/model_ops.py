@@ -9,14 +9,14 @@ from pathlib import Path
 
 import bpy
 
+from ..backend.job import Job
+from .job_ops import JOB_FILE, read_job_file
 from .session import SESSION
 
 
-def _last_job() -> dict | None:
-    """The job that failed for missing models (its request is kept in its folder)."""
-    folder = Path(bpy.context.window_manager.conjure.job_dir or "")
-    request = folder / "job_request.json"
-    return json.loads(request.read_text()) if request.is_file() else None
+def _job_in(folder: str) -> Job | None:
+    """The job a folder holds (the last one, which failed for missing models), if any."""
+    return read_job_file(Path(folder)) if folder and (Path(folder) / JOB_FILE).is_file() else None
 
 
 class CONJURE_OT_models_status(bpy.types.Operator):
@@ -53,7 +53,12 @@ class CONJURE_OT_models_download(bpy.types.Operator):
             self.report({"ERROR"}, "online access is off (Preferences > System > Network): downloads need it")
             return {"CANCELLED"}
         m = context.window_manager.conjure.models
-        job = _last_job() if self.for_job else None
+        job_dir = context.window_manager.conjure.job_dir if self.for_job else ""
+        try:
+            job = _job_in(job_dir)
+        except (OSError, ValueError) as exc:  # a job file edited by hand
+            self.report({"ERROR"}, f"the last job's {JOB_FILE} cannot be read: {exc}")
+            return {"CANCELLED"}
         if self.for_job and job is None:
             self.report({"ERROR"}, "no job to download for: run one first")
             return {"CANCELLED"}
@@ -64,7 +69,7 @@ class CONJURE_OT_models_download(bpy.types.Operator):
             return {"CANCELLED"}
         if not roles and job is None:
             roles = [r.role for r in m.roles if not r.present]
-        m.request = json.dumps({"roles": roles, "job": job})
+        m.request = json.dumps({"roles": roles, "job_dir": job_dir})
         try:
             SESSION.models("download", roles=roles, job=job, accept_licences=self.accept_licences)
         except RuntimeError as exc:
@@ -84,8 +89,9 @@ class CONJURE_OT_models_accept(bpy.types.Operator):
         m = context.window_manager.conjure.models
         request = json.loads(m.request or "{}")
         try:
-            SESSION.models("download", roles=request.get("roles", []), job=request.get("job"), accept_licences=True)
-        except RuntimeError as exc:
+            SESSION.models("download", roles=request.get("roles", []), job=_job_in(request.get("job_dir", "")),
+                           accept_licences=True)
+        except (RuntimeError, OSError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         if bpy.app.background:

@@ -17,16 +17,18 @@ from typing import Callable
 import bpy
 
 from ..backend.client import Backend, HttpBackend, StdioBackend
+from ..backend.job import Job
 from ..preferences import prefs, venv_python
 
 ADDON_ROOT = Path(__file__).resolve().parents[1]  # holds backend/
 
 
 @dataclass
-class Job:
+class RunningJob:
+    """A submitted job as the session follows it."""
+
     id: str
-    mode: str
-    prompt: str
+    job: Job
     job_dir: Path
     target: str = ""  # stylize / edit: the object worked on
     on_result: Callable[[dict], None] | None = None
@@ -36,8 +38,8 @@ class Job:
 class Session:
     def __init__(self) -> None:
         self.backend: Backend | None = None
-        self.job: Job | None = None
-        self.last: Job | None = None  # the last job that ended unfinished (Resume)
+        self.job: RunningJob | None = None
+        self.last: RunningJob | None = None  # the last job that ended unfinished (Resume)
 
     # -- backend --------------------------------------------------------------------------
     def _python(self) -> str:
@@ -81,15 +83,15 @@ class Session:
             self.backend = None
 
     # -- jobs -----------------------------------------------------------------------------
-    def submit(self, job: dict, job_dir: Path, mode: str, prompt: str, target: str = "",
-               on_result: Callable[[dict], None] | None = None) -> Job:
+    def submit(self, job: Job, job_dir: Path, target: str = "",
+               on_result: Callable[[dict], None] | None = None) -> RunningJob:
         """Run a job in job_dir (a folder with checkpoints resumes from them)."""
         if self.job is not None:
             raise RuntimeError("a job is already running: cancel it or wait for it")
         state = bpy.context.window_manager.conjure
         backend = self.ensure_backend()
         job_id = backend.submit(job, job_dir, job_dir / "out")
-        self.job = Job(job_id, mode, prompt, job_dir, target, on_result)
+        self.job = RunningJob(job_id, job, job_dir, target, on_result)
         self.last = None
         state.running, state.status, state.error, state.hint, state.error_code = True, "queued", "", "", ""
         state.phase, state.step, state.total, state.progress, state.eta_s = "", 0, 0, 0.0, 0.0

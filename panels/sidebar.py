@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bpy
 
+from ..backend.job import MODALITIES
 from ..backend.pipeline.memory_budget import estimated_peak_gb
 from ..preferences import draw_models, prefs
 
@@ -67,9 +68,8 @@ class CONJURE_PT_weights(_Tab, bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         s = context.scene.conjure
         col = self.layout.column(align=True)
-        col.prop(s, "weight_text")
-        col.prop(s, "weight_images")
-        col.prop(s, "weight_audio")
+        for m in MODALITIES:
+            col.prop(s, f"weight_{m}")
 
 
 class CONJURE_PT_style(_Section, bpy.types.Panel):
@@ -110,8 +110,7 @@ class CONJURE_PT_progress(_Section, bpy.types.Panel):
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.enabled = not state.running
-        op = {"generate": "conjure.generate", "stylize": "conjure.stylize", "edit": "conjure.edit"}[s.mode]
-        row.operator(op, icon="SHADERFX")
+        row.operator(f"conjure.{s.mode}", icon="SHADERFX")  # one operator per mode, named by it
         row = layout.row(align=True)
         row.enabled = state.running
         row.operator("conjure.cancel", icon="CANCEL")

@@ -121,6 +121,27 @@ def test_the_addon_reads_no_attribute_blender_6_removes():
     assert [str(p.relative_to(root)) for p in sources if ".use_nodes" in p.read_text()] == []
 
 
+def test_the_addon_declares_no_preset_mode_or_weight_list_of_its_own():
+    """Presets, modes and prompt modalities come from the backend (backend/job.py, the
+    preset files): no add-on module writes a preset's name, nor a list of two or more modes
+    or modalities, as literals."""
+    from backend.job import MODALITIES, MODES
+    from backend.pipeline.preset_files import preset_names
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in [*root.glob("*.py"), *(root / "operators").glob("*.py"), *(root / "panels").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in preset_names():
+                found.append(f"{path.name}:{node.lineno} preset {node.value!r}")
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                words = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                for kind, names in (("modes", MODES), ("modalities", MODALITIES)):
+                    if len(words & set(names)) >= 2:
+                        found.append(f"{path.name}:{node.lineno} {kind} {sorted(words & set(names))}")
+    assert found == []
+
+
 def test_the_errors_a_job_can_end_with_are_caught_without_importing_torch():
     """backend/errors.py holds them all; the server's job module catches them from there."""
     import subprocess

@@ -208,6 +208,7 @@ def test_the_add_on_runs_a_generate_on_a_ray_farm_unchanged(extension, tmp_path)
     import socket
 
     from backend.client import HttpBackend
+    from backend.job import parse_job
 
     from .farm_cluster import RESOURCE, local_cluster
     from .helpers import TINY, oracle_job
@@ -227,12 +228,12 @@ def test_the_add_on_runs_a_generate_on_a_ray_farm_unchanged(extension, tmp_path)
             other = HttpBackend(f"http://127.0.0.1:{port}", tokens["other"], poll_wait=1.0)
             local = tmp_path / "other"
             local.mkdir()
-            first = other.submit(oracle_job(local, overrides=TINY), local, local / "o1")
+            first = other.submit(parse_job(oracle_job(local, overrides=TINY)), local, local / "o1")
             end = time.monotonic() + 120
             while not any(w["job"] == first for w in other.status()["workers"]):
                 assert time.monotonic() < end
                 time.sleep(0.2)
-            other.submit(oracle_job(local, overrides=TINY), local, local / "o2")
+            other.submit(parse_job(oracle_job(local, overrides=TINY)), local, local / "o2")
             (tmp_path / "blender").mkdir()
             r = drive(extension, "farm", tmp_path / "blender", {
                 "url": f"http://127.0.0.1:{port}", "token": tokens["artist"],

@@ -16,6 +16,7 @@ import pytest
 import trimesh
 
 from backend.client import HttpBackend
+from backend.job import parse_job
 
 from .farm_cluster import RESOURCE, local_cluster, needs_ray
 from .helpers import ROOT, TINY, assert_clean_gltf, oracle_job
@@ -116,11 +117,11 @@ def test_three_jobs_from_two_users_over_http_with_queue_positions_and_status(clu
         def running(job_id: str) -> bool:
             return any(e["type"] == "log" and e["message"].startswith("running on") for e in seen.get(job_id, []))
 
-        a1 = alice.submit(oracle_job(local, overrides=TINY), local, local / "a1")
+        a1 = alice.submit(parse_job(oracle_job(local, overrides=TINY)), local, local / "a1")
         pump(lambda: running(a1))
-        a2 = alice.submit(oracle_job(local, overrides=TINY), local, local / "a2")  # alice may run one at a time
+        a2 = alice.submit(parse_job(oracle_job(local, overrides=TINY)), local, local / "a2")  # alice may run one at a time
         pump(lambda: any(e["type"] == "queued" for e in seen.get(a2, [])))
-        b1 = bob.submit(oracle_job(local, overrides=TINY), local, local / "b1")  # bob's goes to the free worker
+        b1 = bob.submit(parse_job(oracle_job(local, overrides=TINY)), local, local / "b1")  # bob's goes to the free worker
         pump(lambda: running(b1))
         status = alice.status()
         assert [w["state"] for w in status["workers"]] == ["busy", "busy"]

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of everything a job can carry: the job schema (validate_job and
+"""Property-based fuzzing of everything a job can carry: the job schema (read_job and
 the input files behind it), the wire protocol's lines (decode) and the HTTP API (a real
 make_server on 127.0.0.1). Cases are generated from the schema and mutated (wrong types,
 NaN / Infinity / huge / negative numbers, empty and 10 MB strings, control characters,
@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend import protocol
+from backend.job import MODES, read_job
 from backend.errors import InputFileError
 from backend.pipeline.input_files import check_input_files
 
@@ -106,7 +107,7 @@ def _set(job: dict, field: str, value) -> None:
 def jobs(draw):
     """A valid job (a text, image or audio prompt, in any mode), then one to three of its
     fields set to hostile values or to files from the folder."""
-    mode = draw(st.sampled_from(protocol.MODES))
+    mode = draw(st.sampled_from(MODES))
     job = {"version": 1, "mode": mode, "prompt": {"text": "a red mug"}, "preset": "draft"}
     if mode != "generate":
         job["mesh"] = "good.glb"
@@ -135,7 +136,7 @@ def _inside(path: str, base: Path) -> bool:
 def test_every_job_field_is_refused_with_its_name_or_accepted(folder, case, confined):
     job, mutated = case
     try:
-        valid = protocol.validate_job(json.loads(json.dumps(job, allow_nan=True)), folder, confined)
+        valid = read_job(json.loads(json.dumps(job, allow_nan=True)), folder, confined)
         check_input_files(valid)
     except protocol.JobError as exc:
         # the mutated field, an object enclosing it or a key inside it; or a field that a
@@ -146,9 +147,10 @@ def test_every_job_field_is_refused_with_its_name_or_accepted(folder, case, conf
         return
     # accepted: a job that can start; every number finite, files readable, and a remote
     # job's files inside its folder
-    assert protocol.first_unusable({k: v for k, v in valid.items() if k != "overrides"}) is None
-    assert all(0 <= w <= protocol.WEIGHT_RANGE[1] for w in valid["prompt"]["weights"].values())
-    for _, path in protocol.job_inputs(valid):
+    data = valid.to_json()
+    assert protocol.first_unusable({k: v for k, v in data.items() if k != "overrides"}) is None
+    assert all(0 <= w <= 100 for w in data["prompt"]["weights"].values())
+    for _, path in valid.inputs():
         assert Path(path).is_file()
         if confined:
             assert _inside(path, folder)
@@ -162,7 +164,7 @@ def test_non_finite_and_absurd_numbers_from_a_job_file_are_refused_naming_the_fi
     text = ('{"version": 1, "prompt": {"text": "a mug", "weights": {"text": %s}}}' % literal if field != "seed"
             else '{"version": 1, "prompt": {"text": "a mug"}, "seed": %s}' % literal)
     with pytest.raises(protocol.JobError) as err:
-        protocol.validate_job(protocol.loads(text), folder)
+        read_job(protocol.loads(text), folder)
     assert err.value.field == field
 
 
@@ -180,7 +182,7 @@ def test_unusable_input_files_name_their_field_and_say_what_to_give(folder):
         raw = {"version": 1, "mode": "edit" if field == "mesh" else "generate", "mesh": "good.glb",
                "prompt": {"text": "a mug"}}
         _set(raw, field, name)
-        job = protocol.validate_job(raw, folder)
+        job = read_job(raw, folder)
         with pytest.raises(InputFileError) as err:
             check_input_files(job)
         assert err.value.field == field and name in str(err.value) and err.value.hint

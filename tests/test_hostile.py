@@ -38,6 +38,7 @@ from backend.errors import MeshError
 from backend.eval.targets import write_target
 from backend.geometry import mesh as mesh_module
 from backend.geometry.mesh import load_mesh
+from backend.job import read_job
 from backend.pipeline.checkpoints import Checkpoints
 from backend.server import http as server_http
 from backend.server.jobs import EventLog, prepare_job, run_job
@@ -807,7 +808,7 @@ def test_the_dmtet_surface_between_phases_honours_cancel(tmp_path):
 
 def test_a_changed_job_sets_the_old_results_aside_before_it_runs(tmp_path):
     out = tmp_path / "out"
-    prepare_job(_stylize(tmp_path), tmp_path, out)
+    prepare_job(read_job(_stylize(tmp_path), tmp_path), out)
     for name in ("result.glb", "turntable.png", "preview.png"):
         (out / name).write_text(f"old {name}")
     (out / "metrics.json").write_text('{"old": {}}')

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from backend.client import HttpBackend
+from backend.job import parse_job
 from backend.eval.targets import write_target
 from backend.server import http as server_http
 
@@ -204,7 +205,7 @@ def test_client_uploads_any_file_name_under_a_plain_one(server, tmp_path):
         for i, name in enumerate(("my photo (1).png", "café.png")):
             Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / name, "PNG")
             # a valid job (kept: it fails later, on the models this offline machine lacks)
-            job_id = client.submit({"version": 1, "prompt": {"text": "x", "images": [name]}},
+            job_id = client.submit(parse_job({"prompt": {"text": "x", "images": [name]}}),
                                    tmp_path, tmp_path / f"out{i}", job_id=f"photo{i}")
             deadline = time.monotonic() + 30  # the upload runs in the background
             while job_id not in client.keys:
@@ -220,7 +221,7 @@ def test_an_upload_the_server_refuses_arrives_as_the_jobs_error(server, tmp_path
     client = HttpBackend(f"http://127.0.0.1:{srv.server_address[1]}", TOKEN, poll_wait=1.0)
     try:
         (jobs / "taken").mkdir(parents=True)  # the server refuses an id that is in use (409)
-        job_id = client.submit({"version": 1, "prompt": {"text": "x"}}, tmp_path, tmp_path / "o", job_id="taken")
+        job_id = client.submit(parse_job({"prompt": {"text": "x"}}), tmp_path, tmp_path / "o", job_id="taken")
         deadline = time.monotonic() + 30
         while job_id in client.running:
             assert time.monotonic() < deadline

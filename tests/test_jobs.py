@@ -9,7 +9,9 @@ import torch
 from backend.eval.targets import write_target
 from backend.errors import ConfigError
 from backend.pipeline.config import resolve
-from backend.protocol import JobError, validate_job
+from backend.job import MODES, PBR_LIT_SHARE, Job, Prompt, output_overrides, parse_job, read_job
+from backend.pipeline.preset_files import preset_names
+from backend.protocol import JobError
 from backend.server.jobs import run_job
 
 from .helpers import TINY
@@ -40,19 +42,39 @@ def _oracle(**extra) -> dict:
 ])
 def test_invalid_jobs_name_the_field(tmp_path, job, field):
     with pytest.raises(JobError) as err:
-        validate_job({"version": 1, **job}, tmp_path)
+        read_job({"version": 1, **job}, tmp_path)
     assert err.value.field == field
 
 
 def test_wrong_file_type_rejected(target_dir):
     (target_dir / "notes.txt").write_text("hi")
     with pytest.raises(JobError, match="unsupported file type"):
-        validate_job(_oracle(oracle={"target_mesh": "notes.txt"}), target_dir)
+        read_job(_oracle(oracle={"target_mesh": "notes.txt"}), target_dir)
 
 
 def test_valid_job_resolves_paths(target_dir):
-    job = validate_job(_oracle(), target_dir)
-    assert Path(job["oracle"]["target_mesh"]).is_absolute() and job["preset"] == "draft"
+    job = read_job(_oracle(), target_dir)
+    assert Path(job.oracle.target_mesh).is_absolute() and job.preset == "draft"
+
+
+def test_a_job_written_out_reads_back_to_the_same_record(target_dir):
+    job = read_job(_oracle(prompt={"text": "a chair", "weights": {"audio": 0.5}}, seed=7,
+                           overrides={"phase1.iterations": 3}), target_dir)
+    assert parse_job(json.loads(json.dumps(job.to_json()))) == job
+    assert job.prompt.weights.audio == 0.5 and job.prompt.weights.text == 1.0  # the default, from one place
+    assert parse_job({"prompt": {"text": "a cup"}}) == Job(prompt=Prompt(text="a cup"))
+    assert Job().preset == "draft" and Job().mode == "generate"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("preset", preset_names())
+def test_the_panels_output_settings_are_keys_every_preset_takes(preset, mode):
+    """The add-on's face budget, texture size and PBR switch (backend.job.output_overrides)
+    land where the typed config reads them, whichever preset and mode."""
+    cfg = resolve(preset, output_overrides(max_faces=300, texture_size=128, pbr=True), mode)
+    assert (cfg.export.max_faces, cfg.export.texture_size) == (300, 128)
+    assert cfg.phase3.material == "pbr" and cfg.phase3.shading.lambertian == PBR_LIT_SHARE
+    assert output_overrides() == {}  # 0 and off: the preset's own
 
 
 def test_overrides_checked_against_preset():
@@ -108,7 +130,8 @@ def test_doctor_reports_environment():
     assert {k: report["packages"][k] for k in ("diffusers", "transformers", "trimesh", "numpy", "vtk")} == \
         {k: pins[k] for k in ("diffusers", "transformers", "trimesh", "numpy", "vtk")}
     assert report["cuda"] is torch.cuda.is_available() and report["devices"][-1] == "cpu"
-    assert report["presets"] == sorted(p.stem for p in (ROOT / "backend" / "pipeline" / "presets").glob("*.json"))
+    assert report["presets"] == preset_names()  # fastest first (their recorded estimates)
+    assert sorted(report["presets"]) == sorted(p.stem for p in (ROOT / "backend" / "pipeline" / "presets").glob("*.json"))
     assert "torch" in report["rasterizers"]
 
 
@@ -256,7 +279,7 @@ def test_a_changed_job_never_resumes_stale_checkpoints(target_dir, tmp_path):
     ({"overrides": {"phase1.timesteps.t_min": 0.99}}, "phase1.timesteps.t_min", "t_min must be below t_max"),
     ({"overrides": {"phase1.losses.aug_sds": -1}}, "phase1.losses.aug_sds.weight", "must be >= 0"),
     ({"overrides": {"phase1.batch": 2.5}}, "phase1.batch", "expected int, got float"),
-    ({"seed": 10 ** 30}, "seed", "outside [0, 2^63)"),
+    ({"seed": 10 ** 30}, "seed", "is outside [0, 9.22337e+18]"),  # 2^63 - 1, as schema prints bounds
     ({"device": "banana"}, "device", "use auto, cpu, cuda or cuda:N"),
     ({"preset": "nope", "overrides": {"phase1.iterations": 3}}, "preset", "unknown preset 'nope'"),
 ])

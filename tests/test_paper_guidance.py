@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from backend.geometry.dmtet import dmtet_from_density
+from backend.job import parse_job
 from backend.geometry.surfaces import DMTetSurface
 from backend.models.store import ModelStore
 from backend.models.tiny import build_tiny
@@ -37,8 +38,7 @@ def _inputs(folder: Path) -> dict:
 def cond(tmp_path_factory) -> JobConditioning:
     root = tmp_path_factory.mktemp("paper")
     models = build_tiny(root / "models")
-    job = {"prompt": _inputs(root), "style_image": None}
-    return JobConditioning(job, ModelStore(str(models)), lambda m: None)
+    return JobConditioning(parse_job({"prompt": _inputs(root)}), ModelStore(str(models)), lambda m: None)
 
 
 def _phase_cfg(phase: str, loss: str, **overrides: object):  # noqa: ANN202
@@ -157,7 +157,7 @@ def test_a_job_names_every_missing_model_role_at_once(tmp_path):
                                     ("sd", "unclip", "clip", "zero123", "imagebind", "ip_adapter", "depth")}))
     store = ModelStore(str(manifest))
     cfg = resolve("standard")
-    text_only = JobConditioning({"prompt": {"text": "a chair"}, "style_image": None}, store, lambda m: None)
+    text_only = parse_job({"prompt": {"text": "a chair"}})
     roles = required_roles(text_only.has_reference_image, [cfg.phase(p) for p in ("phase1", "phase2", "phase3")])
     # ms, aug_sds (its image term through TAESD), cds, zero123_sds, the reference from C_m
     assert roles == {"unclip", "imagebind", "zero123", "clip", "taesd"}

@@ -12,6 +12,7 @@ import pytest
 
 from backend import protocol
 from backend.client import HttpBackend, StdioBackend
+from backend.job import Job, parse_job
 from backend.server.stdio import serve_stdio
 
 from .helpers import ROOT, TINY, oracle_job
@@ -109,7 +110,7 @@ def test_client_reports_garbage_on_stdout_and_a_dying_backend(tmp_path):
     with pytest.raises(RuntimeError, match="exited with code 3"):
         backend.wait_hello(timeout=1)
     with pytest.raises(RuntimeError, match="not running"):
-        backend.submit({}, tmp_path, tmp_path / "out")
+        backend.submit(Job(), tmp_path, tmp_path / "out")
     backend.close()
 
 
@@ -131,8 +132,8 @@ def backend(tmp_path):
 
 def test_real_backend_runs_a_job_then_cancels_one(backend, tmp_path):
     job = oracle_job(tmp_path, overrides=TINY)
-    first = backend.submit(job, tmp_path, tmp_path / "out1")
-    second = backend.submit(job, tmp_path, tmp_path / "out2")
+    first = backend.submit(parse_job(job), tmp_path, tmp_path / "out1")
+    second = backend.submit(parse_job(job), tmp_path, tmp_path / "out2")
     msgs = _wait_for(backend, lambda m: m.get("id") == first and m["type"] in ("done", "error"), 300)
     mine = [m for m in msgs if m.get("id") == first]
     assert [m for m in mine if m["type"] == "queued"][0]["position"] == 0
@@ -150,7 +151,7 @@ def test_real_backend_runs_a_job_then_cancels_one(backend, tmp_path):
 
 def test_killed_backend_gives_an_error_and_keeps_the_job_folder(backend, tmp_path):
     job = oracle_job(tmp_path, overrides={**TINY, "phase1.iterations": 400})
-    job_id = backend.submit(job, tmp_path, tmp_path / "out")
+    job_id = backend.submit(parse_job(job), tmp_path, tmp_path / "out")
     _wait_for(backend, lambda m: m.get("type") == "progress", 120)
     backend.proc.kill()
     msgs = _wait_for(backend, lambda m: m.get("code") == "backend_died", 30)
@@ -173,7 +174,7 @@ def test_http_backend_uploads_inputs_and_downloads_results(tmp_path):
         assert client.capabilities["protocol"] == protocol.PROTOCOL_VERSION
         local = tmp_path / "local"
         local.mkdir()
-        job_id = client.submit(oracle_job(local, overrides=TINY), local, local / "out")
+        job_id = client.submit(parse_job(oracle_job(local, overrides=TINY)), local, local / "out")
         msgs = _wait_for(client, lambda m: m.get("id") == job_id and m["type"] in ("done", "error"), 300)
         result = [m for m in msgs if m["type"] == "result"][0]
         assert Path(result["glb"]).parent == local / "out" and Path(result["glb"]).stat().st_size > 1000

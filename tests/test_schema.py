@@ -8,7 +8,9 @@ from typing import Literal
 import pytest
 
 from backend.errors import ConfigError
+from backend.job import MODES
 from backend.pipeline.config import resolve, resolve_data
+from backend.pipeline.preset_files import preset_names
 from backend.pipeline.settings import Config
 from backend.schema import IntSpan, Span, parse, setting
 
@@ -89,8 +91,8 @@ def test_a_key_of_the_same_name_elsewhere_does_not_inherit_a_range():
 
 
 def test_every_preset_and_mode_parses_and_every_setting_is_typed():
-    for preset in ("draft", "standard", "high"):
-        for mode in ("generate", "stylize", "edit"):
+    for preset in preset_names():
+        for mode in MODES:
             cfg = resolve(preset, mode=mode)
             assert isinstance(cfg, Config) and (cfg.source is None) == (mode == "generate")
             data = resolve_data(preset, mode=mode)

@@ -4,11 +4,12 @@ read; a setting that differs from its published value says why."""
 import pytest
 
 from backend.guidance.sources import SOURCES, settings_of
+from backend.job import MODES
 from backend.pipeline.config import resolve
+from backend.pipeline.preset_files import preset_names
 from backend.pipeline.settings import PHASES
 
-PRESETS = ("draft", "standard", "high")
-MODES = ("generate", "stylize", "edit")
+PRESETS = tuple(preset_names())
 PHASE_SETTINGS = ("timesteps", "weighting", "optimizer", "lr")
 
 

@@ -34,12 +34,12 @@ def test_an_image_prompt_reaches_unclip_raw_and_its_null_is_all_zero(tiny, tmp_p
     from types import SimpleNamespace
 
     from backend.conditioning.embedding import image_tensor
+    from backend.job import parse_job
     from backend.pipeline.job_conditioning import JobConditioning
 
     _, store = tiny
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(tmp_path / "ref.png")
-    job = {"prompt": {"images": [str(tmp_path / "ref.png")], "weights": {}}}
-    cond = JobConditioning(job, store, lambda m: None)
+    cond = JobConditioning(parse_job({"prompt": {"images": [str(tmp_path / "ref.png")]}}), store, lambda m: None)
     den = cond.unclip().with_scale(4.0)
     z, t = torch.randn(2, 4, 16, 16), torch.tensor([400, 400])
     labels = forward_kwarg(den.sd.unet, "class_labels", lambda: den.predict_noise(z, t, None))

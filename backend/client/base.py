@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .. import protocol
+from ..job import Job
 
 
 def error_message(code: str, message: str, hint: str = "", job_id: str | None = None) -> dict:
@@ -63,13 +64,13 @@ class Backend:
                 self.messages.put(msg)
         return self.capabilities
 
-    def submit(self, job: dict, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
+    def submit(self, job: Job, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
         raise NotImplementedError
 
     def cancel(self, job_id: str) -> None:
         raise NotImplementedError
 
-    def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
+    def models(self, action: str, roles: list[str] | None = None, job: Job | None = None,
                accept_licences: bool = False) -> None:
         """Model status, download or cancel (protocol.MODEL_ACTIONS); the answers arrive as
         messages (models, download, models_done, error)."""

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from .. import protocol
+from ..job import Job, resolve_job
 from .base import Backend, error_message
 
 
@@ -103,18 +104,19 @@ class HttpBackend(Backend):
                     msg.pop(key)
         return msg
 
-    def submit(self, job: dict, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
-        """Validates locally first (a bad path is refused here, before any upload), then
+    def submit(self, job: Job, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
+        """Resolves the job's files locally first (one missing is refused here, before any upload), then
         uploads in the background (the caller, Blender's main thread, does not wait); inputs
         go under generated names (the server takes plain names only). An upload the server
         refuses arrives as the job's error message."""
         job_id = job_id or uuid.uuid4().hex[:12]
-        local = protocol.validate_job(job, base_dir)
-        remote, inputs = json.loads(json.dumps(job)), []
-        for i, (field, path) in enumerate(protocol.job_inputs(local)):
+        local = resolve_job(job, base_dir)
+        inputs = []
+        for i, (_, path) in enumerate(local.inputs()):
             suffix = "".join(c for c in Path(path).suffix.lower() if c.isalnum())[:8] or "bin"
             inputs.append((f"input{i:02d}.{suffix}", path))
-            protocol.set_input(remote, field, inputs[-1][0])
+        remote = local.with_inputs({field: name for (field, _), (name, _) in zip(local.inputs(), inputs)}).to_json()
+        remote["models"] = job.models  # the server's own (a remote job may name no folder)
         self.out_dirs[job_id] = Path(out_dir)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         self.running.add(job_id)
@@ -142,7 +144,7 @@ class HttpBackend(Backend):
         counts; RuntimeError (HTTP 404) from a one-machine server."""
         return self._request("GET", "/status")
 
-    def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
+    def models(self, action: str, roles: list[str] | None = None, job: Job | None = None,
                accept_licences: bool = False) -> None:
         if action == "status":
             self._arrived(self._request("GET", "/models"))

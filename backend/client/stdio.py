@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from .. import protocol
+from ..job import Job
 from .base import Backend, error_message
 
 
@@ -88,19 +89,20 @@ class StdioBackend(Backend):
             except (BrokenPipeError, OSError) as exc:
                 raise RuntimeError(f"the backend stopped listening ({exc}); log: {self.log_path}") from exc
 
-    def submit(self, job: dict, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
+    def submit(self, job: Job, base_dir: str | Path, out_dir: str | Path, job_id: str | None = None) -> str:
         job_id = job_id or uuid.uuid4().hex[:12]
         self.running.add(job_id)
-        self._send({"type": "submit", "id": job_id, "job": job, "base_dir": str(Path(base_dir).resolve()),
+        self._send({"type": "submit", "id": job_id, "job": job.to_json(), "base_dir": str(Path(base_dir).resolve()),
                     "out_dir": str(Path(out_dir).resolve())})
         return job_id
 
     def cancel(self, job_id: str) -> None:
         self._send({"type": "cancel", "id": job_id})
 
-    def models(self, action: str, roles: list[str] | None = None, job: dict | None = None,
+    def models(self, action: str, roles: list[str] | None = None, job: Job | None = None,
                accept_licences: bool = False) -> None:
-        self._send({"type": "models", "action": action, "roles": list(roles or []), "job": job,
+        self._send({"type": "models", "action": action, "roles": list(roles or []),
+                    "job": None if job is None else job.to_json(),
                     "accept_licences": accept_licences})
 
     @property

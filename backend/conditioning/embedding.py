@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..protocol import DEFAULT_WEIGHT
+from ..job import Prompt
 from .audio import audio_clips, read_audio
 from .image import load_image
 
@@ -68,28 +68,28 @@ class ModalityEmbedding:
 
 
 @torch.no_grad()
-def modality_embedding(model, tokenizer, prompt: dict) -> ModalityEmbedding:  # noqa: ANN001 (ImageBind, tokenizer)
-    """prompt: a validated job prompt {text?, images, audio?, weights}."""
+def modality_embedding(model, tokenizer, prompt: Prompt) -> ModalityEmbedding:  # noqa: ANN001 (ImageBind, tokenizer)
+    """prompt: a job's (backend/job.Prompt), its files read."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    weights = {k: DEFAULT_WEIGHT for k in ("text", "images", "audio")} | prompt.get("weights", {})
+    w = prompt.weights
     parts: list[tuple[float, torch.Tensor, torch.Tensor]] = []  # (weight, unit, unCLIP's form)
-    if prompt.get("text") and weights["text"] > 0:
-        ids = tokenizer([prompt["text"]], padding="max_length", max_length=77, truncation=True,
+    if prompt.text and w.text > 0:
+        ids = tokenizer([prompt.text], padding="max_length", max_length=77, truncation=True,
                         return_tensors="pt").input_ids.to(device)
         raw = model.embed("text", ids, normalize=False)[0].float()
-        parts.append((weights["text"], _unit(raw), raw))
-    if prompt.get("images") and weights["images"] > 0:
+        parts.append((w.text, _unit(raw), raw))
+    if prompt.images and w.images > 0:
         size = model.cfg.image_size
         raws = torch.stack([model.embed("vision", image_tensor(p, size).to(device, dtype), normalize=False)[0].float()
-                            for p in prompt["images"]])
-        parts.append((weights["images"], _unit(_unit(raws).mean(0)), raws.mean(0)))
-    if prompt.get("audio") and weights["audio"] > 0:
-        clips = audio_clips(read_audio(prompt["audio"]))[None].to(device, dtype)
+                            for p in prompt.images])
+        parts.append((w.images, _unit(_unit(raws).mean(0)), raws.mean(0)))
+    if prompt.audio and w.audio > 0:
+        clips = audio_clips(read_audio(prompt.audio))[None].to(device, dtype)
         post = model.embed("audio", clips)[0].float()  # unit length times 20, averaged over the clips
-        parts.append((weights["audio"], _unit(post), post))
+        parts.append((w.audio, _unit(post), post))
     if not parts:
         raise PromptError("nothing to condition on: give text, images or audio with a weight above 0")
-    total = sum(w for w, _, _ in parts)
-    return ModalityEmbedding(unit=_unit(sum(w * u for w, u, _ in parts)),
-                             unclip=sum(w * e for w, _, e in parts) / total)
+    total = sum(weight for weight, _, _ in parts)
+    return ModalityEmbedding(unit=_unit(sum(weight * u for weight, u, _ in parts)),
+                             unclip=sum(weight * e for weight, _, e in parts) / total)

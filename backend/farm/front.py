@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import protocol
+from ..job import read_job
 from ..server.jobs import EventLog, error_event
 from .cluster import FarmError, FarmJob, Slot, connect, death_errors, job_files
 from .scheduler import FairQueue
@@ -67,9 +68,11 @@ class Farm:
     # -- the service interface (server.service.JobService's) ---------------------------------
     def submit(self, job_id: str, job: dict, base_dir: str, out_dir: str, confined: bool = False,
                user: str = "local", priority: int = 0) -> None:
-        """Queue a Conjure job (base_dir: its uploaded files, out_dir: its folder here)."""
+        """Queue a Conjure job (base_dir: its uploaded files, out_dir: its folder here). It is
+        read here to refuse an invalid one at once, and again by the worker, against the
+        folder on its own node (farm/kinds.run_conjure)."""
         try:
-            protocol.validate_job(job, base_dir, confined)
+            read_job(job, base_dir, confined)
         except protocol.JobError as exc:
             self.emit({**error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"), "id": job_id})
             return

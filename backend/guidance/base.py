@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Literal, Protocol
 import torch
 
 from ..render.camera import CameraRange, Cameras
+from ..errors import ConfigError
 from ..schema import Ramp, ramp_at, setting
 from ..render.shading import Background, Frame, Views, fixed_views
 from ..models.encoders import tiny_decoder

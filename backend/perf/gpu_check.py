@@ -72,14 +72,15 @@ def _smoke(out: Path, timeout: int) -> dict:
     """generate, stylize and edit through the job runner on the GPU (tiny models: the
     machine has no hub; the pipeline, renderers, kernels and export are the real ones)."""
     from ..eval.targets import write_target
+    from ..job import MESH_MODES, MODES
 
     fast = {"phase1.iterations": 30, "phase2.iterations": 30, "phase3.iterations": 30, "export.texture_size": 256}
     mesh_job = write_target("ring", out / "smoke")
     results = {}
-    for mode in ("generate", "stylize", "edit"):
+    for mode in MODES:
         job = {"version": 1, "mode": mode, "preset": "draft", "models": "tiny", "device": "cuda", "seed": 0,
                "overrides": fast, "prompt": {"text": "a red ceramic ring"}}
-        if mode != "generate":
+        if mode in MESH_MODES:
             job["mesh"] = str(mesh_job.parent / "ring.glb")
         path = out / "smoke" / f"{mode}_job.json"
         path.write_text(json.dumps(job))

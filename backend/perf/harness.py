@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..job import Job, Prompt
 from ..models.store import ModelStore
 
 
@@ -21,10 +22,9 @@ def _reference(path: Path) -> Path:
     return path
 
 
-def bench_job(scratch: Path) -> dict:
+def bench_job(scratch: Path) -> Job:
     """The job both bench and estimate run: a text prompt and a reference image with alpha."""
-    return {"prompt": {"text": "a wooden chair", "images": [str(_reference(scratch / "ref.png"))], "weights": {}},
-            "style_image": None}
+    return Job(prompt=Prompt(text="a wooden chair", images=(str(_reference(scratch / "ref.png")),)))
 
 
 def bench_phases(cfg: Any, ctx: Any, cond: Any, field_mode: Any = None,

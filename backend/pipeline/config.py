@@ -9,27 +9,13 @@ ConfigError naming the dotted key, before any work starts.
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..schema import parse
 from .losses import LOSSES
+from .preset_files import load_mode, load_preset
 from .settings import Config
-
-PRESET_DIR = Path(__file__).parent / "presets"
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
-
-
-def load_preset(name: str) -> dict:
-    path = PRESET_DIR / f"{name}.json"
-    if name not in preset_names():
-        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}", "preset")
-    return json.loads(path.read_text())
 
 
 def apply_overrides(preset: dict, overrides: dict[str, Any]) -> dict:
@@ -65,11 +51,11 @@ def with_mode(cfg: dict, mode: str) -> dict:
     phase sections key by key and their tables (cameras, ...) too, except that a mode's
     "losses" table replaces the preset's; other sections whole. Generate uses the preset as
     it is."""
-    path = PRESET_DIR / "modes" / f"{mode}.json"
-    if mode == "generate" or not path.is_file():
+    layer = None if mode == "generate" else load_mode(mode)
+    if layer is None:
         return cfg
     out = copy.deepcopy(cfg)
-    for key, value in json.loads(path.read_text()).items():
+    for key, value in layer.items():
         if key == "description":
             continue
         if key.startswith("phase") and isinstance(value, dict):

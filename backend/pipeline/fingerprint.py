@@ -13,10 +13,12 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..protocol import job_inputs
+from ..job import Job
 from .settings import PHASES, Config
 
-CHECKPOINT_VERSION = 2  # bump when a phase's state changes layout or meaning
+# Bump when a phase's state changes layout or meaning (3: every random stream its own,
+# pipeline/seeds.py; CDS's one shared ε*).
+CHECKPOINT_VERSION = 3
 
 
 def _hash(value: object) -> str:
@@ -31,13 +33,13 @@ def _file_hash(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def phase_fingerprints(job: dict, cfg: Config) -> dict[str, dict[str, str]]:
-    """{phaseN: {part: hash}} for a validated job (absolute input paths) and its config."""
-    prompt = {k: v for k, v in job["prompt"].items() if k not in ("images", "audio")}  # files hash below
+def phase_fingerprints(job: Job, cfg: Config) -> dict[str, dict[str, str]]:
+    """{phaseN: {part: hash}} for a read job (absolute input paths) and its config."""
+    prompt = {"text": job.prompt.text, "weights": dataclasses.asdict(job.prompt.weights)}  # files hash below
     common = {"format": str(CHECKPOINT_VERSION),
-              "inputs": _hash([(field, _file_hash(path)) for field, path in job_inputs(job)]),
-              "prompt": _hash(prompt), "models": _hash(job.get("models")), "seed": str(job.get("seed", 0)),
-              "mode": _hash([job.get("mode"), job.get("guidance")])}
+              "inputs": _hash([(field, _file_hash(path)) for field, path in job.inputs()]),
+              "prompt": _hash(prompt), "models": _hash(job.models), "seed": str(job.seed),
+              "mode": _hash([job.mode, job.guidance])}
     # The typed values (defaults filled in, a weight 1 and {"weight": 1} alike), so only a
     # change of what the phase runs on discards its checkpoint.
     shaping = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("render", "source") if getattr(cfg, k) is not None}

@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..errors import ConfigError
 from ..geometry.mesh import Mesh
+from ..job import Job
 from ..guidance.base import Guidance, GuidanceConfig
 from ..guidance.oracle import OracleDenoiser
 from ..guidance.ref_view import RefView
@@ -93,18 +94,15 @@ def required_roles(has_reference_image: bool, phase_cfgs: list[PhaseConfig]) -> 
     return roles
 
 
-def needed_roles(job: dict) -> set[str]:
-    """The roles a job dict (unvalidated: mode, preset, overrides, prompt) will load."""
-    from ..protocol import JOB_DEFAULTS
+def needed_roles(job: Job) -> set[str]:
+    """The roles a job (its mode, preset, overrides, prompt; files need not be resolved) will load."""
     from .config import resolve
 
-    job = {**JOB_DEFAULTS, **job}
-    return job_roles(job, resolve(job["preset"], job["overrides"], job["mode"]))
+    return job_roles(job, resolve(job.preset, dict(job.overrides), job.mode))
 
 
-def job_roles(job: dict, cfg: Config) -> set[str]:
+def job_roles(job: Job, cfg: Config) -> set[str]:
     """The roles a job (its mode, prompt and resolved config) will load: stylize and edit
     start at phase II."""
-    used = PHASES if job.get("mode", "generate") == "generate" else PHASES[1:]
-    reference = bool((job.get("prompt") or {}).get("images") or job.get("style_image"))
-    return required_roles(reference, [cfg.phase(p) for p in used])
+    used = PHASES if job.mode == "generate" else PHASES[1:]
+    return required_roles(job.has_reference_image, [cfg.phase(p) for p in used])

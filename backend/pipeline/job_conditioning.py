@@ -22,6 +22,8 @@ from ..guidance.ref_view import RefView
 from ..guidance.multiview import MultiviewSettings, SGCTargets
 from ..guidance.zero123 import Zero123Denoiser
 from ..errors import ModelNotAvailable
+from ..job import Job
+from ..models.loaders import SDComponents
 from ..models.store import ModelStore
 from ..render.camera import Cameras
 from .guide_images import synthesise_reference, synthesise_self_guidance
@@ -32,8 +34,8 @@ from ..models.encoders import clip_image_encoder, ip_adapter, segmenter
 
 
 class JobConditioning:
-    def __init__(self, job: dict, store: ModelStore, log: Callable[[str], None], seed: int = 0) -> None:
-        self.job, self.store, self.log, self.seed = job, store, log, seed
+    def __init__(self, job: Job, store: ModelStore, log: Callable[[str], None]) -> None:
+        self.job, self.store, self.log, self.seed = job, store, log, job.seed
         self._cache: dict[str, object] = {}
 
     def once(self, key: str, make: Callable[[], object]) -> object:
@@ -44,19 +46,14 @@ class JobConditioning:
 
     @property
     def text(self) -> str:
-        return self.job["prompt"].get("text", "")
-
-    @property
-    def has_reference_image(self) -> bool:
-        return bool(self.job["prompt"].get("images") or self.job.get("style_image"))
+        return self.job.prompt.words
 
     def c_m(self) -> ModalityEmbedding:
         """The modality embedding ([D] unit length, and at unCLIP's scale)."""
         def make() -> ModalityEmbedding:
             model, tokenizer = self.store.get("imagebind")
-            e = modality_embedding(model, tokenizer, self.job["prompt"])
-            given = ", ".join(k for k in ("text", "images", "audio") if self.job["prompt"].get(k))
-            self.log(f"modality embedding C_m from {given}")
+            e = modality_embedding(model, tokenizer, self.job.prompt)
+            self.log(f"modality embedding C_m from {', '.join(self.job.prompt.given())}")
             return e
         return self.once("c_m", make)
 
@@ -94,8 +91,7 @@ class JobConditioning:
     def reference(self) -> torch.Tensor:
         """[256,256,4] reference view x_r with its mask in alpha."""
         def make() -> torch.Tensor:
-            images = self.job["prompt"].get("images") or ([self.job["style_image"]] if self.job.get("style_image")
-                                                          else [])
+            images = self.job.prompt.images or ((self.job.style_image,) if self.job.style_image else ())
             if images:  # the first reference image; in stylize the style image is the guidance image
                 return prepare_reference(images[0], segmenter=self.segmenter())
             rgba = synthesise_reference(self.unclip(), self.segmenter(), self.seed)
@@ -111,12 +107,12 @@ class JobConditioning:
     def ref_view(self) -> RefView:
         return RefView(self.reference())
 
-    def visual_prompt(self, sd) -> torch.Tensor:  # noqa: ANN001
+    def visual_prompt(self, sd: SDComponents) -> torch.Tensor:
         """[1,D] IP-Adapter embedding of the style image or the self-guidance image."""
         def make() -> torch.Tensor:
             encoder = ip_adapter(self.store, sd)
-            if self.job.get("style_image"):
-                rgba = load_image(self.job["style_image"])
+            if self.job.style_image:
+                rgba = load_image(self.job.style_image)
                 image = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
             else:
                 image = synthesise_self_guidance(sd, self.text, sd_resolution(sd), self.seed)

@@ -16,6 +16,7 @@ from ..geometry.source_mesh import SourceMesh, prepare_source
 from ..errors import OutOfGPUMemory
 from ..models.store import ModelStore, StoreKey
 from ..progress import Stages
+from ..job import Job
 from ..protocol import JobError
 from ..render.raster import Rasterizer, make_rasterizer
 from .fingerprint import phase_fingerprints
@@ -75,7 +76,7 @@ class RunContext:
     models and conditioning; anchors: the known views of its anchor losses (the reference
     view here, the identity views once the source is ready)."""
 
-    job: dict
+    job: Job
     cfg: Config
     out: Path
     phase_ctx: PhaseContext
@@ -94,30 +95,29 @@ class RunContext:
         return self.phase_ctx.device
 
 
-def prepare(job: dict, cfg: Config, out: Path, log: Callable[[str], None],
+def prepare(job: Job, cfg: Config, out: Path, log: Callable[[str], None],
             stores: dict[StoreKey, ModelStore] | None = None, input_stages: Stages | None = None) -> RunContext:
     """The RunContext of a job. stores: a server's model stores, kept between its jobs (one
     per StoreKey); ModelNotAvailable before any work when a model the job needs is missing.
     input_stages: the progress of the input mesh's decimation (stylize, edit)."""
-    device = resolve_device(job.get("device", "auto"))
-    ctx = PhaseContext(make_rasterizer(cfg.render.rasterizer, device), device, int(job.get("seed", 0)),
-                       cfg.render.bound, fused_grid=cfg.runtime.fused_grid)
-    source = (prepare_source(job["mesh"], cfg.source.max_faces, input_stages)
-              if job.get("mode", "generate") != "generate" else None)
+    device = resolve_device(job.device)
+    ctx = PhaseContext(make_rasterizer(cfg.render.rasterizer, device), device, job.seed, cfg.render.bound,
+                       fused_grid=cfg.runtime.fused_grid)
+    source = prepare_source(job.mesh, cfg.source.max_faces, input_stages) if job.mode != "generate" else None
     target = cond = None
     anchors: Anchors = {}
-    if job.get("guidance") == "oracle":
-        mesh = load_mesh(job["oracle"]["target_mesh"])
+    if job.guidance == "oracle":
+        mesh = load_mesh(job.oracle.target_mesh)
         # Stylize / edit targets are variants of the input: they share its frame.
         target = (replace(mesh, verts=source.norm.apply(mesh.verts)) if source is not None
                   else normalized(mesh)[0]).to(device)
     else:
-        key = StoreKey(job.get("models", "default"), str(device), bool(job.get("allow_downloads")),
-                       networks_compiled(cfg, device), networks_graphed(cfg, device))
+        key = StoreKey(job.models, str(device), job.allow_downloads, networks_compiled(cfg, device),
+                       networks_graphed(cfg, device))
         store = ModelStore.shared({} if stores is None else stores, key)
-        cond = JobConditioning(job, store, log, ctx.seed)
+        cond = JobConditioning(job, store, log)
         store.check_available(job_roles(job, cfg))
-        check_memory(device, store, job.get("preset", "standard"))
+        check_memory(device, store, job.preset)
         if any(cfg.phase(p).iterations > 0 and cfg.phase(p).weight("ref_view") > 0 for p in PHASES):
             anchors["ref_view"] = {None: cond.ref_view()}
     return RunContext(job, cfg, Path(out), ctx, source, target, cond, phase_fingerprints(job, cfg), anchors)

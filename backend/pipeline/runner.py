@@ -82,7 +82,7 @@ class Runner:
         self.emit({"type": "log", "message": message})
 
     def _terms(self, key: str) -> list[Term]:
-        return build_terms(key, self.cfg.phase(key), self.job["guidance"], self.raster, self.ctx.seed, self.log,
+        return build_terms(key, self.cfg.phase(key), self.job.guidance, self.raster, self.ctx.seed, self.log,
                            self.target, self.cond, self.anchors)
 
     def _run_phase(self, key: str, phase: Phase) -> None:
@@ -153,7 +153,7 @@ class Runner:
         """Stylize / edit: phases II and III start from the user's mesh and its colours."""
         for fix in src.fixes:
             self.log(f"input mesh: {fix}")
-        mesh, scfg, mode = src.mesh.to(self.device), self.cfg.source, self.job["mode"]
+        mesh, scfg, mode = src.mesh.to(self.device), self.cfg.source, self.job.mode
         if "input" not in self.metrics:
             self._measure("input", mesh)
         if any(self.cfg.phase(p).weight("identity") > 0 for p in PHASES):

@@ -215,9 +215,9 @@ class Handler(BaseHTTPRequestHandler):
     """One request, against its server's shared state (_Server)."""
 
     server: _Server
-    timeout = IDLE_TIMEOUT  # per read or write on the connection (StreamRequestHandler.setup)
 
     def setup(self) -> None:
+        self.timeout = IDLE_TIMEOUT  # per read or write (StreamRequestHandler.setup); read per connection
         super().setup()
         if isinstance(self.connection, ssl.SSLSocket):  # here, under the timeout, not in accept()
             self.connection.do_handshake()

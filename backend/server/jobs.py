@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Callable
 from ..atomic import DiskFull, copy_atomic, is_disk_full, write_atomic
 from ..errors import (Cancelled, ConfigError, InputFileError, MeshError, ModelNotAvailable, OutOfGPUMemory,
                       PipelineError, is_out_of_memory)
+from ..job import Job, read_job
 from ..progress import Stages
-from ..protocol import JobError, job_inputs, set_input, validate_job
+from ..protocol import JobError
 
 if TYPE_CHECKING:
     from ..pipeline.settings import Config
@@ -71,30 +72,28 @@ class EventLog:
             os.close(fd)
 
 
-def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False) -> tuple[dict, "Config"]:
-    """Validate the job and its overrides, copy inputs under out_dir/inputs, write job.json
-    (paths relative to out_dir, so the folder is self-contained) and config.json, then read
-    each input once (InputFileError, a JobError, for one that cannot be used).
-    -> (job with absolute paths, resolved config). Raises JobError / ConfigError."""
+def prepare_job(job: Job, out_dir: Path) -> tuple[Job, "Config"]:
+    """Check the job's device and overrides, copy its inputs under out_dir/inputs, write
+    job.json (paths relative to out_dir, so the folder is self-contained: its one copy of
+    the job) and config.json, then read each input once (InputFileError, a JobError, for one
+    that cannot be used). -> (the job on its copies, resolved config). Raises JobError."""
     from ..pipeline.config import parse_config, resolve_data
     from ..pipeline.input_files import check_input_files
 
     from ..pipeline.prepare import resolve_device
 
-    job = validate_job(raw, base_dir, confined)
-    resolve_device(job["device"])  # a device this machine does not have: JobError naming it
+    resolve_device(job.device)  # a device this machine does not have: JobError naming it
     try:
-        data = resolve_data(job["preset"], job["overrides"], job["mode"])
+        data = resolve_data(job.preset, dict(job.overrides), job.mode)
         cfg = parse_config(data)
     except ConfigError as exc:
-        field = exc.field or ("overrides" if job["overrides"] else "preset")
+        field = exc.field or ("overrides" if job.overrides else "preset")
         raise JobError(field, str(exc).removeprefix(f"{field}: ")) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = out_dir / "inputs"
     inputs.mkdir(exist_ok=True)
-    stored = json.loads(json.dumps(job))
-    new_inputs = False
-    for i, (field, path) in enumerate(job_inputs(job)):
+    copies, stored, new_inputs = {}, {}, False
+    for i, (field, path) in enumerate(job.inputs()):
         src = Path(path).resolve()
         if src.parent == inputs.resolve():  # the folder's own copy (its job.json run again): used in place
             dst = inputs / src.name
@@ -103,9 +102,10 @@ def prepare_job(raw: dict, base_dir: Path, out_dir: Path, confined: bool = False
             if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):
                 new_inputs |= dst.exists()
                 copy_atomic(src, dst)
-        set_input(job, field, str(dst.resolve()))
-        set_input(stored, field, str(dst.relative_to(out_dir)))
-    text = {"job.json": json.dumps(stored, indent=2), "config.json": json.dumps(data, indent=2)}
+        copies[field], stored[field] = str(dst.resolve()), str(dst.relative_to(out_dir))
+    job = job.with_inputs(copies)
+    text = {"job.json": json.dumps(job.with_inputs(stored).to_json(), indent=2),
+            "config.json": json.dumps(data, indent=2)}
     if new_inputs or any(_read(out_dir / name) not in (None, content) for name, content in text.items()):
         _set_aside(out_dir)
     for name, content in text.items():
@@ -142,18 +142,32 @@ def error_event(exc: BaseException, code: str, hint: str = "") -> dict:
 def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = None,
             should_cancel: Callable[[], bool] = lambda: False, restart: bool = False,
             stores: dict | None = None, confined: bool = False) -> dict | None:
+    """Read a job's JSON (files relative to base_dir; confined: a job from the network, which
+    may only read files inside base_dir, backend/job.read_job) and run it into out_dir:
+    run_parsed, an invalid job reported there as its error event."""
+    try:
+        job = read_job(raw, base_dir, confined)
+    except JobError as exc:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        EventLog(out_dir / "events.jsonl", forward)(error_event(exc, "invalid_job", f"fix the field {exc.field!r} "
+                                                                                  "in the job"))
+        return None
+    return run_parsed(job, out_dir, forward, should_cancel, restart, stores)
+
+
+def run_parsed(job: Job, out_dir: Path, forward: Emit | None = None, should_cancel: Callable[[], bool] = lambda: False,
+               restart: bool = False, stores: dict | None = None) -> dict | None:
     """Run one job into out_dir. Returns the result paths, or None after an error or a
     cancel (both reported as events; the folder keeps everything needed to resume).
     `stores` keeps loaded models between jobs of a server (models.store.StoreKey ->
-    ModelStore); `confined`: a job from the
-    network, which may only read files inside base_dir (see protocol.validate_job)."""
+    ModelStore)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if restart:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         (out_dir / "metrics.json").unlink(missing_ok=True)
     emit = EventLog(out_dir / "events.jsonl", forward)
     try:
-        job, cfg = prepare_job(raw, base_dir, out_dir, confined)
+        job, cfg = prepare_job(job, out_dir)
     except JobError as exc:
         unusable = isinstance(exc, InputFileError)
         emit(error_event(exc, "invalid_input" if unusable else "invalid_job",
@@ -161,13 +175,13 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
         return None
     except Exception as exc:  # noqa: BLE001 (a full disk while copying the inputs, ...)
         return _failed(exc, emit, out_dir)
-    emit({"type": "accepted", "job": str(out_dir), "mode": job["mode"], "preset": job["preset"]})
+    emit({"type": "accepted", "job": str(out_dir), "mode": job.mode, "preset": job.preset})
     from ..pipeline.prepare import prepare
     from ..pipeline.runner import Runner
 
     try:
         measure = None
-        if job["guidance"] == "oracle":
+        if job.guidance == "oracle":
             from ..eval.oracle_report import oracle_report as measure
         run = prepare(job, cfg, out_dir, lambda message: emit({"type": "log", "message": message}), stores,
                       Stages(emit, should_cancel, "input"))

@@ -25,7 +25,9 @@ from ..models.cached import complete, hub_cache, role_status
 from ..models.download import free_bytes
 from ..models.licences import accept_licences, licence_lines, unaccepted
 from ..models.roles import registered, with_companions
+from ..job import parse_job
 from ..pipeline.guidance_terms import needed_roles
+from ..protocol import JobError
 
 Emit = Callable[[dict], None]
 BACKEND_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the backend package
@@ -63,8 +65,10 @@ class ModelService:
 
     def download(self, roles: list[str], job: dict | None, accept: bool) -> None:
         try:
-            wanted = set(roles) | (needed_roles(job) if job else set())
+            wanted = set(roles) | (needed_roles(parse_job(job)) if job else set())
             todo = [r for r in with_companions(wanted) if not complete(r)]
+        except JobError as exc:
+            return self._error("download", str(exc), f"fix the field {exc.field!r} in the job")
         except (KeyError, ValueError) as exc:
             return self._error("download", str(exc).strip("'\""), "name roles from the models status list")
         if not todo:

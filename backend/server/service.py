@@ -12,17 +12,19 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .. import protocol
-from .jobs import error_event, run_job
+from .. import job as jobs_schema, protocol
+from ..job import MODALITIES, MODES, Job, read_job
+from .jobs import error_event, run_parsed
 
 Emit = Callable[[dict], None]
 
 
 def capabilities() -> dict:
-    from ..pipeline.config import preset_names
+    from ..pipeline.preset_files import preset_names
 
-    caps = {"protocol": protocol.PROTOCOL_VERSION, "job_version": protocol.JOB_VERSION, "modes": list(protocol.MODES),
-            "guidance": list(protocol.GUIDANCE), "presets": preset_names(), "devices": ["cpu"]}
+    caps = {"protocol": protocol.PROTOCOL_VERSION, "job_version": jobs_schema.VERSION, "modes": list(MODES),
+            "guidance": list(jobs_schema.GUIDANCE_MODES), "presets": preset_names(),
+            "modalities": list(MODALITIES), "devices": ["cpu"]}
     try:
         import torch
 
@@ -50,7 +52,7 @@ class JobService:
 
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
-        self._queue: queue.Queue[dict | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Job, str] | None] = queue.Queue()
         self._cancel: dict[str, threading.Event] = {}
         self._pending: list[str] = []
         self._current: str | None = None
@@ -59,11 +61,11 @@ class JobService:
         self._worker = threading.Thread(target=self._work, name="conjure-jobs", daemon=True)
         self._worker.start()
 
-    def submit(self, job_id: str, job: dict, base_dir: str, out_dir: str, confined: bool = False) -> None:
-        """Queue a job; an invalid one is answered at once (error invalid_job, field named).
-        confined: from the network, the job reads only files inside base_dir."""
+    def submit(self, job_id: str, raw: dict, base_dir: str, out_dir: str, confined: bool = False) -> None:
+        """Read and queue a job; an invalid one is answered at once (error invalid_job, field
+        named). confined: from the network, the job reads only files inside base_dir."""
         try:
-            protocol.validate_job(job, base_dir, confined)
+            job = read_job(raw, base_dir, confined)
         except protocol.JobError as exc:
             self.emit({**error_event(exc, "invalid_job", f"fix the field {exc.field!r} in the job"), "id": job_id})
             return
@@ -76,7 +78,7 @@ class JobService:
             position = len(self._pending) + (self._current is not None)  # jobs ahead of this one
             self._pending.append(job_id)
         self.emit({"type": "queued", "id": job_id, "position": position})
-        self._queue.put({"id": job_id, "job": job, "base_dir": base_dir, "out_dir": out_dir, "confined": confined})
+        self._queue.put((job_id, job, out_dir))
 
     def cancel(self, job_id: str) -> bool:
         """-> whether the job was queued or running (a queued job is dropped when reached; a
@@ -106,7 +108,7 @@ class JobService:
             item = self._queue.get()
             if item is None:
                 return
-            job_id = item["id"]
+            job_id, job, out_dir = item
             with self._lock:
                 self._pending.remove(job_id)
                 self._current = job_id
@@ -119,8 +121,7 @@ class JobService:
                 if flag.is_set():
                     forward({"type": "cancelled", "message": "cancelled before it started"})
                 else:
-                    run_job(item["job"], Path(item["base_dir"]), Path(item["out_dir"]), forward, flag.is_set,
-                            stores=self.stores, confined=item["confined"])
+                    run_parsed(job, Path(out_dir), forward, flag.is_set, stores=self.stores)
             except BaseException as exc:  # noqa: BLE001 (the service outlives any job)
                 forward(error_event(exc, "internal", "the job folder keeps its checkpoints: submit it again"))
             finally:
