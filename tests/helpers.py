@@ -4,7 +4,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from backend.eval.oracle_report import BOX_MARGIN, OWN_BOX_CHAMFER
 from backend.eval.targets import write_target
+from backend.geometry.pieces import PieceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # Previews only at each phase's end (the runner always makes that one): a phase-I preview
@@ -15,6 +17,10 @@ ONE_PREVIEW = {"progress.preview_every": 1_000_000}
 TINY = {"phase1.iterations": 12, "phase2.density_threshold": 5.0, "phase2.iterations": 10, "phase3.iterations": 10,
         "phase1.resolution": 32, "phase1.samples": 16, "phase2.resolution": 64, "phase3.resolution": 64,
         "phase2.tet_res": 24, "progress.checkpoint_every": 4, **ONE_PREVIEW, "export.texture_size": 128}
+
+# export.pieces for tests that build a textured mesh from a surface directly (the runner
+# keeps the object's pieces before that: geometry/pieces.py).
+NO_REMOVAL = PieceConfig(min_area=0.0, min_faces=0.0)
 
 
 def oracle_job(folder: Path, **extra) -> dict:
@@ -42,3 +48,13 @@ def assert_clean_gltf(path: Path) -> None:
     report = gltf_report(path)
     if report is not None:
         assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"]
+
+
+def assert_clean_file(metrics: dict) -> None:
+    """An oracle run's exported file on its own (metrics.json's "file"): no piece under 1%
+    of the area, no surface past the target's box by more than 2% of its diagonal, and framed
+    by its own box the Chamfer within 0.1 percentage points of the job frame's (issue 37)."""
+    f = metrics["file"]
+    assert f["small_pieces"] == 0, f
+    assert f["outside_box"] <= BOX_MARGIN, f
+    assert abs(f["chamfer_own_box"] - metrics["final"]["chamfer_rel"]) <= OWN_BOX_CHAMFER, (f, metrics["final"])

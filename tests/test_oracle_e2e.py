@@ -8,7 +8,7 @@ import pytest
 from backend.eval.targets import write_target
 from backend.server.jobs import run_job
 
-from .helpers import ONE_PREVIEW, assert_clean_gltf
+from .helpers import ONE_PREVIEW, assert_clean_file, assert_clean_gltf
 
 
 # Draft's phase I at 128² and phase II at tet_res 96 and 256² are sized for 4 mm parts, and
@@ -32,6 +32,7 @@ def test_oracle_reconstruction(tmp_path: Path, name: str, overrides: dict):
     assert final["chamfer_rel"] < 0.02
     assert final["iou"] > 0.9
     assert final["texture_psnr"] > 24.0
+    assert_clean_file(m)  # the file on its own: one clean object, as a viewer frames it
     # each phase improves what it is for: phase II geometry (normals), phase III texture
     assert m["phase2"]["normal_psnr"] > m["phase1"]["normal_psnr"]
     assert final["texture_psnr"] > m["phase2"]["texture_psnr"] - 0.5

@@ -1,14 +1,14 @@
 """Mesh cleanup (pymeshlab): merge duplicate vertices and faces, drop null faces and
-components smaller than a fraction of the bounding-box diagonal, decimate to a face
-budget (quadric edge collapse, topology and normals preserved)."""
+unreferenced vertices, decimate to a face budget (quadric edge collapse, topology and
+normals preserved). Which pieces belong to the object is geometry/pieces.py's question."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 
-def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, min_component_fraction: float,
-            colors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, colors: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """-> cleaned verts [V,3], faces [F,3], vertex colours [V,3] when given (CPU)."""
     import pymeshlab
 
@@ -22,10 +22,6 @@ def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, min_compon
     ms.meshing_remove_duplicate_vertices()
     ms.meshing_remove_duplicate_faces()
     ms.meshing_remove_null_faces()
-    if min_component_fraction > 0:
-        diag = ms.current_mesh().bounding_box().diagonal()
-        ms.meshing_remove_connected_component_by_diameter(
-            mincomponentdiag=pymeshlab.PureValue(min_component_fraction * diag))
     ms.meshing_remove_unreferenced_vertices()
     if ms.current_mesh().face_number() > max_faces:
         ms.meshing_decimation_quadric_edge_collapse(targetfacenum=max_faces, preservenormal=True,

@@ -220,7 +220,7 @@ def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: f
     lo, hi = (lo - pad).clamp(min=-bound), (hi + pad).clamp(max=bound)
     sv, sf = verts, faces
     if faces.shape[0] > sign_faces:
-        sv, sf, _ = cleanup(verts, faces, sign_faces, 0.0)
+        sv, sf, _ = cleanup(verts, faces, sign_faces)
     dmtet = DMTet.from_config(res, lo.tolist(), hi.tolist(), sdf_grid)
     dmtet.set_sdf(lambda p: mesh_sdf(p, verts, faces, sign_mesh=(sv, sf)))
     return dmtet

@@ -17,6 +17,7 @@ from .cleanup import cleanup
 from ..errors import MeshError
 from .mesh import Mesh, Normalization, load_mesh, normalization_for, sample_colors
 from .mesh_sdf import sample_surface
+from .pieces import count_parts
 
 
 @dataclass
@@ -25,6 +26,7 @@ class SourceMesh:
     norm: Normalization  # unit frame -> the file's frame
     uv_valid: bool  # the file's UVs can take the new texture
     fixes: list[str]
+    parts: int  # its pieces (geometry/pieces.py): the export keeps as many
 
 
 def uvs_valid(mesh: Mesh) -> bool:
@@ -56,14 +58,15 @@ def prepare_source(path: str | Path, max_faces: int) -> SourceMesh:
     n_faces = mesh.faces.shape[0]
     if n_faces > max_faces:
         colors = vertex_colors(mesh)
-        v, f, c = cleanup(mesh.verts, mesh.faces, max_faces, 0.0, colors)
+        v, f, c = cleanup(mesh.verts, mesh.faces, max_faces, colors)
         mesh = Mesh(v, f, colors=c)
         fixes.append(f"decimated from {n_faces} to {f.shape[0]} faces (source.max_faces = {max_faces})")
     norm = normalization_for(mesh.verts)
     center = torch.tensor(norm.center)
     if float(center.norm()) > 10 * norm.scale:
         fixes.append(f"recentred: its centre was {float(center.norm()):.4g} units from the origin")
-    return SourceMesh(replace(mesh, verts=norm.apply(mesh.verts)), norm, uvs_valid(mesh), fixes)
+    return SourceMesh(replace(mesh, verts=norm.apply(mesh.verts)), norm, uvs_valid(mesh), fixes,
+                      count_parts(mesh.verts, mesh.faces))
 
 
 def colored_samples(mesh: Mesh, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:

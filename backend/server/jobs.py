@@ -95,11 +95,11 @@ def run_job(raw: dict, base_dir: Path, out_dir: Path, forward: Emit | None = Non
     from ..pipeline.runner import Runner
 
     try:
-        measure = None
+        measure = measure_file = None
         if job["guidance"] == "oracle":
-            from ..eval.oracle_report import oracle_report as measure
+            from ..eval.oracle_report import file_report as measure_file, oracle_report as measure
         run = prepare(job, cfg, out_dir, lambda message: emit({"type": "log", "message": message}), stores)
-        result = Runner(run, emit, should_cancel, measure).run()
+        result = Runner(run, emit, should_cancel, measure, measure_file).run()
     except ModelNotAvailable as exc:
         emit(error_event(exc, "model_missing", exc.hint))
         return None
