@@ -193,7 +193,10 @@ class NeRFPhase(Phase):
     def __init__(self, cfg: NeRFPhaseConfig, ctx: PhaseContext, terms: list[Term]) -> None:
         super().__init__(cfg, ctx, terms)
         torch.manual_seed(ctx.seed)
-        self.field = _on_device(NeRFField.from_config(cfg.field, ctx.bound, ctx.fused_grid), ctx.device)
+        # Density only where every view sees it: outside that ball a floater is never seen
+        # whole, and the box's corners are seen by no view at all.
+        region = min(cfg.cameras.framed_radius(), ctx.bound)
+        self.field = _on_device(NeRFField.from_config(cfg.field, ctx.bound, ctx.fused_grid, region), ctx.device)
         self.optimizer = make_optimizer(cfg.optimizer, self.field.parameters(), cfg.lr)
 
     def modules(self) -> dict[str, torch.nn.Module]:
