@@ -50,13 +50,15 @@ def assert_clean_gltf(path: Path) -> None:
         assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"]
 
 
-def assert_clean_file(metrics: dict, own_box: bool = True) -> None:
+def assert_clean_file(metrics: dict, box: bool = True, own_box: bool = True) -> None:
     """An oracle run's exported file on its own (metrics.json's "file"): no piece under 1%
-    of the area, no surface past the target's box by more than 2% of its diagonal, and (with
-    own_box) framed by its own box the Chamfer within 0.1 percentage points of the job frame's
-    (issue 37)."""
+    of the area; with `box`, no surface past the target's box by more than 2% of its
+    diagonal; with `own_box`, framed by its own box the Chamfer within 0.1 percentage points
+    of the job frame's (issue 37's bars; the last two also measure how well the result's
+    extents match the target's, which pieces are not the only thing to spoil)."""
     f = metrics["file"]
     assert f["small_pieces"] == 0, f
-    assert f["outside_box"] <= BOX_MARGIN, f
+    if box:
+        assert f["outside_box"] <= BOX_MARGIN, f
     if own_box:
         assert abs(f["chamfer_own_box"] - metrics["final"]["chamfer_rel"]) <= OWN_BOX_CHAMFER, (f, metrics["final"])

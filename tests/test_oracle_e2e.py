@@ -37,7 +37,7 @@ def test_oracle_reconstruction(tmp_path: Path, name: str, overrides: dict, own_b
     assert final["chamfer_rel"] < 0.02
     assert final["iou"] > 0.9
     assert final["texture_psnr"] > 24.0
-    assert_clean_file(m, own_box)  # the file on its own: one clean object, as a viewer frames it
+    assert_clean_file(m, own_box=own_box)  # the file on its own: one clean object, as a viewer frames it
     # each phase improves what it is for: phase II geometry (normals), phase III texture
     assert m["phase2"]["normal_psnr"] > m["phase1"]["normal_psnr"]
     assert final["texture_psnr"] > m["phase2"]["texture_psnr"] - 0.5
