@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.eval.oracle_report import BOX_MARGIN, OWN_BOX_CHAMFER
 from backend.eval.targets import write_target
+from backend.geometry.pieces import PieceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # Previews only at each phase's end (the runner always makes that one): a phase-I preview
@@ -17,6 +19,10 @@ ONE_PREVIEW = {"progress.preview_every": 1_000_000}
 TINY = {"phase1.iterations": 12, "phase2.density_threshold": 5.0, "phase2.iterations": 10, "phase3.iterations": 10,
         "phase1.resolution": 32, "phase1.samples": 16, "phase2.resolution": 64, "phase3.resolution": 64,
         "phase2.tet_res": 24, "progress.checkpoint_every": 4, **ONE_PREVIEW, "export.texture_size": 128}
+
+# export.pieces for tests that build a textured mesh from a surface directly (the runner
+# keeps the object's pieces before that: geometry/pieces.py).
+NO_REMOVAL = PieceConfig(min_area=0.0, min_faces=0.0)
 
 
 def oracle_job(folder: Path, **extra) -> dict:
@@ -83,3 +89,17 @@ def assert_first_ddim_step(scheduler, seen: dict, latents, eps) -> None:  # noqa
     ac = scheduler.alphas_cumprod
     a_prev = ac[prev] if prev >= 0 else scheduler.final_alpha_cumprod
     assert torch.allclose(seen["latents"], ddim_step(latents, eps, ac[seen["t"]], a_prev), atol=1e-5)
+
+
+def assert_clean_file(metrics: dict, box: bool = True, own_box: bool = True) -> None:
+    """An oracle run's exported file on its own (metrics.json's "file"): no piece under 1%
+    of the area; with `box`, no surface past the target's box by more than 2% of its
+    diagonal; with `own_box`, framed by its own box the Chamfer within 0.1 percentage points
+    of the job frame's (issue 37's bars; the last two also measure how well the result's
+    extents match the target's, which pieces are not the only thing to spoil)."""
+    f = metrics["file"]
+    assert f["small_pieces"] == 0, f
+    if box:
+        assert f["outside_box"] <= BOX_MARGIN, f
+    if own_box:
+        assert abs(f["chamfer_own_box"] - metrics["final"]["chamfer_rel"]) <= OWN_BOX_CHAMFER, (f, metrics["final"])

@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from backend.render.camera import camera_rays, orbit_cameras, orbit_position, pixel_centers_ndc, relative_pose
+from backend.render.camera import CameraRange, camera_rays, orbit_cameras, orbit_position, pixel_centers_ndc, relative_pose
 
 
 def test_orbit_axes():
@@ -49,3 +50,25 @@ def test_relative_pose_zero123():
     assert torch.allclose(pose[0], torch.tensor([0.0, 0.0, 1.0, 0.0]), atol=1e-6)
     assert torch.allclose(pose[1], torch.tensor([-math.radians(30), 1.0, 0.0, 0.5]), atol=1e-6)
 
+
+
+@pytest.mark.parametrize("elevation", [-45.0, 0.0, 45.0])
+def test_framed_radius_is_the_ball_every_camera_frames_whole(elevation):
+    """Known answer: r sin(fov / 2); a view's ray through the middle of the frame's edge
+    grazes that ball (projected, the ball's outline touches the frame's edge)."""
+    cams = CameraRange(elevation=(-45.0, 45.0), azimuth=(-180.0, 180.0), radius=(2.5, 3.0), fov=(40.0, 60.0))
+    r = cams.framed_radius()
+    assert r == pytest.approx(2.5 * math.sin(math.radians(20.0)))
+    cam = orbit_cameras(torch.tensor([elevation]), torch.tensor([30.0]), torch.tensor([2.5]), torch.tensor([40.0]), 8)
+    # the ball's outline: points at r from the centre, perpendicular to the view's direction
+    eye = cam.position[0]
+    axis = -eye / eye.norm()
+    ortho = torch.linalg.svd(torch.eye(3) - axis[:, None] * axis[None]).U[:, :2]
+    phi = torch.linspace(0, 2 * math.pi, 64)
+    # tangent points of the cone from the eye: at distance d from the eye, offset r cos, along axis r sin
+    d = float(eye.norm())
+    ring = (-axis * r * r / d)[None] + r * math.sqrt(1 - (r / d) ** 2) * (
+        torch.cos(phi)[:, None] * ortho[:, 0] + torch.sin(phi)[:, None] * ortho[:, 1])
+    clip = torch.cat([ring, torch.ones(64, 1)], 1) @ cam.mvp[0].T
+    ndc = clip[:, :2] / clip[:, 3:]
+    assert float(ndc.abs().max()) == pytest.approx(1.0, abs=1e-4)  # touches the frame's edge, never beyond

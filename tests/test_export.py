@@ -11,19 +11,21 @@ from backend.geometry.cleanup import cleanup
 from backend.errors import MeshError
 from backend.geometry.mesh import Mesh, load_mesh
 
+from .helpers import NO_REMOVAL
+
 
 def _albedo(x: torch.Tensor) -> torch.Tensor:
     return (x * 0.5 + 0.5).clamp(0, 1)
 
 
-def test_cleanup_removes_specks_and_duplicates():
+def test_cleanup_merges_duplicates_and_decimates():
     a = trimesh.creation.icosphere(2, 0.5)
-    speck = trimesh.creation.icosphere(0, 0.01)
-    speck.apply_translation([0.8, 0, 0])
-    m = trimesh.util.concatenate([a, speck])
-    v, f, _ = cleanup(torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces), 100000, 0.05)
-    assert f.shape[0] == a.faces.shape[0]
-    v2, f2, _ = cleanup(torch.tensor(a.vertices, dtype=torch.float32), torch.tensor(a.faces), 100, 0.0)
+    split = a.copy()
+    split.unmerge_vertices()  # three vertices a face, as UV seams leave them everywhere
+    doubled = np.concatenate([split.faces, split.faces[:10]])  # and ten faces twice
+    v, f, _ = cleanup(torch.tensor(split.vertices, dtype=torch.float32), torch.tensor(doubled), 100000)
+    assert (v.shape[0], f.shape[0]) == (a.vertices.shape[0], a.faces.shape[0])
+    v2, f2, _ = cleanup(torch.tensor(a.vertices, dtype=torch.float32), torch.tensor(a.faces), 100)
     assert f2.shape[0] <= 100
 
 
@@ -92,7 +94,7 @@ def test_dilation_fills_empty_texels():
 
 def _export(**kw: object) -> ExportConfig:
     """Export settings of these tests: no decimation or normal map unless asked."""
-    return ExportConfig(**{"max_faces": 5000, "min_component_fraction": 0.0, "texture_size": 128, "uv_padding": 2,
+    return ExportConfig(**{"max_faces": 5000, "pieces": NO_REMOVAL, "texture_size": 128, "uv_padding": 2,
                            "normal_map": False, "crease_angle": 60.0, "preview_resolution": 64, "metallic": 0.0,
                            "roughness": 0.9, **kw})
 

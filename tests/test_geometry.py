@@ -3,7 +3,7 @@ import pytest
 import torch
 import trimesh
 
-from backend.geometry.dmtet import DMTet, dmtet_from_density
+from backend.geometry.dmtet import OUTSIDE, DMTet, dmtet_from_density
 from backend.geometry.hashgrid import HashGrid
 from backend.geometry.fields import FieldConfig, NeRFField
 from backend.geometry.mesh import face_normals
@@ -114,14 +114,17 @@ def test_dmtet_sdf_levels_add_upsampled_lattices_and_survive_a_checkpoint():
     sphere = lambda p: p.norm(dim=-1) - 0.5  # noqa: E731
     d = DMTet(16, [-1] * 3, [1] * 3, levels=(4, 8), level_scale=0.5, fine_scale=0.2)
     d.set_sdf(sphere)  # the levels start at zero, so the fine values alone reproduce the SDF
-    assert torch.allclose(d.values(), sphere(d.grid_verts), atol=1e-6)
+    inner = ~d.border  # the border is held outside (OUTSIDE), whatever the parameters say
+    assert torch.allclose(d.values()[inner], sphere(d.grid_verts)[inner], atol=1e-6)
+    assert (d.values()[d.border] == OUTSIDE).all()
     with torch.no_grad():
         d.levels[0].fill_(-0.2)  # a constant level shifts the SDF by level_scale x value everywhere
         d.levels[1][0, 0, 0] = 1.0  # one corner node: trilinear, so it fades out over a coarse cell
     shift = d.values() - sphere(d.grid_verts)
     corner = d.grid_verts.sub(-1).norm(dim=-1)
-    assert torch.allclose(shift[corner > 0.26], torch.tensor(-0.1), atol=1e-6)
-    assert torch.isclose(shift[0], torch.tensor(0.4))  # grid vertex 0 is the corner (-1,-1,-1)
+    assert torch.allclose(shift[inner & (corner > 0.26)], torch.tensor(-0.1), atol=1e-6)
+    # grid vertex (1,1,1), half a coarse cell from the corner node on each axis: weight 1/8
+    assert torch.isclose(shift[(17 + 1) * 17 + 1], torch.tensor(-0.1 + 0.5 / 8))
     r = d()[0].norm(dim=-1)
     assert (r - 0.6).abs().max() < 0.03  # the sphere grew by 0.1
     # A step on the coarsest lattice moves the whole surface: every surface vertex gets gradient.
@@ -275,3 +278,38 @@ def test_regularizers_equal_their_definitions_computed_pair_by_pair():
             bce = lambda x, t: -(t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
             terms.append(bce(sa, float(sb > 0)) + bce(sb, float(sa > 0)))
     assert terms and math.isclose(float(sdf_sign_entropy(sdf, edges)), sum(terms) / len(terms), rel_tol=1e-5)
+
+
+def test_dmtet_border_is_held_outside():
+    # An SDF inside everywhere (-5), the border's parameters pushed inside too: the surface
+    # stays closed, inside the grid's box on every edge from the border, at t = 1 / (1 + 5)
+    # of the edge (OUTSIDE = 1): at max-norm 1 - cell / 6 (cell 0.25).
+    d = DMTet(8, [-1.0] * 3, [1.0] * 3)
+    d.set_sdf(lambda p: -torch.ones(p.shape[0]))
+    with torch.no_grad():
+        d.sdf.fill_(-5.0)
+    values = d.values()
+    assert (values[d.border] == OUTSIDE).all() and (values[~d.border] == -5.0).all()
+    assert int(d.border.sum()) == 9 ** 3 - 7 ** 3
+    verts, faces = d()
+    tm = trimesh.Trimesh(verts.detach().numpy(), faces.numpy())
+    tm.merge_vertices()
+    assert tm.is_watertight and tm.volume > 0
+    linf = verts.detach().abs().max(-1).values
+    assert float(linf.min()) == pytest.approx(1 - 0.25 / 6, abs=1e-6)
+    assert float(linf.max()) == pytest.approx(1 - 0.25 / 6, abs=1e-6)
+
+
+def test_nerf_density_is_zero_outside_its_region_and_unchanged_inside():
+    cfg = FieldConfig(levels=4, log2_table=10, max_res=64, hidden=16)
+    torch.manual_seed(0)
+    free = NeRFField.from_config(cfg)
+    torch.manual_seed(0)
+    held = NeRFField.from_config(cfg, region=0.6)
+    x = torch.rand(4000, 3) * 2 - 1
+    inside = x.norm(dim=-1) <= 0.6
+    for a, b in ((free.density(x), held.density(x)), (free(x)[0], held(x)[0]),
+                 (free.with_gradient(x)[0], held.with_gradient(x)[0])):
+        assert torch.equal(a[inside], b[inside]) and (b[~inside] == 0).all() and (a[~inside] > 0).all()
+    grad = held.with_gradient(x)[2]
+    assert torch.equal(grad[inside], free.with_gradient(x)[2][inside]) and (grad[~inside] == 0).all()

@@ -8,7 +8,7 @@ import trimesh
 from backend.export.mesh_export import ExportConfig, build_textured_mesh, write_glb
 from backend.server.jobs import run_job
 
-from .helpers import TINY, assert_clean_gltf, gltf_report, oracle_job
+from .helpers import NO_REMOVAL, TINY, assert_clean_gltf, gltf_report, oracle_job
 
 def _require_validator(path) -> dict:
     report = gltf_report(path)
@@ -21,7 +21,7 @@ def test_textured_mesh_with_creases_and_a_normal_map_is_valid(tmp_path, raster):
     box = trimesh.creation.box([1.0, 0.6, 0.8]).subdivide()
     mesh = build_textured_mesh(raster, torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces),
                                lambda x: (x * 0.5 + 0.5).clamp(0, 1),
-                               ExportConfig(max_faces=5000, min_component_fraction=0.0, texture_size=64, uv_padding=2,
+                               ExportConfig(max_faces=5000, pieces=NO_REMOVAL, texture_size=64, uv_padding=2,
                                             normal_map=True, crease_angle=60.0, preview_resolution=64, metallic=0.0,
                                             roughness=0.9))
     assert mesh.normal_map is not None

@@ -13,6 +13,8 @@ from backend.render.camera import orbit_cameras
 from backend.render.mesh_renderer import clip_positions, render_mesh
 from backend.render.shading import fixed_views
 
+from .helpers import NO_REMOVAL
+
 QUAD_V = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
 QUAD_F = torch.tensor([[0, 1, 2], [0, 2, 3]])
 UP = torch.tensor([0.0, 0.0, 1.0]).expand(4, 3)
@@ -63,7 +65,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
 
 def test_baked_normal_map_brings_back_the_dense_surface_detail(raster):
     verts, faces = _bumpy_sphere()
-    cfg = ExportConfig(max_faces=800, min_component_fraction=0.0, texture_size=512, uv_padding=4, normal_map=True,
+    cfg = ExportConfig(max_faces=800, pieces=NO_REMOVAL, texture_size=512, uv_padding=4, normal_map=True,
                        crease_angle=60.0, preview_resolution=64, metallic=0.0, roughness=0.9)
     mesh = build_textured_mesh(raster, verts, faces, lambda x: torch.full_like(x, 0.5), cfg)
     low, normals = smooth_split(mesh, 60.0)

@@ -21,7 +21,7 @@ from backend.render.camera import orbit_cameras
 from backend.render.raster import TorchRasterizer
 from backend.render.shading import fixed_views, shade
 
-from .helpers import assert_clean_gltf
+from .helpers import NO_REMOVAL, assert_clean_gltf
 
 N = torch.tensor([[0.0, 0.0, 1.0]])
 
@@ -147,7 +147,7 @@ def _phase3(target: Mesh, overrides: dict) -> TexturePhase:
 @pytest.mark.slow
 def test_oracle_pbr_phase_recovers_known_roughness_and_metallic_regions(tmp_path):
     target, raster = _regions_target(), TorchRasterizer()
-    export = ExportConfig(max_faces=20000, min_component_fraction=0.0, texture_size=128, uv_padding=2,
+    export = ExportConfig(max_faces=20000, pieces=NO_REMOVAL, texture_size=128, uv_padding=2,
                           normal_map=False, crease_angle=60.0, preview_resolution=64, metallic=0.0, roughness=0.9)
     pbr = _phase3(target, {"phase3.material": "pbr", "phase3.shading.albedo": 0.3, "phase3.shading.lambertian": 0.7})
     # the field against the truth at the sphere's vertices, away from the regions' borders

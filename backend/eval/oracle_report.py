@@ -5,14 +5,22 @@ azimuths offset by 22.5 degrees) are never sampled exactly. Texture and normal P
 taken on the pixels both silhouettes cover, eroded by one pixel: a boundary pixel is an
 antialiased mix with the background, so a sub-pixel silhouette shift would count there as
 colour error. Silhouette error is what IoU and Chamfer measure.
+
+file_report measures the exported file on its own, the way a viewer frames it: its pieces
+(positions welded), the surface outside the target's box, and the Chamfer distance with
+each mesh centred and scaled by its own bounding box. A few small pieces weigh little in the
+job's frame, but a floater far out stretches the box a viewer frames.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from ..geometry.mesh import Mesh
+from ..geometry.mesh import Mesh, load_mesh
+from ..geometry.pieces import find_pieces
 from ..render.mesh_material import mesh_material
 from ..render.camera import orbit_cameras
 from ..render.mesh_renderer import render_mesh
@@ -58,3 +66,39 @@ def oracle_report(raster: Rasterizer, target: Mesh, result: Mesh,
         "lit_psnr": psnr(r_lit.image, t_lit.image, interior),
         "image_psnr": psnr(r_rgb.image, t_rgb.image),
     }
+
+
+# The bars of a clean file (issue 37): no piece under 1% of the surface's area, no surface
+# further than 2% of the target's diagonal outside the target's box, and the Chamfer framed by
+# each mesh's own box within 0.1 percentage points of the job frame's.
+SMALL_PIECE = 0.01
+BOX_MARGIN = 0.02
+OWN_BOX_CHAMFER = 0.001
+
+
+def own_box(verts: torch.Tensor) -> torch.Tensor:
+    """verts [V,3] centred on their bounding box and scaled to a unit diagonal."""
+    lo, hi = verts.min(0).values, verts.max(0).values
+    return (verts - (lo + hi) / 2) / (hi - lo).norm()
+
+
+def file_report(path: str | Path, target: Mesh) -> dict:
+    """The exported file on its own against the target (in the file's frame): pieces (count;
+    small_pieces: how many are under SMALL_PIECE of the area, small_share: their share of
+    it, smallest_share), outside_box: how far the surface reaches outside the target's box,
+    relative to its diagonal (0 inside), and chamfer_own_box: Chamfer with each mesh framed
+    by its own box (relative to that box's diagonal; oracle_report's chamfer_rel is the job
+    frame's, relative to the target's)."""
+    mesh = load_mesh(path)
+    verts, faces = mesh.verts.double(), mesh.faces
+    pieces = find_pieces(verts.numpy(), faces.numpy())
+    share = pieces.share()
+    small = share < SMALL_PIECE
+    t = target.verts.detach().cpu().double()
+    lo, hi = t.min(0).values, t.max(0).values
+    used = verts[torch.unique(faces)]
+    outside = torch.maximum(lo - used, used - hi).clamp(min=0).norm(dim=-1).max()
+    own = chamfer(own_box(verts).float(), faces, own_box(t).float(), target.faces.cpu())
+    return {"pieces": len(pieces), "small_pieces": int(small.sum()), "small_share": float(share[small].sum()),
+            "smallest_share": float(np.min(share)), "outside_box": float(outside / (hi - lo).norm()),
+            "chamfer_own_box": own}

@@ -1,6 +1,7 @@
 """Procedural target meshes for oracle runs (tests and the demo): strong colours, holes,
 concavities and thin parts. `python -m backend.eval.targets --out DIR` writes them as GLB
-plus a ready-to-run oracle job per target."""
+plus a ready-to-run oracle job per target. write_mode_job: the stylize and edit cases of
+the end-to-end tests (an input mesh and the variant of it the oracle aims at)."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,9 @@ import numpy as np
 import torch
 
 
-def _colored(mesh, rgb: tuple[float, float, float]):  # noqa: ANN001, ANN202 (trimesh objects)
-    mesh.visual.vertex_colors = np.tile((np.array(rgb) * 255).astype(np.uint8), (len(mesh.vertices), 1))
+def _colored(mesh, rgb):  # noqa: ANN001, ANN202 (trimesh objects; rgb [3] or [V,3] in [0,1])
+    rgb = np.broadcast_to(np.clip(np.asarray(rgb, dtype=np.float64), 0, 1), (len(mesh.vertices), 3))
+    mesh.visual.vertex_colors = (rgb * 255).astype(np.uint8)
     return mesh
 
 
@@ -121,13 +123,67 @@ def make_target(name: str):  # noqa: ANN201 (trimesh.Trimesh)
 TARGETS = ("mug", "chair", "ring_stick", "table", "ring", "blocks")
 
 
-def write_target(name: str, out_dir: Path, preset: str = "draft", overrides: dict | None = None) -> Path:
+def write_target(name: str, out_dir: Path, preset: str = "draft", overrides: dict | None = None,
+                 seed: int = 0) -> Path:
     """Write DIR/NAME.glb and DIR/NAME_job.json (an oracle job); -> the job path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     make_target(name).export(str(out_dir / f"{name}.glb"))
     job = {"version": 1, "mode": "generate", "preset": preset, "guidance": "oracle",
-           "oracle": {"target_mesh": f"{name}.glb"}, "seed": 0, "device": "auto", "overrides": overrides or {}}
+           "oracle": {"target_mesh": f"{name}.glb"}, "seed": seed, "device": "auto", "overrides": overrides or {}}
     path = out_dir / f"{name}_job.json"
+    path.write_text(json.dumps(job, indent=2))
+    return path
+
+
+def mode_meshes(mode: str):  # noqa: ANN201 (trimesh.Trimesh pair)
+    """-> (input, target) of the end-to-end case. stylize: a sphere anywhere in space (the
+    result comes back in place), the target its recoloured copy; edit: a 1 x 0.6 x 0.6 box,
+    the target the same box taller and bent."""
+    from trimesh import creation
+
+    if mode == "stylize":
+        sphere = creation.icosphere(3, 0.7)
+        sphere.apply_translation([40.0, 3.0, -7.0])
+        v = sphere.vertices - sphere.vertices.mean(0)
+        _colored(sphere, np.c_[0.8 * np.ones(len(v)), 0.3 + 0.2 * (v[:, 1] > 0), 0.2 * np.ones(len(v))])
+        target = _colored(sphere.copy(), np.c_[0.1 + 0.8 * (v[:, 0] > 0), 0.2 * np.ones(len(v)),
+                                                      0.9 - 0.6 * (v[:, 2] > 0)])
+        return sphere, target
+    if mode == "edit":
+        box = creation.box((1.0, 0.6, 0.6)).subdivide().subdivide()
+        v = box.vertices
+        _colored(box, np.c_[0.8 * np.ones(len(v)), 0.3 + 0.4 * (v[:, 1] > 0), 0.2 * np.ones(len(v))])
+        variant = box.copy()
+        tv = variant.vertices.copy()
+        tv[:, 1] = tv[:, 1] * 1.8 + 0.6 * tv[:, 0] ** 2  # taller and bent
+        variant.vertices = tv
+        return box, variant
+    raise ValueError(f"unknown mode case {mode!r}")
+
+
+# The end-to-end cases' settings. Stylize: phase III long enough to restyle a sphere. Edit:
+# identity 1 instead of the preset's 10 (a bold edit: "how much may change"), and phase II
+# at tet_res 48 and 128² (the box has no thin part; draft's finer grid and renders are for
+# 4 mm parts and cost this CPU 4x the time).
+MODE_OVERRIDES = {
+    "stylize": {"phase3.iterations": 120, "export.texture_size": 256},
+    "edit": {"phase2.iterations": 200, "phase3.iterations": 30, "phase2.tet_res": 48, "phase2.resolution": 128,
+             "phase2.losses.identity": 1.0, "export.texture_size": 128},
+}
+
+
+def write_mode_job(mode: str, out_dir: Path, overrides: dict | None = None, seed: int = 0) -> Path:
+    """Write DIR/input.glb, DIR/target.glb and DIR/job.json (the mode's oracle job with
+    MODE_OVERRIDES, then `overrides`); -> the job path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, target = mode_meshes(mode)
+    source.export(str(out_dir / "input.glb"))
+    target.export(str(out_dir / "target.glb"))
+    job = {"version": 1, "mode": mode, "mesh": "input.glb", "guidance": "oracle", "oracle": {"target_mesh": "target.glb"},
+           "seed": seed, "overrides": {**MODE_OVERRIDES[mode], **(overrides or {})}}
+    if mode == "edit":
+        job["prompt"] = {"text": "taller and bent"}
+    path = out_dir / "job.json"
     path.write_text(json.dumps(job, indent=2))
     return path
 

@@ -1,10 +1,10 @@
 """From optimised geometry + texture field to a UV-mapped, textured GLB.
 
-cleanup (geometry/cleanup.py): duplicates, small components, decimation to the face
-budget; unwrap (xatlas) with padding; bake: rasterise the mesh in UV space, query
-the texture field at each texel's surface point, dilate across seams; write GLB with a
-PBR material: base colour, metallic-roughness and normal textures (trimesh). UVs follow
-glTF (v = 0 at the image's top row).
+cleanup (geometry/cleanup.py): duplicates, decimation to the face budget (the runner
+has kept the object's pieces first: geometry/pieces.py); unwrap (xatlas) with padding;
+bake: rasterise the mesh in UV space, query the texture field at each texel's surface
+point, dilate across seams; write GLB with a PBR material: base colour, metallic-roughness
+and normal textures (trimesh). UVs follow glTF (v = 0 at the image's top row).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 from ..atomic import atomic_path
 from ..geometry.cleanup import cleanup
 from ..geometry.mesh import Mesh, creased_normals, weld
+from ..geometry.pieces import PieceConfig
 from ..render.raster import Rasterizer
 from ..schema import setting
 from .bake import bake
@@ -26,14 +27,14 @@ from .normal_map import bake_normal_map, vertex_tangents
 
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
-    """What the GLB is made of (a preset's `export`): the face budget and the share of the
-    faces below which a component is dropped; texture side, UV padding (texels) and preview
+    """What the GLB is made of (a preset's `export`): the face budget; the pieces a result
+    keeps (geometry/pieces.py); texture side, UV padding (texels) and preview
     size (pixels); the crease angle (degrees) above which normals split; a tangent-space
     normal map of the dense surface; the metallic and roughness of a diffuse material."""
 
     texture_size: int = setting(lo=16, hi=8192)
     max_faces: int = setting(lo=100, hi=50_000_000)
-    min_component_fraction: float = setting(lo=0.0, hi=1.0)
+    pieces: PieceConfig = setting()
     uv_padding: int = setting(lo=0, hi=64)
     preview_resolution: int = setting(lo=16, hi=4096)
     crease_angle: float = setting(lo=0.0, hi=180.0)
@@ -68,11 +69,11 @@ def baked_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, uv:
 
 def build_textured_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor,
                         material_fn: Callable[[torch.Tensor], torch.Tensor], export_cfg: ExportConfig) -> Mesh:
-    """The dense surface (verts, faces) cleaned, decimated to the face budget, unwrapped and
-    baked: base colour (and roughness, metallic for a PBR material_fn), and with
+    """The dense surface (verts, faces) cleaned of duplicates, decimated to the face budget,
+    unwrapped and baked: base colour (and roughness, metallic for a PBR material_fn), and with
     export.normal_map the dense surface's normals in the exported normals' tangent frames
     (the same smooth_split write_glb makes)."""
-    v, f, _ = cleanup(verts, faces, export_cfg.max_faces, export_cfg.min_component_fraction)
+    v, f, _ = cleanup(verts, faces, export_cfg.max_faces)
     if f.shape[0] == 0:
         raise ValueError("nothing left after cleanup: the surface is empty or made of specks")
     size = export_cfg.texture_size

@@ -1,17 +1,17 @@
-"""Mesh cleanup: merge duplicate vertices and faces, drop null faces and components smaller
-than a fraction of the bounding-box diagonal, decimate to a face budget.
+"""Mesh cleanup: merge duplicate vertices and faces, drop null faces and unreferenced
+vertices, decimate to a face budget. Which pieces belong to the object is geometry/pieces.py's
+question.
 
 Decimation is VTK's quadric edge collapse (vtkQuadricDecimation, volume preserved): chosen over
 pymeshlab (no wheel for glibc < 2.35), fast-simplification / pyfqmr (they stop above the budget
 on the mug and the ring on a stick) and libigl's qslim (hundreds of folded edges) by measuring
-each on the oracle targets' marching-tets surfaces at the presets' budgets (README, "Decimation").
+each on the oracle targets' marching-tets surfaces at the presets' budgets (docs/quality.md,
+"Decimation").
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 def _weld(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -30,23 +30,6 @@ def _weld(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 def _compact(v: np.ndarray, f: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     used, f = np.unique(f, return_inverse=True)
     return v[used], f.reshape(-1, 3), source[used]
-
-
-def _drop_small_components(v: np.ndarray, f: np.ndarray, source: np.ndarray, fraction: float
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Components (through shared vertices) whose bounding-box diagonal is under fraction of
-    the whole mesh's removed."""
-    n = len(v)
-    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]]])
-    _, label = connected_components(coo_matrix((np.ones(len(edges)), edges.T), shape=(n, n)), directed=False)
-    count = label.max() + 1
-    lo = np.full((count, 3), np.inf)
-    hi = np.full((count, 3), -np.inf)
-    np.minimum.at(lo, label, v)
-    np.maximum.at(hi, label, v)
-    diag = np.linalg.norm(v.max(0) - v.min(0))
-    keep = np.linalg.norm(hi - lo, axis=1) >= fraction * diag
-    return _compact(v, f[keep[label[f[:, 0]]]], source)
 
 
 def decimate(v: np.ndarray, f: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,14 +59,12 @@ def decimate(v: np.ndarray, f: np.ndarray, max_faces: int) -> tuple[np.ndarray, 
     return verts[used], faces.reshape(-1, 3)
 
 
-def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, min_component_fraction: float,
-            colors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, colors: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """-> cleaned verts [V,3], faces [F,3], vertex colours [V,3] when given (CPU); a decimated
     vertex takes the colour of the input vertex nearest to it."""
     v0 = verts.detach().cpu().double().numpy()
     v, f, source = _weld(v0, faces.cpu().numpy().astype(np.int64))
-    if min_component_fraction > 0 and len(f):
-        v, f, source = _drop_small_components(v, f, source, min_component_fraction)
     if len(f) > max_faces:
         v, f = decimate(v, f, max_faces)
         from scipy.spatial import cKDTree

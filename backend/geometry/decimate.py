@@ -32,5 +32,5 @@ def decimate_coarsely(verts: torch.Tensor, faces: torch.Tensor, target: int, sta
     while faces.shape[0] - target > STAGE_FACES:
         goal = faces.shape[0] - STAGE_FACES
         start(f"decimating {faces.shape[0]:,} -> {goal:,} faces")
-        verts, faces, colors = cleanup(verts, faces, goal, 0.0, colors)
+        verts, faces, colors = cleanup(verts, faces, goal, colors)
     return verts, faces, colors

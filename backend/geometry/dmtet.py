@@ -2,7 +2,9 @@
 triangle mesh by marching tetrahedra (differentiable in both).
 
 SDF negative inside. Vertex position = grid vertex + tanh(deform) * cell / 2, so a vertex
-never leaves its half-cell and tets never invert.
+never leaves its half-cell and tets never invert. The grid's border vertices are held
+outside (OUTSIDE, not parameters): the grid's box is the volume the object lies in, so a
+surface can neither touch the border nor be cut open by it.
 
 The SDF at the grid vertices is fine_scale * (per-vertex values) plus, for each coarse level
 r, level_scale * (an (r+1)^3 lattice over the same box, trilinearly upsampled). An optimiser
@@ -35,6 +37,11 @@ class SdfGridConfig:
     fine_scale: float = setting(1.0, lo=0.0, hi=100.0)
 
 
+# The SDF held at the grid's border: the hand-over's clamp saturates at 1 (empty space);
+# an edit's grid starts edit_margin of the object's size away from it.
+OUTSIDE = 1.0
+
+
 class DMTet(nn.Module):
     def __init__(self, res: int, lo: list[float], hi: list[float], levels: Sequence[int] = (),
                  level_scale: float = 1.0, fine_scale: float = 1.0) -> None:
@@ -45,6 +52,10 @@ class DMTet(nn.Module):
         self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32))
         self.register_buffer("grid_verts", verts)
         self.register_buffer("tets", tets, persistent=False)
+        ijk = torch.arange(res + 1)
+        edge = (ijk == 0) | (ijk == res)
+        border = edge[:, None, None] | edge[None, :, None] | edge[None, None, :]
+        self.register_buffer("border", border.reshape(-1), persistent=False)
         self.sdf = nn.Parameter(torch.zeros(verts.shape[0]))
         self.levels = nn.ParameterList([nn.Parameter(torch.zeros(r + 1, r + 1, r + 1)) for r in levels])
         self.deform = nn.Parameter(torch.zeros(verts.shape[0], 3))
@@ -63,14 +74,15 @@ class DMTet(nn.Module):
         return self.grid_verts + torch.tanh(self.deform) * self.cell / 2
 
     def values(self) -> torch.Tensor:
-        """[V] SDF at the grid vertices (fine values plus the upsampled coarse levels)."""
+        """[V] SDF at the grid vertices (fine values plus the upsampled coarse levels; OUTSIDE
+        on the border)."""
         sdf = self.sdf * self.fine_scale
         n = self.res + 1
         for lattice in self.levels:  # grid vertices are in i-j-k order, like the lattices
             up = torch.nn.functional.interpolate(lattice[None, None], size=(n, n, n), mode="trilinear",
                                                  align_corners=True)
             sdf = sdf + self.level_scale * up.reshape(-1)
-        return sdf
+        return torch.where(self.border, OUTSIDE, sdf)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> mesh verts [M,3], faces [K,3]."""
@@ -220,7 +232,7 @@ def dmtet_from_mesh(verts: torch.Tensor, faces: torch.Tensor, res: int, bound: f
     lo, hi = (lo - pad).clamp(min=-bound), (hi + pad).clamp(max=bound)
     sv, sf = verts, faces
     if faces.shape[0] > sign_faces:
-        sv, sf, _ = cleanup(verts, faces, sign_faces, 0.0)
+        sv, sf, _ = cleanup(verts, faces, sign_faces)
     dmtet = DMTet.from_config(res, lo.tolist(), hi.tolist(), sdf_grid)
     dmtet.set_sdf(lambda p: mesh_sdf(p, verts, faces, sign_mesh=(sv, sf)))
     return dmtet

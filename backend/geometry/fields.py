@@ -3,8 +3,10 @@ texture field (albedo, and with a PBR head roughness and metallic), which starts
 of the NeRF's albedo branch.
 
 Points [N,3] in [-bound, bound]^3; density [N] >= 0 (softplus, plus a Gaussian blob bias
-so optimisation starts from a centred blob); albedo [N,3] in [0,1]; a PBR texture field
-gives [N,5]: albedo, roughness, metallic in [0,1] (render/mesh_renderer.Material).
+so optimisation starts from a centred blob; 0 outside the NeRF's region, the ball every
+phase-I camera frames whole, where no view tells a floater from empty space); albedo
+[N,3] in [0,1]; a PBR texture field gives [N,5]: albedo, roughness, metallic in [0,1]
+(render/mesh_renderer.Material).
 """
 from __future__ import annotations
 
@@ -91,30 +93,40 @@ class TextureField(nn.Module):
 
 
 class NeRFField(nn.Module):
-    """One hash encoding shared by a density head and an albedo head."""
+    """One hash encoding shared by a density head and an albedo head. region: the radius
+    of the ball about the origin outside which the density is 0 (None: the whole box)."""
 
     def __init__(self, encoding: HashGrid, hidden: int = 64, blob_density: float = 10.0,
-                 blob_radius: float = 0.5, occupancy_res: int = 32) -> None:
+                 blob_radius: float = 0.5, occupancy_res: int = 32, region: float | None = None) -> None:
         super().__init__()
         self.encoding = encoding
         self.density_net = mlp(encoding.out_dim, 1, hidden, 2)
         self.albedo_net = mlp(encoding.out_dim, 3, hidden, 2)
-        self.blob_density, self.blob_radius = blob_density, blob_radius
+        self.blob_density, self.blob_radius, self.region = blob_density, blob_radius, region
         # Occupancy of a coarse grid over the box: samples in empty cells skip the field.
         self.register_buffer("occupancy", torch.ones(occupancy_res, occupancy_res, occupancy_res, dtype=torch.bool))
 
     @staticmethod
-    def from_config(cfg: FieldConfig, bound: float = 1.0, fused: bool = True) -> "NeRFField":
+    def from_config(cfg: FieldConfig, bound: float = 1.0, fused: bool = True,
+                    region: float | None = None) -> "NeRFField":
         """fused: the hash grid may take its Triton kernels (runtime.fused_grid)."""
-        return NeRFField(_grid(cfg, bound, fused), cfg.hidden, cfg.blob_density, cfg.blob_radius, cfg.occupancy_res)
+        return NeRFField(_grid(cfg, bound, fused), cfg.hidden, cfg.blob_density, cfg.blob_radius, cfg.occupancy_res,
+                         region)
 
     def density_bias(self, x: torch.Tensor) -> torch.Tensor:
         return self.blob_density * torch.exp(-0.5 * (x ** 2).sum(-1) / self.blob_radius ** 2)
 
+    def _in_region(self, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """value [N] or [N,k] of points x [N,3], 0 outside the region."""
+        if self.region is None:
+            return value
+        inside = (x * x).sum(-1) <= self.region ** 2
+        return torch.where(inside if value.dim() == 1 else inside[:, None], value, 0.0)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoding(x)
         raw = self.density_net(h)[:, 0] + self.density_bias(x)
-        density = torch.nn.functional.softplus(raw - 1.0)
+        density = self._in_region(x, torch.nn.functional.softplus(raw - 1.0))
         return density, torch.sigmoid(self.albedo_net(h))
 
     def with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,10 +139,12 @@ class NeRFField(nn.Module):
         raw = raw + bias - 1.0
         dbias = bias[:, None] * (-x / self.blob_radius ** 2)
         grad = torch.sigmoid(raw)[:, None] * (draw + dbias)  # softplus' = sigmoid
-        return torch.nn.functional.softplus(raw), torch.sigmoid(self.albedo_net(h)), grad
+        return (self._in_region(x, torch.nn.functional.softplus(raw)), torch.sigmoid(self.albedo_net(h)),
+                self._in_region(x, grad))
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.softplus(self.density_net(self.encoding(x))[:, 0] + self.density_bias(x) - 1.0)
+        raw = self.density_net(self.encoding(x))[:, 0] + self.density_bias(x)
+        return self._in_region(x, torch.nn.functional.softplus(raw - 1.0))
 
     def occupied(self, x: torch.Tensor) -> torch.Tensor:
         """[N,3] -> [N] bool: the point's occupancy cell is marked occupied."""

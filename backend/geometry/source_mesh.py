@@ -20,6 +20,7 @@ from ..errors import MeshError
 from ..progress import Stages
 from .mesh import Mesh, Normalization, load_mesh, normalization_for, sample_colors
 from .mesh_sdf import sample_surface
+from .pieces import count_parts
 
 
 @dataclass
@@ -28,6 +29,7 @@ class SourceMesh:
     norm: Normalization  # unit frame -> the file's frame
     uv_valid: bool  # the file's UVs can take the new texture
     fixes: list[str]
+    parts: int  # its pieces (geometry/pieces.py): the export keeps as many
 
 
 def uvs_valid(mesh: Mesh) -> bool:
@@ -62,7 +64,7 @@ def prepare_source(path: str | Path, max_faces: int, stages: Stages | None = Non
         stages.add(coarse_stages(n_faces, max_faces) + 1)
         v, f, c = decimate_coarsely(mesh.verts, mesh.faces, max_faces, stages.start, vertex_colors(mesh))
         stages.start(f"decimating {f.shape[0]:,} -> {max_faces:,} faces")
-        v, f, c = cleanup(v, f, max_faces, 0.0, c)
+        v, f, c = cleanup(v, f, max_faces, c)
         stages.finish()
         mesh = Mesh(v, f, colors=c)
         fixes.append(f"decimated from {n_faces} to {f.shape[0]} faces (source.max_faces = {max_faces})")
@@ -70,7 +72,8 @@ def prepare_source(path: str | Path, max_faces: int, stages: Stages | None = Non
     center = torch.tensor(norm.center)
     if float(center.norm()) > 10 * norm.scale:
         fixes.append(f"recentred: its centre was {float(center.norm()):.4g} units from the origin")
-    return SourceMesh(replace(mesh, verts=norm.apply(mesh.verts)), norm, uvs_valid(mesh), fixes)
+    return SourceMesh(replace(mesh, verts=norm.apply(mesh.verts)), norm, uvs_valid(mesh), fixes,
+                      count_parts(mesh.verts, mesh.faces))
 
 
 def colored_samples(mesh: Mesh, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -188,8 +188,11 @@ class NeRFPhase(Phase):
 
     def __init__(self, cfg: NeRFPhaseConfig, ctx: PhaseContext, terms: list[Term]) -> None:
         super().__init__(cfg, ctx, terms)
+        # Density only where every view sees it: outside that ball a floater is never seen
+        # whole, and the box's corners are seen by no view at all.
+        region = min(cfg.cameras.framed_radius(), ctx.bound)
         with seeded(ctx.seed, self.key, "field"):
-            field = NeRFField.from_config(cfg.field, ctx.bound, ctx.fused_grid)
+            field = NeRFField.from_config(cfg.field, ctx.bound, ctx.fused_grid, region)
         self.field = _on_device(field, ctx.device)
         self.optimizer = make_optimizer(cfg.optimizer, self.field.parameters(), cfg.lr)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,6 +20,7 @@ from ..geometry.decimate import coarse_stages, decimate_coarsely
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
 from ..geometry.mesh import Mesh
+from ..geometry.pieces import keep_object
 from ..geometry.source_mesh import SourceMesh, colored_samples
 from ..geometry.surfaces import DMTetSurface, OffsetSurface
 from ..guidance.ref_view import identity_views
@@ -36,15 +38,19 @@ Emit = Callable[[dict], None]
 
 # (rasterizer, target mesh, result mesh, albedo or None) -> metrics: eval/oracle_report.py
 Measure = Callable[[Rasterizer, Mesh, Mesh, Callable | None], dict]
+# (exported file, target mesh in the file's frame) -> metrics: eval/oracle_report.file_report
+MeasureFile = Callable[[Path, Mesh], dict]
 
 
 class Runner:
     def __init__(self, run: RunContext, emit: Emit, should_cancel: Callable[[], bool] = lambda: False,
-                 measure: Measure | None = None) -> None:
+                 measure: Measure | None = None, measure_file: MeasureFile | None = None) -> None:
         """run: prepare()'s context. measure: oracle runs' held-out-view metrics after each
-        phase (the caller's, so the pipeline does not depend on the evaluation package)."""
+        phase, measure_file: theirs of the exported file on its own (the caller's, so the
+        pipeline does not depend on the evaluation package)."""
         self.job, self.cfg, self.out = run.job, run.cfg, run.out
-        self.emit, self.should_cancel, self.measure = emit, should_cancel, measure
+        self.emit, self.should_cancel = emit, should_cancel
+        self.measure, self.measure_file = measure, measure_file
         self.ctx, self.raster, self.device, self.anchors = run.phase_ctx, run.raster, run.device, run.anchors
         self.source, self.target, self.cond, self.fingerprints = run.source, run.target, run.cond, run.fingerprints
         self.checkpoints = Checkpoints(self.out, self.log)
@@ -207,9 +213,12 @@ class Runner:
             return
         with torch.no_grad():
             albedo_fn = None if albedo is None else albedo.to(self.device)
-            self.metrics[key] = self.measure(self.raster, self.target, mesh.to(self.device), albedo_fn)
+            self._record(key, self.measure(self.raster, self.target, mesh.to(self.device), albedo_fn))
+
+    def _record(self, key: str, metrics: dict) -> None:
+        self.metrics[key] = metrics
         write_atomic(self.out / "metrics.json", json.dumps(self.metrics, indent=2))
-        self.log(f"{key} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics[key].items()))
+        self.log(f"{key} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
     def export(self, p3: TexturePhase, src: SourceMesh | None = None, uv: torch.Tensor | None = None) -> dict:
         """Cleanup, UVs, bake, GLB and previews. With a source mesh the result goes back to its
@@ -223,6 +232,10 @@ class Runner:
                 stages.start("baking the texture into the input's UVs")
                 mesh = baked_mesh(self.raster, verts, faces, uv.cpu(), material, ecfg.texture_size)
             else:
+                # The object only (geometry/pieces.py), before the face budget and the texture are spent
+                verts, faces, removal = keep_object(verts, faces, ecfg.pieces, 1 if src is None else src.parts)
+                if removal.share > 0:
+                    self.log(str(removal))
                 stages.add(coarse_stages(faces.shape[0], ecfg.max_faces))
                 verts, faces, _ = decimate_coarsely(verts, faces, ecfg.max_faces, stages.start)
                 stages.start("cleanup, UV unwrapping and baking")
@@ -242,6 +255,10 @@ class Runner:
         if self.target is not None:
             if src is None:
                 self._measure("final", mesh)
+            if self.measure_file is not None:  # the target in the file's frame: the input's for stylize / edit
+                target = self.target.to("cpu")
+                self._record("file", self.measure_file(glb, target if src is None else
+                                                       replace(target, verts=src.norm.undo(target.verts))))
             result["metrics"] = self.metrics
         stages.finish()
         return result

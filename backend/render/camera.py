@@ -130,6 +130,11 @@ class CameraRange:
     radius: Span = setting(lo=0.1, hi=100.0)
     fov: Span = setting(lo=1.0, hi=170.0)
 
+    def framed_radius(self) -> float:
+        """The radius of the ball about the origin that every camera of the range frames
+        whole (square images): the nearest radius times the sine of the narrowest half-fov."""
+        return self.radius[0] * math.sin(math.radians(self.fov[0]) / 2)
+
     def four_views(self, resolution: int) -> Cameras:
         """Front, right, back, left (azimuths 0, 90, 180, 270) at the middle of the ranges."""
         mid = lambda v: (v[0] + v[1]) / 2  # noqa: E731

@@ -180,12 +180,12 @@ def run_parsed(job: Job, out_dir: Path, forward: Emit | None = None, should_canc
     from ..pipeline.runner import Runner
 
     try:
-        measure = None
+        measure = measure_file = None
         if job.guidance == "oracle":
-            from ..eval.oracle_report import oracle_report as measure
+            from ..eval.oracle_report import file_report as measure_file, oracle_report as measure
         run = prepare(job, cfg, out_dir, lambda message: emit({"type": "log", "message": message}), stores,
                       Stages(emit, should_cancel, "input"))
-        result = Runner(run, emit, should_cancel, measure).run()
+        result = Runner(run, emit, should_cancel, measure, measure_file).run()
     except ModelNotAvailable as exc:
         emit(error_event(exc, "model_missing", exc.hint))
         return None
