@@ -51,6 +51,7 @@ def test_modality_embedding_mixes_normalised_prompts_for_ms_and_raw_ones_for_unc
     from PIL import Image
 
     from backend.conditioning.embedding import PromptError, image_tensor, modality_embedding
+    from backend.job import Prompt, Weights
     from backend.conditioning.audio import audio_clips, read_audio
     from backend.models.store import ModelStore
     from backend.models.tiny import build_tiny
@@ -66,25 +67,25 @@ def test_modality_embedding_mixes_normalised_prompts_for_ms_and_raw_ones_for_unc
     raw_image = model.embed("vision", image_tensor(png, 28), normalize=False)[0]
     audio = model.embed("audio", audio_clips(read_audio(wav))[None])[0]
     unit = lambda v: torch.nn.functional.normalize(v, dim=0)  # noqa: E731
-    text_only = modality_embedding(model, tok, {"text": "a red chair", "weights": {}})
-    image_only = modality_embedding(model, tok, {"images": [png], "weights": {}})
-    audio_only = modality_embedding(model, tok, {"audio": wav, "weights": {}})
+    text_only = modality_embedding(model, tok, Prompt(text="a red chair"))
+    image_only = modality_embedding(model, tok, Prompt(images=(png,)))
+    audio_only = modality_embedding(model, tok, Prompt(audio=wav))
     assert torch.allclose(image_only.unclip, raw_image, atol=1e-6)  # exactly ImageBind's raw image embedding
     assert torch.allclose(text_only.unclip, raw_text, atol=1e-6)
     assert torch.allclose(audio_only.unclip.norm(), torch.tensor(20.0), atol=1e-3)  # one clip: exactly the scale 20
     for e in (text_only, audio_only, image_only):
         assert abs(float(e.unit.norm()) - 1) < 1e-5
-    both = modality_embedding(model, tok, {"text": "a red chair", "audio": wav, "weights": {"text": 1.0, "audio": 3.0}})
+    both = modality_embedding(model, tok, Prompt(text="a red chair", audio=wav, weights=Weights(text=1.0, audio=3.0)))
     assert torch.allclose(both.unit, unit(unit(raw_text) + 3 * unit(audio)), atol=1e-5)
     assert torch.allclose(both.unclip, (raw_text + 3 * audio) / 4, atol=1e-5)
-    two = modality_embedding(model, tok, {"images": [png, str(tmp_path / "s.png")], "weights": {}})
+    two = modality_embedding(model, tok, Prompt(images=(png, str(tmp_path / "s.png"))))
     raw_second = model.embed("vision", image_tensor(str(tmp_path / "s.png"), 28), normalize=False)[0]
     assert torch.allclose(two.unclip, (raw_image + raw_second) / 2, atol=1e-6)  # several images: averaged raw
-    only_text = modality_embedding(model, tok, {"text": "a red chair", "audio": wav, "weights": {"audio": 0.0}})
+    only_text = modality_embedding(model, tok, Prompt(text="a red chair", audio=wav, weights=Weights(audio=0.0)))
     assert torch.allclose(only_text.unit, text_only.unit, atol=1e-6)
     assert torch.allclose(only_text.unclip, text_only.unclip, atol=1e-6)
     with pytest.raises(PromptError):
-        modality_embedding(model, tok, {"weights": {}})
+        modality_embedding(model, tok, Prompt())
 
 
 def test_missing_imagebind_checkpoint_is_explained(tmp_path):
