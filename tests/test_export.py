@@ -39,7 +39,7 @@ def test_cleanup_welds_and_drops_degenerate_faces():
     v = np.concatenate([soup, tet[[0, 1, 2]], np.array([[0, 0, 0], [0.5, 0, 0], [1, 0, 0]], np.float32)])
     f = np.concatenate([np.arange(12).reshape(4, 3), extra[:1], extra[1:] + 3])
     colors = torch.from_numpy(v).clone()  # a vertex's colour is its position
-    cv, cf, cc = cleanup(torch.from_numpy(v), torch.from_numpy(f), 1000, 0.0, colors)
+    cv, cf, cc = cleanup(torch.from_numpy(v), torch.from_numpy(f), 1000, colors)
     assert cv.shape == (4, 3) and cf.shape == (4, 3) and torch.equal(cc, cv)
     assert sorted(map(tuple, cv.tolist())) == sorted(map(tuple, tet.tolist()))
     assert sorted(tuple(sorted(cv[i].tolist() for i in face)) for face in cf.tolist()) == \
@@ -51,7 +51,7 @@ def test_decimation_matches_the_reference_decimator():
     collapse on the same surface, the backend's decimator before VTK, stored with the script that
     made it): same budget and topology, and the distance to the true torus and the normals
     within 5% of pymeshlab's (VTK measures 3% above it here, at 29x; on the oracle targets:
-    README, Decimation)."""
+    docs/quality.md, Decimation)."""
     import json
 
     from tests.fixtures.decimation.make_reference import BUDGET, measure, torus_surface
@@ -59,7 +59,7 @@ def test_decimation_matches_the_reference_decimator():
     ref = json.loads((Path(__file__).parent / "fixtures" / "decimation" / "reference.json").read_text())
     v, f = torus_surface()
     assert measure(v, f) == pytest.approx(ref["dense"], rel=1e-5)  # the same input as the reference's
-    cv, cf, _ = cleanup(torch.from_numpy(v).float(), torch.from_numpy(f), BUDGET, 0.0)
+    cv, cf, _ = cleanup(torch.from_numpy(v).float(), torch.from_numpy(f), BUDGET)
     got, want = measure(cv.double().numpy(), cf.numpy()), ref["pymeshlab"]
     assert got["faces"] <= BUDGET and want["faces"] == BUDGET
     assert {k: got[k] for k in ("euler", "boundary_edges", "components")} == \

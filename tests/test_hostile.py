@@ -452,7 +452,8 @@ def test_a_job_with_a_truncated_current_pt_and_a_zeroed_record_goes_on_from_what
     assert logs[first + 2] == "resuming from the beginning"
     assert "warning: metrics.json is not used (JSONDecodeError): measured again" in logs
     assert next(e for e in events if e["type"] == "progress")["step"] == 1  # phase II from its start
-    assert set(json.loads((out / "metrics.json").read_text())) == {"input", "phase2", "final"}
+    # measured again: phase II's and the final figures, and the exported file's on its own
+    assert set(json.loads((out / "metrics.json").read_text())) == {"input", "phase2", "final", "file"}
 
 
 def _flat(state: dict) -> list[torch.Tensor]:

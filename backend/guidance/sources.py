@@ -185,11 +185,17 @@ SOURCES: dict[str, Source] = {
     # --- phases -------------------------------------------------------------------------
     "timesteps": Source(
         {"*": {"phase1": TimestepSchedule(0.3, 0.98, "sqrt"), "phase2": TimestepSchedule(0.02, 0.3, "sqrt"),
-               "phase3": TimestepSchedule(0.02, 0.98, "sqrt")}},
+               "phase3": TimestepSchedule(0.02, 0.98, "sqrt")},
+         "draft": {"phase1": TimestepSchedule(0.02, 0.98, "sqrt"), "phase2": TimestepSchedule(0.02, 0.3, "sqrt"),
+                   "phase3": TimestepSchedule(0.02, 0.98, "sqrt")}},
         "phase I: HiFA's sqrt anneal 0.98 -> 0.3; phase II (CDS's t2): 300 -> 20 sqrt; phase III: 0.98 -> 0.02",
         "threestudio configs/hifa.yaml L65-67 (min_step_percent 0.3, sqrt_anneal); Consistent3D "
         "configs/consistency-refine.yaml L77, L80 (cur_steps [0, 300, 20, 3000], perturb_indices sqrt); "
-        "threestudio configs/magic3d-refine-sd.yaml (texture stage 0.02 - 0.98)"),
+        "threestudio configs/magic3d-refine-sd.yaml (texture stage 0.02 - 0.98)",
+        "draft's phase I anneals down to 0.02: at its 300 steps a 0.3 floor leaves the hand-over's flat faces "
+        "too far out; measured with the oracle (2026-12-06, 2-core CPU, blocks at "
+        "the end-to-end test's sizes): the exported file 2.4% of the diagonal outside the target's box at 0.3, "
+        "1.2% at 0.02, the same Chamfer (0.55% / 0.56%)"),
     "weighting": Source("sds", "w(t) = 1 - ᾱ", "threestudio configs/hifa.yaml L64; " + _TS + " L255-257"),
     "optimizer": Source({"*": {"phase1": "adam", "phase2": "adan", "phase3": "adam"}, "*/stylize":
                          {"phase1": "adam", "phase2": "adam", "phase3": "adam"}},

@@ -185,9 +185,10 @@ def build_tiny(out_dir: str | Path, roles: list[str] | None = None, seed: int = 
         raise KeyError(f"{missing[0]!r} has no tiny build of its own (its files are another role's)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    for name, build in builders:
-        build(out / name)
+    with torch.random.fork_rng(devices=[]):  # the process's generator left as it was (a server builds these)
+        torch.manual_seed(seed)
+        for name, build in builders:
+            build(out / name)
     (out / "tiny.json").write_text(json.dumps({"version": TINY_VERSION, "roles": sorted(names)}))
     return out
 
