@@ -38,8 +38,8 @@ def test_stylize_changes_the_texture_toward_the_target_and_keeps_the_geometry(tm
 def test_edit_moves_the_geometry_toward_a_deformed_variant(tmp_path):
     metrics, _ = _run(tmp_path, "edit")
     # One piece (the edit's loose specks removed). Its extents are not the target's: this
-    # bold, short edit halves the Chamfer (4.8% -> 2.0%) and ends 5% of the diagonal wider
-    # than the bent box (measured), so the box and own-box bars do not apply.
+    # bold, short edit halves the Chamfer (4.8% -> 2.1%) and ends 5-7% of the diagonal wider
+    # than the bent box (measured, seeds 0 and 1), so the box and own-box bars do not apply.
     assert_clean_file(metrics, box=False, own_box=False)
     before, after = metrics["input"], metrics["final"]
     assert after["chamfer_rel"] < 0.5 * before["chamfer_rel"]  # the bar: Chamfer at least halves

@@ -96,6 +96,7 @@ def make_target(name: str):  # noqa: ANN201 (trimesh.Trimesh)
                 leg.apply_translation([x, 0.0, z])
                 legs.append(leg)
         mesh = trimesh.util.concatenate([top, *legs])
+        mesh.unmerge_vertices()  # flat faces: a box's corners shared would draw its sides with blended normals
     elif name == "ring":
         mesh = creation.torus(0.5, 0.18, major_sections=48, minor_sections=16)
         v = mesh.vertices

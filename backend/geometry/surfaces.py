@@ -8,6 +8,8 @@ phases.GeometryPhase) runs the loop, losses and checkpoints for any of them.
 mesh() -> verts [V,3], faces [F,3] long, in the unit frame; state() is what a checkpoint
 keeps and restored(state) the surface it describes. `kind` names what a regulariser of the
 surface itself may read ("dmtet": its grid's values and edges; "offsets": its offsets).
+`normals` is how phase II shades it (render/mesh_renderer.render_mesh): "face" for the DMTet,
+"vertex" for the user's mesh (render_mesh's docstring says why).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .dmtet import DMTet
 class Surface(Protocol):
     key: str  # its name among the phase's modules (and in checkpoints)
     kind: str
+    normals: str  # "face" or "vertex" (render_mesh)
 
     def module(self) -> torch.nn.Module: ...
     def to(self, device: torch.device) -> "Surface": ...
@@ -33,6 +36,7 @@ class Surface(Protocol):
 
 class DMTetSurface:
     key = kind = "dmtet"
+    normals = "face"
 
     def __init__(self, dmtet: DMTet) -> None:
         self.dmtet = dmtet
@@ -69,6 +73,7 @@ class OffsetSurface:
     near where they started)."""
 
     key, kind = "surface", "offsets"
+    normals = "vertex"
 
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor) -> None:
         self.base, self.faces = verts.detach(), faces

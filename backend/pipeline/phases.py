@@ -248,12 +248,12 @@ class GeometryPhase(Phase):
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         views = _views(self.cfg, self.generator, self.ctx.device)
         verts, faces = self._step_mesh = self.mesh()
-        out = render_mesh(self.ctx.raster, verts, faces, views)
+        out = render_mesh(self.ctx.raster, verts, faces, views, normals=self.surface.normals)
         data = StepData(mesh=(verts, faces), surface=self.surface)
         return self.step_losses(Frame(out.image, out.alpha), views, step, data)
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
-        out = render_mesh(self.ctx.raster, *(self._step_mesh or self.mesh()), views)
+        out = render_mesh(self.ctx.raster, *(self._step_mesh or self.mesh()), views, normals=self.surface.normals)
         return Frame(out.image, out.alpha, out.depth, out.normal)
 
     def load(self, state: dict) -> None:
