@@ -7,7 +7,7 @@ import trimesh
 
 from backend.geometry.mesh import face_normals
 from backend.render.camera import orbit_cameras
-from backend.render.mesh_renderer import render_mesh
+from backend.render.mesh_renderer import clip_positions, render_mesh
 from backend.render.shading import fixed_views
 
 AXES = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
@@ -26,10 +26,10 @@ def _views():  # noqa: ANN202 (Views)
 
 def test_face_normals_give_each_pixel_its_triangles_normal(raster):
     verts, faces = _cube()
-    out = render_mesh(raster, verts, faces, _views(), normals="face", antialias=False)
+    views = _views()
+    out = render_mesh(raster, verts, faces, views, normals="face", antialias=False)
     covered = out.mask[..., 0] > 0
-    rast = raster.rasterize(torch.einsum("bij,vj->bvi", _views().cams.mvp, torch.cat([verts, torch.ones(8, 1)], -1)),
-                            faces.int(), (96, 96))
+    rast = raster.rasterize(clip_positions(verts, views.cams.mvp), faces.int(), (96, 96))
     expect = face_normals(verts, faces)[rast[..., 3].long() - 1]
     assert torch.allclose(out.normal[covered], expect[covered], atol=1e-6)
     # a cube's faces: every covered pixel is one of the six axes exactly
@@ -59,8 +59,7 @@ def test_face_normal_gradients_are_the_face_normals_derivatives(raster):
     out = render_mesh(raster, verts, faces, views, normals="face", antialias=False)
     (out.normal * w).sum().backward()
     rendered = verts.grad.clone()
-    clip = torch.einsum("bij,vj->bvi", views.cams.mvp, torch.cat([verts.detach(), torch.ones(8, 1)], -1))
-    ids = raster.rasterize(clip, faces.int(), (96, 96))[..., 3].long() - 1
+    ids = raster.rasterize(clip_positions(verts.detach(), views.cams.mvp), faces.int(), (96, 96))[..., 3].long() - 1
     counts = torch.bincount(ids[ids >= 0], minlength=faces.shape[0]).float()
     v2 = verts.detach().clone().requires_grad_(True)
     ((face_normals(v2, faces) @ w) * counts).sum().backward()

@@ -13,7 +13,7 @@ surface itself may read ("dmtet": its grid's values and edges; "offsets": its of
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -24,7 +24,7 @@ from .dmtet import DMTet
 class Surface(Protocol):
     key: str  # its name among the phase's modules (and in checkpoints)
     kind: str
-    normals: str  # "face" or "vertex" (render_mesh)
+    normals: Literal["vertex", "face"]  # render_mesh
 
     def module(self) -> torch.nn.Module: ...
     def to(self, device: torch.device) -> "Surface": ...
@@ -36,7 +36,7 @@ class Surface(Protocol):
 
 class DMTetSurface:
     key = kind = "dmtet"
-    normals = "face"
+    normals: Literal["vertex", "face"] = "face"
 
     def __init__(self, dmtet: DMTet) -> None:
         self.dmtet = dmtet
@@ -73,7 +73,7 @@ class OffsetSurface:
     near where they started)."""
 
     key, kind = "surface", "offsets"
-    normals = "vertex"
+    normals: Literal["vertex", "face"] = "vertex"
 
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor) -> None:
         self.base, self.faces = verts.detach(), faces
