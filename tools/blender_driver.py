@@ -43,6 +43,7 @@ def report_object(name: str) -> dict:
     return {"name": obj.name, "uv_layers": len(obj.data.uv_layers), "faces": len(obj.data.polygons),
             "images": len(images), "packed": all(i.packed_file is not None for i in images),
             "smooth": sum(p.use_smooth for p in obj.data.polygons) / max(len(obj.data.polygons), 1),
+            "flat": [p.index for p in obj.data.polygons if not p.use_smooth],
             "custom_normals": obj.data.has_custom_normals,
             "quads": sum(len(p.vertices) == 4 for p in obj.data.polygons),
             "normal_map": any(n.type == "NORMAL_MAP" for n in nodes),
