@@ -1,7 +1,8 @@
 """From optimised geometry + texture field to a UV-mapped, textured GLB.
 
-cleanup (geometry/cleanup.py): duplicates, decimation to the face budget (the runner
-has kept the object's pieces first: geometry/pieces.py); unwrap (xatlas) with padding;
+cleanup (geometry/cleanup.py): duplicates, decimation to the face budget (the runner's
+surface arrives within it, its object's pieces kept before and after decimation:
+geometry/pieces.py); unwrap (xatlas) with padding;
 bake: rasterise the mesh in UV space, query the texture field at each texel's surface
 point, dilate across seams; write GLB with a PBR material: base colour, metallic-roughness
 and normal textures (trimesh). UVs follow glTF (v = 0 at the image's top row).

@@ -11,8 +11,8 @@ The `keep` largest pieces are parts of the object whatever they are (stylize and
 as many parts as the user's mesh has).
 
 numpy / scipy on the mesh's arrays (no mesh library): the export runs it on the dense
-surface before decimation and unwrapping (pipeline/runner.py), the oracle report on the
-exported file (eval/oracle_report.py).
+surface before decimation and unwrapping, and again once decimation has reached the face
+budget (pipeline/runner.py); the oracle report on the exported file (eval/oracle_report.py).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..schema import setting
+from .cleanup import cleanup
 from .mesh_sdf import winding_number
 
 
@@ -135,6 +136,16 @@ def keep_object(verts: torch.Tensor, faces: torch.Tensor, cfg: PieceConfig, keep
     removal = Removal(relative[small].tolist(), relative[enclosed].tolist(), float(pieces.share()[gone].sum()))
     kept = torch.from_numpy(~gone[pieces.label]).to(faces.device)
     return verts, faces[kept], removal
+
+
+def decimated_object(verts: torch.Tensor, faces: torch.Tensor, cfg: PieceConfig, max_faces: int, keep: int = 1
+                     ) -> tuple[torch.Tensor, torch.Tensor, Removal]:
+    """The object (keep_object's, already) cleaned and decimated to max_faces
+    (geometry/cleanup.py), then keep_object once more: quadric collapse can cut a thin bridge
+    at a coarse budget, and what it cuts off is a loose piece like any other. -> verts [V,3],
+    faces [F',3] (unreferenced vertices stay, as keep_object's), what went after decimation."""
+    v, f, _ = cleanup(verts, faces, max_faces)
+    return keep_object(v, f, cfg, keep)
 
 
 def count_parts(verts: torch.Tensor, faces: torch.Tensor) -> int:

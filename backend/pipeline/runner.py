@@ -20,7 +20,7 @@ from ..geometry.decimate import coarse_stages, decimate_coarsely
 from ..geometry.dmtet import DMTet, choose_threshold, dmtet_from_density, dmtet_from_mesh
 from ..geometry.fields import TextureField
 from ..geometry.mesh import Mesh
-from ..geometry.pieces import keep_object
+from ..geometry.pieces import decimated_object, keep_object
 from ..geometry.source_mesh import SourceMesh, colored_samples
 from ..geometry.surfaces import DMTetSurface, OffsetSurface
 from ..guidance.ref_view import identity_views
@@ -233,12 +233,16 @@ class Runner:
                 mesh = baked_mesh(self.raster, verts, faces, uv.cpu(), material, ecfg.texture_size)
             else:
                 # The object only (geometry/pieces.py), before the face budget and the texture are spent
-                verts, faces, removal = keep_object(verts, faces, ecfg.pieces, 1 if src is None else src.parts)
+                parts = 1 if src is None else src.parts
+                verts, faces, removal = keep_object(verts, faces, ecfg.pieces, parts)
                 if removal.share > 0:
                     self.log(str(removal))
                 stages.add(coarse_stages(faces.shape[0], ecfg.max_faces))
                 verts, faces, _ = decimate_coarsely(verts, faces, ecfg.max_faces, stages.start)
                 stages.start("cleanup, UV unwrapping and baking")
+                verts, faces, crumbs = decimated_object(verts, faces, ecfg.pieces, ecfg.max_faces, parts)
+                if crumbs.share > 0:
+                    self.log(f"after decimation: {crumbs}")
                 mesh = build_textured_mesh(self.raster, verts, faces, material, ecfg)
         if src is not None:
             if self.target is not None:
