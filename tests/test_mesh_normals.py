@@ -1,4 +1,4 @@
-"""How render_mesh shades a surface's normals: "face" gives each pixel its triangle's normal
+"""How render_mesh shades a surface's normals (Views.normals): "face" gives each pixel its triangle's normal
 (phase II's DMTet, whose vertices are grid-edge crossings), "vertex" the interpolated
 area-weighted vertex normals (the user's mesh). Known answers on a cube whose 8 corners are
 shared by its faces, the case where the two differ most."""
@@ -19,15 +19,16 @@ def _cube() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces, dtype=torch.long)
 
 
-def _views():  # noqa: ANN202 (Views)
+def _views(normals: str = "vertex"):  # noqa: ANN202 (Views)
     # three faces seen at once from above a corner, and one face-on
-    return fixed_views(orbit_cameras(torch.tensor([30.0, 0.0]), torch.tensor([45.0, 0.0]), 2.5, 40.0, 96), "normal")
+    cams = orbit_cameras(torch.tensor([30.0, 0.0]), torch.tensor([45.0, 0.0]), 2.5, 40.0, 96)
+    return fixed_views(cams, "normal").with_normals(normals)
 
 
 def test_face_normals_give_each_pixel_its_triangles_normal(raster):
     verts, faces = _cube()
-    views = _views()
-    out = render_mesh(raster, verts, faces, views, normals="face", antialias=False)
+    views = _views("face")
+    out = render_mesh(raster, verts, faces, views, antialias=False)
     covered = out.mask[..., 0] > 0
     rast = raster.rasterize(clip_positions(verts, views.cams.mvp), faces.int(), (96, 96))
     expect = face_normals(verts, faces)[rast[..., 3].long() - 1]
@@ -41,7 +42,7 @@ def test_face_normals_give_each_pixel_its_triangles_normal(raster):
 
 def test_vertex_normals_round_a_shared_corner_cube(raster):
     verts, faces = _cube()
-    out = render_mesh(raster, verts, faces, _views(), normals="vertex", antialias=False)
+    out = render_mesh(raster, verts, faces, _views("vertex"), antialias=False)
     covered = out.mask[..., 0] > 0
     # every corner's normal is the diagonal (area-weighted over three equal faces), so
     # interpolated normals lie between the axes: within 10 degrees of an axis only at a face's centre
@@ -54,9 +55,9 @@ def test_face_normal_gradients_are_the_face_normals_derivatives(raster):
     count times d(n_f . w)/d(verts): the render adds nothing to the face normal's own derivative."""
     verts, faces = _cube()
     verts = verts.clone().requires_grad_(True)
-    views = _views()
+    views = _views("face")
     w = torch.tensor([0.3, -0.7, 0.5])
-    out = render_mesh(raster, verts, faces, views, normals="face", antialias=False)
+    out = render_mesh(raster, verts, faces, views, antialias=False)
     (out.normal * w).sum().backward()
     rendered = verts.grad.clone()
     ids = raster.rasterize(clip_positions(verts.detach(), views.cams.mvp), faces.int(), (96, 96))[..., 3].long() - 1

@@ -16,7 +16,7 @@ from ..geometry.mesh import Mesh
 from ..render.camera import orbit_cameras
 from ..render.mesh_material import render_target  # the same rendering the oracle uses for its targets
 from ..render.raster import Rasterizer
-from ..render.shading import Background, Frame, Views, fixed_views
+from ..render.shading import Background, Frame, Normals, Views, fixed_views
 
 
 class RefView:
@@ -82,11 +82,13 @@ class Anchor:
 
 
 def identity_views(raster: Rasterizer, mesh: Mesh, count: int, resolution: int, shading: str,
-                   elevation: float = 15.0) -> RefView:
+                   normals: Normals = "vertex", elevation: float = 15.0) -> RefView:
     """The original mesh seen from `count` azimuths around it, in a phase's shading (albedo
-    for texture phases, normal maps for geometry), as a K-view RefView ("identity")."""
+    for texture phases, normal maps for geometry), as a K-view RefView ("identity"); normals:
+    how the surface it is compared with is drawn (Views.normals)."""
     azimuths = [360.0 * i / count for i in range(count)]
-    views = fixed_views(orbit_cameras(elevation, torch.tensor(azimuths), 2.5, 40.0, resolution), shading, "white")
+    cams = orbit_cameras(elevation, torch.tensor(azimuths), 2.5, 40.0, resolution)
+    views = fixed_views(cams, shading, "white").with_normals(normals)
     device = mesh.verts.device
     with torch.no_grad():
         image = render_target(raster, mesh, views.to(device), with_mask=True)

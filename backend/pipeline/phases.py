@@ -82,6 +82,11 @@ class Phase:
         """Render the current representation (depth and normals too when `geometry`)."""
         raise NotImplementedError
 
+    def shaded(self, views: Views) -> Views:
+        """The views as this phase draws its representation: the terms' references are drawn
+        through the same views, so like is compared with like."""
+        return views
+
     def render(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
         """-> image [B,H,W,3] in [0,1], opacity [B,H,W,1] of the current representation."""
         f = self.frame(views)
@@ -101,7 +106,7 @@ class Phase:
             if fixed is None:
                 parts = g(frame, views, step, self.iterations)
             else:
-                fixed = fixed.to(self.ctx.device)
+                fixed = self.shaded(fixed.to(self.ctx.device))
                 parts = g(self.frame(fixed, geometry=g.needs_geometry), fixed, step, self.iterations)
             _add_parts(term.name, term.weight, parts, losses)
         for name, reg in self.regularizers.items():
@@ -245,15 +250,23 @@ class GeometryPhase(Phase):
         finally:
             self._step_mesh = None  # the optimiser moved the surface
 
+    def shaded(self, views: Views) -> Views:
+        """Its surface's normals (DMTet: by face, geometry/surfaces.py); the oracle's target
+        and the identity views are then drawn by face too. A reference drawn with normals
+        interpolated across its creases (a box whose corners share vertices) shows rounded
+        edges the faces can only answer by bulging: an edit whose target was its own input
+        grew 4.2% of the diagonal out of its box in 200 steps (docs/quality.md)."""
+        return views.with_normals(self.surface.normals)
+
     def losses(self, step: int) -> dict[str, torch.Tensor]:
-        views = _views(self.cfg, self.generator, self.ctx.device)
+        views = self.shaded(_views(self.cfg, self.generator, self.ctx.device))
         verts, faces = self._step_mesh = self.mesh()
-        out = render_mesh(self.ctx.raster, verts, faces, views, normals=self.surface.normals)
+        out = render_mesh(self.ctx.raster, verts, faces, views)
         data = StepData(mesh=(verts, faces), surface=self.surface)
         return self.step_losses(Frame(out.image, out.alpha), views, step, data)
 
     def frame(self, views: Views, geometry: bool = False) -> Frame:
-        out = render_mesh(self.ctx.raster, *(self._step_mesh or self.mesh()), views, normals=self.surface.normals)
+        out = render_mesh(self.ctx.raster, *(self._step_mesh or self.mesh()), self.shaded(views))
         return Frame(out.image, out.alpha, out.depth, out.normal)
 
     def load(self, state: dict) -> None:

@@ -160,11 +160,12 @@ class Runner:
         for fix in src.fixes:
             self.log(f"input mesh: {fix}")
         mesh, scfg, mode = src.mesh.to(self.device), self.cfg.source, self.job.mode
+        surface = OffsetSurface if mode == "stylize" else DMTetSurface  # phase II's
         if "input" not in self.metrics:
             self._measure("input", mesh)
         if any(self.cfg.phase(p).weight("identity") > 0 for p in PHASES):
             self.anchors["identity"] = {shading: identity_views(self.raster, mesh, scfg.identity_views,
-                                                                scfg.identity_resolution, shading)
+                                                                scfg.identity_resolution, shading, surface.normals)
                                         for shading in ("albedo", "normal")}
         with seeded(self.ctx.seed, "source", "texture"):
             texture = TextureField.from_config(self.cfg.phase1.field, self.ctx.bound, self.ctx.fused_grid)

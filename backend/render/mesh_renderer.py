@@ -9,7 +9,7 @@ and metallic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
@@ -43,17 +43,17 @@ def clip_positions(verts: torch.Tensor, mvp: torch.Tensor) -> torch.Tensor:
 
 def render_mesh(raster: Rasterizer, verts: torch.Tensor, faces: torch.Tensor, views: Views,
                 material: Material | None = None, extras: dict[str, torch.Tensor] | None = None,
-                antialias: bool = True, normals: Literal["vertex", "face"] = "vertex") -> MeshRender:
+                antialias: bool = True) -> MeshRender:
     """verts [V,3], faces [F,3]; extras: per-vertex attributes [V,C] passed to the material.
     Without a material the albedo is mid grey.
 
-    normals: "vertex" interpolates area-weighted vertex normals (smooth, how a file without
+    views.normals: "vertex" interpolates area-weighted vertex normals (smooth, how a file without
     split normals is drawn); "face" gives each pixel its triangle's normal. Phase II shades a
     marching-tets surface by its faces: its vertices are grid-edge crossings, so vertex normals
     round every crease over a cell or two, and a normal-map loss against a target with sharp
     edges answers that by moving the creases outward (the oracle table: flat faces 1.9% of the
     diagonal outside the target's box with vertex normals, 0.8% with face normals)."""
-    cams = views.cams
+    cams, normals = views.cams, views.normals
     pos = clip_positions(verts, cams.mvp.to(verts))
     tri = faces.int()
     rast = raster.rasterize(pos, tri, (cams.height, cams.width))

@@ -8,7 +8,7 @@ glTF BRDF of brdf.py instead), "textureless" (white under the same light, Lamber
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -54,26 +54,36 @@ class Frame:
     normal: torch.Tensor | None = None
 
 
+Normals = Literal["vertex", "face"]
+
+
 @dataclass
 class Views:
     """What one optimisation step renders: B cameras, a light direction [B,3] (unit, towards
-    the light), a background colour [B,3] in [0,1] and one shading mode for the batch."""
+    the light), a background colour [B,3] in [0,1], one shading mode for the batch, and how a
+    mesh drawn through them gets its normals (render/mesh_renderer.render_mesh). A geometry
+    phase sets its surface's (phases.GeometryPhase.shaded), so the references it is compared
+    with in those views (the oracle's target, the identity views) are drawn alike."""
 
     cams: Cameras
     light_dir: torch.Tensor
     background: torch.Tensor
     shading: str = "albedo"
     ambient: float = 0.3
+    normals: Normals = "vertex"
 
     def __len__(self) -> int:
         return len(self.cams)
 
     def to(self, device: torch.device | str) -> "Views":
-        return Views(self.cams.to(device), self.light_dir.to(device), self.background.to(device),
-                     self.shading, self.ambient)
+        return replace(self, cams=self.cams.to(device), light_dir=self.light_dir.to(device),
+                       background=self.background.to(device))
 
     def index(self, idx: slice | list[int]) -> "Views":
-        return Views(self.cams.index(idx), self.light_dir[idx], self.background[idx], self.shading, self.ambient)
+        return replace(self, cams=self.cams.index(idx), light_dir=self.light_dir[idx], background=self.background[idx])
+
+    def with_normals(self, normals: Normals) -> "Views":
+        return self if normals == self.normals else replace(self, normals=normals)
 
 
 def sample_views(cam_range: CameraRange, batch: int, resolution: int, generator: torch.Generator,
