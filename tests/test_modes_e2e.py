@@ -1,6 +1,7 @@
 """Stylize and edit end to end with the oracle aimed at a variant of the input mesh
 (backend/eval/targets.mode_meshes)."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,31 @@ def test_stylize_changes_the_texture_toward_the_target_and_keeps_the_geometry(tm
     assert result.faces.shape[0] == sphere.faces.shape[0]  # the user's mesh, not a remesh
 
 
+def test_an_edit_with_nothing_to_change_keeps_the_box(tmp_path):
+    """The edit case (its 200 phase II steps) with its own input as the target, a box whose
+    corners share vertices: nothing to change. When phase II drew its references with
+    interpolated normals, their rounded edges made the DMTet, drawn by its faces, bulge 4.2%
+    of the diagonal out of the box, Chamfer 1.77% (one thread; docs/quality.md). Drawn by face
+    like the DMTet, it ends 1.0-1.9% out (one thread / two), Chamfer 0.57% / 0.55%; the input
+    against itself, the Chamfer's sampling floor, measures 0.39%. The own-box bar is not
+    asserted: Adan's first steps move every SDF value by its full step, up to 3% of the
+    diagonal by step 20, and 200 steps do not always bring the furthest points back (own-box
+    gap 0.03 points at one thread, 0.21 at two)."""
+    job = json.loads(write_mode_job("edit", tmp_path, {**ONE_PREVIEW, "phase3.iterations": 1}).read_text())
+    shutil.copyfile(tmp_path / "input.glb", tmp_path / "target.glb")
+    events: list[dict] = []
+    assert run_job(job, tmp_path, tmp_path / "out", events.append) is not None, events[-3:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert_clean_file(metrics, own_box=False)
+    assert metrics["final"]["chamfer_rel"] < 2 * metrics["input"]["chamfer_rel"]
+
+
 def test_edit_moves_the_geometry_toward_a_deformed_variant(tmp_path):
     metrics, _ = _run(tmp_path, "edit")
-    # One piece (the edit's loose specks removed). Its extents are not the target's: this
-    # bold, short edit halves the Chamfer (4.8% -> 2.1%) and ends 5-7% of the diagonal wider
-    # than the bent box (measured, seeds 0 and 1), so the box and own-box bars do not apply.
+    # One piece (the edit's loose specks removed). Its extents are not yet the target's: in
+    # its 200 phase II steps this bold edit takes the Chamfer from 4.8% to 1.3-1.5%, and the
+    # part it grew ends 4-6% of the diagonal outside the bent box (seeds 0 and 1; 800 steps
+    # settle it, docs/quality.md), so the box and own-box bars do not apply.
     assert_clean_file(metrics, box=False, own_box=False)
     before, after = metrics["input"], metrics["final"]
     assert after["chamfer_rel"] < 0.5 * before["chamfer_rel"]  # the issue's bar: Chamfer at least halves
