@@ -175,7 +175,7 @@ class Runner:
             mse = texture.fit(*samples, steps=scfg.texture_fit_steps, seed=self.ctx.seed)
             self.log(f"texture field fitted to the input's colours (MSE {mse:.4f})")
         cfg2 = self.cfg.phase2
-        if mode == "stylize":
+        if surface is OffsetSurface:
             p2 = GeometryPhase(cfg2, self.ctx, self._terms("phase2"), OffsetSurface(mesh.verts, mesh.faces))
         else:
             p2 = self._geometry_phase(lambda: dmtet_from_mesh(mesh.verts, mesh.faces, cfg2.tet_res, self.ctx.bound,
