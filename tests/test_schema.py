@@ -100,6 +100,27 @@ def test_every_preset_and_mode_parses_and_every_setting_is_typed():
             assert set(data) <= {f.name for f in fields(Config)}
 
 
+def test_a_mode_sets_a_value_for_one_preset_only(monkeypatch):
+    """presets/modes/edit.json gives draft's phase II the steps an edit needs (its "presets"
+    table); other presets and modes keep theirs, and a job's override still has the last word."""
+    import json
+
+    from backend.pipeline import config
+    from backend.pipeline.preset_files import PRESET_DIR
+
+    table = json.loads((PRESET_DIR / "modes" / "edit.json").read_text())["presets"]
+    assert resolve("draft", mode="edit").phase2.iterations == table["draft"]["phase2"]["iterations"] == 800
+    assert resolve("draft").phase2.iterations == 200
+    for preset in set(preset_names()) - set(table):
+        assert resolve(preset, mode="edit").phase2.iterations == resolve(preset).phase2.iterations
+    assert resolve("draft", {"phase2.iterations": 50}, mode="edit").phase2.iterations == 50
+    # a table for a preset that does not exist is refused, naming where
+    monkeypatch.setattr(config, "load_mode", lambda mode: {"presets": {"drafty": {"phase2": {"iterations": 1}}}})
+    with pytest.raises(ConfigError) as err:
+        resolve("draft", mode="edit")
+    assert err.value.field == "presets" and "drafty" in str(err.value)
+
+
 def test_a_declared_setting_the_preset_leaves_out_may_be_overridden():
     assert resolve("draft").phase1.field.features == 2  # the default, written once on FieldConfig
     assert resolve("draft", {"phase1.field.features": 4}).phase1.field.features == 4

@@ -165,10 +165,10 @@ def mode_meshes(mode: str):  # noqa: ANN201 (trimesh.Trimesh pair)
 # The end-to-end cases' settings. Stylize: phase III long enough to restyle a sphere. Edit:
 # identity 1 instead of the preset's 10 (a bold edit: "how much may change"), and phase II
 # at tet_res 48 and 128² (the box has no thin part; draft's finer grid and renders are for
-# 4 mm parts and cost this CPU 4x the time).
+# 4 mm parts and cost this CPU 4x the time); its steps are draft's edit's (presets/modes/edit.json).
 MODE_OVERRIDES = {
     "stylize": {"phase3.iterations": 120, "export.texture_size": 256},
-    "edit": {"phase2.iterations": 200, "phase3.iterations": 30, "phase2.tet_res": 48, "phase2.resolution": 128,
+    "edit": {"phase3.iterations": 30, "phase2.tet_res": 48, "phase2.resolution": 128,
              "phase2.losses.identity": 1.0, "export.texture_size": 128},
 }
 

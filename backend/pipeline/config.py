@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..schema import parse
 from .losses import LOSSES
-from .preset_files import load_mode, load_preset
+from .preset_files import load_mode, load_preset, preset_names
 from .settings import Config
 
 
@@ -46,30 +46,42 @@ def apply_overrides(preset: dict, overrides: dict[str, Any]) -> dict:
     return cfg
 
 
-def with_mode(cfg: dict, mode: str) -> dict:
-    """Stylize and edit start from a mesh: presets/modes/<mode>.json is laid over the preset,
-    phase sections key by key and their tables (cameras, ...) too, except that a mode's
-    "losses" table replaces the preset's; other sections whole. Generate uses the preset as
-    it is."""
-    layer = None if mode == "generate" else load_mode(mode)
-    if layer is None:
-        return cfg
-    out = copy.deepcopy(cfg)
+def _lay(out: dict, layer: dict) -> None:
+    """A layer over config data in place: phase sections key by key and their tables
+    (cameras, ...) too, except that a "losses" table replaces the one below; other sections
+    whole."""
     for key, value in layer.items():
-        if key == "description":
-            continue
         if key.startswith("phase") and isinstance(value, dict):
             out[key] = {**out[key], **{k: {**out[key].get(k, {}), **v} if isinstance(v, dict) and k != "losses" else v
                                        for k, v in copy.deepcopy(value).items()}}
         else:
             out[key] = copy.deepcopy(value)
+
+
+def with_mode(cfg: dict, mode: str, preset: str) -> dict:
+    """Stylize and edit start from a mesh: presets/modes/<mode>.json is laid over the preset,
+    then the mode's table for that preset ("presets": {"draft": {...}}), where a setting
+    depends on both (edit's phase II does all of the shape's change, as it has no phase I,
+    so draft's 200 steps are too few for it). Generate uses the preset as it is."""
+    layer = None if mode == "generate" else load_mode(mode)
+    if layer is None:
+        return cfg
+    layer = copy.deepcopy(layer)
+    by_preset = layer.pop("presets", {})
+    layer.pop("description", None)
+    unknown = sorted(set(by_preset) - set(preset_names()))
+    if unknown:
+        raise ConfigError(f"presets/modes/{mode}.json names no preset {', '.join(unknown)}", "presets")
+    out = copy.deepcopy(cfg)
+    _lay(out, layer)
+    _lay(out, by_preset.get(preset, {}))
     return out
 
 
 def resolve_data(preset: str, overrides: dict[str, Any] | None = None, mode: str = "generate") -> dict:
     """The preset with the mode and the overrides laid over it, as JSON data (what a job's
     config.json holds). Not yet checked: see resolve."""
-    return apply_overrides(with_mode(load_preset(preset), mode), overrides or {})
+    return apply_overrides(with_mode(load_preset(preset), mode, preset), overrides or {})
 
 
 def resolve(preset: str, overrides: dict[str, Any] | None = None, mode: str = "generate") -> Config:
