@@ -44,9 +44,10 @@ demo-oracle: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m backend run demo/oracle/ring_job.json --out demo/oracle/out
 	@echo "demo-oracle: demo/oracle/out/result.glb, turntable.png, metrics.json"
 
-# Everything, slow tests included (what CI runs).
+# Everything, slow tests included (what CI runs): two lanes (tests/conftest.py), the
+# end-to-end oracle runs on one worker and every other test on the other; the slowest listed.
 test: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --durations=25 tests
 
 # The quick loop: skips tests marked slow.
 test-fast: $(STAMP) $(NODE_STAMP) $(BPY_STAMP)
