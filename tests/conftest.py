@@ -13,9 +13,9 @@ os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 # reads when the kernels are defined (HashGrid takes them only on CUDA; their tests call them).
 os.environ["TRITON_INTERPRET"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# `make test` runs two pytest-xdist workers, one a lane (below): each gets its share of the
-# cores, set before torch is imported and inherited by the jobs and Blenders tests start, so
-# two lanes never ask for twice the machine's threads.
+# `make test` runs two pytest-xdist workers, one a lane (below): each gets half the cores, set
+# before torch is imported and inherited by the job and Blender processes that tests start, so
+# the two lanes never ask for twice the machine's threads.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
 
