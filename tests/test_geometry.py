@@ -4,6 +4,8 @@ import torch
 import trimesh
 
 from backend.geometry.dmtet import OUTSIDE, DMTet, dmtet_from_density
+from backend.geometry.dual_contouring import dual_contour
+from backend.geometry.surfaces import DMTetSurface
 from backend.geometry.hashgrid import HashGrid
 from backend.geometry.fields import FieldConfig, NeRFField
 from backend.geometry.mesh import face_normals
@@ -84,6 +86,87 @@ def test_marching_tets_gradients_match_finite_differences():
     sdf = (verts.norm(dim=-1) - 0.53).double().requires_grad_(True)  # no grid vertex on the surface
     v = verts.double().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda s, p: marching_tets(p, tets, s)[0], (sdf, v), eps=1e-6, atol=1e-5)
+
+
+def _box_sdf(p: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    q = p.abs() - half
+    return q.clamp(min=0).norm(dim=-1) + q.max(-1).values.clamp(max=0)
+
+
+def test_dual_contouring_sphere_is_closed_outward_and_on_the_sphere():
+    d = DMTet(16, [-1] * 3, [1] * 3, surface="dual")
+    d.set_sdf(lambda p: p.norm(dim=-1) - 0.6)
+    mv, mf = d()
+    tm = trimesh.Trimesh(mv.detach().numpy(), mf.numpy(), process=False)
+    assert tm.is_watertight and tm.is_winding_consistent
+    assert abs(tm.volume - 4 / 3 * np.pi * 0.6 ** 3) / (4 / 3 * np.pi * 0.6 ** 3) < 0.05  # positive = outward
+    # |p| - r is convex along an edge, so each linear crossing lies on or inside the sphere, and
+    # so do the cells' vertices (their means) and the quads' centres (means of those). All of a
+    # centre's crossings lie in the 2 x 2 x 1 cells around its edge, 3 cells (0.375) across at
+    # most: no deeper than that chord's sag.
+    r = mv.norm(dim=-1)
+    assert r.max() <= 0.6 + 1e-6 and r.min() >= np.sqrt(0.6 ** 2 - (3 * 0.125 / 2) ** 2)
+
+
+def test_dual_contouring_holds_a_boxs_edges_and_corners_with_the_right_offsets():
+    # A box whose faces cut through cells. Each cell's vertex moved to where its crossings'
+    # planes meet (dual contouring's QEF with the box's exact normals: a face plane that cuts
+    # the cell fixes that coordinate) makes the surface the box itself, so the enclosed volume
+    # is the box's 8 hx hy hz. Marching tets, and the crossings' mean alone, cut its edges.
+    torch.set_default_dtype(torch.float64)
+    try:
+        res, lo, hi = 16, torch.full((3,), -1.0), torch.full((3,), 1.0)
+        half, cell = torch.tensor([0.53, 0.41, 0.29]), (hi - lo) / res
+        verts, tets = tet_grid(res, lo, hi)
+        sdf = _box_sdf(verts, half)
+        mean, faces = dual_contour(sdf, res, lo, hi, torch.zeros(res ** 3, 3))
+        cells = mean.shape[0] - faces.shape[0] // 4  # the cells' vertices come first, then the quads' centres
+        mean = mean[:cells]
+        ijk = ((mean - lo) / cell).floor().long()  # every mean is strictly inside its cell here
+        corner = lo + ijk * cell
+        ridge = mean.clone()
+        for plane in (-half, half):
+            cuts = (corner < plane) & (plane < corner + cell)
+            ridge = torch.where(cuts, plane.expand_as(ridge), ridge)
+        offset = torch.zeros(res ** 3, 3)
+        offset[(ijk[:, 0] * res + ijk[:, 1]) * res + ijk[:, 2]] = ridge - mean
+        assert (offset.abs() <= cell / 2).all()  # within DMTet's tanh bound
+        sharp = trimesh.Trimesh(*(t.numpy() for t in dual_contour(sdf, res, lo, hi, offset)), process=False)
+        box = 8 * half.prod().item()
+        assert sharp.is_watertight and abs(sharp.volume - box) < 1e-12
+        assert np.allclose(sharp.bounds, [(-half).numpy(), half.numpy()], atol=1e-12)
+        rounded = trimesh.Trimesh(*(t.numpy() for t in dual_contour(sdf, res, lo, hi, torch.zeros(res ** 3, 3))),
+                                  process=False)
+        tets_mesh = trimesh.Trimesh(*(t.numpy() for t in marching_tets(verts, tets, sdf)))
+        assert rounded.volume < box - 1e-3 and tets_mesh.volume < box - 1e-3  # 0.485 and 0.496
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_dual_contouring_gradients_match_finite_differences():
+    # A cell's vertex is the mean of crossings a + (b - a) s_a / (s_a - s_b) plus its offset:
+    # smooth in both while no sign flips.
+    verts, _ = tet_grid(4)
+    lo, hi = torch.full((3,), -1.0, dtype=torch.float64), torch.full((3,), 1.0, dtype=torch.float64)
+    sdf = (verts.norm(dim=-1) - 0.53).double().clamp(max=1.0)
+    border = (verts.abs() == 1).any(-1)
+    sdf = torch.where(border, OUTSIDE, sdf).requires_grad_(True)
+    offset = (0.1 * torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s, o: dual_contour(s, 4, lo, hi, o)[0], (sdf, offset), eps=1e-6, atol=1e-5)
+
+
+def test_dual_dmtet_survives_a_checkpoint_and_prepares_no_tet_edges():
+    d = DMTet(8, [-1] * 3, [1] * 3, surface="dual")
+    d.set_sdf(lambda p: p.norm(dim=-1) - 0.5)
+    with torch.no_grad():
+        d.deform.normal_(0, 0.3)
+    assert d.deform.shape == (8 ** 3, 3)  # one offset per cell
+    again = DMTet.from_state(d.state())
+    assert again.surface == "dual" and all(torch.equal(a, b) for a, b in zip(again(), d()))
+    assert DMTet.from_state(DMTet(8, [-1] * 3, [1] * 3).state()).surface == "tets"
+    d.whole_grid = True  # as on a GPU: marching tets would build the grid's edges here, dual contouring needs none
+    DMTetSurface(d).prepare(edges=False)
+    assert not hasattr(d, "_edges")
 
 
 def test_winding_number_and_mesh_sdf():

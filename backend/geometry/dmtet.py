@@ -1,8 +1,11 @@
 """DMTet: an SDF and a bounded vertex deformation on a run-time tet grid, extracted to a
-triangle mesh by marching tetrahedra (differentiable in both).
+triangle mesh by marching tetrahedra (differentiable in both); or, with surface "dual", the
+same SDF lattice extracted by dual contouring (geometry/dual_contouring.py), a vertex per
+crossed cell, which can hold a sharp edge that marching tets cuts off.
 
-SDF negative inside. Vertex position = grid vertex + tanh(deform) * cell / 2, so a vertex
-never leaves its half-cell and tets never invert. The grid's border vertices are held
+SDF negative inside. Marching tets: vertex position = grid vertex + tanh(deform) * cell / 2,
+so a vertex never leaves its half-cell and tets never invert. Dual: deform is per cell, and
+moves the cell's vertex by tanh(deform) * cell / 2 from the mean of its crossings. The grid's border vertices are held
 outside (OUTSIDE, not parameters): the grid's box is the volume the object lies in, so a
 surface can neither touch the border nor be cut open by it.
 
@@ -16,7 +19,7 @@ sign flips make. With no levels and fine_scale 1 it is the plain per-vertex DMTe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -24,17 +27,20 @@ from torch import nn
 
 from ..schema import setting
 from .cleanup import cleanup
+from .dual_contouring import dual_contour
 from .tets import grid_surface, marching_tets, tet_edges, tet_grid
 
 
 @dataclass(frozen=True, kw_only=True)
 class SdfGridConfig:
     """The SDF's coarse levels (a preset's phase2.sdf_grid): their lattice resolutions,
-    the scale of the levels and of the per-vertex values (the module's docstring)."""
+    the scale of the levels and of the per-vertex values (the module's docstring); how its
+    zero level set becomes triangles (surface: "tets" marching tets, "dual" dual contouring)."""
 
     levels: tuple[int, ...] = setting((), lo=2, hi=512)
     level_scale: float = setting(1.0, lo=0.0, hi=100.0)
     fine_scale: float = setting(1.0, lo=0.0, hi=100.0)
+    surface: Literal["tets", "dual"] = setting("tets")
 
 
 # The SDF held at the grid's border: the hand-over's clamp saturates at 1 (empty space);
@@ -44,10 +50,11 @@ OUTSIDE = 1.0
 
 class DMTet(nn.Module):
     def __init__(self, res: int, lo: list[float], hi: list[float], levels: Sequence[int] = (),
-                 level_scale: float = 1.0, fine_scale: float = 1.0) -> None:
+                 level_scale: float = 1.0, fine_scale: float = 1.0, surface: str = "tets") -> None:
         super().__init__()
         verts, tets = tet_grid(res, lo, hi)
         self.res, self.level_scale, self.fine_scale = res, float(level_scale), float(fine_scale)
+        self.surface = surface
         self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32))
         self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32))
         self.register_buffer("grid_verts", verts)
@@ -58,13 +65,13 @@ class DMTet(nn.Module):
         self.register_buffer("border", border.reshape(-1), persistent=False)
         self.sdf = nn.Parameter(torch.zeros(verts.shape[0]))
         self.levels = nn.ParameterList([nn.Parameter(torch.zeros(r + 1, r + 1, r + 1)) for r in levels])
-        self.deform = nn.Parameter(torch.zeros(verts.shape[0], 3))
+        self.deform = nn.Parameter(torch.zeros(res ** 3 if surface == "dual" else verts.shape[0], 3))
 
     @staticmethod
     def from_config(res: int, lo: list[float], hi: list[float], cfg: SdfGridConfig | None) -> "DMTet":
         """cfg: a phase's sdf_grid, None for the plain per-vertex DMTet."""
         cfg = cfg or SdfGridConfig()
-        return DMTet(res, lo, hi, cfg.levels, cfg.level_scale, cfg.fine_scale)
+        return DMTet(res, lo, hi, cfg.levels, cfg.level_scale, cfg.fine_scale, cfg.surface)
 
     @property
     def cell(self) -> torch.Tensor:
@@ -86,6 +93,8 @@ class DMTet(nn.Module):
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> mesh verts [M,3], faces [K,3]."""
+        if self.surface == "dual":
+            return dual_contour(self.values(), self.res, self.lo, self.hi, torch.tanh(self.deform) * self.cell / 2)
         verts, sdf = self.vertices(), self.values()
         if self.uses_whole_grid():
             return marching_tets(verts, self.tets, sdf, self.edges())
@@ -118,10 +127,11 @@ class DMTet(nn.Module):
     @staticmethod
     def from_state(state: dict) -> "DMTet":
         """Rebuild from a state dict (the grid box and the SDF levels are part of the state)."""
-        meta = ("res", "level_res", "level_scale", "fine_scale")
+        meta = ("res", "level_res", "level_scale", "fine_scale", "dual")
         levels = state.get("level_res", torch.zeros(0, dtype=torch.long)).tolist()
         dmtet = DMTet(int(state["res"]), state["lo"].tolist(), state["hi"].tolist(), levels,
-                      float(state.get("level_scale", 1.0)), float(state.get("fine_scale", 1.0)))
+                      float(state.get("level_scale", 1.0)), float(state.get("fine_scale", 1.0)),
+                      "dual" if bool(state.get("dual", False)) else "tets")
         dmtet.load_state_dict({k: v for k, v in state.items() if k not in meta})
         return dmtet
 
@@ -129,7 +139,8 @@ class DMTet(nn.Module):
         return {**self.state_dict(), "res": torch.tensor(self.res),
                 "level_res": torch.tensor([lattice.shape[0] - 1 for lattice in self.levels], dtype=torch.long),
                 "level_scale": torch.tensor(self.level_scale, dtype=torch.float64),
-                "fine_scale": torch.tensor(self.fine_scale, dtype=torch.float64)}
+                "fine_scale": torch.tensor(self.fine_scale, dtype=torch.float64),
+                "dual": torch.tensor(self.surface == "dual")}
 
 
 def _grid_density(density_fn: Callable[[torch.Tensor], torch.Tensor], bound: float, res: int

@@ -51,7 +51,7 @@ class DMTetSurface:
     def prepare(self, edges: bool) -> None:
         """edges: a regulariser reads the grid's edges. They are built here rather than inside a
         step: marching tets' over the whole grid (DMTet.whole_grid) and the sign entropy's."""
-        if self.dmtet.uses_whole_grid() or edges:
+        if (self.dmtet.surface == "tets" and self.dmtet.uses_whole_grid()) or edges:
             self.dmtet.edges()
 
     def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
