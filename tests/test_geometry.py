@@ -143,6 +143,23 @@ def test_dual_contouring_holds_a_boxs_edges_and_corners_with_the_right_offsets()
         torch.set_default_dtype(torch.float32)
 
 
+def test_dual_contouring_gives_each_patch_of_a_cell_its_own_vertex():
+    # Two inside lattice points diagonal on a cube face: the two cells that share that face
+    # are each cut twice. One vertex per cell would join the two surfaces there (edges of 4
+    # faces); one per patch gives two closed surfaces, each 6 quads (its 6 crossing edges) of 4
+    # triangles about 8 patch vertices: 48 faces and 16 + 12 vertices.
+    res, n = 4, 5
+    sdf = torch.ones(n, n, n)
+    sdf[1, 1, 1] = sdf[2, 2, 1] = -1.0
+    verts, faces = dual_contour(sdf.reshape(-1), res, torch.zeros(3), torch.full((3,), 4.0), torch.zeros(res ** 3, 3))
+    assert faces.shape[0] == 48 and verts.shape[0] == 28
+    tm = trimesh.Trimesh(verts.numpy(), faces.numpy(), process=False)
+    parts = tm.split(only_watertight=False)
+    assert len(parts) == 2 and all(p.is_watertight and p.volume > 0 for p in parts)
+    centres = sorted(tuple(np.round(p.vertices.mean(0), 6)) for p in parts)
+    assert np.allclose(centres, [(1, 1, 1), (2, 2, 1)])  # each around its own point
+
+
 def test_dual_contouring_gradients_match_finite_differences():
     # A cell's vertex is the mean of crossings a + (b - a) s_a / (s_a - s_b) plus its offset:
     # smooth in both while no sign flips.
