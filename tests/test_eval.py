@@ -59,3 +59,18 @@ def test_thin_targets_are_one_closed_surface_with_4mm_parts_on_a_10cm_object(nam
                  torch.tensor(mesh.faces, dtype=torch.long))
     inscribed = math.cos(math.pi / sections) if sections else 1.0
     assert float(d[0]) == pytest.approx(-THIN / 2 * inscribed, rel=1e-3)
+
+
+def test_suite_adds_its_overrides_to_every_cases_job(tmp_path):
+    import json
+
+    from backend.eval.suite import _job_path
+    from backend.eval.targets import MODE_OVERRIDES
+
+    change = {"phase2.sdf_grid.surface": "dual", "phase2.iterations": 400}
+    target = json.loads(_job_path("ring", tmp_path / "ring", "draft", 1, change).read_text())
+    assert target["seed"] == 1 and target["overrides"] == {"progress.preview_every": 1_000_000, **change}
+    edit = json.loads(_job_path("edit", tmp_path / "edit", "draft", 0, change).read_text())
+    assert edit["overrides"] == {**MODE_OVERRIDES["edit"], "progress.preview_every": 1_000_000, **change}
+    assert json.loads(_job_path("ring", tmp_path / "plain", "draft", 0).read_text())["overrides"] == {
+        "progress.preview_every": 1_000_000}

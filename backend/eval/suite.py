@@ -5,7 +5,9 @@ figures, against the bars of a clean file (issue 37).
 
 Each case runs in DIR/CASE_sSEED (job, inputs, out/). A case whose out/metrics.json is
 complete is read, not run again, so an interrupted suite goes on where it stopped; one
-whose run predates the file's figures is measured from its out/result.glb.
+whose run predates the file's figures is measured from its out/result.glb. `--overrides`
+(a job's overrides, JSON) measures a change of preset on every case before it is made: give
+it a DIR of its own.
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from .targets import MODE_OVERRIDES, TARGETS, write_mode_job, write_target
 MODES = tuple(MODE_OVERRIDES)
 
 
-def _job_path(case: str, folder: Path, preset: str, seed: int) -> Path:
+def _job_path(case: str, folder: Path, preset: str, seed: int, overrides: dict | None = None) -> Path:
+    overrides = {"progress.preview_every": 1_000_000, **(overrides or {})}
     if case in MODES:
-        return write_mode_job(case, folder, {"progress.preview_every": 1_000_000}, seed)
-    return write_target(case, folder, preset, {"progress.preview_every": 1_000_000}, seed)
+        return write_mode_job(case, folder, overrides, seed)
+    return write_target(case, folder, preset, overrides, seed)
 
 
 def file_frame_target(job: Job) -> Mesh:
@@ -38,14 +41,14 @@ def file_frame_target(job: Job) -> Mesh:
     return target if job.mode != "generate" else normalized(target)[0]
 
 
-def run_case(case: str, seed: int, out: Path, preset: str = "draft") -> dict:
+def run_case(case: str, seed: int, out: Path, preset: str = "draft", overrides: dict | None = None) -> dict:
     """metrics.json of one case, running it (`python -m backend run`, its output in
-    DIR/CASE_sSEED/log.txt) when it has not finished."""
+    DIR/CASE_sSEED/log.txt) when it has not finished; overrides: added to its job's."""
     folder = out / f"{case}_s{seed}"
     metrics_path = folder / "out" / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     if "final" not in metrics or not (folder / "out" / "result.glb").exists():
-        job = _job_path(case, folder, preset, seed)
+        job = _job_path(case, folder, preset, seed, overrides)
         with (folder / "log.txt").open("a") as log:
             done = subprocess.run([sys.executable, "-m", "backend", "run", str(job), "--out", str(folder / "out")],
                                   stdout=log, stderr=subprocess.STDOUT)
@@ -89,13 +92,15 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=[*TARGETS, *MODES], choices=[*TARGETS, *MODES])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     ap.add_argument("--preset", default="draft", help="the targets' preset (the mode cases use their job's)")
+    ap.add_argument("--overrides", type=json.loads, default={},
+                    help='JSON added to every case\'s job overrides, e.g. \'{"phase2.iterations": 400}\'')
     args = ap.parse_args()
     out = Path(args.out)
     rows = []
     for seed in args.seeds:
         for case in args.cases:
             print(f"{case} seed {seed}", flush=True)
-            rows.append((case, seed, run_case(case, seed, out, args.preset)))
+            rows.append((case, seed, run_case(case, seed, out, args.preset, args.overrides)))
     (out / "summary.json").write_text(json.dumps([{"case": c, "seed": s, **m} for c, s, m in rows], indent=2))
     print(table(rows))
     if any(verdict(m) for _, _, m in rows):
