@@ -1,13 +1,13 @@
 """DMTet: an SDF and a bounded vertex deformation on a run-time tet grid, extracted to a
 triangle mesh by marching tetrahedra (differentiable in both); or, with surface "dual", the
 same SDF lattice extracted by dual contouring (geometry/dual_contouring.py), a vertex per
-crossed cell, which can hold a sharp edge that marching tets cuts off.
+patch of surface in a cell, which can hold a sharp edge that marching tets cuts off.
 
 SDF negative inside. Marching tets: vertex position = grid vertex + tanh(deform) * cell / 2,
 so a vertex never leaves its half-cell and tets never invert. Dual: deform is per cell, and
-moves the cell's vertex by tanh(deform) * cell / 2 from the mean of its crossings. The grid's border vertices are held
-outside (OUTSIDE, not parameters): the grid's box is the volume the object lies in, so a
-surface can neither touch the border nor be cut open by it.
+moves the cell's vertices by tanh(deform) * cell / 2 from the means of their crossings. The
+grid's border vertices are held outside (OUTSIDE, not parameters): the grid's box is the
+volume the object lies in, so a surface can neither touch the border nor be cut open by it.
 
 The SDF at the grid vertices is fine_scale * (per-vertex values) plus, for each coarse level
 r, level_scale * (an (r+1)^3 lattice over the same box, trilinearly upsampled). An optimiser
