@@ -20,8 +20,11 @@ Each lattice edge whose ends differ in sign is shared by four cells; their verti
 quad, split into four triangles about its centre (FlexiCubes' split: symmetric, no diagonal to
 choose), wound so that the normal points outward. A cell the surface cuts twice (two inside
 corners diagonal on one of its faces, or opposite in the cube) has a vertex per patch, as
-FlexiCubes does, so the mesh is a closed 2-manifold: a cube face with four crossings joins each
-inside corner's two edges, the same rule seen from both cells that share the face.
+FlexiCubes does: a cube face with four crossings joins each inside corner's two edges, the
+same rule seen from both cells that share the face. The mesh is then closed and 2-manifold but
+where both cells beside such a face join their two patches inside (a tunnel thinner than a
+cell): that face's dual edge has 4 faces (0-2 in 90-180k faces in the oracle runs,
+docs/quality.md).
 """
 from __future__ import annotations
 
@@ -94,7 +97,7 @@ def dual_contour(sdf: torch.Tensor, res: int, lo: torch.Tensor, hi: torch.Tensor
     device = sdf.device
     n = res + 1
     cell = (hi - lo) / res
-    points, keys, cells_of = [], [], []
+    points, keys = [], []
     with torch.no_grad():
         inside = (sdf < 0).reshape(n, n, n)
         case = torch.zeros(res, res, res, dtype=torch.long, device=device)
