@@ -96,9 +96,11 @@ def assert_clean_file(metrics: dict, box: bool = True, own_box: bool = True) -> 
     of the area; with `box`, no surface past the target's box by more than 2% of its
     diagonal; with `own_box`, framed by its own box the Chamfer within 0.1 percentage points
     of the job frame's (issue 37's bars; the last two also measure how well the result's
-    extents match the target's, which pieces are not the only thing to spoil)."""
+    extents match the target's, which pieces are not the only thing to spoil); watertight
+    (every edge of two faces, welded by position: the targets are closed)."""
     f = metrics["file"]
     assert f["small_pieces"] == 0, f
+    assert (f["open_edges"], f["nonmanifold_edges"]) == (0, 0), f
     if box:
         assert f["outside_box"] <= BOX_MARGIN, f
     if own_box:

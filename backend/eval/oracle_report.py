@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..geometry.manifold import edge_defects
 from ..geometry.mesh import Mesh, load_mesh
 from ..geometry.pieces import find_pieces
 from ..render.mesh_material import mesh_material
@@ -88,7 +89,8 @@ def file_report(path: str | Path, target: Mesh) -> dict:
     it, smallest_share), outside_box: how far the surface reaches outside the target's box,
     relative to its diagonal (0 inside), and chamfer_own_box: Chamfer with each mesh framed
     by its own box (relative to that box's diagonal; oracle_report's chamfer_rel is the job
-    frame's, relative to the target's)."""
+    frame's, relative to the target's); open_edges and nonmanifold_edges: edges of one face and
+    of three or more, welded by position (0 and 0: watertight, geometry/manifold.py)."""
     mesh = load_mesh(path)
     verts, faces = mesh.verts.double(), mesh.faces
     pieces = find_pieces(verts.numpy(), faces.numpy())
@@ -99,6 +101,7 @@ def file_report(path: str | Path, target: Mesh) -> dict:
     used = verts[torch.unique(faces)]
     outside = torch.maximum(lo - used, used - hi).clamp(min=0).norm(dim=-1).max()
     own = chamfer(own_box(verts).float(), faces, own_box(t).float(), target.faces.cpu())
+    open_edges, nonmanifold = edge_defects(pieces.welded)
     return {"pieces": len(pieces), "small_pieces": int(small.sum()), "small_share": float(share[small].sum()),
             "smallest_share": float(np.min(share)), "outside_box": float(outside / (hi - lo).norm()),
-            "chamfer_own_box": own}
+            "chamfer_own_box": own, "open_edges": open_edges, "nonmanifold_edges": nonmanifold}

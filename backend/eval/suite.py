@@ -55,7 +55,7 @@ def run_case(case: str, seed: int, out: Path, preset: str = "draft", overrides: 
         if done.returncode != 0:
             raise SystemExit(f"{case} seed {seed} failed: see {folder / 'log.txt'}")
         metrics = json.loads(metrics_path.read_text())
-    if "file" not in metrics:
+    if "open_edges" not in metrics.get("file", {}):  # measured before the file's figures (or its watertightness)
         job = read_job(json.loads((folder / "job.json").read_text()), folder)
         metrics["file"] = file_report(folder / "out" / "result.glb", file_frame_target(job))
     return metrics
@@ -71,6 +71,8 @@ def verdict(metrics: dict) -> list[str]:
         misses.append(f"surface {f['outside_box']:.1%} of the diagonal outside the target's box")
     if abs(f["chamfer_own_box"] - final["chamfer_rel"]) > OWN_BOX_CHAMFER:
         misses.append("own-box Chamfer more than 0.1 points from the job frame's")
+    if f["open_edges"] or f["nonmanifold_edges"]:
+        misses.append(f"not watertight: {f['open_edges']} open edges, {f['nonmanifold_edges']} of 3+ faces")
     return misses
 
 

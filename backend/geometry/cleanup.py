@@ -1,6 +1,6 @@
 """Mesh cleanup: merge duplicate vertices and faces, drop null faces and unreferenced
-vertices, decimate to a face budget. Which pieces belong to the object is geometry/pieces.py's
-question.
+vertices, make the surface 2-manifold (geometry/manifold.py) before and after decimating it to
+a face budget. Which pieces belong to the object is geometry/pieces.py's question.
 
 Decimation is VTK's quadric edge collapse (vtkQuadricDecimation, volume preserved): chosen over
 pymeshlab (no wheel for glibc < 2.35), fast-simplification / pyfqmr (they stop above the budget
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .manifold import make_manifold
 
 
 def _weld(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,11 +64,16 @@ def decimate(v: np.ndarray, f: np.ndarray, max_faces: int) -> tuple[np.ndarray, 
 def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, colors: torch.Tensor | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """-> cleaned verts [V,3], faces [F,3], vertex colours [V,3] when given (CPU); a decimated
-    vertex takes the colour of the input vertex nearest to it."""
+    vertex takes the colour of the input vertex nearest to it. A closed surface comes out
+    closed and 2-manifold: quadric collapse keeps what it is given whole only where it is
+    already manifold, and can itself leave a fin (geometry/manifold.py)."""
     v0 = verts.detach().cpu().double().numpy()
     v, f, source = _weld(v0, faces.cpu().numpy().astype(np.int64))
+    v, f, copied = make_manifold(v, f)
+    source = source[copied]
     if len(f) > max_faces:
         v, f = decimate(v, f, max_faces)
+        v, f, _ = make_manifold(v, f)
         from scipy.spatial import cKDTree
 
         source = source[cKDTree(v0[source]).query(v)[1]]
