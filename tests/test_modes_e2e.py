@@ -42,11 +42,12 @@ def test_an_edit_with_nothing_to_change_keeps_the_box(tmp_path):
     corners share vertices: nothing to change. When phase II drew its references with
     interpolated normals, their rounded edges made the DMTet, drawn by its faces, bulge 4.2%
     of the diagonal out of the box, Chamfer 1.77% (one thread; docs/quality.md). Drawn by face
-    like the DMTet, it ends 1.0-1.9% out (one thread / two), Chamfer 0.57% / 0.55%; the input
-    against itself, the Chamfer's sampling floor, measures 0.39%. The own-box bar is not
-    asserted: Adan's first steps move every SDF value by its full step, up to 3% of the
-    diagonal by step 20, and 200 steps do not always bring the furthest points back (own-box
-    gap 0.03 points at one thread, 0.21 at two)."""
+    like the DMTet, marching tets ended 1.0-1.9% out (one thread / two), Chamfer 0.57% / 0.55%;
+    draft's dual contouring 1.24% out, 0.52% (2026-12-07); the input against itself, the
+    Chamfer's sampling floor, measures 0.39%. The own-box bar is not asserted: Adan's first
+    steps move every SDF value by its full step, up to 3% of the diagonal by step 20, and 200
+    steps do not always bring the furthest points back (own-box gap 0.03 points at one
+    thread, 0.21 at two with marching tets; 0.14 with dual contouring)."""
     overrides = {**ONE_PREVIEW, "phase2.iterations": 200, "phase3.iterations": 1}
     job = json.loads(write_mode_job("edit", tmp_path, overrides).read_text())
     shutil.copyfile(tmp_path / "input.glb", tmp_path / "target.glb")
@@ -62,7 +63,9 @@ def test_edit_moves_the_geometry_toward_a_deformed_variant(tmp_path):
     # One piece, within 2% of the bent box's diagonal, its own box's Chamfer within 0.1 points:
     # draft's edit runs 800 phase II steps (presets/modes/edit.json). At 200 this bold edit
     # left the part it grew 4-6% outside the box (seeds 0 and 1, one thread; docs/quality.md);
-    # at 800: 1.45% / 1.54%, Chamfer 0.73% / 0.78% and 0.57% / 0.52% (job / own box).
+    # at 800 with marching tets: 1.45% / 1.54%, Chamfer 0.73% / 0.78% and 0.57% / 0.52% (seeds
+    # 0 / 1; job / own box); with draft's dual contouring at 256² (2026-12-07, seed 0): 1.07%,
+    # Chamfer 0.44% / 0.51%.
     assert_clean_file(metrics)
     before, after = metrics["input"], metrics["final"]
     assert after["chamfer_rel"] < 0.5 * before["chamfer_rel"]  # the issue's bar: Chamfer at least halves

@@ -110,7 +110,7 @@ def test_a_mode_sets_a_value_for_one_preset_only(monkeypatch):
 
     table = json.loads((PRESET_DIR / "modes" / "edit.json").read_text())["presets"]
     assert resolve("draft", mode="edit").phase2.iterations == table["draft"]["phase2"]["iterations"] == 800
-    assert resolve("draft").phase2.iterations == 200
+    assert resolve("draft").phase2.iterations == 400
     for preset in set(preset_names()) - set(table):
         assert resolve(preset, mode="edit").phase2.iterations == resolve(preset).phase2.iterations
     assert resolve("draft", {"phase2.iterations": 50}, mode="edit").phase2.iterations == 50

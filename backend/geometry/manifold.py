@@ -10,9 +10,9 @@ that can hold an edge"):
   is the one that splits the edge's ends into one vertex per sheet (with the other one
   neither end splits and the edge keeps its four faces).
 - a fin: one triangle hanging on an edge of three faces, its other two edges open. VTK's
-  quadric collapse (geometry/cleanup.py) leaves one where it collapses a pocket of four faces
-  without checking the link condition. The fin is dropped; the edge keeps the two faces that
-  close the surface there.
+  quadric collapse (geometry/cleanup.py) leaves one now and then, even on a 2-manifold input
+  (its non-manifold output is a known issue: https://gitlab.kitware.com/vtk/vtk/-/issues/9000).
+  The fin is dropped; the edge keeps the two faces that close the surface there.
 Then each vertex whose faces form more than one fan (joined through edges of two faces, or the
 pairs above) becomes one vertex per fan. A copy moves a hundredth of the way towards its
 fan's centre, so the copies stay apart wherever vertices are welded by position (cleanup's
