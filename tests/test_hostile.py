@@ -715,7 +715,7 @@ def test_a_preset_over_the_machines_memory_on_the_cpu_is_refused_before_work(tmp
     monkeypatch.setattr(ModelStore, "tiny", False)  # the tiny models pose as the papers' networks
     err = _refused(tmp_path, {"version": 1, "prompt": {"text": "a mug"}, "models": "tiny", "device": "cpu"})
     assert err["code"] == "out_of_memory"
-    assert err["message"] == "preset 'draft' needs about 6.8 GB of memory (RAM: the job runs on the CPU) (estimate) " \
+    assert err["message"] == "preset 'draft' needs about 8.0 GB of memory (RAM: the job runs on the CPU) (estimate) " \
                              "plus 1 GB of headroom, and 3.0 GB are free"
 
 

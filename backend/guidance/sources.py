@@ -56,6 +56,10 @@ _C3D = "Consistent3D threestudio/models/guidance/stable_diffusion_guidance.py"
 _UNMEASURABLE = ("not measurable here: the oracle stands one exact target in for every model, so it cannot weigh "
                  "one prior against another")
 
+_DUAL = ("0 at draft (generate and edit): its phase II is dual contouring, whose edges these terms hold round; "
+         "the oracle ring on a stick's own-box Chamfer gap 0.37 points with draft's weights, 0.056 without "
+         "(docs/quality.md, \"A surface that can hold an edge\"); against the real models' noise not measured")
+
 SOURCES: dict[str, Source] = {
     # --- augmented SDS (XBind Eq. 4-8) on Stable unCLIP --------------------------------
     "aug_sds.weight": Source(1.0, "λ_sds 1", "threestudio configs/hifa.yaml L77 (lambda_sds: 1.)"),
@@ -168,15 +172,15 @@ SOURCES: dict[str, Source] = {
     "orientation.weight": Source({"standard": 0.01, "high": 0.01, "*": 0.0}, "λ_orient 0.01",
                                  "Magic123 main.py L274", "off at draft (its phase I renders albedo only; not measured)"),
     "normal_consistency.weight": Source(
-        100.0, "100", "Consistent3D configs/consistency-refine.yaml L93",
-        "ours compares face normals across an edge where threestudio's mesh.py compares vertex normals; kept: the "
-        "oracle end-to-end targets meet their bars with it (tests/test_oracle_e2e.py), the two were not compared"),
+        {"draft": 0.0, "*": 100.0}, "100", "Consistent3D configs/consistency-refine.yaml L93",
+        "ours compares face normals across an edge where threestudio's mesh.py compares vertex normals; kept at "
+        "standard and high (marching tets), the two were not compared. " + _DUAL),
     "laplacian.weight": Source(
-        {"*": 1000.0, "*/stylize": 100.0}, "100 (mean ‖(D - A) v‖, not squared, not divided by the degree)",
+        {"*/stylize": 100.0, "draft": 0.0, "*": 1000.0}, "100 (mean ‖(D - A) v‖, not squared, not divided by the degree)",
         "Consistent3D configs/consistency-refine.yaml L94; threestudio models/mesh.py L276-309",
         "ours is the mean squared distance to the neighbours' mean (geometry/regularizers.py), a different "
         "scale, so the weight does not transfer; 1000 is kept: the oracle end-to-end targets meet their bars with "
-        "it (tests/test_oracle_e2e.py); stylize's optional phase II 100"),
+        "it (tests/test_oracle_e2e.py); stylize's optional phase II 100. " + _DUAL),
     "sdf_entropy.weight": Source({"standard": 0.01, "high": 0.01, "*": 0.0}, "0.01 (its end value)",
                                  "nvdiffrec geometry/dmtet.py tick() (sdf_regularizer dropping off to 0.01)",
                                  "off at draft (not measured)"),
