@@ -65,8 +65,8 @@ def cleanup(verts: torch.Tensor, faces: torch.Tensor, max_faces: int, colors: to
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """-> cleaned verts [V,3], faces [F,3], vertex colours [V,3] when given (CPU); a decimated
     vertex takes the colour of the input vertex nearest to it. A closed surface comes out
-    closed and 2-manifold: quadric collapse keeps what it is given whole only where it is
-    already manifold, and can itself leave a fin (geometry/manifold.py)."""
+    closed and 2-manifold, before and after quadric collapse: its input must be manifold to
+    stay so, and it can leave a fin even then (geometry/manifold.py)."""
     v0 = verts.detach().cpu().double().numpy()
     v, f, source = _weld(v0, faces.cpu().numpy().astype(np.int64))
     v, f, copied = make_manifold(v, f)
